@@ -1,0 +1,1 @@
+"""RoPE variants: 3D positions, frequencies, axis maps and the reference rotation."""

@@ -1,0 +1,75 @@
+"""The reference rotation (the `VideoRope` op contract, `plugins/contract.py`) in numpy and in torch.
+
+Both are written for clarity: they gather one angle per (batch, token, frequency) from the position rows, then
+rotate pairs. Every fast path (CUDA kernel, TensorRT plugin, ONNX forms) is checked against these.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from videorope_trt.plugins.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
+
+
+def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs):
+    if len(x_shape) != 4:
+        raise ValueError(f"VideoRope: x must be 4-D (B,H,S,D) or (B,S,H,D), got shape {tuple(x_shape)}")
+    b, s, d = x_shape[0], x_shape[2 if attrs.layout == LAYOUT_BHSD else 1], x_shape[3]
+    if len(pos_shape) != 3 or not 1 <= pos_shape[0] <= MAX_AXES:
+        raise ValueError(f"VideoRope: positions must be (A, B, S) with 1 <= A <= {MAX_AXES}, got shape {tuple(pos_shape)}")
+    if tuple(pos_shape[1:]) != (b, s):
+        raise ValueError(f"VideoRope: positions (A, B, S) = {tuple(pos_shape)} does not match x's B={b}, S={s}")
+    if 2 * f > d or f == 0:
+        raise ValueError(f"VideoRope: inv_freq has {f} frequencies; expected 1..{d // 2} for head dim {d}")
+    if len(axis_map) != f:
+        raise ValueError(f"VideoRope: axis_map has {len(axis_map)} entries, inv_freq {f}; they must be equal")
+    amin, amax = int(np.min(axis_map)), int(np.max(axis_map))
+    if amin < 0 or amax >= pos_shape[0]:
+        raise ValueError(f"VideoRope: axis_map values must be in [0, {pos_shape[0]}), got range [{amin}, {amax}]")
+
+
+def _pair_index(f: int, interleaved: int):
+    """Indices of the first and second element of each rotated pair."""
+    k = np.arange(f)
+    return (2 * k, 2 * k + 1) if interleaved else (k, k + f)
+
+
+def video_rope_numpy(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = RotaryAttrs()) -> np.ndarray:
+    """numpy reference of `VideoRope`; angles and products in float64 for an exact oracle, result in x's dtype."""
+    positions = np.asarray(positions, dtype=np.float32)
+    inv_freq = np.asarray(inv_freq, dtype=np.float32)
+    axis_map = np.asarray(axis_map, dtype=np.int64)
+    _check(x.shape, positions.shape, inv_freq.shape[0], axis_map, attrs)
+    # angle (B, S, F): position row chosen per frequency; fp32 inputs, exact product in float64
+    ang = positions[axis_map].astype(np.float64).transpose(1, 2, 0) * inv_freq.astype(np.float64)
+    cos, sin = np.cos(ang) * attrs.scale, np.sin(ang) * attrs.scale
+    xs = x.astype(np.float64)
+    if attrs.layout == LAYOUT_BHSD:  # broadcast (B, S, F) over heads
+        cos, sin = cos[:, None], sin[:, None]
+    else:
+        cos, sin = cos[:, :, None], sin[:, :, None]
+    i1, i2 = _pair_index(inv_freq.shape[0], attrs.interleaved)
+    y = xs.copy()
+    x1, x2 = xs[..., i1], xs[..., i2]
+    y[..., i1] = x1 * cos - x2 * sin
+    y[..., i2] = x2 * cos + x1 * sin
+    return y.astype(x.dtype)
+
+
+def video_rope_torch(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = RotaryAttrs()):
+    """torch implementation of `VideoRope` (eager; angles in fp32, rotation in x's dtype like transformers)."""
+    import torch
+
+    f = inv_freq.shape[0]
+    _check(tuple(x.shape), tuple(positions.shape), f, axis_map.detach().cpu().numpy(), attrs)
+    pos = positions.to(torch.float32)
+    ang = pos[axis_map.long()].permute(1, 2, 0) * inv_freq.to(torch.float32)  # (B, S, F)
+    cos, sin = (ang.cos() * attrs.scale).to(x.dtype), (ang.sin() * attrs.scale).to(x.dtype)
+    cos, sin = (cos[:, None], sin[:, None]) if attrs.layout == LAYOUT_BHSD else (cos[:, :, None], sin[:, :, None])
+    if attrs.interleaved:
+        x1, x2 = x[..., 0 : 2 * f : 2], x[..., 1 : 2 * f : 2]
+        rot = torch.stack((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1).flatten(-2)
+    else:
+        x1, x2 = x[..., :f], x[..., f : 2 * f]
+        rot = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
+    return torch.cat((rot, x[..., 2 * f :]), dim=-1) if 2 * f < x.shape[-1] else rot
