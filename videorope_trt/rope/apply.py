@@ -35,13 +35,16 @@ def _pair_index(f: int, interleaved: int):
 
 
 def video_rope_numpy(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = RotaryAttrs()) -> np.ndarray:
-    """numpy reference of `VideoRope`; angles and products in float64 for an exact oracle, result in x's dtype."""
+    """numpy reference of `VideoRope`, result in x's dtype.
+
+    The angle is the fp32 product position × inv_freq, as the contract defines it (so every implementation rounds
+    it the same way); cos, sin and the rotation are then evaluated in float64 for an exact oracle.
+    """
     positions = np.asarray(positions, dtype=np.float32)
     inv_freq = np.asarray(inv_freq, dtype=np.float32)
     axis_map = np.asarray(axis_map, dtype=np.int64)
     _check(x.shape, positions.shape, inv_freq.shape[0], axis_map, attrs)
-    # angle (B, S, F): position row chosen per frequency; fp32 inputs, exact product in float64
-    ang = positions[axis_map].astype(np.float64).transpose(1, 2, 0) * inv_freq.astype(np.float64)
+    ang = (positions[axis_map].transpose(1, 2, 0) * inv_freq).astype(np.float64)  # (B, S, F), fp32 product
     cos, sin = np.cos(ang) * attrs.scale, np.sin(ang) * attrs.scale
     xs = x.astype(np.float64)
     if attrs.layout == LAYOUT_BHSD:  # broadcast (B, S, F) over heads

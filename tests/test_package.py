@@ -1,0 +1,97 @@
+"""Package-level rules: imports on a CPU-only machine without TensorRT, a CLI whose help works anywhere,
+and the size budgets that keep modules readable."""
+
+import ast
+import importlib
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import videorope_trt
+from videorope_trt.cli import COMMANDS
+
+ROOT = Path(videorope_trt.__file__).parent
+MAX_MODULE_LINES = 400
+MAX_FUNCTION_LINES = 60
+
+
+def _modules():
+    return sorted(m.name for m in pkgutil.walk_packages([str(ROOT)], "videorope_trt."))
+
+
+def test_every_module_imports_without_tensorrt():
+    # A fresh interpreter in which `import tensorrt` / `import tensorrt_rtx` fail, as on a machine without them.
+    code = (
+        "import sys\n"
+        "for name in ('tensorrt', 'tensorrt_rtx', 'tensorrt_bindings', 'tensorrt_rtx_bindings'):\n"
+        "    sys.modules[name] = None\n"
+        "import importlib\n"
+        f"for m in {_modules()!r}:\n"
+        "    importlib.import_module(m)\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
+
+
+def test_package_import_is_light():
+    code = "import sys, videorope_trt, videorope_trt.rope; print(sorted({'torch', 'onnx', 'tensorrt'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_has_help(command):
+    out = subprocess.run(
+        [sys.executable, "-m", "videorope_trt.cli", command, "--help"], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "usage: videorope-trt " + command in out.stdout
+
+
+def test_command_modules_expose_the_command_interface():
+    for name, (module, _) in COMMANDS.items():
+        mod = importlib.import_module(module)
+        assert callable(getattr(mod, "add_arguments", None)) and callable(getattr(mod, "run", None)), name
+
+
+def test_no_arguments_prints_usage():
+    out = subprocess.run([sys.executable, "-m", "videorope_trt.cli"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "make-tiny" in out.stdout
+
+
+def _functions(tree):
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield node.name, node.end_lineno - node.lineno + 1
+
+
+def test_module_and_function_size_budgets():
+    over = []
+    for path in sorted(ROOT.rglob("*.py")):
+        text = path.read_text()
+        lines = len(text.splitlines())
+        rel = path.relative_to(ROOT.parent)
+        if lines > MAX_MODULE_LINES:
+            over.append(f"{rel}: {lines} lines (budget {MAX_MODULE_LINES})")
+        for name, n in _functions(ast.parse(text)):
+            if n > MAX_FUNCTION_LINES:
+                over.append(f"{rel}:{name}: {n} lines (budget {MAX_FUNCTION_LINES})")
+    assert not over, "\n".join(over)
+
+
+def test_tensorrt_is_imported_in_one_place():
+    importers = []
+    for path in ROOT.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n.split(".")[0] in ("tensorrt", "tensorrt_rtx") for n in names):
+                importers.append(str(path.relative_to(ROOT)))
+    assert set(importers) <= {"runtime/trt.py"}, importers
