@@ -1,0 +1,160 @@
+"""The small interface every backend (PyTorch, ONNX Runtime, TensorRT) implements, and their registry.
+
+A backend owns the weights and the KV cache. Generation (`runtime/generate.py`) only calls:
+
+    encode_vision(pixel_values (N, C*tp*p*p) f32, grid_thw (n, 3) int64) -> (N / merge**2, hidden)
+    embed(input_ids (B, S) int64)                                       -> (B, S, hidden)
+    allocate(batch, capacity)                                            preallocates the KV cache, length 0
+    forward(inputs_embeds (B, S, hidden), positions (A, B, S) f32,
+            attention_mask (B, length + S) int64)                        -> last-token logits (B, vocab) f32
+    synchronize()                                                        waits for the device (timings)
+
+`forward` appends S tokens to the cache. The public methods check shapes once here; subclasses implement the
+`_impl` methods. Tensors are torch tensors on `backend.device`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+#: backend name → "module:Class", imported only when chosen.
+BACKENDS = {
+    "torch": "videorope_trt.runtime.backends.torch_backend:TorchBackend",
+    "onnxruntime": "videorope_trt.runtime.backends.ort_backend:OrtBackend",
+    "tensorrt": "videorope_trt.runtime.backends.trt_backend:TrtBackend",
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What generation needs to know about the model, whichever backend runs it."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    variant: str = "m_rope"
+    #: keyword arguments of `videorope_trt.rope.batch_positions` (e.g. delta for VideoRoPE's ATS)
+    position_params: dict = field(default_factory=dict)
+    image_token_id: int = 151655
+    video_token_id: int = 151656
+    vision_start_token_id: int = 151652
+    vision_end_token_id: int = 151653
+    eos_token_ids: tuple = (151645,)
+    pad_token_id: int = 151643
+    spatial_merge_size: int = 2
+
+    @classmethod
+    def from_config(cls, config: dict, variant: str = "m_rope", position_params: dict | None = None) -> "ModelInfo":
+        """From a Qwen2-VL config.json dict (text fields at the top level or under `text_config`)."""
+        text = {**config, **config.get("text_config", {})}
+        heads = text["num_attention_heads"]
+        eos = text.get("eos_token_id", config.get("eos_token_id", 151645))
+        vision = config.get("vision_config", {})
+        get = lambda k, d: config.get(k, text.get(k, d))  # noqa: E731
+        return cls(
+            num_layers=text["num_hidden_layers"],
+            num_kv_heads=text.get("num_key_value_heads", heads),
+            head_dim=text.get("head_dim") or text["hidden_size"] // heads,
+            hidden_size=text["hidden_size"],
+            vocab_size=text["vocab_size"],
+            variant=variant,
+            position_params=dict(position_params or {}),
+            image_token_id=get("image_token_id", 151655),
+            video_token_id=get("video_token_id", 151656),
+            vision_start_token_id=get("vision_start_token_id", 151652),
+            vision_end_token_id=get("vision_end_token_id", 151653),
+            eos_token_ids=tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),),
+            pad_token_id=get("pad_token_id", None) or 151643,
+            spatial_merge_size=vision.get("spatial_merge_size", 2),
+        )
+
+
+class Backend(ABC):
+    """Base class: validates inputs once, tracks the cache length; subclasses do the work in `_impl` methods."""
+
+    name = "base"
+
+    def __init__(self, info: ModelInfo, device="cpu"):
+        self.info = info
+        self.device = device
+        self.batch = 0
+        self.capacity = 0
+        self.length = 0
+
+    # -- public, validated ------------------------------------------------------------------------------------
+    def encode_vision(self, pixel_values, grid_thw):
+        if pixel_values.dim() != 2 or grid_thw.dim() != 2 or grid_thw.shape[-1] != 3:
+            raise ValueError(
+                f"{self.name}: encode_vision expects pixel_values (N, C*tp*p*p) and grid_thw (n, 3); got "
+                f"{tuple(pixel_values.shape)} and {tuple(grid_thw.shape)}"
+            )
+        n = int(grid_thw.prod(-1).sum())
+        if n != pixel_values.shape[0]:
+            raise ValueError(f"{self.name}: grid_thw {grid_thw.tolist()} holds {n} patches, pixel_values has {pixel_values.shape[0]} rows")
+        return self._encode_vision_impl(pixel_values, grid_thw)
+
+    def embed(self, input_ids):
+        if input_ids.dim() != 2:
+            raise ValueError(f"{self.name}: embed expects input_ids (B, S), got shape {tuple(input_ids.shape)}")
+        return self._embed_impl(input_ids)
+
+    def allocate(self, batch: int, capacity: int) -> None:
+        if batch < 1 or capacity < 1:
+            raise ValueError(f"{self.name}: KV cache needs batch >= 1 and capacity >= 1, got batch={batch}, capacity={capacity}")
+        self._allocate_impl(batch, capacity)
+        self.batch, self.capacity, self.length = batch, capacity, 0
+
+    def forward(self, inputs_embeds, positions, attention_mask):
+        b, s = inputs_embeds.shape[:2]
+        if self.capacity == 0:
+            raise ValueError(f"{self.name}: call allocate(batch, capacity) before forward")
+        if b != self.batch:
+            raise ValueError(f"{self.name}: inputs_embeds batch {b} differs from the allocated cache batch {self.batch}")
+        if self.length + s > self.capacity:
+            raise ValueError(
+                f"{self.name}: {self.length} cached + {s} new tokens exceed the KV cache capacity {self.capacity}; "
+                "allocate a larger cache (--max-context)"
+            )
+        if tuple(positions.shape[1:]) != (b, s):
+            raise ValueError(f"{self.name}: positions must be (A, {b}, {s}), got {tuple(positions.shape)}")
+        if tuple(attention_mask.shape) != (b, self.length + s):
+            raise ValueError(
+                f"{self.name}: attention_mask must cover cached + new tokens, (B, length + S) = "
+                f"({b}, {self.length + s}); got {tuple(attention_mask.shape)}"
+            )
+        logits = self._forward_impl(inputs_embeds, positions, attention_mask)
+        self.length += s
+        return logits
+
+    def synchronize(self) -> None:
+        """Wait for queued device work, so that host timings are true."""
+
+    # -- implementation ------------------------------------------------------------------------------------------
+    @abstractmethod
+    def _encode_vision_impl(self, pixel_values, grid_thw): ...
+
+    @abstractmethod
+    def _embed_impl(self, input_ids): ...
+
+    @abstractmethod
+    def _allocate_impl(self, batch: int, capacity: int) -> None: ...
+
+    @abstractmethod
+    def _forward_impl(self, inputs_embeds, positions, attention_mask): ...
+
+
+def backend_class(name: str):
+    """The backend class registered under `name` (imported on demand)."""
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; expected one of {sorted(BACKENDS)}")
+    module, cls = BACKENDS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def open_backend(name: str, path, **options) -> Backend:
+    """Load backend `name` from `path` (a checkpoint for torch, an artifact directory for the others)."""
+    return backend_class(name).load(path, **options)

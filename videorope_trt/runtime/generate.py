@@ -1,0 +1,230 @@
+"""Generation over any backend: chunked vision encoding, chunked prefill into a preallocated KV cache, decode.
+
+    video patches ──(chunks of temporal slices)──► backend.encode_vision ──► visual embeddings (shared by prompts)
+    prompts ──► token ids (left padded) ──► backend.embed, visual embeddings scattered at the video tokens
+            ──► positions (rope.batch_positions) ──► prefill in chunks ──► first token
+    decode: positions = rope.decode_positions(variant, rope_deltas, cache_position), one token per step
+
+Vision memory stays flat because each call sees only `vision_chunk` temporal slices (Qwen2-VL's vision
+attention never crosses a temporal slice, so chunking changes nothing numerically).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from videorope_trt.runtime.sampling import Sampler, SamplingConfig
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    max_new_tokens: int = 128
+    #: tokens per prefill call; bounds activation memory during prefill
+    prefill_chunk: int = 2048
+    #: temporal slices (of temporal_patch_size frames) per vision-encoder call
+    vision_chunk: int = 8
+    #: KV cache capacity in tokens; None sizes it to the prompt + max_new_tokens
+    max_context: int | None = None
+    sampling: SamplingConfig = SamplingConfig()
+    #: stop at the model's end-of-sequence tokens as well as at `sampling.stop_token_ids`
+    stop_at_eos: bool = True
+
+    def __post_init__(self):
+        for name in ("max_new_tokens", "prefill_chunk", "vision_chunk"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"generation: {name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class GenerationResult:
+    tokens: list  # per prompt: generated token ids, stop token excluded
+    prompt_length: int  # padded prompt length L (the first generated token has cache position L)
+    timings: dict = field(default_factory=dict)  # vision_s, prefill_s, ttft_s, decode_s, decode_tokens (after the first)
+
+
+def _no_bar(**_):
+    class _Bar:
+        def update(self, n=1):
+            pass
+
+        def close(self):
+            pass
+
+    return _Bar()
+
+
+def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
+    """Visual embeddings (t*h*w / merge**2, hidden) of one video, `chunk` temporal slices per call.
+
+    pixel_values (t*h*w, C*tp*p*p) in the processor's order (temporal slice major); grid_thw (3,) in patches.
+    Only one chunk of patches is on the device at a time.
+    """
+    import torch
+
+    t, h, w = (int(v) for v in np.asarray(grid_thw).reshape(3))
+    per_slice = h * w
+    if pixel_values.shape[0] != t * per_slice:
+        raise ValueError(f"encode_video: grid_thw {(t, h, w)} holds {t * per_slice} patches, pixel_values has {pixel_values.shape[0]}")
+    merged = per_slice // backend.info.spatial_merge_size**2
+    out, progress = None, bar(total=t, desc="vision", unit="slice")
+    for t0 in range(0, t, chunk):
+        t1 = min(t, t0 + chunk)
+        pv = torch.as_tensor(pixel_values[t0 * per_slice : t1 * per_slice]).to(backend.device, torch.float32)
+        emb = backend.encode_vision(pv, torch.tensor([[t1 - t0, h, w]], device=backend.device))
+        if out is None:
+            out = torch.empty((t * merged, emb.shape[-1]), dtype=emb.dtype, device=emb.device)
+        out[t0 * merged : t1 * merged] = emb
+        progress.update(t1 - t0)
+    progress.close()
+    return out
+
+
+def left_pad(rows, pad_id: int):
+    """Token-id lists → (B, L) int64 ids and (B, L) int64 mask, left padded to the longest row."""
+    longest = max(len(r) for r in rows)
+    ids = np.full((len(rows), longest), pad_id, dtype=np.int64)
+    mask = np.zeros((len(rows), longest), dtype=np.int64)
+    for i, r in enumerate(rows):
+        ids[i, longest - len(r) :] = r
+        mask[i, longest - len(r) :] = 1
+    return ids, mask
+
+
+def build_positions(info, rows, video_grid_thw=None):
+    """Per-row segments from the token ids, then left-padded batch positions (rope.batch_positions)."""
+    from videorope_trt import rope
+
+    grid = None if video_grid_thw is None else np.asarray(video_grid_thw, dtype=np.int64).reshape(-1, 3)
+    segments = []
+    for r in rows:
+        ids = np.asarray(r, dtype=np.int64)
+        has_video = grid is not None and bool((ids == info.video_token_id).any())
+        segments.append(
+            rope.segments_from_tokens(
+                ids,
+                video_grid_thw=grid if has_video else None,
+                image_token_id=info.image_token_id,
+                video_token_id=info.video_token_id,
+                spatial_merge_size=info.spatial_merge_size,
+            )
+        )
+    return rope.batch_positions(info.variant, segments, **info.position_params)
+
+
+def embed_prompts(backend, ids, visual=None):
+    """(B, L) ids → (B, L, hidden) embeddings with every row's video tokens replaced by the same visual ones."""
+    import torch
+
+    ids_t = torch.as_tensor(ids, device=backend.device)
+    embeds = backend.embed(ids_t)
+    if visual is None:
+        return embeds
+    is_video = ids_t == backend.info.video_token_id
+    counts = is_video.sum(-1).tolist()
+    for b, n in enumerate(counts):
+        if n not in (0, visual.shape[0]):
+            raise ValueError(f"prompt {b} has {n} video tokens; the video encodes to {visual.shape[0]}")
+        if n:
+            embeds[b, is_video[b]] = visual.to(embeds.dtype)
+    return embeds
+
+
+def prefill(backend, embeds, positions, mask, chunk: int, bar=_no_bar):
+    """Run the prompt through the backend `chunk` tokens at a time; last-token logits (B, vocab)."""
+    length = embeds.shape[1]
+    progress, logits = bar(total=length, desc="prefill", unit="tok"), None
+    for s0 in range(0, length, chunk):
+        s1 = min(length, s0 + chunk)
+        logits = backend.forward(embeds[:, s0:s1], positions[:, :, s0:s1], mask[:, :s1])
+        progress.update(s1 - s0)
+    progress.close()
+    return logits
+
+
+def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_token=None, bar=_no_bar):
+    """Sample, feed back, repeat; positions continue per sample from its `rope_deltas`.
+
+    Returns the generated ids per sample (stop token excluded). A finished sample keeps stepping with the pad
+    token (the batch moves together) but records nothing more.
+    """
+    import torch
+
+    from videorope_trt import rope
+
+    batch, length = mask.shape
+    out = [[] for _ in range(batch)]
+    done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+    pad = torch.full_like(done, backend.info.pad_token_id, dtype=torch.int64)
+    progress = bar(total=max_new_tokens, desc="decode", unit="tok")
+    for step in range(max_new_tokens):
+        tok = torch.where(done, pad, sampler(logits).to(torch.int64))
+        done = done | sampler.is_stop(tok)
+        active = (~done).tolist()  # the one host sync per step
+        for b, (t, a) in enumerate(zip(tok.tolist(), active)):
+            if a:
+                out[b].append(t)
+        if on_token is not None:
+            on_token(step, tok, active)
+        progress.update(1)
+        if not any(active) or step == max_new_tokens - 1:
+            break
+        cache_position = np.array([length + step], dtype=np.int64)  # counts padded tokens
+        pos = rope.decode_positions(backend.info.variant, rope_deltas, cache_position)
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        emb = backend.embed(tok[:, None])
+        logits = backend.forward(emb, torch.as_tensor(np.asarray(pos, np.float32), device=backend.device), mask)
+    progress.close()
+    return out
+
+
+def generate(backend, rows, video=None, config: GenerationConfig = GenerationConfig(), on_token=None, bar=_no_bar):
+    """Answer every prompt in `rows` (token-id lists; video tokens already expanded) about one shared video.
+
+    `video` carries `pixel_values` and `grid_thw` (as `runtime.video.load_video` returns) or is None.
+    """
+    import torch
+
+    clock, timings = time.perf_counter(), {}
+    visual = grid = None
+    if video is not None:
+        grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)
+        visual = encode_video(backend, video.pixel_values, grid, config.vision_chunk, bar)
+    backend.synchronize()
+    timings["vision_s"] = time.perf_counter() - clock
+
+    ids, mask = left_pad(rows, backend.info.pad_token_id)
+    bp = build_positions(backend.info, rows, grid)
+    if not np.array_equal(np.asarray(bp.attention_mask), mask):
+        raise ValueError("generation: rope.batch_positions padded the prompts differently from the token ids")
+    capacity = config.max_context or ids.shape[1] + config.max_new_tokens
+    if capacity < ids.shape[1] + config.max_new_tokens:
+        raise ValueError(
+            f"generation: the prompt ({ids.shape[1]} tokens) plus max_new_tokens ({config.max_new_tokens}) "
+            f"exceeds the KV cache capacity {capacity}; raise --max-context or shorten the video"
+        )
+    backend.allocate(len(rows), capacity)
+    mask_t = torch.as_tensor(mask, device=backend.device)
+    positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
+    logits = prefill(backend, embed_prompts(backend, ids, visual), positions, mask_t, config.prefill_chunk, bar)
+    backend.synchronize()
+    timings["prefill_s"] = time.perf_counter() - clock - timings["vision_s"]
+
+    first = {}
+
+    def _timed(step, tok, active):
+        if step == 0:
+            first["t"] = time.perf_counter() - clock
+        first["steps"] = step + 1
+        if on_token is not None:
+            on_token(step, tok, active)
+
+    stops = set(config.sampling.stop_token_ids) | (set(backend.info.eos_token_ids) if config.stop_at_eos else set())
+    sampler = Sampler(replace(config.sampling, stop_token_ids=tuple(sorted(stops))), device=logits.device)
+    tokens = decode(backend, sampler, logits, np.asarray(bp.rope_deltas), mask_t, config.max_new_tokens, _timed, bar)
+    backend.synchronize()
+    total = time.perf_counter() - clock
+    timings.update(ttft_s=first["t"], decode_s=total - first["t"], decode_tokens=first["steps"] - 1)
+    return GenerationResult(tokens=tokens, prompt_length=int(ids.shape[1]), timings=timings)
