@@ -1,0 +1,385 @@
+"""Memory plan: how much context and how many video frames a Qwen2-VL model holds on a target.
+
+    usable   = memory - reserved (OS, carve-outs on Jetson's unified memory)
+    budget   = usable * (1 - headroom)
+    fixed    = weights (decoder + vision + embedding table) + CUDA/TensorRT overhead + workspace
+               + decoder activations of one prefill chunk + vision activations of one frame chunk
+    capacity = (budget - fixed) // per-token bytes        (KV cache + the prompt's embeddings row)
+
+The same plan gives the build its optimization profiles (prefill chunk, context, patches per chunk) and the
+runtime its KV cache size (`MemoryPlan.max_context`, `MemoryPlan.kv_cache_bytes`); engine.json stores it.
+Estimates assume TensorRT fuses attention (no (heads, S, T) score tensor); `fused_attention=False` counts one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from videorope_trt.runtime.presets import GiB, PRECISIONS, Preset, get_preset
+
+#: The prompt and answer text around the video, in tokens.
+TEXT_RESERVE = 512
+#: Logits leave the decoder as float32 in the worst case (the runtime samples in fp32).
+LOGIT_BYTES = 4
+CONTEXT_ALIGN = 16
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The shape numbers of a Qwen2-VL checkpoint that decide its memory."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    intermediate: int
+    vocab: int
+    tie_embeddings: bool
+    max_positions: int
+    vision_depth: int
+    vision_dim: int
+    vision_heads: int
+    vision_mlp_ratio: int
+    patch_size: int = 14
+    temporal_patch_size: int = 2
+    merge_size: int = 2
+    in_channels: int = 3
+
+    @classmethod
+    def from_config(cls, cfg: dict, name: str = "checkpoint") -> "ModelDims":
+        """From a Qwen2-VL config.json (text fields at the top level or under `text_config`)."""
+        t = {**cfg, **cfg.get("text_config", {})}
+        v = cfg.get("vision_config")
+        if v is None or "hidden_size" not in t:
+            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys {sorted(cfg)}")
+        return cls(
+            name=name, hidden=t["hidden_size"], layers=t["num_hidden_layers"], heads=t["num_attention_heads"],
+            kv_heads=t.get("num_key_value_heads", t["num_attention_heads"]),
+            head_dim=t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"],
+            intermediate=t["intermediate_size"], vocab=t["vocab_size"],
+            tie_embeddings=bool(cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
+            max_positions=t.get("max_position_embeddings", 32768),
+            vision_depth=v["depth"], vision_dim=v["embed_dim"], vision_heads=v["num_heads"],
+            vision_mlp_ratio=int(v.get("mlp_ratio", 4)), patch_size=v.get("patch_size", 14),
+            temporal_patch_size=v.get("temporal_patch_size", 2), merge_size=v.get("spatial_merge_size", 2),
+            in_channels=v.get("in_channels", v.get("in_chans", 3)),
+        )
+
+    # Parameter counts (GEMM weights are what quantization shrinks; the rest stays in float).
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def llm_gemm_params(self) -> int:
+        h, k = self.hidden, self.kv_dim
+        per_layer = 2 * h * self.heads * self.head_dim + 2 * h * k + 3 * h * self.intermediate
+        return self.layers * per_layer
+
+    def llm_other_params(self) -> int:
+        per_layer = self.heads * self.head_dim + 2 * self.kv_dim + 2 * self.hidden  # q/k/v biases, 2 RMSNorms
+        return self.layers * per_layer + self.hidden  # final norm
+
+    def embed_params(self) -> int:
+        return self.vocab * self.hidden
+
+    def vision_gemm_params(self) -> int:
+        e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
+        patch = e * self.in_channels * self.temporal_patch_size * self.patch_size ** 2
+        per_block = 4 * e * e + 2 * r * e * e  # qkv, proj, fc1, fc2
+        merger = (e * m2) ** 2 + e * m2 * self.hidden
+        return patch + self.vision_depth * per_block + merger
+
+    def vision_other_params(self) -> int:
+        e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
+        per_block = 4 * e + 3 * e + e + r * e + e  # 2 LayerNorms (w, b), qkv/proj/fc1/fc2 biases
+        return self.vision_depth * per_block + 2 * e + e * m2 + self.hidden
+
+    def param_count(self) -> int:
+        """Unique parameters, as PyTorch counts them (a tied lm_head shares the embedding)."""
+        head = 0 if self.tie_embeddings else self.embed_params()
+        return (self.llm_gemm_params() + self.llm_other_params() + self.embed_params() + head
+                + self.vision_gemm_params() + self.vision_other_params())
+
+    def kv_bytes_per_token(self, kv_bytes: int) -> int:
+        return 2 * self.layers * self.kv_dim * kv_bytes
+
+
+#: Qwen2-VL-2B/7B(-Instruct) config.json numbers, written out so planning needs no download.
+MODELS = {
+    "qwen2-vl-2b": ModelDims("qwen2-vl-2b", hidden=1536, layers=28, heads=12, kv_heads=2, head_dim=128,
+                             intermediate=8960, vocab=151936, tie_embeddings=True, max_positions=32768,
+                             vision_depth=32, vision_dim=1280, vision_heads=16, vision_mlp_ratio=4),
+    "qwen2-vl-7b": ModelDims("qwen2-vl-7b", hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128,
+                             intermediate=18944, vocab=152064, tie_embeddings=False, max_positions=32768,
+                             vision_depth=32, vision_dim=1280, vision_heads=16, vision_mlp_ratio=4),
+}
+
+
+def resolve_model(model) -> ModelDims:
+    """A ModelDims from itself, a known name (`qwen2-vl-2b`), a checkpoint directory or a config.json path."""
+    if isinstance(model, ModelDims):
+        return model
+    if str(model) in MODELS:
+        return MODELS[str(model)]
+    path = Path(model)
+    cfg_path = path / "config.json" if path.is_dir() else path
+    if not cfg_path.is_file():
+        raise FileNotFoundError(f"no config.json at {path}; expected a checkpoint directory or one of {sorted(MODELS)}")
+    return ModelDims.from_config(json.loads(cfg_path.read_text()), name=path.name)
+
+
+@dataclass(frozen=True)
+class PlanRequest:
+    """What the user asks for; None means the preset's default (clipped to what fits)."""
+
+    precision: str = "fp16"
+    kv_precision: str = "fp16"
+    vision_precision: str | None = None  # default: the float type of `precision` (FP16 for quantized modes)
+    max_context: int | None = None
+    max_frames: int | None = None
+    prefill_chunk: int | None = None
+    frames_per_chunk: int | None = None
+    frame_size: tuple = (448, 448)  # pixels (height, width), rounded to the 28-pixel merge grid
+    batch: int = 1
+    headroom: float | None = None
+    fused_attention: bool = True
+    text_reserve: int = TEXT_RESERVE
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """All byte counts are for the whole batch. JSON-friendly: plain ints, floats and strings."""
+
+    model: str
+    target: str
+    precision: str
+    kv_precision: str
+    vision_precision: str
+    batch: int
+    memory_bytes: int
+    reserved_bytes: int
+    headroom_bytes: int
+    budget_bytes: int
+    decoder_weight_bytes: int
+    vision_weight_bytes: int
+    embedding_bytes: int
+    overhead_bytes: int
+    workspace_bytes: int
+    decoder_activation_bytes: int
+    vision_activation_bytes: int
+    kv_bytes_per_token: int
+    per_token_bytes: int
+    capacity_context: int
+    capacity_frames: int
+    max_context: int
+    max_frames: int
+    prefill_chunk: int
+    frames_per_chunk: int
+    patches_per_chunk: int
+    tokens_per_slice: int
+    frame_size: tuple
+    text_reserve: int
+
+    @property
+    def fixed_bytes(self) -> int:
+        return (self.decoder_weight_bytes + self.vision_weight_bytes + self.embedding_bytes + self.overhead_bytes
+                + self.workspace_bytes + self.decoder_activation_bytes + self.vision_activation_bytes)
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        """The KV cache the runtime allocates: every layer's K and V for `max_context` tokens."""
+        return self.kv_bytes_per_token * self.max_context
+
+    @property
+    def total_bytes(self) -> int:
+        return self.fixed_bytes + self.per_token_bytes * self.max_context
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["frame_size"] = list(self.frame_size)
+        d.update(fixed_bytes=self.fixed_bytes, kv_cache_bytes=self.kv_cache_bytes, total_bytes=self.total_bytes)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "MemoryPlan":
+        names = {f.name for f in fields(cls)}
+        missing = names - set(d)
+        if missing:
+            raise ValueError(f"memory plan: missing fields {sorted(missing)}")
+        kw = {k: d[k] for k in names}
+        kw["frame_size"] = tuple(kw["frame_size"])
+        return cls(**kw)
+
+    def table(self) -> str:
+        """A table a person reads: one line per cost, then what fits."""
+        g = lambda b: f"{b / GiB:9.2f} GiB"  # noqa: E731
+        rows = [
+            ("memory", g(self.memory_bytes)),
+            ("reserved (OS, carve-outs)", g(self.reserved_bytes)),
+            ("headroom", g(self.headroom_bytes)),
+            ("budget", g(self.budget_bytes)),
+            (f"decoder weights ({self.precision})", g(self.decoder_weight_bytes)),
+            (f"vision weights ({self.vision_precision})", g(self.vision_weight_bytes)),
+            ("embedding table", g(self.embedding_bytes)),
+            ("CUDA + TensorRT overhead", g(self.overhead_bytes)),
+            ("workspace", g(self.workspace_bytes)),
+            (f"decoder activations ({self.prefill_chunk}-token chunk)", g(self.decoder_activation_bytes)),
+            (f"vision activations ({self.patches_per_chunk} patches)", g(self.vision_activation_bytes)),
+            (f"KV cache per token ({self.kv_precision})", f"{self.kv_bytes_per_token / 1024:9.2f} KiB"),
+            ("per token (KV + embeddings)", f"{self.per_token_bytes / 1024:9.2f} KiB"),
+            ("largest context / frames", f"{self.capacity_context} tokens / {self.capacity_frames} frames"),
+            ("planned context / frames", f"{self.max_context} tokens / {self.max_frames} frames"),
+            (f"KV cache at {self.max_context} tokens", g(self.kv_cache_bytes)),
+            ("planned total", g(self.total_bytes)),
+        ]
+        width = max(len(k) for k, _ in rows)
+        head = (f"{self.model} on {self.target}: batch {self.batch}, frames {self.frame_size[0]}x{self.frame_size[1]} "
+                f"px = {self.tokens_per_slice} tokens per temporal slice")
+        return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
+
+
+def _vision_precision(req: PlanRequest) -> str:
+    if req.vision_precision is not None:
+        return req.vision_precision
+    return req.precision if req.precision in ("fp32", "bf16") else "fp16"
+
+
+def _frame_grid(model: ModelDims, frame_size) -> int:
+    """LLM tokens per temporal slice (temporal_patch_size frames) at this frame size, after the 2x2 merge."""
+    unit = model.patch_size * model.merge_size
+    h, w = (max(unit, round(s / unit) * unit) for s in frame_size)
+    return (h // unit) * (w // unit)
+
+
+def _weights(model: ModelDims, precision: str, vision_precision: str) -> tuple:
+    p, vp = PRECISIONS[precision], PRECISIONS[vision_precision]
+    head = model.embed_params() * p.act_bytes  # the lm_head stays in float (never quantized)
+    decoder = int(model.llm_gemm_params() * p.weight_bytes + model.llm_other_params() * p.act_bytes + head)
+    vision = int(model.vision_gemm_params() * vp.weight_bytes + model.vision_other_params() * vp.act_bytes)
+    return decoder, vision, model.embed_params() * p.act_bytes
+
+
+def decoder_activation_bytes(model: ModelDims, chunk: int, act: int, batch: int = 1) -> int:
+    """One prefill step of `chunk` tokens: hidden states, q/k/v, MLP intermediates, logits."""
+    per_token = act * (4 * model.hidden + 2 * model.kv_dim + 3 * model.intermediate) + LOGIT_BYTES * model.vocab
+    return batch * chunk * per_token
+
+
+def vision_activation_bytes(model: ModelDims, patches: int, act: int, fused_attention: bool = True) -> int:
+    """One vision-encoder call over `patches` patches: the input, block intermediates and the dense mask bias."""
+    e = model.vision_dim
+    flat = model.in_channels * model.temporal_patch_size * model.patch_size ** 2
+    per_patch = 4 * flat + act * e * (6 + model.vision_mlp_ratio) + act * model.hidden // model.merge_size ** 2
+    square = patches * patches * act * (1 if fused_attention else 1 + 2 * model.vision_heads)
+    return patches * per_patch + square
+
+
+def _frames_for(context: int, tokens_per_slice: int, tp: int, text_reserve: int) -> int:
+    return max(0, (context - text_reserve) // tokens_per_slice) * tp
+
+
+def _context_for(frames: int, tokens_per_slice: int, tp: int, text_reserve: int) -> int:
+    ctx = math.ceil(frames / tp) * tokens_per_slice + text_reserve
+    return math.ceil(ctx / CONTEXT_ALIGN) * CONTEXT_ALIGN
+
+
+def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: bool = True) -> MemoryPlan:
+    """The memory plan of `model` (ModelDims, a known name or a checkpoint) on `target` (a preset or its name).
+
+    Raises ValueError when the precision is not offered by the target or the request does not fit; the message
+    says what would fit."""
+    model = resolve_model(model)
+    preset = target if isinstance(target, Preset) else get_preset(target)
+    prec = preset.check_precision(request.precision)
+    kv_bytes = preset.check_kv_precision(request.kv_precision)
+    vprec = _vision_precision(request)
+    preset.check_precision(vprec)
+    if request.batch < 1:
+        raise ValueError(f"batch must be >= 1, got {request.batch}")
+
+    tp = model.temporal_patch_size
+    chunk = request.prefill_chunk or preset.prefill_chunk
+    frames_per_chunk = request.frames_per_chunk or preset.frames_per_chunk
+    if frames_per_chunk % tp:
+        raise ValueError(f"frames per chunk must be a multiple of temporal_patch_size={tp}, got {frames_per_chunk}")
+    tokens_per_slice = _frame_grid(model, request.frame_size)
+    patches = frames_per_chunk // tp * tokens_per_slice * model.merge_size ** 2
+
+    usable = preset.memory_bytes - preset.reserved_bytes
+    headroom = preset.headroom if request.headroom is None else request.headroom
+    budget = int(usable * (1 - headroom))
+    dec_w, vis_w, emb = _weights(model, request.precision, vprec)
+    act = prec.act_bytes
+    dec_act = decoder_activation_bytes(model, chunk, act, request.batch)
+    vis_act = vision_activation_bytes(model, patches, PRECISIONS[vprec].act_bytes, request.fused_attention)
+    fixed = dec_w + vis_w + emb + preset.overhead_bytes + preset.workspace_bytes + dec_act + vis_act
+    kv_token = model.kv_bytes_per_token(kv_bytes) * request.batch
+    per_token = kv_token + request.batch * act * model.hidden  # + the prompt's inputs_embeds row
+    if not request.fused_attention:
+        per_token += request.batch * model.heads * chunk * act * 2  # scores and probabilities of one layer
+
+    room = budget - fixed
+    capacity = min(model.max_positions, max(0, room // per_token) // CONTEXT_ALIGN * CONTEXT_ALIGN)
+    capacity_frames = _frames_for(capacity, tokens_per_slice, tp, request.text_reserve)
+    where = f"{model.name} {request.precision} (KV {request.kv_precision}) on {preset.name}"
+    if capacity < chunk:
+        raise ValueError(
+            f"{where} does not fit: fixed costs {fixed / GiB:.2f} GiB (weights {(dec_w + vis_w + emb) / GiB:.2f}) "
+            f"leave {max(room, 0) / GiB:.2f} GiB of a {budget / GiB:.2f} GiB budget, under one prefill chunk "
+            f"of {chunk} tokens" + (f"; {_what_fits(model, preset, request)}" if _hint else ""))
+
+    context, frames = _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capacity_frames)
+    return MemoryPlan(
+        model=model.name, target=preset.name, precision=request.precision, kv_precision=request.kv_precision,
+        vision_precision=vprec, batch=request.batch, memory_bytes=preset.memory_bytes,
+        reserved_bytes=preset.reserved_bytes, headroom_bytes=usable - budget, budget_bytes=budget,
+        decoder_weight_bytes=dec_w, vision_weight_bytes=vis_w, embedding_bytes=emb,
+        overhead_bytes=preset.overhead_bytes, workspace_bytes=preset.workspace_bytes,
+        decoder_activation_bytes=dec_act, vision_activation_bytes=vis_act, kv_bytes_per_token=kv_token,
+        per_token_bytes=per_token, capacity_context=capacity, capacity_frames=capacity_frames,
+        max_context=context, max_frames=frames, prefill_chunk=min(chunk, context),
+        frames_per_chunk=frames_per_chunk, patches_per_chunk=patches, tokens_per_slice=tokens_per_slice,
+        frame_size=tuple(request.frame_size), text_reserve=request.text_reserve,
+    )
+
+
+def _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capacity_frames) -> tuple:
+    """The (context, frames) the build and runtime use: the request, else the preset's default, within capacity."""
+    fits = f"the most that fits is a context of {capacity} tokens ({capacity_frames} frames)"
+    if request.max_context is not None and request.max_context > capacity:
+        raise ValueError(f"{where}: a context of {request.max_context} tokens does not fit; {fits}")
+    if request.max_frames is not None:
+        need = _context_for(request.max_frames, tokens_per_slice, tp, request.text_reserve)
+        if need > (request.max_context or capacity):
+            raise ValueError(f"{where}: {request.max_frames} frames need a context of {need} tokens "
+                             f"({tokens_per_slice} tokens per {tp} frames + {request.text_reserve} text); {fits}")
+    context = request.max_context
+    if context is None:
+        context = min(preset.default_context, capacity)
+        if request.max_frames is not None:
+            context = max(context, _context_for(request.max_frames, tokens_per_slice, tp, request.text_reserve))
+    frames_fit = _frames_for(context, tokens_per_slice, tp, request.text_reserve)
+    frames = request.max_frames if request.max_frames is not None else min(preset.default_frames, frames_fit)
+    return context, frames
+
+
+def _what_fits(model: ModelDims, preset: Preset, request: PlanRequest) -> str:
+    """A hint naming the precisions of this target that do fit, or saying none does."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    ok = []
+    for name in preset.precisions:
+        if name == request.precision:
+            continue
+        try:
+            p = plan_memory(model, preset, replace(request, precision=name, max_context=None, max_frames=None),
+                            _hint=False)
+        except ValueError:
+            continue
+        ok.append(f"{name} holds {p.capacity_context} tokens")
+    return ("on this target " + ", ".join(ok)) if ok else "no precision of this target holds the model; use a larger target"
