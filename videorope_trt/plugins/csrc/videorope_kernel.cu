@@ -230,7 +230,7 @@ bool valid(VideoRopeParams const& p)
 
 } // namespace
 
-extern "C" int videorope_launch(VideoRopeParams const* params, void* stream)
+extern "C" VIDEOROPE_API int videorope_launch(VideoRopeParams const* params, void* stream)
 {
     if (params == nullptr || !valid(*params))
         return static_cast<int>(cudaErrorInvalidValue);
@@ -249,7 +249,7 @@ extern "C" int videorope_launch(VideoRopeParams const* params, void* stream)
     return static_cast<int>(err);
 }
 
-extern "C" int videorope_params_size(void)
+extern "C" VIDEOROPE_API int videorope_params_size(void)
 {
     return static_cast<int>(sizeof(VideoRopeParams));
 }

@@ -10,6 +10,9 @@
 
 #include <stdint.h>
 
+// The library is compiled with hidden visibility; only these entry points (and the plugin's) are exported.
+#define VIDEOROPE_API __attribute__((visibility("default")))
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -45,10 +48,10 @@ typedef struct VideoRopeParams
 
 // Checks the parameters and launches on `stream` (a cudaStream_t). Returns 0 or a cudaError_t value; an invalid
 // parameter returns cudaErrorInvalidValue (1) without launching.
-int videorope_launch(VideoRopeParams const* params, void* stream);
+VIDEOROPE_API int videorope_launch(VideoRopeParams const* params, void* stream);
 
 // sizeof(VideoRopeParams), so that foreign-language mirrors can check their layout.
-int videorope_params_size(void);
+VIDEOROPE_API int videorope_params_size(void);
 
 #ifdef __cplusplus
 }

@@ -294,12 +294,12 @@ char const* VideoRopeCreator::getPluginNamespace() const noexcept { return kName
 
 } // namespace videorope
 
-extern "C" void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
+extern "C" VIDEOROPE_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 {
     videorope::gLoggerFinder = finder;
 }
 
-extern "C" nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
+extern "C" VIDEOROPE_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     static videorope::VideoRopeCreator creator;
     static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
