@@ -1,0 +1,113 @@
+"""The vision graph: patches → merged visual embeddings, with every data-dependent piece computed on the host.
+
+Qwen2-VL's vision tower derives its 2D rotary position ids and its per-frame attention boundaries (`cu_seqlens`)
+from `grid_thw` with Python loops and `.tolist()`, which a graph cannot hold. So the host computes them
+(`host_inputs`) and the graph takes them as inputs:
+
+    pixel_values (N, C*tp*p*p) ─ patch_embed ─┐
+    rotary_pos_ids (N, 2) int64 ─ rotary_pos_emb ─ blocks × depth (attention biased by segment) ─ merger
+    segment_ids (N,) int64 ─ bias = 0 where seg[i] == seg[j], else finfo.min ─┘            → (N / merge², hidden)
+
+Attention inside a block must not cross frames. The stock sdpa path splits by `cu_seqlens.tolist()`; its
+"flash" path instead hands `cu_seqlens` and every extra keyword to the registered attention function. We register
+one attention function under a name containing "flash" (transformers' `AttentionInterface`, the sanctioned
+extension point) that ignores the sequence boundaries and runs `sdpa_attention_forward` with the dense bias, and
+select it on the vision config only for the duration of a `VisionGraph` forward (`_attention_implementation`
+restores the previous choice on exit). This relies on the branch structure of transformers 5.24's
+`VisionAttention.forward`; tests pin it by comparing against the stock tower.
+
+The bias is dense (N × N): encode long videos a few frames per call (N stays a multiple of merge²).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+
+import numpy as np
+import torch
+
+ATTENTION_NAME = "videorope_trt_flash_segment_bias"
+
+
+def _segment_attention(module, query, key, value, attention_mask=None, scaling=None, dropout=0.0, **kwargs):
+    """Attention with the additive segment bias; the flash-path sequence boundaries are not needed with it."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    bias = kwargs.get("segment_bias")
+    if bias is None:
+        raise ValueError(f"attention {ATTENTION_NAME!r} needs the segment_bias keyword; call it through VisionGraph")
+    return sdpa_attention_forward(module, query, key, value, bias, dropout=dropout, scaling=scaling, is_causal=False)
+
+
+@functools.cache  # transformers keeps one process-wide table of attention functions: register once
+def register_attention() -> str:
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, _segment_attention)
+    return ATTENTION_NAME
+
+
+@contextlib.contextmanager
+def _attention_implementation(config, name: str):
+    previous = config._attn_implementation
+    config._attn_implementation = name
+    try:
+        yield
+    finally:
+        config._attn_implementation = previous
+
+
+class VisionGraph(torch.nn.Module):
+    """The stock vision tower's modules, driven with host-side position ids and segment ids."""
+
+    input_names = ("pixel_values", "rotary_pos_ids", "segment_ids")
+    output_names = ("image_embeds",)
+
+    def __init__(self, visual):
+        super().__init__()
+        self.visual = visual
+        register_attention()
+
+    def forward(self, pixel_values, rotary_pos_ids, segment_ids):
+        v = self.visual
+        hidden = v.patch_embed(pixel_values.to(v.get_dtype()))
+        position_embeddings = v.rotary_pos_emb(hidden, rotary_pos_ids)
+        same = segment_ids[:, None] == segment_ids[None, :]
+        low = torch.finfo(hidden.dtype).min
+        bias = torch.where(same, 0.0, low).to(hidden.dtype)[None, None]  # (1, 1, N, N)
+        # `cu_seqlens` is unused by the segment attention; max_seqlen=1 keeps transformers from calling .item()
+        boundaries = torch.zeros(2, dtype=torch.int32, device=hidden.device)
+        with _attention_implementation(v.config, ATTENTION_NAME):
+            for blk in v.blocks:
+                hidden = blk(hidden, cu_seqlens=boundaries, max_seqlen=1, position_embeddings=position_embeddings,
+                             segment_bias=bias)
+        return v.merger(hidden)
+
+
+def host_inputs(grid_thw, spatial_merge_size: int) -> dict:
+    """`rotary_pos_ids` (N, 2) int64 and `segment_ids` (N,) int64 for patches laid out as Qwen2-VL's processor does.
+
+    grid_thw: (n, 3) in patches (t temporal slices, h and w patch rows/columns, both multiples of the merge size).
+    Position ids run block-major over merge × merge blocks; every temporal slice of every grid is one segment.
+    """
+    grids = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
+    m = int(spatial_merge_size)
+    pos, seg, next_seg = [], [], 0
+    for t, h, w in grids:
+        if h % m or w % m:
+            raise ValueError(f"vision: grid (t, h, w) = {(int(t), int(h), int(w))} is not a multiple of the merge size {m}")
+        hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+        blocks = (h // m, m, w // m, m)
+        frame = np.stack([hh.reshape(blocks).transpose(0, 2, 1, 3).ravel(),
+                          ww.reshape(blocks).transpose(0, 2, 1, 3).ravel()], axis=-1)
+        pos.append(np.tile(frame, (t, 1)))
+        seg.append(np.repeat(np.arange(next_seg, next_seg + t), h * w))
+        next_seg += int(t)
+    return {"rotary_pos_ids": np.concatenate(pos).astype(np.int64), "segment_ids": np.concatenate(seg).astype(np.int64)}
+
+
+def example_grid(spatial_merge_size: int) -> np.ndarray:
+    """The grid traced at export: 2 frames of 2 × 3 merge blocks (any other grid runs through the same graph)."""
+    m = spatial_merge_size
+    return np.array([[2, 2 * m, 3 * m]], dtype=np.int64)
