@@ -1,0 +1,178 @@
+"""Engine builder: profiles from the plan, target checks, engine.json checks, and real TensorRT-RTX ahead-of-time
+builds of small ONNX graphs with the decoder's and vision encoder's kinds of dynamic inputs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from videorope_trt.runtime import build as B
+from videorope_trt.runtime import trt as T
+from videorope_trt.runtime.plan import PlanRequest, plan_memory
+
+H, KV, D, V, E = 32, 2, 8, 48, 16  # hidden, kv heads, head dim, vocab, vision width
+CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
+    "hidden_size": H, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": KV,
+    "intermediate_size": 64, "vocab_size": V, "max_position_embeddings": 4096, "tie_word_embeddings": True,
+    "vision_config": {"depth": 1, "embed_dim": E, "num_heads": 2, "mlp_ratio": 2, "hidden_size": H},
+}
+needs_rtx = pytest.mark.skipif(not T.available("rtx"), reason="TensorRT-RTX wheels not installed (requirements/rtx.txt)")
+
+
+def _decoder(dtype) -> onnx.ModelProto:
+    """logits = embeds @ W + sum(positions) * mask_sum; present = concat(past, reshape(embeds @ Wk))."""
+    np_t = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+    vi = helper.make_tensor_value_info
+    inputs = [vi("inputs_embeds", dtype, ["batch", "seq", H]), vi("positions", TensorProto.FLOAT, [3, "batch", "seq"]),
+              vi("attention_mask", TensorProto.INT64, ["batch", "total"]),
+              vi("past_key_0", dtype, ["batch", KV, "past", D]), vi("past_value_0", dtype, ["batch", KV, "past", D])]
+    outputs = [vi("logits", dtype, ["batch", "seq", V]), vi("present_key_0", dtype, ["batch", KV, "total", D]),
+               vi("present_value_0", dtype, ["batch", KV, "total", D])]
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((H, V)).astype(np_t), "W"),
+             numpy_helper.from_array(rng.standard_normal((H, KV * D)).astype(np_t), "Wk"),
+             numpy_helper.from_array(np.array([0, 0, KV, D], np.int64), "shape")]
+    n = helper.make_node
+    nodes = [n("MatMul", ["inputs_embeds", "W"], ["mm"]),
+             n("ReduceSum", ["positions"], ["psum"], keepdims=0),
+             n("ReduceSum", ["attention_mask"], ["msum"], keepdims=0),
+             n("Cast", ["msum"], ["mcast"], to=TensorProto.FLOAT), n("Mul", ["psum", "mcast"], ["pm"]),
+             n("Cast", ["pm"], ["pmc"], to=dtype), n("Add", ["mm", "pmc"], ["logits"]),
+             n("MatMul", ["inputs_embeds", "Wk"], ["k"]), n("Reshape", ["k", "shape"], ["k4"]),
+             n("Transpose", ["k4"], ["kt"], perm=[0, 2, 1, 3]),
+             n("Concat", ["past_key_0", "kt"], ["present_key_0"], axis=2),
+             n("Concat", ["past_value_0", "kt"], ["present_value_0"], axis=2)]
+    return _model(nodes, inputs, outputs, inits)
+
+
+def _vision(dtype) -> onnx.ModelProto:
+    """merged (num_patches/4, H) = reshape(patches @ Wp, (-1, 4E)) @ Wm."""
+    np_t = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
+    vi = helper.make_tensor_value_info
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((1176, E)).astype(np_t), "Wp"),
+             numpy_helper.from_array(rng.standard_normal((4 * E, H)).astype(np_t), "Wm"),
+             numpy_helper.from_array(np.array([-1, 4 * E], np.int64), "shape")]
+    n = helper.make_node
+    nodes = [n("MatMul", ["pixel_values", "Wp"], ["p"]), n("Reshape", ["p", "shape"], ["r"]),
+             n("MatMul", ["r", "Wm"], ["merged"])]
+    return _model(nodes, [vi("pixel_values", dtype, ["num_patches", 1176])], [vi("merged", dtype, ["merged_tokens", H])], inits)
+
+
+def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.checker.check_model(model)
+    return model
+
+
+def _artifact(tmp_path, dtype=TensorProto.FLOAT16, precision="fp16"):
+    onnx.save(_decoder(dtype), str(tmp_path / "decoder.onnx"))
+    onnx.save(_vision(dtype), str(tmp_path / "vision.onnx"))
+    graphs = {g: {"file": f"{g}.onnx", "precision": precision} for g in ("decoder", "vision")}
+    (tmp_path / "manifest.json").write_text(json.dumps({"model": {"name": "tiny", "config": CONFIG}, "graphs": graphs}))
+    return tmp_path
+
+
+def test_profiles_follow_the_plan(tmp_path):
+    _artifact(tmp_path)
+    plan = plan_memory(B.manifest_model(B.read_manifest(tmp_path)), "rtx", PlanRequest(max_context=1024, prefill_chunk=256))
+    profiles = dict(B.profile_shapes(B.onnx_inputs(tmp_path / "decoder.onnx"), "decoder", plan))
+    pre, dec = profiles["prefill"], profiles["decode"]
+    assert pre["inputs_embeds"] == ((1, 1, H), (1, 256, H), (1, 256, H))
+    assert pre["positions"] == ((3, 1, 1), (3, 1, 256), (3, 1, 256))
+    assert pre["past_key_0"] == ((1, KV, 0, D), (1, KV, 0, D), (1, KV, 1023, D))
+    assert pre["attention_mask"] == ((1, 1), (1, 256), (1, 1024))
+    assert dec["inputs_embeds"] == ((1, 1, H),) * 3
+    assert dec["past_value_0"] == ((1, KV, 0, D), (1, KV, 512, D), (1, KV, 1023, D))
+    assert dec["attention_mask"] == ((1, 1), (1, 513), (1, 1024))
+    vis = dict(B.profile_shapes(B.onnx_inputs(tmp_path / "vision.onnx"), "vision", plan))["vision"]
+    n = plan.patches_per_chunk  # 8 frames at 448x448: 4 slices x 256 tokens x 4 patches
+    assert n == 8 // 2 * 256 * 4
+    assert vis["pixel_values"] == ((4, 1176), (n, 1176), (n, 1176))
+
+
+def test_unknown_symbolic_dim_is_named(tmp_path):
+    plan = plan_memory("qwen2-vl-2b", "h100")
+    with pytest.raises(ValueError, match="symbolic dim 'frobs' has no known role"):
+        B.profile_shapes([{"name": "x", "shape": ["frobs", 4]}], "decoder", plan)
+
+
+def test_fp8_graph_on_orin_is_refused_before_any_build(tmp_path):
+    _artifact(tmp_path, precision="fp8")
+    with pytest.raises(ValueError, match=r"orin-nano-8gb does not support precision 'fp8' \(no FP8"):
+        B.build_engines(tmp_path, B.BuildRequest("orin-nano-8gb"))
+
+
+def test_context_that_does_not_fit_says_what_fits(tmp_path):
+    # The tiny model's max_position_embeddings (4096) caps its context on any target.
+    with pytest.raises(ValueError, match="context of 8192 tokens does not fit; the most that fits is a context of 4096 tokens"):
+        B.build_engines(_artifact(tmp_path), B.BuildRequest("rtx", PlanRequest(max_context=8192)))
+
+
+def test_full_tensorrt_missing_names_the_package():
+    if T.available("tensorrt"):
+        pytest.skip("full TensorRT is installed here")
+    with pytest.raises(T.TensorRTMissing, match="tensorrt is not installed.*pip install tensorrt-cu13"):
+        T.import_trt("tensorrt")
+
+
+def test_version_matching():
+    assert T.version_matches("10.3.0.30", ("10.3", "10.16"))
+    assert T.version_matches("11.4.0.106", ("11",))
+    assert not T.version_matches("10.13.3.9", ("10.1",))  # a prefix of components, not of characters
+    assert not T.version_matches("10.3.0", ("11",))
+
+
+@needs_rtx
+@pytest.mark.rtx
+@pytest.mark.parametrize("dtype,precision", [(TensorProto.FLOAT, "fp32"), (TensorProto.FLOAT16, "fp16")])
+def test_rtx_builds_engines_and_engine_json(tmp_path, dtype, precision):
+    art = _artifact(tmp_path, dtype, precision)
+    request = B.BuildRequest("rtx", PlanRequest(precision=precision, max_context=2048, prefill_chunk=128, frames_per_chunk=2))
+    info = B.build_engines(art, request)
+    out = art / "engines" / "rtx"
+    on_disk = json.loads((out / "engine.json").read_text())
+    assert on_disk == json.loads(json.dumps(info))
+    trt = T.import_trt("rtx")
+    assert on_disk["flavour"] == "rtx" and on_disk["tensorrt_version"] == trt.__version__
+    assert on_disk["compute_capabilities"] == ["8.0", "8.6", "8.9", "12.0"] and on_disk["precision"] == precision
+    assert on_disk["plugin_library"] is None and on_disk["timing_cache"] is None
+    for graph in ("decoder", "vision"):
+        entry = on_disk["engines"][graph]
+        assert (out / entry["file"]).stat().st_size == entry["bytes"] > 1000
+        assert entry["onnx_sha256"] == B.sha256(art / f"{graph}.onnx")
+    pre = on_disk["engines"]["decoder"]["profiles"][0]
+    assert pre["name"] == "prefill" and pre["shapes"]["past_key_0"] == [[1, KV, 0, D], [1, KV, 0, D], [1, KV, 2047, D]]
+    assert B.engine_plan(out).max_context == 2048 and not list(out.glob("*.tmp*"))
+
+
+def _engine_dir(tmp_path, **over):
+    info = {"format_version": B.ENGINE_FORMAT, "target": "orin-nx-16gb", "flavour": "tensorrt",
+            "tensorrt_version": "10.3.0.30", "compute_capabilities": ["8.7"], "plan": {},
+            "plugin_library": {"path": "/x/libvideorope_trt_plugins.so", "sha256": "0" * 64}, **over}
+    (tmp_path / "engine.json").write_text(json.dumps(info))
+    return tmp_path
+
+
+def test_engine_dir_checks_say_what_mismatched(tmp_path):
+    d = _engine_dir(tmp_path)
+    orin = {"name": "Orin", "compute_capability": "8.7"}
+    assert B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)["target"] == "orin-nx-16gb"
+    with pytest.raises(B.EngineMismatch, match="built with tensorrt 10.3.0.30, this machine runs 11.4.0.106"):
+        B.check_engine_dir(d, running_version="11.4.0.106", gpu=orin)
+    with pytest.raises(B.EngineMismatch, match=r"compute capability 8.7 \(target orin-nx-16gb\), this GPU \(H200\) is 9.0"):
+        B.check_engine_dir(d, running_version="10.3.0.30", gpu={"name": "H200", "compute_capability": "9.0"})
+    with pytest.raises(B.EngineMismatch, match="has no CUDA GPU"):
+        B.check_engine_dir(d, running_version="10.3.0.30", gpu=None)
+    lib = tmp_path / "lib.so"
+    lib.write_bytes(b"not the same library")
+    with pytest.raises(B.EngineMismatch, match="plugin library .*lib.so differs"):
+        B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin, plugin_library=lib)
+    _engine_dir(tmp_path, format_version=99)
+    with pytest.raises(B.EngineMismatch, match="format_version 99"):
+        B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)

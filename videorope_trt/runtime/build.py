@@ -1,0 +1,327 @@
+"""ONNX → TensorRT engines for a target preset, and the checks a reader makes before using them.
+
+    artifact/manifest.json + vision.onnx + decoder.onnx
+        → artifact/engines/<target>/{vision,decoder}.engine + engine.json (+ timing.cache)
+
+One code path serves full TensorRT (10.x, 11.x) and TensorRT-RTX; `runtime.trt` holds their differences as data.
+Networks are strongly typed: the ONNX decides precision (FP16 graph, or Q/DQ), no builder precision flags. The
+optimization profiles come from the memory plan: the decoder gets a prefill profile (S up to the prefill chunk) and a
+decode profile (S = 1), both with the past length up to the planned context; the vision encoder gets patches up to
+one frame chunk. Symbolic dims are read from the manifest's input specs, else from the ONNX inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from videorope_trt.plugins.contract import OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from videorope_trt.runtime import trt as trtmod
+from videorope_trt.runtime.plan import MemoryPlan, PlanRequest, plan_memory, resolve_model, ModelDims
+from videorope_trt.runtime.presets import get_preset
+
+ENGINE_FORMAT = 1
+PLUGIN_LIB = "libvideorope_trt_plugins.so"
+
+#: Symbolic dim names the exporter may use, by role. Add a name here when an exporter uses a new one.
+DIM_ROLES = {
+    **dict.fromkeys(("batch", "B", "batch_size"), "batch"),
+    **dict.fromkeys(("seq", "S", "sequence", "sequence_length", "seq_len"), "sequence"),
+    **dict.fromkeys(("past", "P", "past_sequence_length", "past_length", "past_len"), "past"),
+    **dict.fromkeys(("total", "T", "total_sequence_length", "total_length", "total_len"), "total"),
+    **dict.fromkeys(("patches", "N", "num_patches", "n_patches"), "patches"),
+    **dict.fromkeys(("merged", "M", "num_tokens", "merged_tokens", "n_merged"), "merged"),
+}
+
+
+def _prefill(p: MemoryPlan) -> dict:
+    c, n = p.prefill_chunk, p.max_context
+    return {"batch": (1, p.batch, p.batch), "sequence": (1, c, c), "past": (0, 0, n - 1), "total": (1, c, n)}
+
+
+def _decode(p: MemoryPlan) -> dict:
+    n = p.max_context
+    return {"batch": (1, p.batch, p.batch), "sequence": (1, 1, 1), "past": (0, n // 2, n - 1), "total": (1, n // 2 + 1, n)}
+
+
+def _vision(p: MemoryPlan) -> dict:
+    n = p.patches_per_chunk
+    return {"patches": (4, n, n), "merged": (1, n // 4, n // 4), "batch": (1, 1, 1)}
+
+
+#: Profile name → role ranges (min, opt, max) computed from the plan; graphs list their profiles in order.
+PROFILES = {"prefill": _prefill, "decode": _decode, "vision": _vision}
+GRAPH_PROFILES = {"decoder": ("prefill", "decode"), "vision": ("vision",)}
+
+
+class EngineMismatch(ValueError):
+    """An engine directory does not belong to this TensorRT / GPU; the message says what differs."""
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    target: str
+    plan: PlanRequest = field(default_factory=PlanRequest)
+    graphs: tuple = ("vision", "decoder")
+    plugin_library: str | None = None  # default: <artifact>/plugins/libvideorope_trt_plugins.so when needed
+    compute_capabilities: tuple | None = None  # TensorRT-RTX targets; default: the preset's
+    verbose: bool = False
+
+
+def sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def read_manifest(artifact: Path) -> dict:
+    path = artifact / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{artifact} has no manifest.json; expected an artifact directory written by `videorope-trt export`")
+    return json.loads(path.read_text())
+
+
+def manifest_model(manifest: dict) -> ModelDims:
+    """The model's dims from the manifest's config (`model.config`, `model_config` or `config`)."""
+    model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
+    for cfg in (model.get("config"), manifest.get("model_config"), manifest.get("config")):
+        if isinstance(cfg, dict):
+            return ModelDims.from_config(cfg, name=model.get("name") or manifest.get("name", "checkpoint"))
+    raise ValueError(f"manifest.json has no model config (looked for model.config, model_config, config); keys {sorted(manifest)}")
+
+
+def graph_entry(manifest: dict, graph: str, artifact: Path) -> dict:
+    """The manifest's entry for a graph: {"file", "inputs": [{"name", "shape"}], "precision"} (file defaults to <graph>.onnx)."""
+    entry = dict((manifest.get("graphs") or {}).get(graph) or {})
+    entry.setdefault("file", f"{graph}.onnx")
+    if not (artifact / entry["file"]).is_file():
+        raise FileNotFoundError(f"{artifact / entry['file']} not found; the manifest lists graphs {sorted(manifest.get('graphs') or {})}")
+    return entry
+
+
+def onnx_inputs(onnx_path: Path) -> list:
+    """[{"name", "shape"}] of the graph inputs, symbolic dims as their names (initializers excluded)."""
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    inits = {i.name for i in model.graph.initializer}
+    out = []
+    for vi in model.graph.input:
+        if vi.name in inits:
+            continue
+        dims = [d.dim_param if d.dim_param else d.dim_value for d in vi.type.tensor_type.shape.dim]
+        out.append({"name": vi.name, "shape": dims})
+    return out
+
+
+def has_videorope(onnx_path: Path) -> bool:
+    import onnx  # noqa: PLC0415
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
+    return any(n.op_type == OP_NAME for n in nodes)
+
+
+def profile_shapes(inputs: list, graph: str, plan: MemoryPlan) -> list:
+    """[(profile name, {input: (min, opt, max)})] for a graph's inputs under the plan."""
+    if graph not in GRAPH_PROFILES:
+        raise ValueError(f"no optimization profiles for graph {graph!r}; expected one of {sorted(GRAPH_PROFILES)}")
+    result = []
+    for name in GRAPH_PROFILES[graph]:
+        ranges = PROFILES[name](plan)
+        shapes = {}
+        for spec in inputs:
+            dims = spec["shape"]
+            if all(isinstance(d, int) and d > 0 for d in dims):
+                continue  # static input: no profile entry needed
+            shapes[spec["name"]] = tuple(zip(*(_dim_range(d, spec["name"], ranges) for d in dims)))
+        result.append((name, shapes))
+    return result
+
+
+def _dim_range(dim, input_name: str, ranges: dict) -> tuple:
+    if isinstance(dim, int) and dim > 0:
+        return (dim, dim, dim)
+    role = DIM_ROLES.get(dim)
+    if role is None:
+        raise ValueError(f"input {input_name}: symbolic dim {dim!r} has no known role; expected one of {sorted(DIM_ROLES)}")
+    if role not in ranges:
+        raise ValueError(f"input {input_name}: dim {dim!r} ({role}) has no range in this profile; it has {sorted(ranges)}")
+    return ranges[role]
+
+
+def _target_ccs(preset, request: BuildRequest) -> tuple:
+    if request.compute_capabilities:
+        return tuple(request.compute_capabilities)
+    return preset.aot_compute_capabilities or (preset.compute_capability,)
+
+
+def _check_builder_matches(trt, preset, flavour) -> dict | None:
+    """Full TensorRT builds for the GPU it runs on: refuse a machine that is not the target."""
+    running = trtmod.version(trt)
+    if not trtmod.version_matches(running, preset.trt_versions):
+        raise ValueError(f"target {preset.name} expects {flavour.name} {' or '.join(preset.trt_versions)}.x, this machine "
+                         f"runs {running}; build on (or for) the target device with its TensorRT")
+    gpu = trtmod.current_gpu()
+    if flavour.aot_compute_capabilities:
+        return gpu  # TensorRT-RTX builds ahead of time for explicit compute capabilities
+    if gpu is None:
+        raise ValueError(f"full TensorRT builds on the GPU that runs the engine, and this machine has none; build on "
+                         f"the {preset.name} device (or use the `rtx` target for an ahead-of-time TensorRT-RTX build)")
+    if gpu["compute_capability"] != preset.compute_capability:
+        raise ValueError(f"target {preset.name} is compute capability {preset.compute_capability}, this GPU "
+                         f"({gpu['name']}) is {gpu['compute_capability']}; build on the target device")
+    return gpu
+
+
+def _configure(trt, builder, flavour, preset, ccs, timing_cache: Path | None):
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, preset.workspace_bytes)
+    if flavour.aot_compute_capabilities:
+        config.num_compute_capabilities = len(ccs)
+        for i, cc in enumerate(ccs):
+            config.set_compute_capability(trtmod.compute_capability_enum(trt, cc), i)
+    cache = None
+    if flavour.timing_cache and timing_cache is not None:
+        data = timing_cache.read_bytes() if timing_cache.is_file() else b""
+        cache = config.create_timing_cache(data)
+        config.set_timing_cache(cache, ignore_mismatch=False)
+    return config, cache
+
+
+def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, timing_cache: Path | None,
+                 verbose: bool = False) -> bytes:
+    """The serialized engine of one ONNX graph (strongly typed), with one optimization profile per entry."""
+    logger = trtmod.make_logger(trt, verbose)
+    builder = trt.Builder(logger)
+    network = builder.create_network(trtmod.strongly_typed_flags(trt))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise ValueError(f"TensorRT {trtmod.version(trt)} could not parse {onnx_path}: {errors}")
+    config, cache = _configure(trt, builder, flavour, preset, ccs, timing_cache)
+    names = {network.get_input(i).name for i in range(network.num_inputs)}
+    for _, shapes in profiles:
+        profile = builder.create_optimization_profile()
+        for name, (lo, opt, hi) in shapes.items():
+            if name in names:  # an input the parser folded away needs no shape
+                profile.set_shape(name, lo, opt, hi)
+        config.add_optimization_profile(profile)
+    engine = builder.build_serialized_network(network, config)
+    if engine is None:
+        raise RuntimeError(f"TensorRT {trtmod.version(trt)} failed to build {onnx_path} (run with --verbose for the log)")
+    if cache is not None:
+        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+    return bytes(engine)
+
+
+def _plugin_for(artifact: Path, request: BuildRequest, onnx_paths: list) -> Path | None:
+    if not any(has_videorope(p) for p in onnx_paths):
+        return None
+    path = Path(request.plugin_library) if request.plugin_library else artifact / "plugins" / PLUGIN_LIB
+    if not path.is_file():
+        raise FileNotFoundError(f"the ONNX has {OP_NAME} nodes, which need the plugin library, and {path} does not exist; "
+                                "build it with `python -m videorope_trt.plugins.build --out <artifact>/plugins` "
+                                "or pass --plugin")
+    return path
+
+
+def build_engines(artifact, request: BuildRequest) -> dict:
+    """Build every requested graph of an artifact directory for a target; returns what engine.json records."""
+    artifact = Path(artifact)
+    preset = get_preset(request.target)
+    flavour = trtmod.get_flavour(preset.flavour)
+    manifest = read_manifest(artifact)
+    entries = {g: graph_entry(manifest, g, artifact) for g in request.graphs}
+    precision = request.plan.precision
+    for g, e in entries.items():  # the ONNX decides precision; it must be one the target runs
+        preset.check_precision(e.get("precision", precision))
+    plan = plan_memory(manifest_model(manifest), preset, request.plan)
+    onnx_paths = [artifact / e["file"] for e in entries.values()]
+    plugin = _plugin_for(artifact, request, onnx_paths)
+
+    trt = trtmod.import_trt(flavour.name)
+    gpu = _check_builder_matches(trt, preset, flavour)
+    if plugin is not None:
+        if flavour.name == "rtx":
+            trtmod.ensure_rtx_parser_library(trt)
+        trtmod.load_plugin_library(trt, plugin, (OP_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE))
+    out = artifact / "engines" / preset.name
+    out.mkdir(parents=True, exist_ok=True)
+    ccs = _target_ccs(preset, request)
+    cache = out / "timing.cache" if flavour.timing_cache else None
+    engines = {}
+    for (graph, entry), onnx_path in zip(entries.items(), onnx_paths):
+        inputs = entry.get("inputs") or onnx_inputs(onnx_path)
+        profiles = profile_shapes(inputs, graph, plan)
+        start = time.perf_counter()
+        data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose)
+        _write_atomic(out / f"{graph}.engine", data)
+        engines[graph] = {"file": f"{graph}.engine", "onnx": entry["file"], "onnx_sha256": sha256(onnx_path),
+                          "precision": entry.get("precision", precision), "bytes": len(data),
+                          "build_seconds": round(time.perf_counter() - start, 3),
+                          "profiles": [{"name": n, "shapes": {k: [list(s) for s in v] for k, v in sh.items()}}
+                                       for n, sh in profiles]}
+    info = {
+        "format_version": ENGINE_FORMAT, "target": preset.name, "flavour": flavour.name,
+        "tensorrt_version": trtmod.version(trt), "gpu": gpu, "compute_capabilities": list(ccs),
+        "precision": precision, "engines": engines, "plan": plan.to_dict(),
+        "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256(plugin)},
+        "timing_cache": None if cache is None else cache.name,
+    }
+    _write_atomic(out / "engine.json", (json.dumps(info, indent=2) + "\n").encode())
+    return info
+
+
+def read_engine_info(engine_dir) -> dict:
+    path = Path(engine_dir) / "engine.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{engine_dir} has no engine.json; expected a directory written by `videorope-trt build`")
+    info = json.loads(path.read_text())
+    if info.get("format_version") != ENGINE_FORMAT:
+        raise EngineMismatch(f"{path}: format_version {info.get('format_version')!r}, this reader expects {ENGINE_FORMAT}; rebuild")
+    return info
+
+
+def check_engine_dir(engine_dir, *, running_version: str | None = None, gpu="detect", plugin_library=None) -> dict:
+    """engine.json of a directory, after checking it against this machine; EngineMismatch says what differs.
+
+    `running_version` defaults to the installed TensorRT of the engine's flavour, `gpu` to this machine's GPU
+    ({"name", "compute_capability"}); `plugin_library` is compared by sha256 with the one the engine was built with."""
+    info = read_engine_info(engine_dir)
+    rebuild = f"rebuild with `videorope-trt build <artifact> --target {info['target']}` on this machine"
+    if running_version is None:
+        running_version = trtmod.version(trtmod.import_trt(info["flavour"]))
+    if running_version != info["tensorrt_version"]:
+        raise EngineMismatch(f"{engine_dir}: engines were built with {info['flavour']} {info['tensorrt_version']}, "
+                             f"this machine runs {running_version}; {rebuild}")
+    if gpu == "detect":
+        gpu = trtmod.current_gpu()
+    ccs = info["compute_capabilities"]
+    if gpu is None:
+        raise EngineMismatch(f"{engine_dir}: engines run on compute capability {' or '.join(ccs)}, and this machine has no CUDA GPU")
+    if gpu["compute_capability"] not in ccs:
+        raise EngineMismatch(f"{engine_dir}: engines were built for compute capability {' or '.join(ccs)} "
+                             f"(target {info['target']}), this GPU ({gpu['name']}) is {gpu['compute_capability']}; {rebuild}")
+    built = info.get("plugin_library")
+    if built and plugin_library is not None and sha256(plugin_library) != built["sha256"]:
+        raise EngineMismatch(f"{engine_dir}: plugin library {plugin_library} differs from the one the engines were built "
+                             f"with ({built['path']}, sha256 {built['sha256'][:12]}…); {rebuild}")
+    return info
+
+
+def engine_plan(engine_dir) -> MemoryPlan:
+    """The memory plan the engines were built for: the runtime sizes its KV cache from `max_context`."""
+    return MemoryPlan.from_dict(read_engine_info(engine_dir)["plan"])
