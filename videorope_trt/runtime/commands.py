@@ -130,9 +130,129 @@ def _run(args) -> int:
     return 0
 
 
-def run(args, name: str) -> int:
-    if name == "run":
-        return _run(args)
-    from videorope_trt.runtime.bench import run_bench
+def parse_contexts(text: str) -> list:
+    """"8k,16k,1000" → [8192, 16384, 1000]."""
+    out = []
+    for part in filter(None, (p.strip().lower() for p in text.split(","))):
+        scale = 1024 if part.endswith("k") else 1
+        try:
+            out.append(int(float(part.rstrip("k")) * scale))
+        except ValueError:
+            raise ValueError(f"--contexts: {part!r} is not a length such as 8k or 8192") from None
+    if not out or min(out) < 64:
+        raise ValueError(f"--contexts: expected lengths >= 64 such as 8k,16k, got {text!r}")
+    return out
 
-    return run_bench(args)
+
+class SyntheticPatches:
+    """Random patch rows made on demand, so a long synthetic video costs no host memory until encoded."""
+
+    def __init__(self, rows: int, width: int, seed: int = 0):
+        self.shape = (rows, width)
+        self.seed = seed
+
+    def __getitem__(self, index):
+        import numpy as np
+
+        start, stop, _ = index.indices(self.shape[0])
+        rng = np.random.default_rng([self.seed, start])
+        return rng.standard_normal((stop - start, self.shape[1]), dtype=np.float32)
+
+
+class _Video:
+    def __init__(self, pixel_values, grid_thw):
+        self.pixel_values, self.grid_thw = pixel_values, grid_thw
+
+
+def synthetic_video(context: int, text_tokens: int, ckpt, frame_size: int, merge: int):
+    """A video whose tokens fill `context` minus the text: (video, frames, video tokens)."""
+    pre = json.loads((Path(ckpt) / "preprocessor_config.json").read_text())
+    patch, tp = pre.get("patch_size", 14), pre.get("temporal_patch_size", 2)
+    side = max(merge, frame_size // patch // merge * merge)
+    per_slice = side * side // merge**2
+    t = max(1, (context - text_tokens) // per_slice)
+    pixels = SyntheticPatches(t * side * side, 3 * tp * patch * patch)
+    return _Video(pixels, (t, side, side)), t * tp, t * per_slice
+
+
+def _peak_memory(device) -> dict:
+    import resource
+
+    import torch
+
+    out = {"peak_host_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    if str(device).startswith("cuda"):
+        out["peak_device_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+        torch.cuda.reset_peak_memory_stats(device)
+    return out
+
+
+def bench_context(backend, tokenizer, ckpt, context: int, args) -> dict:
+    from videorope_trt.runtime import streaming
+    from videorope_trt.runtime.generate import GenerationConfig, generate
+
+    text = len(streaming.prompt_ids(tokenizer, "Describe the video.", 0)) + 2
+    video, frames, n_video = synthetic_video(context, text, ckpt, args.frame_size, backend.info.spatial_merge_size)
+    rows = [streaming.prompt_ids(tokenizer, "Describe the video.", n_video)]
+    config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=args.prefill_chunk,
+                              vision_chunk=args.vision_chunk, max_context=args.max_context, stop_at_eos=False)
+    tm = generate(backend, rows, video, config).timings
+    return {
+        "context": context, "prompt_tokens": len(rows[0]), "frames": frames, **tm,
+        "vision_ms_per_frame": 1000 * tm["vision_s"] / frames,
+        "prefill_tok_s": len(rows[0]) / tm["prefill_s"],
+        "decode_tok_s": tm["decode_tokens"] / max(tm["decode_s"], 1e-9),
+        **_peak_memory(backend.device),
+    }
+
+
+def write_bench(results: list, meta: dict, json_path: Path, plot_path: Path) -> None:
+    """JSON and a PNG (time split into vision / prefill / decode per context), each via a temporary name."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = json_path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    tmp.replace(json_path)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    labels = [f"{r['context'] // 1024}k" if r["context"] >= 1024 else str(r["context"]) for r in results]
+    bottom = [0.0] * len(results)
+    for key in ("vision_s", "prefill_s", "decode_s"):
+        vals = [r[key] for r in results]
+        ax.bar(labels, vals, bottom=bottom, label=key[:-2])
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_xlabel("context (tokens)")
+    ax.set_ylabel("seconds")
+    ax.set_title(f"{meta['backend']} on {meta['device']}: where time goes")
+    ax.legend()
+    plot_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = plot_path.with_name(plot_path.stem + ".tmp.png")
+    fig.savefig(tmp, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    tmp.replace(plot_path)
+
+
+def _bench(args) -> int:
+    from videorope_trt.runtime import streaming
+
+    contexts = parse_contexts(args.contexts)
+    backend, ckpt = open_from_args(args)
+    tokenizer = streaming.load_tokenizer(ckpt)
+    results = []
+    for context in contexts:
+        r = bench_context(backend, tokenizer, ckpt, context, args)
+        print(f"[bench] {context} tokens: first token {r['ttft_s']:.3f} s, vision {r['vision_ms_per_frame']:.2f} ms/frame, "
+              f"prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s", file=sys.stderr)
+        results.append(r)
+    bench_dir = Path(args.out) / "bench"
+    meta = {"backend": args.backend, "device": str(backend.device), "dtype": args.dtype, "date": time.strftime("%Y-%m-%d"),
+            "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
+    write_bench(results, meta, Path(args.json or bench_dir / "bench.json"), Path(args.plot or bench_dir / "bench.png"))
+    return 0
+
+
+def run(args, name: str) -> int:
+    return _run(args) if name == "run" else _bench(args)

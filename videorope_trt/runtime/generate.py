@@ -93,8 +93,11 @@ def left_pad(rows, pad_id: int):
     return ids, mask
 
 
-def build_positions(info, rows, video_grid_thw=None):
-    """Per-row segments from the token ids, then left-padded batch positions (rope.batch_positions)."""
+def build_positions(info, rows, video_grid_thw=None, fps=None):
+    """Per-row segments from the token ids, then left-padded batch positions (rope.batch_positions).
+
+    `fps`: the video's sampling rate, for variants with absolute time; None keeps the model's recorded value.
+    """
     from videorope_trt import rope
 
     grid = None if video_grid_thw is None else np.asarray(video_grid_thw, dtype=np.int64).reshape(-1, 3)
@@ -111,7 +114,8 @@ def build_positions(info, rows, video_grid_thw=None):
                 spatial_merge_size=info.spatial_merge_size,
             )
         )
-    return rope.batch_positions(info.variant, segments, **info.position_params)
+    params = info.position_params | ({} if fps is None else {"fps": fps})
+    return rope.batch_positions(info.variant, segments, **params)
 
 
 def embed_prompts(backend, ids, visual=None):
@@ -196,7 +200,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     timings["vision_s"] = time.perf_counter() - clock
 
     ids, mask = left_pad(rows, backend.info.pad_token_id)
-    bp = build_positions(backend.info, rows, grid)
+    bp = build_positions(backend.info, rows, grid, getattr(video, "fps", None))
     if not np.array_equal(np.asarray(bp.attention_mask), mask):
         raise ValueError("generation: rope.batch_positions padded the prompts differently from the token ids")
     capacity = config.max_context or ids.shape[1] + config.max_new_tokens

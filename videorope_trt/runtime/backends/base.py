@@ -55,6 +55,9 @@ class ModelInfo:
         eos = text.get("eos_token_id", config.get("eos_token_id", 151645))
         vision = config.get("vision_config", {})
         get = lambda k, d: config.get(k, text.get(k, d))  # noqa: E731
+        eos = tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
+        # Qwen2-VL pads with <|endoftext|>, which its config records as bos_token_id
+        pad = next(v for v in (get("pad_token_id", None), get("bos_token_id", None), eos[0]) if v is not None)
         return cls(
             num_layers=text["num_hidden_layers"],
             num_kv_heads=text.get("num_key_value_heads", heads),
@@ -67,8 +70,8 @@ class ModelInfo:
             video_token_id=get("video_token_id", 151656),
             vision_start_token_id=get("vision_start_token_id", 151652),
             vision_end_token_id=get("vision_end_token_id", 151653),
-            eos_token_ids=tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),),
-            pad_token_id=get("pad_token_id", None) or 151643,
+            eos_token_ids=eos,
+            pad_token_id=pad,
             spatial_merge_size=vision.get("spatial_merge_size", 2),
         )
 

@@ -52,13 +52,13 @@ class TorchBackend(Backend):
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
 
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.model.vision(pixel_values.to(self.dtype), grid_thw)
 
     def _embed_impl(self, input_ids):
         import torch
 
-        with torch.inference_mode():
+        with torch.no_grad():
             return self.model.embed(input_ids)
 
     def _allocate_impl(self, batch, capacity):
@@ -75,7 +75,7 @@ class TorchBackend(Backend):
 
         p, s = self.length, inputs_embeds.shape[1]
         past = None if p == 0 else [(k[:, :, :p], v[:, :, :p]) for k, v in zip(self.keys, self.values)]
-        with torch.inference_mode():
+        with torch.no_grad():
             logits, present = self.model.decoder(inputs_embeds.to(self.dtype), positions, attention_mask, past)
             for (k, v), buf_k, buf_v in zip(present, self.keys, self.values):
                 buf_k[:, :, p : p + s] = k[:, :, p : p + s]

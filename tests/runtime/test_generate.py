@@ -1,0 +1,167 @@
+"""Generation on the tiny checkpoint against a slow, obviously-right reference: the model's own one-shot
+forward over the whole sequence, recomputed from scratch for every new token (no cache, no chunks)."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+models = pytest.importorskip("videorope_trt.models")
+
+from videorope_trt import rope  # noqa: E402
+from videorope_trt.runtime import streaming  # noqa: E402
+from videorope_trt.runtime.backends.torch_backend import TorchBackend  # noqa: E402
+from videorope_trt.runtime.generate import (  # noqa: E402
+    GenerationConfig, build_positions, encode_video, generate, left_pad, prefill, embed_prompts)
+
+GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 18 video tokens
+QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    return models.make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="module", params=["videorope", "m_rope"])
+def backend(request, ckpt):
+    return TorchBackend.load(ckpt, variant=request.param)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(ckpt):
+    return streaming.load_tokenizer(ckpt)
+
+
+@pytest.fixture(scope="module")
+def video(ckpt):
+    import json
+
+    pre = json.loads((ckpt / "preprocessor_config.json").read_text())
+    width = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
+    rng = np.random.default_rng(1)
+    return SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), width), dtype=np.float32), grid_thw=GRID)
+
+
+def _rows(tokenizer, questions, n_video=18):
+    return [streaming.prompt_ids(tokenizer, q, n_video) for q in questions]
+
+
+def reference_greedy(model, rows, video, steps):
+    """Greedy tokens by re-running the full model on prompt + tokens so far, left padded, for every step."""
+    ids, mask = (torch.as_tensor(a) for a in left_pad(rows, 0))
+    pv = torch.as_tensor(video.pixel_values) if video is not None else None
+    grid = torch.tensor([video.grid_thw] * len(rows)) if video is not None else None
+    out = []
+    with torch.inference_mode():
+        for _ in range(steps):
+            bp = model.positions(ids, None, grid, mask)
+            pv_all = None if pv is None else pv.repeat(len(rows), 1)
+            embeds = model.embed(ids, pixel_values_videos=pv_all, video_grid_thw=grid)
+            logits, _ = model.decoder(embeds, torch.as_tensor(bp.positions), mask)
+            tok = logits[:, -1].argmax(-1)
+            out.append(tok.tolist())
+            ids = torch.cat([ids, tok[:, None]], 1)
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], 1)
+    return [list(t) for t in zip(*out)]
+
+
+NO_STOP = dict(stop_at_eos=False)
+
+
+def test_greedy_matches_the_no_cache_reference(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS[:1])
+    got = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, prefill_chunk=16, vision_chunk=1, **NO_STOP))
+    assert got.tokens == reference_greedy(backend.model, rows, video, 6)
+
+
+def test_batch_over_one_video_equals_each_prompt_alone(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS)
+    assert len({len(r) for r in rows}) == 3  # different lengths: real left padding
+    config = GenerationConfig(max_new_tokens=5, prefill_chunk=32, **NO_STOP)
+    together = generate(backend, rows, video, config).tokens
+    alone = [generate(backend, [r], video, config).tokens[0] for r in rows]
+    assert together == alone
+    assert together == reference_greedy(backend.model, rows, video, 5)
+
+
+def test_chunked_prefill_equals_one_shot(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS[1:])
+    ids, mask = left_pad(rows, backend.info.pad_token_id)
+    bp = build_positions(backend.info, rows, GRID)
+    visual = encode_video(backend, video.pixel_values, GRID, chunk=3)
+    embeds = embed_prompts(backend, ids, visual)
+    pos, mask_t = torch.as_tensor(bp.positions), torch.as_tensor(mask)
+    logits = {}
+    for chunk in (5, 17, ids.shape[1]):
+        backend.allocate(len(rows), ids.shape[1])
+        logits[chunk] = prefill(backend, embeds, pos, mask_t, chunk)
+        assert backend.length == ids.shape[1]
+    for chunk in (5, 17):
+        torch.testing.assert_close(logits[chunk], logits[ids.shape[1]], atol=2e-5, rtol=1e-5)
+    a = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=3, vision_chunk=1, **NO_STOP))
+    b = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=4096, vision_chunk=64, **NO_STOP))
+    assert a.tokens == b.tokens
+
+
+def test_chunked_vision_equals_whole_video(backend, video):
+    whole = backend.model.vision(torch.as_tensor(video.pixel_values), torch.tensor([GRID]))
+    for chunk in (1, 2):
+        torch.testing.assert_close(encode_video(backend, video.pixel_values, GRID, chunk), whole, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_positions_continue_per_sample_with_left_padding(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS)
+    seen, forward = [], backend.forward
+
+    def spy(embeds, positions, mask):
+        seen.append(positions.clone())
+        return forward(embeds, positions, mask)
+
+    backend.forward = spy
+    try:
+        steps = 4
+        generate(backend, rows, video, GenerationConfig(max_new_tokens=steps, prefill_chunk=4096, **NO_STOP))
+    finally:
+        del backend.forward
+    decode = torch.cat(seen[1:], dim=2).numpy()  # (A, B, steps - 1): positions fed with tokens 1..steps-1
+    grid = np.array([GRID])
+    for b, r in enumerate(rows):
+        segs = rope.segments_from_tokens(np.asarray(r), None, grid, image_token_id=backend.info.image_token_id,
+                                         video_token_id=backend.info.video_token_id)
+        full = rope.position_ids(backend.info.variant, list(segs) + [("text", steps - 1)], **backend.info.position_params)
+        np.testing.assert_array_equal(decode[:, b], full[:, len(r):])
+
+
+def test_capacity_too_small_is_a_clear_error(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS[:1])
+    with pytest.raises(ValueError, match="exceeds the KV cache capacity"):
+        generate(backend, rows, video, GenerationConfig(max_new_tokens=8, max_context=len(rows[0]) + 2))
+
+
+def test_stop_token_ends_a_sample(backend, tokenizer, video):
+    rows = _rows(tokenizer, QUESTIONS[:1])
+    free = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, **NO_STOP)).tokens[0]
+    from videorope_trt.runtime.sampling import SamplingConfig
+
+    stopped = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, sampling=SamplingConfig(
+        stop_token_ids=(free[2],)), **NO_STOP)).tokens[0]
+    assert stopped == free[: free.index(free[2])]
+
+
+def test_text_only_prompt(backend, tokenizer):
+    rows = _rows(tokenizer, QUESTIONS[:2], n_video=0)
+    got = generate(backend, rows, None, GenerationConfig(max_new_tokens=4, **NO_STOP))
+    assert got.tokens == reference_greedy(backend.model, rows, None, 4)
+
+
+def test_text_stream_writes_the_answer_without_splitting_characters(tokenizer):
+    text = "The red circle moves: très vite ✓ 動く"
+    ids = tokenizer.encode(text, add_special_tokens=False).ids
+    pieces = []
+    stream = streaming.TextStream(tokenizer, 1, pieces.append)
+    for i, t in enumerate(ids):
+        stream(i, torch.tensor([0, t]), [False, True])
+    assert "".join(pieces) == text == stream.text()
+    assert not any("\ufffd" in p for p in pieces)
