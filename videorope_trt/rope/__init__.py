@@ -11,9 +11,11 @@ from videorope_trt.rope.frequencies import apply_rotary, axis_map, inv_freq, rot
 from videorope_trt.rope.positions import BatchPositions, batch_positions, decode_positions, position_ids
 from videorope_trt.rope.scalings import SCALINGS
 from videorope_trt.rope.segments import Segment, parse_layout
+from videorope_trt.rope.tokens import segments_from_tokens
 from videorope_trt.rope.variants import VARIANTS, Variant, get_variant
 
 __all__ = [
     "BatchPositions", "SCALINGS", "Segment", "VARIANTS", "Variant", "apply_rotary", "axis_map", "batch_positions",
     "decode_positions", "get_variant", "inv_freq", "parse_layout", "position_ids", "rotary_tables",
+    "segments_from_tokens",
 ]

@@ -91,7 +91,7 @@ class BatchPositions:
 
 
 def _per_sample_fps(fps, b: int):
-    if fps is None or np.ndim(fps) == 0:
+    if not isinstance(fps, (list, tuple, np.ndarray)) or (isinstance(fps, np.ndarray) and fps.ndim == 0):
         return [fps] * b
     if len(fps) != b:
         raise ValueError(f"batch fps must be one number or one entry per sample ({b}), got {len(fps)} entries")

@@ -1,0 +1,133 @@
+"""`m_rope` / `qwen25_mrope` against transformers' own Qwen2-VL / Qwen2.5-VL `get_rope_index`, and
+`segments_from_tokens` against the processor's layout.
+
+transformers 5.x starts the text after a vision block at s + max(h, w) (it leaves out the t extent), while the
+Qwen2-VL / Qwen2.5-VL reference code and the checkpoints use the block's max position + 1 (rope_spec.md §2.2).
+The two agree whenever the block's t extent is not the largest, so the random layouts here keep to that case;
+`test_long_video_follows_reference_rule` pins the reference rule where they differ.
+"""
+
+import functools
+import types
+
+import numpy as np
+import pytest
+
+from videorope_trt.rope import batch_positions, position_ids, segments_from_tokens
+
+torch = pytest.importorskip("torch")
+qwen2_vl = pytest.importorskip("transformers.models.qwen2_vl.modeling_qwen2_vl")
+qwen25_vl = pytest.importorskip("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl")
+from transformers import Qwen2_5_VLConfig, Qwen2VLConfig  # noqa: E402
+
+IMG, VID, TXT, PAD, MERGE, TPS = 151655, 151656, 100, 0, 2, 2
+
+
+def _hf_method(model_cls, config):
+    """The real `get_rope_index`, bound to a stand-in holding only what it reads (config, vision ids)."""
+    fake = types.SimpleNamespace(config=config)
+    fake.get_vision_position_ids = functools.partial(model_cls.get_vision_position_ids, fake)
+    return functools.partial(model_cls.get_rope_index, fake)
+
+
+def _random_sample(rng, fps_choices, max_items=3):
+    """Token ids, mm types, image / video grids (patches), per-video fps, for one sample."""
+    ids, types_, images, videos, fps = [], [], [], [], []
+    for _ in range(rng.integers(1, max_items + 1)):
+        ids += [TXT] * int(rng.integers(1, 5))
+        types_ += [0] * (len(ids) - len(types_))
+        h, w = (int(x) for x in rng.integers(1, 5, size=2))
+        if rng.random() < 0.4:
+            images.append((1, MERGE * h, MERGE * w))
+            ids += [IMG] * (h * w)
+            types_ += [1] * (h * w)
+            continue
+        f = float(rng.choice(fps_choices))
+        t_max = max(h, w)  # keep the t extent within max(h, w): see the module docstring
+        interval = np.float32(TPS) * np.float32(2 / f)
+        t = int(max(k for k in range(1, t_max + 1) if np.floor(np.float32(k - 1) * interval) <= t_max - 1))
+        t = int(rng.integers(1, t + 1))
+        videos.append((t, MERGE * h, MERGE * w))
+        fps.append(f)
+        ids += [VID] * (t * h * w)
+        types_ += [2] * (t * h * w)
+    ids += [TXT] * int(rng.integers(0, 4))
+    types_ += [0] * (len(ids) - len(types_))
+    return ids, types_, images, videos, fps
+
+
+def _batch(rng, b, fps_choices):
+    samples = [_random_sample(rng, fps_choices) for _ in range(b)]
+    length = max(len(s[0]) for s in samples)
+    ids = np.full((b, length), PAD)
+    types_ = np.zeros((b, length), dtype=np.int64)
+    mask = np.zeros((b, length), dtype=np.int64)
+    for k, (i, t, *_rest) in enumerate(samples):
+        ids[k, length - len(i):], types_[k, length - len(i):], mask[k, length - len(i):] = i, t, 1
+    return samples, ids, types_, mask
+
+
+def _grid_tensor(grids):
+    return torch.tensor(grids, dtype=torch.long) if grids else None
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("variant", ["m_rope", "qwen25_mrope"])
+def test_matches_transformers(variant, seed):
+    rng = np.random.default_rng(seed)
+    fps_choices = [2.0] if variant == "m_rope" else [2.0, 1.0, 0.5, 3.0, 4.0, 0.25]
+    samples, ids, types_, mask = _batch(rng, int(rng.integers(1, 4)), fps_choices)
+    images = [g for s in samples for g in s[2]]
+    videos = [g for s in samples for g in s[3]]
+    fps = [f for s in samples for f in s[4]]
+    kwargs = dict(input_ids=torch.tensor(ids), mm_token_type_ids=torch.tensor(types_),
+                  image_grid_thw=_grid_tensor(images), video_grid_thw=_grid_tensor(videos),
+                  attention_mask=torch.tensor(mask))
+    if variant == "m_rope":
+        hf = _hf_method(qwen2_vl.Qwen2VLModel, Qwen2VLConfig())
+    else:
+        config = Qwen2_5_VLConfig()
+        config.vision_config.tokens_per_second = TPS
+        hf = _hf_method(qwen25_vl.Qwen2_5_VLModel, config)
+        kwargs["second_per_grid_ts"] = torch.tensor([2 / f for f in fps], dtype=torch.float32)
+    want_pos, want_deltas = hf(**kwargs)
+
+    segs = [segments_from_tokens(ids[k], _grid_tensor(s[2]), _grid_tensor(s[3]), image_token_id=IMG,
+                                 video_token_id=VID, attention_mask=mask[k]) for k, s in enumerate(samples)]
+    bp = batch_positions(variant, segs, fps=[s[4] for s in samples], tokens_per_second=TPS)
+    np.testing.assert_array_equal(bp.positions, want_pos.numpy().astype(np.float32))
+    np.testing.assert_array_equal(bp.attention_mask, mask)
+    # transformers counts decode positions from the unpadded length; ours from the padded one
+    pads = (mask == 0).sum(axis=1)
+    np.testing.assert_array_equal(bp.rope_deltas, want_deltas.numpy().reshape(-1) - pads)
+
+
+def test_long_video_follows_reference_rule():
+    """T > max(h, w): the text after starts at the block's max + 1 (s + T), as Qwen2-VL's reference code."""
+    got = position_ids("m_rope", [("text", 2), ("video", 5, 1, 2), ("text", 2)])
+    np.testing.assert_array_equal(got[:, -2:], [[7, 8]] * 3)
+    got = position_ids("qwen25_mrope", [("text", 2), ("video", 2, 1, 1), ("text", 1)], fps=0.5)
+    np.testing.assert_array_equal(got[:, -1], [11, 11, 11])  # t of slice 1 = 2 + 8; next = 11
+
+
+def test_segments_from_tokens_layout():
+    ids = [TXT, TXT] + [IMG] * 6 + [TXT] + [VID] * 6 + [TXT]
+    segs = segments_from_tokens(ids, [[1, 4, 6]], [[3, 2, 4]], image_token_id=IMG, video_token_id=VID)
+    assert segs == [("text", 2), ("image", 2, 3), ("text", 1), ("video", 3, 1, 2), ("text", 1)]
+
+
+def test_segments_from_tokens_back_to_back_images():
+    segs = segments_from_tokens([IMG] * 3, [[1, 2, 2], [1, 2, 4]], image_token_id=IMG, video_token_id=VID)
+    assert segs == [("image", 1, 1), ("image", 1, 2)]
+
+
+@pytest.mark.parametrize("ids,images,match", [
+    ([TXT, IMG, IMG], [[1, 2, 2]], "needs 1 tokens, the run has 2|more image tokens"),
+    ([TXT, IMG], [[1, 2, 2], [1, 2, 2]], "has 2 grid"),
+    ([TXT, IMG], [[1, 3, 2]], "not divisible"),
+    ([TXT, IMG], None, "more image tokens"),
+    ([], None, "non-empty"),
+])
+def test_segments_from_tokens_errors(ids, images, match):
+    with pytest.raises(ValueError, match=match):
+        segments_from_tokens(ids, images, image_token_id=IMG, video_token_id=VID)
