@@ -230,3 +230,65 @@ def test_from_checkpoint_reads_both_layouts(tmp_path, hf):
         == (6272, 50176)
     with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):
         ProcessorConfig.from_checkpoint(tmp_path / "missing")
+
+
+def _audio_only(path):
+    import av
+
+    with av.open(str(path), "w", format="wav") as out:
+        stream = out.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+        frame.rate, frame.pts = 8000, 0
+        out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
+
+
+def test_unreadable_files_raise_before_decoding(tmp_path, video):
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, dtype=np.uint8).tobytes())
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    truncated = tmp_path / "truncated.mp4"
+    truncated.write_bytes(open(video.path, "rb").read()[:2000])
+    for bad in (junk, empty, truncated):
+        with pytest.raises(ValueError, match="cannot be read as a video|no video stream|expected a video"):
+            load_video(bad, processor=CFG)
+    _audio_only(tmp_path / "sound.wav")
+    with pytest.raises(ValueError, match=r"no video stream \(streams: audio\)"):
+        load_video(tmp_path / "sound.wav", processor=CFG)
+    with pytest.raises(FileNotFoundError, match="video file not found"):
+        load_video(tmp_path / "missing.mp4", processor=CFG)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(start=4.0), r"start: received 4.0, expected 0 <= start < duration \(4.000 s\)"),
+    (dict(start=-1.0), "start: received -1.0"),
+    (dict(start=2.0, end=2.0), "expected end > start"),
+    (dict(start=1.0, end=0.5), "expected end > start"),
+    (dict(fps=0), "fps: received 0"),
+    (dict(max_frames=0), "max_frames: received 0"),
+    (dict(token_budget=-5), "token_budget: received -5"),
+    (dict(token_budget=1, processor=ProcessorConfig(min_pixels=56 * 56 * 4, max_pixels=56 * 56 * 8)),
+     "token_budget: received 1, expected at least"),
+])
+def test_bad_requests_name_what_was_received(video, kwargs, message):
+    kwargs = {"processor": CFG, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        load_video(video.path, **kwargs)
+
+
+def test_bad_processor_settings():
+    with pytest.raises(ValueError, match="min_pixels=5000 > max_pixels=4000"):
+        ProcessorConfig(min_pixels=5000, max_pixels=4000)
+    with pytest.raises(ValueError, match="max_pixels: received 10000000000"):
+        ProcessorConfig(max_pixels=100000 * 100000)
+    with pytest.raises(ValueError, match="patch_size: received 0"):
+        ProcessorConfig(patch_size=0)
+    with pytest.raises(ValueError, match="aspect ratio"):
+        CFG.target_size(10, 5000)
+    with pytest.raises(ValueError, match="frames_per_chunk: received 3"):
+        next(iter_video_chunks("unused.mp4", 3, processor=CFG))
+    with pytest.raises(ValueError, match=r"frames: received uint8 \(0, 28, 28, 3\)"):
+        preprocess_frames(np.zeros((0, 28, 28, 3), np.uint8), CFG)
+    with pytest.raises(ValueError, match="multiples of 28"):
+        preprocess_frames(np.zeros((2, 30, 28, 3), np.uint8), CFG)
