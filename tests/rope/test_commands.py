@@ -12,7 +12,7 @@ def test_positions_command_prints_rows(capsys):
     out = capsys.readouterr().out.splitlines()
     rows = [[float(x) for x in line.split(":")[1].split()] for line in out[1:4]]
     np.testing.assert_array_equal(rows, position_ids("videorope", parse_layout(layout), delta=1.5))
-    assert "tokens 22, rows 3" in out[4] and "decode step 1" in out[4]
+    assert "tokens 19, rows 3" in out[4] and "decode step 1" in out[4]
 
 
 def test_positions_command_bad_layout(capsys):
