@@ -1,0 +1,146 @@
+"""Memory plan: parameter counts against transformers' own Qwen2-VL modules (meta device, no weights), byte counts
+checked by hand, tightness of the largest context, and the errors that say what would fit."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from videorope_trt.cli import main
+from videorope_trt.runtime.plan import MODELS, MemoryPlan, ModelDims, PlanRequest, plan_memory
+from videorope_trt.runtime.presets import GiB, MiB, PRESETS
+
+
+def _hf_config(m: ModelDims):
+    from transformers import Qwen2VLConfig
+
+    return Qwen2VLConfig(
+        text_config=dict(hidden_size=m.hidden, num_hidden_layers=m.layers, num_attention_heads=m.heads,
+                         num_key_value_heads=m.kv_heads, intermediate_size=m.intermediate, vocab_size=m.vocab,
+                         tie_word_embeddings=m.tie_embeddings, max_position_embeddings=m.max_positions),
+        vision_config=dict(depth=m.vision_depth, embed_dim=m.vision_dim, num_heads=m.vision_heads,
+                           mlp_ratio=m.vision_mlp_ratio, hidden_size=m.hidden),
+        tie_word_embeddings=m.tie_embeddings)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_parameter_counts_match_transformers_modules(name):
+    import torch
+    from transformers import Qwen2VLForConditionalGeneration
+
+    m = MODELS[name]
+    with torch.device("meta"):
+        model = Qwen2VLForConditionalGeneration(_hf_config(m))
+    got = {"vision_gemm": 0, "vision_other": 0, "llm_gemm": 0, "llm_other": 0, "embed": 0, "head": 0}
+    for n, p in model.named_parameters():  # named_parameters skips a tied lm_head
+        key = ("embed" if "embed_tokens" in n else "head" if n.startswith("lm_head") else
+               ("vision_" if ".visual." in f".{n}" else "llm_") + ("gemm" if p.ndim >= 2 else "other"))
+        got[key] += p.numel()
+    assert got == {"vision_gemm": m.vision_gemm_params(), "vision_other": m.vision_other_params(),
+                   "llm_gemm": m.llm_gemm_params(), "llm_other": m.llm_other_params(), "embed": m.embed_params(),
+                   "head": 0 if m.tie_embeddings else m.embed_params()}
+    assert sum(p.numel() for p in model.parameters()) == m.param_count()
+    assert m.param_count() == {"qwen2-vl-2b": 2_208_985_600, "qwen2-vl-7b": 8_291_375_616}[name]
+
+
+def test_dims_from_both_config_layouts():
+    m = MODELS["qwen2-vl-7b"]
+    nested = _hf_config(m).to_dict()  # transformers 5: text fields under text_config
+    assert ModelDims.from_config(nested, name=m.name) == m
+    flat = dict(nested["text_config"])  # transformers 4 / hub config.json: at the top
+    flat.update(vision_config=nested["vision_config"], tie_word_embeddings=False)
+    assert ModelDims.from_config(flat, name=m.name) == m
+    with pytest.raises(ValueError, match="expected a Qwen2-VL config"):
+        ModelDims.from_config({"hidden_size": 8})
+
+
+def test_kv_bytes_per_token_by_hand():
+    # 2 (K and V) x layers x kv_heads x head_dim x bytes
+    assert MODELS["qwen2-vl-2b"].kv_bytes_per_token(2) == 2 * 28 * 2 * 128 * 2 == 28672
+    assert MODELS["qwen2-vl-7b"].kv_bytes_per_token(2) == 2 * 28 * 4 * 128 * 2 == 57344
+    assert plan_memory("qwen2-vl-7b", "h100", PlanRequest(kv_precision="fp8")).kv_bytes_per_token == 28672
+
+
+def test_qwen2_vl_2b_int4_on_orin_nano_by_hand():
+    p = plan_memory("qwen2-vl-2b", "orin-nano-8gb", PlanRequest(precision="int4-wo"))
+    llm_gemm = 28 * (2 * 1536 * 1536 + 2 * 1536 * 256 + 3 * 1536 * 8960)  # q, o, k, v, gate/up/down
+    llm_other = 28 * (1536 + 2 * 256 + 2 * 1536) + 1536  # q/k/v biases, two RMSNorms; final norm
+    embed = 151936 * 1536
+    assert p.decoder_weight_bytes == int(llm_gemm * (0.5 + 2 / 128) + llm_other * 2 + embed * 2)
+    assert p.vision_weight_bytes == 665_271_296 * 2 and p.embedding_bytes == embed * 2
+    budget = int((8 * GiB - 1792 * MiB) * 0.9)
+    assert p.budget_bytes == budget
+    assert p.decoder_activation_bytes == 512 * (2 * (4 * 1536 + 2 * 256 + 3 * 8960) + 4 * 151936)
+    assert p.per_token_bytes == 28672 + 2 * 1536
+    cap = (budget - p.fixed_bytes) // p.per_token_bytes // 16 * 16
+    assert p.capacity_context == min(32768, cap)
+    assert (p.max_context, p.max_frames) == (4096, 24)  # the preset's budget
+    assert 4.0 * GiB < p.total_bytes < 4.7 * GiB  # close to Edge-LLM's ~4.4 GB for a 2B VLM at INT4 on Orin Nano
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+@pytest.mark.parametrize("target", sorted(PRESETS))
+def test_largest_context_is_tight(model, target):
+    for precision in PRESETS[target].precisions:
+        try:
+            p = plan_memory(model, target, PlanRequest(precision=precision))
+        except ValueError as e:
+            assert "does not fit" in str(e)
+            continue
+        assert p.fixed_bytes + p.per_token_bytes * p.capacity_context <= p.budget_bytes
+        if p.capacity_context < MODELS[model].max_positions:
+            assert p.fixed_bytes + p.per_token_bytes * (p.capacity_context + 16) > p.budget_bytes
+        assert p.max_context <= p.capacity_context and p.total_bytes <= p.budget_bytes
+        assert p.max_frames <= p.capacity_frames
+
+
+def test_frames_set_the_context_and_errors_say_what_fits():
+    p = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(max_frames=100))
+    assert p.max_frames == 100 and p.max_context == 16384  # the preset's context already holds 50*256+512
+    p = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(max_frames=200))
+    assert p.max_context == math.ceil((100 * 256 + 512) / 16) * 16 == 26112
+    with pytest.raises(ValueError, match=r"1000 frames need a context of 128512 tokens .*the most that fits is a context of 32768"):
+        plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(max_frames=1000))
+    with pytest.raises(ValueError, match="multiple of temporal_patch_size=2"):
+        plan_memory("qwen2-vl-2b", "h100", PlanRequest(frames_per_chunk=3))
+
+
+def test_precision_errors():
+    with pytest.raises(ValueError, match=r"does not support precision 'fp8' \(no FP8 tensor cores on compute capability 8.7\)"):
+        plan_memory("qwen2-vl-2b", "agx-orin-64gb", PlanRequest(precision="fp8"))
+    with pytest.raises(ValueError, match="has no FP8"):
+        plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(kv_precision="fp8"))
+    with pytest.raises(ValueError, match="rtx does not support precision 'int8-sq'"):
+        plan_memory("qwen2-vl-2b", "rtx", PlanRequest(precision="int8-sq"))
+    with pytest.raises(ValueError, match="unknown precision 'int3'"):
+        plan_memory("qwen2-vl-2b", "h100", PlanRequest(precision="int3"))
+    with pytest.raises(ValueError, match="unknown target 'orin'"):
+        plan_memory("qwen2-vl-2b", "orin")
+
+
+def test_does_not_fit_names_the_precisions_that_do():
+    with pytest.raises(ValueError, match=r"qwen2-vl-2b fp16 .* does not fit.*int8-wo holds \d+ tokens.*int4-wo holds"):
+        plan_memory("qwen2-vl-2b", "orin-nano-8gb")
+    with pytest.raises(ValueError, match="no precision of this target holds the model"):
+        plan_memory("qwen2-vl-7b", "orin-nano-8gb")
+
+
+def test_json_round_trip_and_table():
+    p = plan_memory("qwen2-vl-7b", "thor", PlanRequest(precision="fp8"))
+    d = json.loads(json.dumps(p.to_dict()))
+    assert MemoryPlan.from_dict(d) == p and d["kv_cache_bytes"] == p.max_context * 57344
+    text = p.table()
+    assert "largest context / frames" in text and f"{p.capacity_context} tokens" in text
+
+
+def test_checkpoint_directory_and_cli(tmp_path, capsys):
+    (tmp_path / "config.json").write_text(json.dumps(_hf_config(MODELS["qwen2-vl-2b"]).to_dict()))
+    want = plan_memory(MODELS["qwen2-vl-2b"], "orin-nano-8gb", PlanRequest(precision="int4-wo"))
+    assert main(["plan", str(tmp_path), "--target", "orin-nano-8gb", "--precision", "int4-wo", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["capacity_context"] == want.capacity_context and got["total_bytes"] == want.total_bytes
+    assert main(["plan", "qwen2-vl-2b", "--target", "agx-orin-64gb", "--precision", "fp8"]) == 2
+    assert "does not support precision 'fp8'" in capsys.readouterr().err
+    assert main(["plan", str(tmp_path / "missing"), "--target", "h100"]) == 2

@@ -1,0 +1,98 @@
+"""`videorope-trt plan CKPT --target T` and `videorope-trt build OUT --target T`: thin shells over
+`runtime.plan.plan_memory` and `runtime.build.build_engines`."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from videorope_trt.runtime.presets import KV_BYTES, PRECISIONS, PRESETS
+
+
+def _frame_size(text: str) -> tuple:
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--frame-size: expected HEIGHTxWIDTH in pixels such as 448x448, got {text!r}") from None
+    return (h, w)
+
+
+def _plan_arguments(p) -> None:
+    p.add_argument("--target", required=True, choices=sorted(PRESETS), help="target preset")
+    p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
+                   help="weights/activations precision (default: fp16; build: the manifest's)")
+    p.add_argument("--kv-precision", choices=sorted(KV_BYTES), default="fp16", help="KV cache element type")
+    p.add_argument("--vision-precision", choices=sorted(PRECISIONS), default=None,
+                   help="vision tower precision (default: fp16 for quantized modes)")
+    p.add_argument("--max-context", type=int, default=None, help="context budget in tokens (default: preset's, within what fits)")
+    p.add_argument("--max-frames", type=int, default=None, help="video frames to hold (default: preset's, within what fits)")
+    p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per prefill step")
+    p.add_argument("--frames-per-chunk", type=int, default=None, help="frames per vision-encoder call (even)")
+    p.add_argument("--frame-size", type=_frame_size, default=(448, 448), help="HEIGHTxWIDTH pixels per frame (448x448)")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--headroom", type=float, default=None, help="fraction of usable memory kept free (preset's)")
+    p.add_argument("--unfused-attention", action="store_true", help="count (heads, S, T) attention scores")
+
+
+def add_arguments(parser, name: str) -> None:
+    if name == "plan":
+        parser.add_argument("ckpt", help="checkpoint directory, config.json, or a known model: qwen2-vl-2b, qwen2-vl-7b")
+        parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+    else:
+        parser.add_argument("out", help="artifact directory written by `videorope-trt export`")
+        parser.add_argument("--graphs", nargs="+", default=["vision", "decoder"], help="graphs to build")
+        parser.add_argument("--plugin", default=None, help="VideoRope plugin library (default: OUT/plugins/...)")
+        parser.add_argument("--compute-capabilities", nargs="+", default=None,
+                            help="TensorRT-RTX targets such as 8.9 12.0 (default: the preset's)")
+        parser.add_argument("--verbose", action="store_true", help="TensorRT's verbose log")
+    _plan_arguments(parser)
+
+
+def _request(args, precision: str):
+    from videorope_trt.runtime.plan import PlanRequest  # noqa: PLC0415
+
+    return PlanRequest(precision=precision, kv_precision=args.kv_precision, vision_precision=args.vision_precision,
+                       max_context=args.max_context, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk,
+                       frames_per_chunk=args.frames_per_chunk, frame_size=args.frame_size, batch=args.batch,
+                       headroom=args.headroom, fused_attention=not args.unfused_attention)
+
+
+def _run_plan(args) -> int:
+    from videorope_trt.runtime.plan import plan_memory  # noqa: PLC0415
+
+    plan = plan_memory(args.ckpt, args.target, _request(args, args.precision or "fp16"))
+    print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    return 0
+
+
+def _run_build(args) -> int:
+    from videorope_trt.runtime import build as B  # noqa: PLC0415
+
+    from videorope_trt.cli import UserError  # noqa: PLC0415
+    from videorope_trt.runtime.trt import TensorRTMissing  # noqa: PLC0415
+
+    manifest = B.read_manifest(Path(args.out))
+    graphs = manifest.get("graphs") or {}
+    precision = args.precision or (graphs.get("decoder") or {}).get("precision", "fp16")
+    request = B.BuildRequest(args.target, _request(args, precision), graphs=tuple(args.graphs),
+                             plugin_library=args.plugin, verbose=args.verbose,
+                             compute_capabilities=tuple(args.compute_capabilities) if args.compute_capabilities else None)
+    start = time.perf_counter()
+    print(f"build: {args.out} for {args.target} ({precision})", flush=True)
+    try:
+        info = B.build_engines(args.out, request)
+    except TensorRTMissing as e:
+        raise UserError(str(e)) from e
+    for graph, e in info["engines"].items():
+        print(f"  {graph}: {e['file']} {e['bytes'] / 2**20:.1f} MiB in {e['build_seconds']:.1f} s, "
+              f"profiles {', '.join(p['name'] for p in e['profiles'])}")
+    plan = info["plan"]
+    print(f"  {info['flavour']} {info['tensorrt_version']}, compute capability {' '.join(info['compute_capabilities'])}; "
+          f"context {plan['max_context']} tokens, {plan['max_frames']} frames; "
+          f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def run(args, name: str) -> int:
+    return _run_plan(args) if name == "plan" else _run_build(args)
