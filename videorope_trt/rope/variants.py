@@ -1,6 +1,17 @@
 """The variant registry: each RoPE variant is data — an index rule, a frequency-allocation rule, its decode
 step and the parameters it accepts. Names are the ones users already pass (the official `which_rope` /
 `rope_type` strings); `time_rope` and `t_scale2_change_freq` are aliases.
+
+Checked against the official VideoRoPE code (github.com/Wiselnn570/VideoRoPE):
+- `videorope`: `get_t_scale_rope_index` (transformers) and `videorope-vllm`: δ = 2, integer centring
+  ⌊(n-1)/2⌋, text after the t-row max + 1, rope_deltas from the t row.
+- `t_scale2_change_freq` is an alias of `videorope`, as in the V-NIAH / V-RULER evaluation code
+  (`get_t_scale2_rope_index`: t-row max + 1). VideoRoPE++'s vLLM runner uses the same name with the
+  max-over-all-rows rule (`get_input_t_scale_modify_positions`); that behaviour is `videorope_pp` here.
+- `ttxy_rope`: VideoRoPE++'s `ttxy_modify_forward` ([t t h w h w h w]) on `videorope_pp` indices.
+- `m_modify_*`, `pos_only`, `t_only`: the V-NIAH evaluation's `get_m_modify_*_index`; LTA frequencies go with
+  every name holding `m_modify`, `t_only` or `change_freq`, so `pos_only` keeps M-RoPE's.
+- `tad_rope` / `time_rope`: vanilla + temporal index, decode `2 * cache_position + rope_deltas`.
 """
 
 from __future__ import annotations
