@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from videorope_trt.runtime import build as B
 from videorope_trt.runtime import trt as T
-from videorope_trt.runtime.plan import PlanRequest, plan_memory
+from videorope_trt.runtime.plan import ModelDims, PlanRequest, plan_memory
 
 H, KV, D, V, E = 32, 2, 8, 48, 16  # hidden, kv heads, head dim, vocab, vision width
 CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
@@ -20,6 +20,7 @@ CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
     "intermediate_size": 64, "vocab_size": V, "max_position_embeddings": 4096, "tie_word_embeddings": True,
     "vision_config": {"depth": 1, "embed_dim": E, "num_heads": 2, "mlp_ratio": 2, "hidden_size": H},
 }
+MODELS_TINY = ModelDims.from_config(CONFIG, name="tiny")
 needs_rtx = pytest.mark.skipif(not T.available("rtx"), reason="TensorRT-RTX wheels not installed (requirements/rtx.txt)")
 
 
@@ -176,3 +177,19 @@ def test_engine_dir_checks_say_what_mismatched(tmp_path):
     _engine_dir(tmp_path, format_version=99)
     with pytest.raises(B.EngineMismatch, match="format_version 99"):
         B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)
+
+
+def test_every_symbolic_dim_of_the_export_specs_has_a_range():
+    specs = pytest.importorskip("videorope_trt.export.specs")
+    dims = specs.ModelDims(num_layers=2, num_kv_heads=KV, head_dim=D, hidden_size=H, vocab_size=V, num_axes=4,
+                           patch_dim=1176, spatial_merge_size=2)
+    plan = plan_memory(MODELS_TINY, "h100", PlanRequest(max_context=1024, prefill_chunk=128))
+    for graph, spec in specs.graph_specs(dims).items():
+        inputs = spec.to_json()["inputs"]
+        for name, shapes in B.profile_shapes(inputs, graph, plan):
+            assert set(shapes) == {t["name"] for t in inputs if any(isinstance(d, str) for d in t["shape"])}
+            if graph == "decoder":
+                assert shapes["positions"][2] == (4, 1, 128 if name == "prefill" else 1)
+                assert shapes["past_key_1"][2] == (1, KV, 1023, D)
+            else:
+                assert shapes["segment_ids"] == ((4,), (plan.patches_per_chunk,), (plan.patches_per_chunk,))

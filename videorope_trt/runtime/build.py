@@ -34,7 +34,7 @@ DIM_ROLES = {
     **dict.fromkeys(("past", "P", "past_sequence_length", "past_length", "past_len"), "past"),
     **dict.fromkeys(("total", "T", "total_sequence_length", "total_length", "total_len"), "total"),
     **dict.fromkeys(("patches", "N", "num_patches", "n_patches"), "patches"),
-    **dict.fromkeys(("merged", "M", "num_tokens", "merged_tokens", "n_merged"), "merged"),
+    **dict.fromkeys(("merged", "M", "num_merged", "merged_tokens", "n_merged"), "merged"),
 }
 
 
