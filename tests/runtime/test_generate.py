@@ -19,6 +19,15 @@ GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 1
 QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # Tiny matrices: torch's intra-op threads only contend on the shared CI cores (25x slower there).
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     return models.make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
