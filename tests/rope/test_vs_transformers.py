@@ -1,4 +1,5 @@
-"""`m_rope` / `qwen25_mrope` against transformers' own Qwen2-VL / Qwen2.5-VL `get_rope_index`, and
+"""`m_rope` / `qwen25_mrope` / `qwen3_mrope` against transformers' own Qwen2-VL / Qwen2.5-VL / Qwen3-VL
+`get_rope_index`, and
 `segments_from_tokens` against the processor's layout.
 
 transformers 5.x starts the text after a vision block at s + max(h, w) (it leaves out the t extent), while the
@@ -131,3 +132,32 @@ def test_segments_from_tokens_back_to_back_images():
 def test_segments_from_tokens_errors(ids, images, match):
     with pytest.raises(ValueError, match=match):
         segments_from_tokens(ids, images, image_token_id=IMG, video_token_id=VID)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_qwen3_matches_transformers(seed):
+    """Qwen3-VL: timestamp text between slices; our segments take one t=1 grid per slice (repeated grids)."""
+    qwen3_vl = pytest.importorskip("transformers.models.qwen3_vl.modeling_qwen3_vl")
+    from transformers import Qwen3VLConfig
+
+    rng = np.random.default_rng(100 + seed)
+    ids, images, videos = [TXT] * int(rng.integers(1, 4)), [], []
+    for _ in range(int(rng.integers(1, 3))):
+        t, h, w = (int(x) for x in rng.integers(1, 4, size=3))
+        videos.append((t, MERGE * h, MERGE * w))
+        for _f in range(t):  # "<x.x seconds>" <|vision_start|> frame <|vision_end|>
+            ids += [TXT] * int(rng.integers(2, 4)) + [VID] * (h * w) + [TXT]
+        if rng.random() < 0.5:
+            images.append((1, MERGE * w, MERGE * h))
+            ids += [TXT] + [IMG] * (h * w) + [TXT]
+    ids += [TXT] * int(rng.integers(0, 3))
+    types_ = [1 if i == IMG else 2 if i == VID else 0 for i in ids]
+    hf = _hf_method(qwen3_vl.Qwen3VLModel, Qwen3VLConfig())
+    want, want_deltas = hf(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([types_]),
+                           image_grid_thw=_grid_tensor(images), video_grid_thw=_grid_tensor(videos))
+    per_slice = [(1, h, w) for t, h, w in videos for _ in range(t)]
+    segs = segments_from_tokens(ids, _grid_tensor(images), _grid_tensor(per_slice), image_token_id=IMG,
+                                video_token_id=VID)
+    bp = batch_positions("qwen3_mrope", [segs])
+    np.testing.assert_array_equal(bp.positions, want.numpy().astype(np.float32))
+    np.testing.assert_array_equal(bp.rope_deltas, want_deltas.numpy().reshape(-1))
