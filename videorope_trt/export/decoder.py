@@ -1,0 +1,68 @@
+"""The decoder graph: one graph for prefill (seq > 1) and decode (seq = 1), KV cache as explicit tensors.
+
+    inputs_embeds (B, S, H), positions (A, B, S) f32, attention_mask (B, P+S) int64, past_key_i / past_value_i
+    (B, KV, P, D) for every layer  →  logits (B, S, vocab), present_key_i / present_value_i (B, KV, P+S, D)
+
+The forward is the model's own `decoder` (models/decoder.py), so the rotation is the `VideoRope` torch op that
+the exporter turns into the ONNX form asked for (export/rotary.py).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from videorope_trt.export.specs import ModelDims, decoder_spec
+
+
+class DecoderGraph(torch.nn.Module):
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs_embeds, positions, attention_mask, *past):
+        pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
+        logits, present = self.model.decoder(inputs_embeds, positions, attention_mask, pairs)
+        return (logits, *[t for kv in present for t in kv])
+
+
+def model_dims(model) -> ModelDims:
+    """The graph-shaping sizes of a loaded `VideoRopeQwen2VL`."""
+    text = model.text_model.config
+    vc = model.config.vision_config
+    return ModelDims(
+        num_layers=int(text.num_hidden_layers),
+        num_kv_heads=int(text.num_key_value_heads),
+        head_dim=int(model.rope.head_dim),
+        hidden_size=int(text.hidden_size),
+        vocab_size=int(text.vocab_size),
+        num_axes=int(model.rope.num_axes),
+        patch_dim=int(vc.in_channels * vc.temporal_patch_size * vc.patch_size**2),
+        spatial_merge_size=int(vc.spatial_merge_size),
+    )
+
+
+def example_inputs(dims: ModelDims, *, batch=2, seq=5, past=3, dtype=torch.float32) -> tuple:
+    """Traced inputs. torch.export cannot keep dims of size 0 or 1 symbolic, so every traced dim is >= 2."""
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.randn(batch, seq, dims.hidden_size, generator=g, dtype=dtype)
+    positions = torch.arange(past, past + seq, dtype=torch.float32).expand(dims.num_axes, batch, seq).contiguous()
+    mask = torch.ones(batch, past + seq, dtype=torch.int64)
+    kv = [torch.randn(batch, dims.num_kv_heads, past, dims.head_dim, generator=g, dtype=dtype)
+          for _ in range(2 * dims.num_layers)]
+    return (embeds, positions, mask, *kv)
+
+
+def dynamic_shapes(dims: ModelDims) -> tuple:
+    """torch.export dims from the spec's symbolic names (seq, past and total independent: see trt_facts §15)."""
+    spec = decoder_spec(dims)
+    made = {}
+
+    def dim(name):
+        if name not in made:
+            made[name] = torch.export.Dim(name, min=0 if name == "past" else 1)
+        return made[name]
+
+    shapes = []
+    for t in spec.inputs:
+        shapes.append({i: dim(d) for i, d in enumerate(t.dims) if isinstance(d, str)})
+    return (shapes[0], shapes[1], shapes[2], tuple(shapes[3:]))  # the *past argument takes one nested entry

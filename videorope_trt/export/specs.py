@@ -1,0 +1,115 @@
+"""Inputs and outputs of the exported graphs, as data: names, dtypes, symbolic dims.
+
+One table serves the exporter (dynamic shapes, output names), the manifest, the engine builder (optimization
+profiles: every symbolic dim gets a min/opt/max) and the runtime (buffer allocation, feed checks). stdlib only.
+
+Symbolic dims:
+    num_patches   vision patches in one call (a multiple of merge², frames of one or more grids)
+    num_merged    num_patches / merge²
+    batch         sequences in the batch
+    seq           new tokens in this call (prefill: the prompt; decode: 1)
+    past          tokens already in the KV cache (0 for the first prefill)
+    total         past + seq: the attention mask covers every cached and new token (the runtime enforces it)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    dtype: str  # numpy dtype name
+    dims: tuple  # int for fixed sizes, str for symbolic ones
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "dtype": self.dtype, "shape": list(self.dims)}
+
+    def shape_for(self, sizes: dict) -> tuple:
+        """Concrete shape given a value for every symbolic dim."""
+        missing = [d for d in self.dims if isinstance(d, str) and d not in sizes]
+        if missing:
+            raise ValueError(f"{self.name}: no size given for symbolic dim(s) {missing}; got {sorted(sizes)}")
+        return tuple(sizes[d] if isinstance(d, str) else d for d in self.dims)
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    inputs: tuple
+    outputs: tuple
+
+    @property
+    def input_names(self) -> list:
+        return [t.name for t in self.inputs]
+
+    @property
+    def output_names(self) -> list:
+        return [t.name for t in self.outputs]
+
+    def tensor(self, name: str) -> TensorSpec:
+        for t in self.inputs + self.outputs:
+            if t.name == name:
+                return t
+        raise KeyError(f"{self.name}: no tensor named {name!r}; it has {self.input_names + self.output_names}")
+
+    def to_json(self) -> dict:
+        return {"inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
+
+
+@dataclass(frozen=True)
+class ModelDims:
+    """The sizes of a Qwen2-VL checkpoint that shape its graphs."""
+
+    num_layers: int
+    num_kv_heads: int
+    head_dim: int
+    hidden_size: int
+    vocab_size: int
+    num_axes: int  # rows of `positions`: 3 for Qwen-style variants, 4 for vrope
+    patch_dim: int  # C * temporal_patch * patch²
+    spatial_merge_size: int
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def past_names(layer: int) -> tuple:
+    return f"past_key_{layer}", f"past_value_{layer}"
+
+
+def present_names(layer: int) -> tuple:
+    return f"present_key_{layer}", f"present_value_{layer}"
+
+
+def vision_spec(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
+    return GraphSpec(
+        "vision",
+        inputs=(
+            TensorSpec("pixel_values", float_dtype, ("num_patches", dims.patch_dim)),
+            TensorSpec("rotary_pos_ids", "int64", ("num_patches", 2)),
+            TensorSpec("segment_ids", "int64", ("num_patches",)),
+        ),
+        outputs=(TensorSpec("image_embeds", float_dtype, ("num_merged", dims.hidden_size)),),
+    )
+
+
+def decoder_spec(dims: ModelDims, float_dtype: str = "float32", kv_dtype: str | None = None) -> GraphSpec:
+    kv_dtype = kv_dtype or float_dtype
+    kv = ("batch", dims.num_kv_heads, "past", dims.head_dim)
+    kv_out = ("batch", dims.num_kv_heads, "total", dims.head_dim)
+    inputs = [
+        TensorSpec("inputs_embeds", float_dtype, ("batch", "seq", dims.hidden_size)),
+        TensorSpec("positions", "float32", (dims.num_axes, "batch", "seq")),  # always fp32: exact fractional positions
+        TensorSpec("attention_mask", "int64", ("batch", "total")),
+    ]
+    outputs = [TensorSpec("logits", float_dtype, ("batch", "seq", dims.vocab_size))]
+    for i in range(dims.num_layers):
+        inputs += [TensorSpec(n, kv_dtype, kv) for n in past_names(i)]
+        outputs += [TensorSpec(n, kv_dtype, kv_out) for n in present_names(i)]
+    return GraphSpec("decoder", tuple(inputs), tuple(outputs))
+
+
+def graph_specs(dims: ModelDims, float_dtype: str = "float32") -> dict:
+    return {"vision": vision_spec(dims, float_dtype), "decoder": decoder_spec(dims, float_dtype)}
