@@ -1,6 +1,5 @@
 """`m_rope` / `qwen25_mrope` / `qwen3_mrope` against transformers' own Qwen2-VL / Qwen2.5-VL / Qwen3-VL
-`get_rope_index`, and
-`segments_from_tokens` against the processor's layout.
+`get_rope_index`, and `segments_from_tokens` against the processor's layout.
 
 transformers 5.x starts the text after a vision block at s + max(h, w) (it leaves out the t extent), while the
 Qwen2-VL / Qwen2.5-VL reference code and the checkpoints use the block's max position + 1 (rope_spec.md §2.2).

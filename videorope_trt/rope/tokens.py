@@ -1,6 +1,7 @@
 """Segments from a tokenized prompt, laid out the way Qwen2-VL's processor lays it out: each image (video)
 is a run of grid_t*grid_h*grid_w / merge² `image_token_id` (`video_token_id`) placeholders, grids in order.
-Everything else, `<|vision_start|>` / `<|vision_end|>` included, is text.
+Everything else, `<|vision_start|>` / `<|vision_end|>` included, is text. Qwen3-VL puts timestamp text between
+the slices of a video: pass one (1, h, w) grid per slice there (`np.repeat(grid, t, axis=0)` with t set to 1).
 """
 
 from __future__ import annotations
