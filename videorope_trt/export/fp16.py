@@ -13,6 +13,8 @@ finfo(float32).min finite in fp16 (an -inf would turn a fully padded row into Na
 
 from __future__ import annotations
 
+import warnings
+
 import onnx
 
 from videorope_trt.plugins.contract import OP_NAME
@@ -32,9 +34,11 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
     model = _isolate_outputs(model)
-    out = float16.convert_float_to_float16(
-        model, keep_io_types=True, max_finite_val=FP16_MAX, op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS),
-        disable_shape_infer=False)
+    with warnings.catch_warnings():  # it warns once per clamped constant; clamping is intended (docstring)
+        warnings.simplefilter("ignore", UserWarning)
+        out = float16.convert_float_to_float16(
+            model, keep_io_types=True, max_finite_val=FP16_MAX,
+            op_block_list=list(DEFAULT_OP_BLOCK_LIST) + list(FP32_OPS), disable_shape_infer=False)
     # The converter leaves some intermediate value_info entries typed float; they are hints only, so drop them
     # rather than let a stale type fail the session.
     del out.graph.value_info[:]

@@ -1,0 +1,60 @@
+"""CLI: `videorope-trt export CKPT OUT` and `videorope-trt validate OUT` (thin shells over the library)."""
+
+from __future__ import annotations
+
+import time
+
+
+def _export_arguments(p):
+    from videorope_trt.export.fp16 import PRECISIONS
+    from videorope_trt.export.rotary import FORMS
+
+    p.add_argument("checkpoint", help="Qwen2-VL checkpoint directory (Hugging Face layout, safetensors)")
+    p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint)")
+    p.add_argument("--variant", default=None, help="RoPE variant (default: the checkpoint's, else m_rope)")
+    p.add_argument("--delta", type=float, default=None, help="VideoRoPE temporal spacing δ")
+    p.add_argument("--rotary-form", default="plugin", choices=sorted(FORMS), help="how the rotation appears in ONNX")
+    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+
+
+def _validate_arguments(p):
+    from videorope_trt.export.parity import BACKENDS
+
+    p.add_argument("out", help="artifact directory written by `videorope-trt export`")
+    p.add_argument("--checkpoint", default=None, help="checkpoint to compare against (default: the manifest's source)")
+    p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
+                   help=f"comma-separated, from {sorted(BACKENDS)} (tensorrt joins only when importable)")
+    p.add_argument("--layout", default="text:12,video:4x4x4,text:8",
+                   help="prompt layout: text:N, video:TxHxW (merged grid: frames x rows x cols), image:HxW")
+    p.add_argument("--batch", type=int, default=2, help="sequences per batch (left padded to the longest)")
+    p.add_argument("--decode-steps", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+
+
+def add_arguments(parser, name):
+    {"export": _export_arguments, "validate": _validate_arguments}[name](parser)
+
+
+def _run_export(args) -> int:
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+
+    cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision)
+    start = time.perf_counter()
+    print(f"export: {args.checkpoint} → {args.out} ({cfg.rotary_form}, {cfg.precision})", flush=True)
+    manifest = export_checkpoint(args.checkpoint, args.out, cfg)
+    print(f"export: variant {manifest['rope']['variant']}, {manifest['model']['num_layers']} layers, "
+          f"done in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run_validate(args) -> int:
+    from videorope_trt.export.parity import ParityRequest, validate
+
+    req = ParityRequest(out_dir=args.out, checkpoint=args.checkpoint, backends=tuple(args.backends.split(",")),
+                        layout=args.layout, batch=args.batch, decode_steps=args.decode_steps, seed=args.seed)
+    report = validate(req)
+    return 0 if report["passed"] else 1
+
+
+def run(args, name) -> int:
+    return {"export": _run_export, "validate": _run_validate}[name](args)

@@ -1,0 +1,65 @@
+"""manifest.json: what an artifact directory holds, as every later stage reads it.
+
+Written last (atomically), so a directory with a manifest is a finished export. Readers check `format_version`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+FORMAT_VERSION = 1
+KIND = "videorope-trt-export"
+NAME = "manifest.json"
+
+
+def checkpoint_sha256(ckpt_dir) -> str:
+    """A fingerprint of a checkpoint: config.json's bytes plus each weight file's name, size and first MiB.
+
+    Cheap on multi-GB checkpoints and enough to tell two checkpoints apart (different config or weights).
+    """
+    ckpt = Path(ckpt_dir)
+    h = hashlib.sha256((ckpt / "config.json").read_bytes())
+    for path in sorted(ckpt.glob("*.safetensors")):
+        h.update(f"{path.name}:{path.stat().st_size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+    return h.hexdigest()
+
+
+def tool_versions() -> dict:
+    from importlib import metadata
+
+    out = {}
+    for dist in ("videorope-trt", "torch", "transformers", "onnx", "onnxscript", "onnxruntime",
+                 "onnxruntime-extensions", "onnxconverter-common", "polygraphy"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
+
+
+def write_manifest(out_dir, manifest: dict) -> Path:
+    path = Path(out_dir) / NAME
+    tmp = path.with_name(f".{NAME}.tmp")
+    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": KIND, **manifest}, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_manifest(out_dir) -> dict:
+    """The manifest of an export directory, checked to be one this version reads."""
+    path = Path(out_dir) / NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"{out_dir}: no {NAME}; expected a directory written by `videorope-trt export`")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{path}: kind={data.get('kind')!r} format_version={data.get('format_version')!r}; "
+                         f"expected kind={KIND!r} format_version={FORMAT_VERSION}")
+    return data
