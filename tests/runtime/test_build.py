@@ -193,3 +193,43 @@ def test_every_symbolic_dim_of_the_export_specs_has_a_range():
                 assert shapes["past_key_1"][2] == (1, KV, 1023, D)
             else:
                 assert shapes["segment_ids"] == ((4,), (plan.patches_per_chunk,), (plan.patches_per_chunk,))
+
+
+def _rope_decoder(path) -> None:
+    """A graph whose one node is VideoRope, with the decoder's symbolic dims."""
+    from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs
+
+    vi = helper.make_tensor_value_info
+    inputs = [vi("x", TensorProto.FLOAT16, ["batch", KV, "seq", D]), vi("positions", TensorProto.FLOAT, [3, "batch", "seq"])]
+    inits = [numpy_helper.from_array(np.float32([1, 0.1, 0.01, 0.001]), "inv_freq"),
+             numpy_helper.from_array(np.int32([0, 1, 2, 0]), "axis_map")]
+    node = helper.make_node("VideoRope", ["x", "positions", "inv_freq", "axis_map"], ["y"], domain=ONNX_DOMAIN,
+                            **RotaryAttrs().onnx_attributes())
+    graph = helper.make_graph([node], "g", inputs, [vi("y", TensorProto.FLOAT16, ["batch", KV, "seq", D])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18), helper.make_opsetid(ONNX_DOMAIN, 1)])
+    model.ir_version = 9
+    onnx.save(model, str(path))
+
+
+@needs_rtx
+@pytest.mark.rtx
+@pytest.mark.nvcc
+def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
+    from pathlib import Path
+
+    pb = pytest.importorskip("videorope_trt.plugins.build")
+    headers = Path(__file__).resolve().parents[3] / "shared" / "third_party" / "tensorrt-11.1.0" / "include"
+    try:
+        pb.find_nvcc()
+    except pb.BuildError as e:
+        pytest.skip(str(e))
+    if not headers.is_dir():
+        pytest.skip(f"TensorRT headers not found at {headers}")
+    _artifact(tmp_path)
+    _rope_decoder(tmp_path / "decoder.onnx")
+    with pytest.raises(FileNotFoundError, match="VideoRope nodes, which need the plugin library"):
+        B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
+    lib = pb.build(pb.BuildConfig(out_dir=tmp_path / "plugins", trt_include=headers, archs=("89",), ptx=False))
+    info = B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
+    assert info["plugin_library"]["sha256"] == B.sha256(lib) and Path(info["plugin_library"]["path"]) == lib.resolve()
+    assert info["engines"]["decoder"]["bytes"] > 1000
