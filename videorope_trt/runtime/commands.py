@@ -59,8 +59,8 @@ def resolve_checkpoint(out, given=None) -> Path:
     manifest = out / "manifest.json"
     if manifest.is_file():
         data = json.loads(manifest.read_text())
-        source = data.get("checkpoint") or data.get("source", {})
-        path = source.get("path") if isinstance(source, dict) else source
+        source = data.get("source") or {}
+        path = source.get("checkpoint") if isinstance(source, dict) else None
         if path and (Path(path) / "config.json").is_file():
             return Path(path)
     raise FileNotFoundError(f"no checkpoint found for {out}: pass --checkpoint DIR (a directory with config.json)")

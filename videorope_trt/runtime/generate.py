@@ -69,6 +69,11 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
     if pixel_values.shape[0] != t * per_slice:
         raise ValueError(f"encode_video: grid_thw {(t, h, w)} holds {t * per_slice} patches, pixel_values has {pixel_values.shape[0]}")
     merged = per_slice // backend.info.spatial_merge_size**2
+    if backend.max_vision_patches:
+        if per_slice > backend.max_vision_patches:
+            raise ValueError(f"encode_video: one temporal slice has {per_slice} patches; the {backend.name} backend "
+                             f"takes at most {backend.max_vision_patches} per call (a smaller frame size or a larger plan)")
+        chunk = min(chunk, backend.max_vision_patches // per_slice)
     out, progress = None, bar(total=t, desc="vision", unit="slice")
     for t0 in range(0, t, chunk):
         t1 = min(t, t0 + chunk)
@@ -139,6 +144,7 @@ def embed_prompts(backend, ids, visual=None):
 def prefill(backend, embeds, positions, mask, chunk: int, bar=_no_bar):
     """Run the prompt through the backend `chunk` tokens at a time; last-token logits (B, vocab)."""
     length = embeds.shape[1]
+    chunk = min(chunk, backend.max_prefill_chunk or chunk)
     progress, logits = bar(total=length, desc="prefill", unit="tok"), None
     for s0 in range(0, length, chunk):
         s1 = min(length, s0 + chunk)

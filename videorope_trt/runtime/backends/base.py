@@ -80,6 +80,9 @@ class Backend(ABC):
     """Base class: validates inputs once, tracks the cache length; subclasses do the work in `_impl` methods."""
 
     name = "base"
+    #: largest tokens per forward call and patches per vision call the backend accepts (None: no limit)
+    max_prefill_chunk = None
+    max_vision_patches = None
 
     def __init__(self, info: ModelInfo, device="cpu"):
         self.info = info

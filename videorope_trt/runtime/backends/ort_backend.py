@@ -1,0 +1,192 @@
+"""ONNX Runtime backend: the exported `vision.onnx` and `decoder.onnx` of an artifact directory.
+
+CPU or CUDA execution provider. Inputs are bound from torch tensors (I/O binding: no host copies on the GPU);
+the present K/V of one call stay ORT values on the device and are bound as the next call's past. The token
+embedding table is not in the graphs: it is read from the checkpoint (`embed_tokens.weight`).
+
+The plugin form's `VideoRope` node runs through the onnxruntime-extensions Python op (`plugins/ort_op.py`), a
+parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from videorope_trt.runtime.backends.base import Backend, ModelInfo
+
+
+
+def read_manifest(artifact) -> dict:
+    path = Path(artifact) / "manifest.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{artifact} has no manifest.json; expected an artifact directory written by `videorope-trt export`")
+    return json.loads(path.read_text())
+
+
+def checkpoint_of(artifact, manifest: dict) -> Path:
+    """The checkpoint the artifact was exported from (tokenizer, config, embedding table)."""
+    path = (manifest.get("source") or {}).get("checkpoint")
+    if path and (Path(path) / "config.json").is_file():
+        return Path(path)
+    if (Path(artifact) / "config.json").is_file():
+        return Path(artifact)
+    raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass --checkpoint DIR")
+
+
+def rope_choice(manifest: dict, config: dict) -> tuple:
+    """(variant, position params) recorded by the exporter, else by the checkpoint's config."""
+    from videorope_trt.models.rope_settings import CONFIG_FIELD, DEFAULT_VARIANT, POSITION_PARAMS
+
+    recorded = manifest.get("rope") or config.get(CONFIG_FIELD) or {}
+    params = recorded.get("params", recorded)
+    return recorded.get("variant", DEFAULT_VARIANT), {k: v for k, v in params.items() if k in POSITION_PARAMS}
+
+
+def info_from_artifact(manifest: dict, ckpt) -> ModelInfo:
+    config = json.loads((Path(ckpt) / "config.json").read_text())
+    variant, params = rope_choice(manifest, config)
+    return ModelInfo.from_config(config, variant=variant, position_params=params)
+
+
+def load_embedding_table(ckpt):
+    """The token embedding matrix (vocab, hidden) from the checkpoint's safetensors (sharded or not)."""
+    from safetensors import safe_open
+
+    ckpt = Path(ckpt)
+    index = ckpt / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    for name in files:
+        with safe_open(str(ckpt / name), framework="pt") as f:
+            for key in f.keys():
+                if key.endswith("embed_tokens.weight"):
+                    return f.get_tensor(key)
+    raise ValueError(f"no '*embed_tokens.weight' tensor in the safetensors of {ckpt}; expected a Qwen2-VL checkpoint")
+
+
+def _providers(device: str) -> list:
+    import onnxruntime as ort
+
+    if str(device).startswith("cuda"):
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise ValueError(f"onnxruntime backend: device {device!r} needs onnxruntime-gpu (CUDAExecutionProvider); "
+                             f"this onnxruntime has {ort.get_available_providers()}")
+        index = int(str(device).partition(":")[2] or 0)
+        return [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def make_session(path, device: str):
+    import onnxruntime as ort
+
+    from videorope_trt.plugins.ort_op import session_options
+
+    return ort.InferenceSession(str(path), session_options(), providers=_providers(device))
+
+
+class OrtBackend(Backend):
+    name = "onnxruntime"
+
+    def __init__(self, vision, decoder, embeddings, info: ModelInfo, device="cpu"):
+        super().__init__(info, device)
+        self.vision, self.decoder = vision, decoder
+        self.embeddings = embeddings
+        self.kv_type = self._input_type(decoder, "past_key_0")
+        self.float_type = self._input_type(decoder, "inputs_embeds")
+        self.past = None
+
+    @classmethod
+    def load(cls, artifact, *, device="cpu", checkpoint=None, **_):
+        manifest = read_manifest(artifact)
+        ckpt = checkpoint or checkpoint_of(artifact, manifest)
+        graphs = manifest.get("graphs") or {}
+        files = {g: Path(artifact) / (graphs.get(g) or {}).get("file", f"{g}.onnx") for g in ("vision", "decoder")}
+        for g, f in files.items():
+            if not f.is_file():
+                raise FileNotFoundError(f"onnxruntime backend: {f} not found; run `videorope-trt export` first")
+        table = load_embedding_table(ckpt).to(device)
+        return cls(make_session(files["vision"], device), make_session(files["decoder"], device), table,
+                   info_from_artifact(manifest, ckpt), device)
+
+    @staticmethod
+    def _input_type(session, name):
+        for i in session.get_inputs():
+            if i.name == name:
+                return {"tensor(float)": np.float32, "tensor(float16)": np.float16}[i.type]
+        raise ValueError(f"onnxruntime backend: the graph has no input {name!r}; inputs {[i.name for i in session.get_inputs()]}")
+
+    @property
+    def _ort_device(self):
+        kind = "cuda" if str(self.device).startswith("cuda") else "cpu"
+        return kind, int(str(self.device).partition(":")[2] or 0)
+
+    def _bind(self, binding, name, tensor, np_type):
+        import torch
+
+        t = tensor.contiguous()
+        if np_type is np.float16:
+            t = t.to(torch.float16)
+        elif np_type is np.float32:
+            t = t.to(torch.float32)
+        kind, index = self._ort_device
+        binding.bind_input(name, kind, index, np_type, tuple(t.shape), t.data_ptr())
+        return t  # the caller keeps it alive until the run ends
+
+    def _encode_vision_impl(self, pixel_values, grid_thw):
+        import torch
+
+        from videorope_trt.export.vision import host_inputs
+
+        host = host_inputs(grid_thw.cpu().numpy(), self.info.spatial_merge_size)
+        binding, keep = self.vision.io_binding(), []
+        keep.append(self._bind(binding, "pixel_values", pixel_values, self._input_type(self.vision, "pixel_values")))
+        for name, value in host.items():
+            keep.append(self._bind(binding, name, torch.as_tensor(value, device=self.device), np.int64))
+        binding.bind_output("image_embeds", *self._ort_device)
+        self.vision.run_with_iobinding(binding)
+        return self._to_torch(binding.get_outputs()[0]).float()
+
+    def _embed_impl(self, input_ids):
+        return self.embeddings[input_ids.to(self.embeddings.device)].float()
+
+    def _allocate_impl(self, batch, capacity):
+        from onnxruntime import OrtValue
+
+        shape = (batch, self.info.num_kv_heads, 0, self.info.head_dim)
+        kind, index = self._ort_device
+        empty = OrtValue.ortvalue_from_shape_and_type(shape, self.kv_type, kind, index)
+        self.past = [empty] * (2 * self.info.num_layers)
+
+    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+        from videorope_trt.export.specs import past_names, present_names
+
+        binding, keep = self.decoder.io_binding(), []
+        keep.append(self._bind(binding, "inputs_embeds", inputs_embeds, self.float_type))
+        keep.append(self._bind(binding, "positions", positions, np.float32))
+        keep.append(self._bind(binding, "attention_mask", attention_mask, np.int64))
+        names = [n for i in range(self.info.num_layers) for n in past_names(i)]
+        for name, value in zip(names, self.past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits", *self._ort_device)
+        for i in range(self.info.num_layers):
+            for n in present_names(i):
+                binding.bind_output(n, *self._ort_device)
+        self.decoder.run_with_iobinding(binding)
+        outputs = binding.get_outputs()
+        self.past = outputs[1:]
+        return self._to_torch(outputs[0])[:, -1].float()
+
+    def _to_torch(self, value):
+        import torch
+
+        if self._ort_device[0] == "cpu":
+            return torch.from_numpy(value.numpy())
+        return torch.from_dlpack(value)  # stays on the GPU
+
+    def synchronize(self):
+        if self._ort_device[0] == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
