@@ -24,8 +24,9 @@ def _validate_arguments(p):
     p.add_argument("--checkpoint", default=None, help="checkpoint to compare against (default: the manifest's source)")
     p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
                    help=f"comma-separated, from {sorted(BACKENDS)} (tensorrt joins only when importable)")
-    p.add_argument("--layout", default="text:12,video:4x4x4,text:8",
-                   help="prompt layout: text:N, video:TxHxW (merged grid: frames x rows x cols), image:HxW")
+    p.add_argument("--layout", default="text:12,video,text:8",
+                   help="prompt layout: text:N parts and the generated video, comma-separated")
+    p.add_argument("--video-seconds", type=float, default=8.0, help="length of the generated clip (sampled at 2 fps)")
     p.add_argument("--batch", type=int, default=2, help="sequences per batch (left padded to the longest)")
     p.add_argument("--decode-steps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -51,7 +52,7 @@ def _run_validate(args) -> int:
     from videorope_trt.export.parity import ParityRequest, validate
 
     req = ParityRequest(out_dir=args.out, checkpoint=args.checkpoint, backends=tuple(args.backends.split(",")),
-                        layout=args.layout, batch=args.batch, decode_steps=args.decode_steps, seed=args.seed)
+                        layout=args.layout, video_seconds=args.video_seconds, batch=args.batch, decode_steps=args.decode_steps, seed=args.seed)
     report = validate(req)
     return 0 if report["passed"] else 1
 
