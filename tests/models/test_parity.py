@@ -151,3 +151,16 @@ def test_generate_stops_at_eos(load_tiny):
     first = generate(model, ids, max_new_tokens=1, eos_token_id=[], **inputs)
     out = generate(model, ids, max_new_tokens=6, eos_token_id=int(first[0, 0]), **inputs)
     assert out.tolist() == first.tolist()  # the first token is the end token: one token, then stop
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float16, 5e-3), (torch.bfloat16, 2e-2)])
+def test_half_precision_close_to_fp32(tiny_ckpt, load_tiny, dtype, tol):
+    from videorope_trt.models import load_model
+
+    ref_model = load_tiny()
+    half = load_model(tiny_ckpt, dtype=dtype)
+    ids, inputs, _ = build(ref_model.config, image_video_prompt(ref_model.config))
+    with torch.no_grad():
+        ref, got = ref_model(ids, **inputs)[0], half(ids, **inputs)[0]
+    assert got.dtype == dtype
+    assert rel_err(got.float(), ref) <= tol
