@@ -81,12 +81,16 @@ def timer(seq):
 
 
 def check(lib, q, k, pos, inv, amap):
-    """The kernel against eager_rope in float64 (angles too): the larger ‖y − ref‖ / ‖ref‖ of q and k."""
+    """The kernel against the contract in float64 (the angle is the fp32 product, then everything in float64):
+    the larger ‖y − ref‖ / ‖ref‖ of q and k."""
+    import torch
+
     from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.cuda import rotate
 
     yq, yk = rotate(q, pos, inv, amap, RotaryAttrs(layout=1), k=k, lib=lib)
-    rq, rk = eager_rope(q.double(), k.double(), pos.double(), inv.double(), amap)
+    ang = (pos[amap.long()].permute(1, 2, 0) * inv).double()  # (B, S, F): fp32 product, as the contract says
+    rq, rk = rotate_with_tables(q.double(), k.double(), *(torch.cat((t, t), dim=-1) for t in (ang.cos(), ang.sin())))
     return max(float((y.double() - r).norm() / r.norm()) for y, r in ((yq, rq), (yk, rk)))
 
 

@@ -2,10 +2,10 @@
 //
 // Grid: one block per token (b, s); the block first computes (cos, sin) of its F angles into shared memory, once,
 // then its threads walk (heads of q and k) x (vector units of one head), so no cos/sin table ever reaches memory.
-// Angles: positions and inv_freq are fp32; their product is formed exactly in fp64 (24 + 24 bits fit in 53), reduced
-// to [-1, 1] half-turns, then sincospif in fp32. This matches the float64 reference for positions far beyond 128k
-// (a plain fp32 product loses up to 0.008 rad at 131072) and, unlike sincosf, never takes the Payne-Hanek slow path
-// that needs local memory.
+// Angles: the contract's angle is the fp32 product position * inv_freq (what transformers computes, and what the
+// numpy reference rounds to). Its sine and cosine are then evaluated accurately: the fp32 angle is reduced to
+// [-1, 1] half-turns in fp64 (exact enough for angles far beyond 128k x theta) and passed to sincospif, which,
+// unlike sincosf, never takes the Payne-Hanek slow path that needs local memory.
 #include "videorope_kernel.h"
 
 #include <cuda_bf16.h>
@@ -70,10 +70,11 @@ __device__ __forceinline__ void store(T* p, Vec<T, N> const& r)
     }
 }
 
-// (cos, sin) * scale of the exact angle pos * freq.
+// (cos, sin) * scale of the fp32 angle pos * freq.
 __device__ __forceinline__ float2 cosSin(float pos, float freq, float scale)
 {
-    double const halfTurns = static_cast<double>(pos) * static_cast<double>(freq) * 0.31830988618379067154;
+    float const angle = __fmul_rn(pos, freq); // rounded to fp32 as the contract says, never fused into the fp64 math
+    double const halfTurns = static_cast<double>(angle) * 0.31830988618379067154;
     double const reduced = halfTurns - 2.0 * rint(0.5 * halfTurns); // in [-1, 1]
     float s, c;
     sincospif(static_cast<float>(reduced), &s, &c);

@@ -1,7 +1,7 @@
 // The VideoRope CUDA kernel: one launch rotates q and (optionally) k, contract in videorope_trt/plugins/contract.py.
 //
 // y = VideoRope(x, positions, inv_freq, axis_map; interleaved, layout, scale)
-//   angle[b, s, k] = positions[axis_map[k], b, s] * inv_freq[k]   (product exact, reduced in fp64, sincospi in fp32)
+//   angle[b, s, k] = positions[axis_map[k], b, s] * inv_freq[k]   (fp32 product; reduced in fp64, sincospi in fp32)
 //   rotate-half: pair (k, k + F); interleaved: pair (2k, 2k + 1); dims >= 2F are copied unchanged.
 //
 // This header is plain C so that ctypes (videorope_trt/plugins/cuda.py) can mirror the struct; keep the two in sync
