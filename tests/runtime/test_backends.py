@@ -1,0 +1,191 @@
+"""Backends: greedy tokens identical across PyTorch and ONNX Runtime on the tiny model at fp32; the shared
+interface's checks; the TensorRT backend's pieces that run without TensorRT (its engines need a GPU + TensorRT)."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class
+from videorope_trt.runtime.backends.trt_backend import PingPongKV, find_engine_dir, torch_dtype
+from videorope_trt.runtime.generate import GenerationConfig, generate
+
+GRID = (3, 4, 6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: intra-op threads only contend on shared CI cores
+    yield
+    torch.set_num_threads(before)
+
+
+# -- cross-backend parity ------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from videorope_trt.models import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+
+
+@pytest.fixture(scope="module", params=["decomposed", "plugin"])
+def artifact(request, tiny, tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+
+    out = tmp_path_factory.mktemp(f"art-{request.param}") / "out"
+    export_checkpoint(tiny, out, ExportConfig(rotary_form=request.param))
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tiny):
+    from videorope_trt.runtime import streaming
+
+    tok = streaming.load_tokenizer(tiny)
+    rows = [streaming.prompt_ids(tok, q, 18) for q in ("What moves?", "How many shapes are visible at the start?")]
+    rng = np.random.default_rng(5)
+    video = SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), 1176), dtype=np.float32), grid_thw=GRID)
+    return rows, video
+
+
+def test_greedy_tokens_identical_torch_and_onnxruntime(tiny, artifact, inputs):
+    from videorope_trt.runtime.backends import open_backend
+
+    rows, video = inputs
+    torch_be = open_backend("torch", tiny)
+    ort_be = open_backend("onnxruntime", artifact)
+    assert ort_be.info == torch_be.info  # same variant, params and token ids from manifest + checkpoint
+    config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, vision_chunk=2, stop_at_eos=False)
+    a, b = generate(torch_be, rows, video, config), generate(ort_be, rows, video, config)
+    assert a.tokens == b.tokens
+    # and the logits behind them agree closely (prefill of the whole batch, one chunk)
+    for be in (torch_be, ort_be):
+        be.allocate(1, 40)
+    emb = torch_be.embed(torch.as_tensor([rows[0][:40]]))
+    pos = torch.arange(40, dtype=torch.float32).expand(3, 1, 40).contiguous()
+    mask = torch.ones(1, 40, dtype=torch.int64)
+    torch.testing.assert_close(ort_be.forward(emb, pos, mask), torch_be.forward(emb, pos, mask), atol=1e-4, rtol=1e-4)
+
+
+# -- the shared interface ------------------------------------------------------------------------------------------
+
+class Echo(Backend):
+    """A backend whose logits say which tokens it saw: enough to test the interface's bookkeeping."""
+
+    name = "echo"
+
+    def _encode_vision_impl(self, pixel_values, grid_thw):
+        return pixel_values[::4, :8]
+
+    def _embed_impl(self, input_ids):
+        return input_ids[..., None].float().expand(*input_ids.shape, 8)
+
+    def _allocate_impl(self, batch, capacity):
+        pass
+
+    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+        return torch.nn.functional.one_hot(inputs_embeds[:, -1, 0].long(), 16).float()
+
+
+INFO = ModelInfo(num_layers=1, num_kv_heads=1, head_dim=8, hidden_size=8, vocab_size=16, pad_token_id=0,
+                 eos_token_ids=(15,), video_token_id=14)
+
+
+def test_interface_checks_capacity_mask_and_order():
+    be = Echo(INFO)
+    with pytest.raises(ValueError, match="call allocate"):
+        be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 2, dtype=torch.int64))
+    be.allocate(1, 4)
+    with pytest.raises(ValueError, match=r"attention_mask must cover cached \+ new tokens"):
+        be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 3, dtype=torch.int64))
+    be.forward(torch.zeros(1, 3, 8), torch.zeros(3, 1, 3), torch.ones(1, 3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="exceed the KV cache capacity 4"):
+        be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 5, dtype=torch.int64))
+    with pytest.raises(ValueError, match="positions must be"):
+        be.forward(torch.zeros(1, 1, 8), torch.zeros(3, 2, 1), torch.ones(1, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match="grid_thw"):
+        be.encode_vision(torch.zeros(8, 4), torch.tensor([[1, 2, 2]]))
+
+
+def test_registry_names_every_backend_and_rejects_unknown():
+    assert backend_class("torch").name == "torch"
+    assert backend_class("onnxruntime").name == "onnxruntime"
+    assert backend_class("tensorrt").name == "tensorrt"
+    with pytest.raises(ValueError, match="unknown backend 'trt'; expected one of"):
+        backend_class("trt")
+
+
+def test_model_info_from_qwen2vl_config():
+    config = {"hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 2, "num_hidden_layers": 28,
+              "vocab_size": 151936, "bos_token_id": 151643, "eos_token_id": [151645, 151643],
+              "video_token_id": 151656, "vision_config": {"spatial_merge_size": 2}}
+    info = ModelInfo.from_config(config, "videorope", {"delta": 2.0})
+    assert (info.head_dim, info.num_kv_heads, info.num_layers) == (128, 2, 28)
+    assert info.eos_token_ids == (151645, 151643) and info.pad_token_id == 151643
+    assert info.position_params == {"delta": 2.0}
+
+
+def test_stop_token_from_the_model_ends_generation():
+    # Echo's logits repeat the last token: a prompt ending in 15 (eos) stops at once, one ending in 3 never does
+    be = Echo(INFO)
+    got = generate(be, [[1, 2, 15], [1, 3]], None, GenerationConfig(max_new_tokens=5))
+    assert got.tokens == [[], [3, 3, 3, 3, 3]]
+
+
+# -- TensorRT backend pieces ---------------------------------------------------------------------------------------
+
+def test_ping_pong_kv_gives_dense_past_and_present_views():
+    kv = PingPongKV(num_layers=1, batch=2, kv_heads=3, capacity=7, head_dim=4, dtype=torch.float32, device="cpu")
+    ref = torch.zeros(2, 3, 0, 4)
+    for s in (3, 1, 2, 1):  # what the decoder graph does: present = concat(past, new)
+        new = torch.randn(2, 3, s, 4)
+        past = kv.past(0)
+        assert past.is_contiguous() and torch.equal(past, ref)
+        present = kv.present(0, kv.length + s)
+        assert present.is_contiguous() and present.data_ptr() != past.data_ptr()
+        present.copy_(torch.cat([past, new], dim=2))
+        kv.advance(kv.length + s)
+        ref = torch.cat([ref, new], dim=2)
+    assert torch.equal(kv.past(0), ref) and kv.length == 7
+
+
+def test_torch_dtype_of_tensorrt_types():
+    assert torch_dtype(SimpleNamespace(name="HALF")) is torch.float16
+    assert torch_dtype(SimpleNamespace(name="INT64")) is torch.int64
+    with pytest.raises(ValueError, match="no torch dtype for TensorRT INT4"):
+        torch_dtype(SimpleNamespace(name="INT4"))
+
+
+def test_find_engine_dir(tmp_path):
+    with pytest.raises(FileNotFoundError, match="expected one engine directory"):
+        find_engine_dir(tmp_path)
+    (tmp_path / "engines" / "h200").mkdir(parents=True)
+    (tmp_path / "engines" / "h200" / "engine.json").write_text(json.dumps({}))
+    assert find_engine_dir(tmp_path).name == "h200"
+    assert find_engine_dir(tmp_path, "orin-agx").name == "orin-agx"
+
+
+@pytest.mark.tensorrt
+@pytest.mark.gpu
+def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
+    from videorope_trt.runtime import trt as trtmod
+
+    if not trtmod.available("tensorrt") or not torch.cuda.is_available():
+        pytest.skip("needs full TensorRT and a CUDA GPU")
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+    from videorope_trt.runtime.backends import open_backend
+    from videorope_trt.runtime.build import BuildRequest, build_engines
+
+    out = tmp_path / "out"
+    export_checkpoint(tiny, out, ExportConfig(rotary_form="decomposed"))
+    target = build_engines(out, BuildRequest(target="h200"))["target"]
+    rows, video = inputs
+    config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
+    a = generate(open_backend("torch", tiny, device="cuda"), rows, video, config)
+    b = generate(open_backend("tensorrt", out, target=target), rows, video, config)
+    assert a.tokens == b.tokens
