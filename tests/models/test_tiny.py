@@ -95,4 +95,8 @@ def test_make_tiny_command(tmp_path, capsys):
     assert json.loads((tmp_path / "w" / "config.json").read_text())["videorope_trt"] == {"variant": "videorope", "delta": 3.0}
     assert main(["make-tiny", str(tmp_path / "x"), "--variant", "nope"]) == 2
     assert "unknown RoPE variant 'nope'" in capsys.readouterr().err
-    assert not (tmp_path / "x").exists()
+    assert main(["make-tiny", str(tmp_path / "y"), "--variant", "m_rope", "--delta", "3"]) == 2
+    assert "has no temporal spacing" in capsys.readouterr().err
+    assert main(["make-tiny", str(tmp_path / "z"), "--rope-params", "[1]"]) == 2
+    assert "--rope-params must be a JSON object" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in "xyz")

@@ -81,6 +81,8 @@ def make_rope_settings(variant: str, params: dict, theta: float, head_dim: int) 
     if freq_params.get("scaling"):  # scalings that treat the time axis apart read the variant's axis map
         freq_params = {"variant": v.name} | freq_params
     inv = rope.inv_freq(head_dim, theta, **freq_params)
+    # Position parameters are otherwise read only at the first prompt; check them now against the variant.
+    rope.position_ids(v.name, [("text", 1)], **settings.position_params)
     amap = rope.axis_map(v.name, head_dim)
     return RopeSettings(
         variant=v.name,

@@ -53,7 +53,7 @@ SHARD_NAMES = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safeten
 INDEX_NAME = "model.safetensors.index.json"
 
 
-def qwen2vl_config(spec: TinySpec, token_ids: dict, vocab_size: int, rope: dict | None) -> dict:
+def qwen2vl_config(spec: TinySpec, token_ids: dict, vocab_size: int, rope: dict) -> dict:
     """config.json as Qwen2-VL checkpoints write it (flat text fields + vision_config)."""
     cfg = {
         "architectures": ["Qwen2VLForConditionalGeneration"],
@@ -92,8 +92,16 @@ def qwen2vl_config(spec: TinySpec, token_ids: dict, vocab_size: int, rope: dict 
             "temporal_patch_size": spec.temporal_patch_size,
         },
     }
-    cfg["videorope_trt"] = dict(DEFAULT_ROPE if rope is None else rope)
+    cfg["videorope_trt"] = rope
     return cfg
+
+
+def _check_rope(rope: dict, spec: TinySpec) -> None:
+    """The recorded variant and parameters must load: fail before writing anything."""
+    from videorope_trt.models.rope_settings import make_rope_settings, resolve_rope_choice
+
+    variant, params = resolve_rope_choice(rope, None, None)
+    make_rope_settings(variant, params, spec.rope_theta, spec.hidden_size // spec.num_attention_heads)
 
 
 def preprocessor_config(spec: TinySpec) -> dict:
@@ -174,6 +182,8 @@ def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpe
     `rope` is recorded as config.json's "videorope_trt" field (default: VideoRoPE with delta 2).
     """
     out = Path(out_dir)
+    rope = dict(DEFAULT_ROPE if rope is None else rope)
+    _check_rope(rope, spec)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"make_tiny: {out} exists and is not empty; expected a new or empty folder (or overwrite=True)")
     out.parent.mkdir(parents=True, exist_ok=True)
