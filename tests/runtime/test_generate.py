@@ -174,3 +174,37 @@ def test_text_stream_writes_the_answer_without_splitting_characters(tokenizer):
         stream(i, torch.tensor([0, t]), [False, True])
     assert "".join(pieces) == text == stream.text()
     assert not any("\ufffd" in p for p in pieces)
+
+
+def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
+    from videorope_trt.cli import main
+    from videorope_trt.runtime.synthetic import make_synthetic_video
+    from videorope_trt.runtime.video import ProcessorConfig, load_video
+
+    clip = tmp_path / "clip.mp4"
+    make_synthetic_video(clip, seconds=2, fps=4, width=112, height=84)
+    assert main(["run", str(ckpt), "--video", str(clip), "--prompt", "What moves?", "--max-new-tokens", "5",
+                 "--no-progress", "--device", "cpu", "--prefill-chunk", "8"]) == 0
+    streamed = capsys.readouterr().out.strip()
+    # the same answer through the library, default (eos-stopping) settings
+    be, tok = TorchBackend.load(ckpt), streaming.load_tokenizer(ckpt)
+    video = load_video(clip, fps=2.0, processor=ProcessorConfig.from_checkpoint(ckpt))
+    rows = [streaming.prompt_ids(tok, "What moves?", streaming.video_token_count(video.grid_thw))]
+    ids = generate(be, rows, video, GenerationConfig(max_new_tokens=5)).tokens[0]
+    assert streamed == tok.decode(ids, skip_special_tokens=True).strip()
+
+
+def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
+    import json
+
+    from videorope_trt.cli import main
+
+    out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
+    assert main(["bench", str(ckpt), "--contexts", "120,200", "--decode-tokens", "3", "--frame-size", "56",
+                 "--device", "cpu", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    data = json.loads(out_json.read_text())
+    assert [r["context"] for r in data["results"]] == [120, 200]
+    for r in data["results"]:
+        assert r["prompt_tokens"] <= r["context"] and r["prompt_tokens"] > r["context"] - 40
+        assert r["decode_tokens"] == 2 and r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 and r["peak_host_gb"] > 0
+    assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
