@@ -143,10 +143,10 @@ def random_weights(shapes: dict, seed: int) -> dict:
     out = {}
     for name in sorted(shapes):
         shape = shapes[name]
-        if name.endswith("norm.weight") or ".norm" in name or "ln_q" in name or name.endswith(("norm1.weight", "norm2.weight")):
-            arr = 1.0 + 0.1 * rng.standard_normal(shape)
-        elif name.endswith(".bias"):
+        if name.endswith(".bias"):
             arr = 0.1 * rng.standard_normal(shape)
+        elif "norm" in name or "ln_q" in name:  # RMSNorm / LayerNorm scales
+            arr = 1.0 + 0.1 * rng.standard_normal(shape)
         elif "embed_tokens" in name:
             arr = rng.standard_normal(shape)
         else:
