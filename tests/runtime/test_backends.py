@@ -189,3 +189,50 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
     a = generate(open_backend("torch", tiny, device="cuda"), rows, video, config)
     b = generate(open_backend("tensorrt", out, target=target), rows, video, config)
     assert a.tokens == b.tokens
+
+
+# -- PyTorch static-cache fast path --------------------------------------------------------------------------------
+
+def _static_and_reference(tiny, device="cpu", **static_options):
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+
+    ref = TorchBackend.load(tiny, device=device, static=False)
+    fast = TorchBackend(ref.model, ref.info, device, static=True, **static_options)
+    return fast, ref
+
+
+def test_static_cache_path_matches_the_model_decoder(tiny, inputs):
+    fast, ref = _static_and_reference(tiny)
+    rows, video = inputs
+    # logits after a chunked prefill and three decode steps, both paths fed the same tokens
+    for be in (fast, ref):
+        be.allocate(2, 64)
+    g = torch.Generator().manual_seed(0)
+    embeds = torch.randn(2, 30, fast.info.hidden_size, generator=g)
+    pos = torch.arange(30, dtype=torch.float32).expand(3, 2, 30).contiguous()
+    mask = torch.ones(2, 30, dtype=torch.int64)
+    mask[1, :7] = 0  # left padding on sample 1
+    for s0, s1 in ((0, 11), (11, 30), (30, 31), (31, 32), (32, 33)):
+        if s0 >= 30:  # decode: one new token
+            e = torch.randn(2, 1, fast.info.hidden_size, generator=g)
+            p = torch.full((3, 2, 1), float(s0))
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.int64)], 1)
+            a, b = fast.forward(e, p, mask), ref.forward(e, p, mask)
+        else:
+            a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+            b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    config = GenerationConfig(max_new_tokens=6, prefill_chunk=16, stop_at_eos=False)
+    assert generate(fast, rows, video, config).tokens == generate(ref, rows, video, config).tokens
+
+
+@pytest.mark.gpu
+def test_cuda_graph_decode_matches_eager_on_gpu(tiny, inputs):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    rows, video = inputs
+    graphed, ref = _static_and_reference(tiny, "cuda", cuda_graph=True)
+    eager = type(graphed)(ref.model, ref.info, "cuda", static=True, cuda_graph=False)
+    config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
+    tokens = [generate(be, rows, video, config).tokens for be in (graphed, eager, ref)]
+    assert tokens[0] == tokens[1] == tokens[2]

@@ -1,14 +1,18 @@
 """PyTorch backend: our model (`videorope_trt.models`) on CPU or GPU, with a preallocated KV cache.
 
-The cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and one for values. Each forward
-hands the model views of the filled part as `past` and writes the new rows of `present` back in place, so the
-cache never reallocates. On a CUDA GPU with the model's layers in the Qwen2 layout, `static_decoder` replaces
-this with an in-place cache, SDPA and a CUDA-graphed decode step.
+Two paths over the same weights:
+  * reference (`static=False`): the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and
+    one for values; each forward hands the model's own `decoder` views of the filled part as `past` and writes the
+    new rows of `present` back in place, so the cache never reallocates;
+  * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs SDPA
+    with grouped-query heads and lm_head on the last token only, uses the fused rotary kernel when a kernel library
+    is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), and on CUDA replays the decode step as a CUDA graph.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
@@ -32,14 +36,19 @@ def info_from_model(model, ckpt_dir) -> ModelInfo:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model, info: ModelInfo, device="cpu"):
+    def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
-        self.keys = self.values = None
+        on_cuda = str(device).startswith("cuda")
+        self.static = on_cuda if static is None else bool(static)
+        self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
+        self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
+        self.keys = self.values = self.fast = self.graphed = None
 
     @classmethod
-    def load(cls, ckpt_dir, *, device="cpu", dtype="float32", variant=None, **_):
+    def load(cls, ckpt_dir, *, device="cpu", dtype="float32", variant=None, static=None, cuda_graph=True,
+             kernel_lib=None, **_):
         import torch
 
         from videorope_trt.models import load_model
@@ -47,7 +56,8 @@ class TorchBackend(Backend):
         if dtype not in DTYPES:
             raise ValueError(f"torch backend: dtype {dtype!r} is not one of {sorted(DTYPES)}")
         model = load_model(ckpt_dir, variant=variant, dtype=getattr(torch, DTYPES[dtype])).to(device).eval()
-        return cls(model, info_from_model(model, ckpt_dir), device)
+        return cls(model, info_from_model(model, ckpt_dir), device, static=static, cuda_graph=cuda_graph,
+                   kernel_lib=kernel_lib)
 
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
@@ -64,15 +74,22 @@ class TorchBackend(Backend):
     def _allocate_impl(self, batch, capacity):
         import torch
 
+        self.keys = self.values = self.fast = self.graphed = None  # release the old cache before the new one
+        if self.static:
+            from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
+
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib)
+            return
         shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
-        self.keys = [None] * self.info.num_layers  # release the old cache before the new one
-        self.values = [None] * self.info.num_layers
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
         self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
 
     def _forward_impl(self, inputs_embeds, positions, attention_mask):
         import torch
 
+        if self.static:
+            with torch.no_grad():
+                return self._static_forward(inputs_embeds, positions, attention_mask)
         p, s = self.length, inputs_embeds.shape[1]
         past = None if p == 0 else [(k[:, :, :p], v[:, :, :p]) for k, v in zip(self.keys, self.values)]
         with torch.no_grad():
@@ -81,6 +98,19 @@ class TorchBackend(Backend):
                 buf_k[:, :, p : p + s] = k[:, :, p : p + s]
                 buf_v[:, :, p : p + s] = v[:, :, p : p + s]
         return logits[:, -1].float()
+
+    def _static_forward(self, inputs_embeds, positions, attention_mask):
+        import torch
+
+        s, keys = inputs_embeds.shape[1], self.length + inputs_embeds.shape[1]
+        cache_position = torch.arange(self.length, keys, device=inputs_embeds.device)
+        if s == 1 and self.cuda_graph:
+            if self.graphed is None:
+                from videorope_trt.runtime.backends.static_cache import GraphedDecode
+
+                self.graphed = GraphedDecode(self.fast, self.batch, self.info.hidden_size, positions.shape[0])
+            return self.graphed(inputs_embeds, positions, attention_mask, cache_position)
+        return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
 
     def synchronize(self):
         import torch
