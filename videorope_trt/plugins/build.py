@@ -54,6 +54,9 @@ class BuildConfig:
 
 
 def find_nvcc(explicit: str | None = None) -> str:
+    """`explicit` if given (it must exist), else $CUDACXX, nvcc on PATH, /usr/local/cuda/bin/nvcc."""
+    if explicit is not None and not (Path(explicit).is_file() and os.access(explicit, os.X_OK)):
+        raise BuildError(f"nvcc not found at {explicit}: pass the path of the CUDA compiler")
     for cand in (explicit, os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if cand and Path(cand).is_file() and os.access(cand, os.X_OK):
             return str(cand)
