@@ -1,0 +1,146 @@
+"""`calibrate_checkpoint`: checkpoint + videos + prompts → Q/DQ ONNX + calibration/report.json.
+
+    videos, prompts ─ data.make_samples ─┬─ calibration samples ─ ModelOpt PTQ (forward loop) ─ to_qdq
+                                         └─ held-out samples ─ reference (float, measured first) ─┐
+    quantized model ─ report.measure ─ report.compare ◄────────────────────────────────────────┘
+                    ─ export ─ OUT/decoder.<precision>.onnx (+ vision.<precision>.onnx) ─ ONNX Runtime check
+                    ─ OUT/calibration/report.json (written last, under a temporary name)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from videorope_trt.calibration.data import VideoSettings
+
+
+@dataclass(frozen=True)
+class CalibrationConfig:
+    precision: str
+    videos: str
+    prompts: str
+    target: str | None = None  # a build preset: its precisions are checked (no FP8 on Orin)
+    video: VideoSettings = field(default_factory=VideoSettings)
+    holdout: int = 1  # videos kept out of calibration for the report
+    prompts_per_video: int = 1
+    greedy_tokens: int = 8
+    quantize_vision: bool = False
+    rotary_form: str = "plugin"
+    onnx_check: bool = True  # run the exported decoder in ONNX Runtime on the held-out samples
+    variant: str | None = None
+
+    def __post_init__(self):
+        from videorope_trt.calibration.quantize import get_mode
+        from videorope_trt.export.rotary import FORMS
+
+        get_mode(self.precision, self.target)
+        if self.rotary_form not in FORMS:
+            raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
+        for name in ("prompts_per_video", "holdout"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: received {getattr(self, name)}, expected an integer >= 1")
+        if self.greedy_tokens < 0:
+            raise ValueError(f"greedy_tokens: received {self.greedy_tokens}, expected >= 0")
+
+
+def _no_bar(items, **_):
+    return items
+
+
+def _log(msg: str) -> None:
+    print(f"[calibrate] {msg}", file=sys.stderr)
+
+
+def prepare_samples(ckpt_dir, cfg: CalibrationConfig, bar=_no_bar) -> tuple:
+    """(calibration samples, held-out samples). Every input check runs before the model is loaded."""
+    from videorope_trt.calibration import data
+
+    videos = data.list_videos(cfg.videos)
+    prompts = data.read_prompts(cfg.prompts)
+    calib_videos, held_videos = data.split_videos(videos, cfg.holdout)
+    calib = data.make_samples(ckpt_dir, calib_videos, prompts, cfg.video, prompts_per_video=cfg.prompts_per_video,
+                              bar=bar)
+    # held-out videos take prompts from further along the list, so a prompt seen in calibration is not required
+    held = data.make_samples(ckpt_dir, held_videos, prompts, cfg.video, offset=len(calib_videos), bar=bar)
+    return calib, held
+
+
+def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) -> dict:
+    """Quantize `model` in place on `calib`; returns the accuracy on `held` and the GEMM count."""
+    from videorope_trt.calibration import quantize, report
+    from videorope_trt.calibration.data import prefill
+
+    mode = quantize.get_mode(cfg.precision, cfg.target)
+    start = time.perf_counter()
+    reference = report.measure(model, held, cfg.greedy_tokens, bar)
+    _log(f"reference measured on {len(held)} held-out sample(s) in {time.perf_counter() - start:.1f} s")
+
+    def forward_loop(m):
+        for s in bar(calib, desc=f"calibrate {mode.name}", unit="sample"):
+            prefill(m, s)
+
+    start = time.perf_counter()
+    quantize.calibrate_model(model, mode, forward_loop, quantize_vision=cfg.quantize_vision)
+    count = quantize.to_qdq(model, mode)
+    _log(f"{mode.description}: {count} GEMMs quantized in {time.perf_counter() - start:.1f} s")
+    measured = report.measure(model, held, cfg.greedy_tokens, bar)
+    return {"accuracy": report.compare(reference, measured), "quantized_gemms": count,
+            "reference_logits": reference["logits"], "quantized_logits": measured["logits"]}
+
+
+def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
+    import numpy as np
+
+    from videorope_trt.calibration import report
+    from videorope_trt.calibration.data import decoder_feed
+
+    feeds = [decoder_feed(model, s) for s in held]
+    text = model.text_model.config
+    got = report.onnx_logits(path, feeds, int(text.num_hidden_layers),
+                             (int(text.num_key_value_heads), int(model.rope.head_dim)))
+    got, ref, q = (np.concatenate([x.ravel() for x in xs]) for xs in (got, ref_logits, q_logits))
+    return {"logits_cosine_vs_float": report.cosine(got, ref), "logits_cosine_vs_torch": report.cosine(got, q)}
+
+
+def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar) -> dict:
+    """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir`; returns the report."""
+    from videorope_trt.calibration import export, report
+    from videorope_trt.models import load_model, read_config
+
+    read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video
+    calib, held = prepare_samples(ckpt_dir, cfg, bar)
+    _log(f"{len(calib)} calibration / {len(held)} held-out sample(s), "
+         f"{max(s.num_tokens for s in calib + held)} tokens at most")
+    model = load_model(ckpt_dir, variant=cfg.variant).eval()
+    result = calibrate_model_on(model, cfg, calib, held, bar)
+    out = Path(out_dir)
+    (out / "calibration").mkdir(parents=True, exist_ok=True)
+    graphs = {"decoder": export.export_decoder(model, out / f"decoder.{cfg.precision}.onnx", cfg.rotary_form)}
+    if cfg.quantize_vision:
+        graphs["vision"] = export.export_vision(model, out / f"vision.{cfg.precision}.onnx")
+    for g in graphs.values():
+        g["precision"] = cfg.precision
+    rep = {
+        "precision": cfg.precision, "config": {**asdict(cfg), "video": asdict(cfg.video)},
+        "checkpoint": str(Path(ckpt_dir).resolve()), "quantized_gemms": result["quantized_gemms"],
+        "samples": {"calibration": len(calib), "held_out": len(held),
+                    "held_out_videos": sorted({s.video for s in held})},
+        "accuracy": result["accuracy"], "graphs": graphs,
+    }
+    if cfg.onnx_check:
+        rep["onnx"] = _onnx_check(model, out / graphs["decoder"]["file"], held, result["reference_logits"],
+                                  result["quantized_logits"])
+    _write_json(out / "calibration" / "report.json", rep)
+    _log("\n" + report.table(rep))
+    return rep
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)

@@ -1,0 +1,133 @@
+"""Post-training quantization at the PyTorch level with NVIDIA ModelOpt, then conversion to plain Q/DQ modules.
+
+    model (fp32) ── mtq.quantize(model, cfg, forward_loop over calibration samples) ──► QuantLinear modules
+                 ── to_qdq ──► QDQLinear modules (weights stored int8 / fp8 per output channel, activation
+                               scale per tensor, SmoothQuant multiplier): what the ONNX holds, op for op
+
+ModelOpt does the calibration (max amax; SmoothQuant's per-channel migration for int8-sq). Its own ONNX export
+fails under torch.onnx's dynamo exporter on fake-quant (trt_facts §14), so the calibrated scales are moved into
+`QDQLinear`, whose ops translate to plain QuantizeLinear / DequantizeLinear (qdq.py). The LM head and, unless asked,
+the vision tower stay in float (ModelOpt's defaults; quantizing the vision tower costs accuracy in published
+reports).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+from videorope_trt.calibration.qdq import QUANT_TYPES, QDQLinear, quantize
+
+
+@dataclass(frozen=True)
+class QuantMode:
+    name: str
+    modelopt_cfg: str  # the config's name in modelopt.torch.quantization
+    weight_type: str  # key of QUANT_TYPES
+    act_type: str | None  # None: weight-only
+    description: str
+
+
+MODES = {m.name: m for m in [
+    QuantMode("int8-sq", "INT8_SMOOTHQUANT_CFG", "int8", "int8", "INT8 SmoothQuant W8A8"),
+    QuantMode("int8-wo", "INT8_WEIGHT_ONLY_CFG", "int8", None, "INT8 weight-only"),
+    QuantMode("fp8", "FP8_DEFAULT_CFG", "fp8", "fp8", "FP8 E4M3 W8A8 (Hopper and newer)"),
+]}
+
+
+def get_mode(name: str, target: str | None = None) -> QuantMode:
+    """The mode, checked against a build target's precisions when one is given (no FP8 on Orin)."""
+    if name not in MODES:
+        raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(MODES)}")
+    if target is not None:
+        from videorope_trt.runtime.presets import get_preset
+
+        get_preset(target).check_precision(name)
+    return MODES[name]
+
+
+def modelopt_config(mode: QuantMode, quantize_vision: bool = False) -> dict:
+    """ModelOpt's config for the mode, with per-channel weights (TensorRT allows per-channel only for weights,
+    per-tensor only for activations) and the vision tower optionally enabled."""
+    import modelopt.torch.quantization as mtq
+
+    cfg = copy.deepcopy(getattr(mtq, mode.modelopt_cfg))
+    bits = (4, 3) if mode.weight_type == "fp8" else 8
+    entries = []
+    for e in cfg["quant_cfg"]:
+        name = e.get("quantizer_name")
+        if name == "*weight_quantizer" and "cfg" in e:
+            e = {**e, "cfg": {**e["cfg"], "num_bits": bits, "axis": 0}}
+        if quantize_vision and name == "*visual*":
+            continue
+        entries.append(e)
+    return {**cfg, "quant_cfg": entries}
+
+
+def calibrate_model(model, mode: QuantMode, forward_loop, *, quantize_vision: bool = False):
+    """Run ModelOpt PTQ on `model` in place (`forward_loop(model)` feeds the calibration samples); returns it."""
+    import warnings
+
+    import modelopt.torch.quantization as mtq
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # transformers-version and per-module smoothing notices
+        return mtq.quantize(model, modelopt_config(mode, quantize_vision), forward_loop)
+
+
+def _amax(quantizer):
+    amax = getattr(quantizer, "amax", None)
+    if amax is None:
+        raise ValueError(f"quantizer {quantizer} has no amax; was the calibration forward loop empty?")
+    return amax.detach().float()
+
+
+def qdq_linear(module, mode: QuantMode) -> QDQLinear:
+    """The calibrated ModelOpt QuantLinear as a QDQLinear."""
+    import torch
+
+    wtype = QUANT_TYPES[mode.weight_type]
+    weight = module.weight.detach().float()
+    w_amax = _amax(module.weight_quantizer).reshape(-1, 1).expand(weight.shape[0], 1)
+    w_scale = torch.clamp(w_amax, min=1e-12) / wtype.max_value  # an all-zero channel keeps a usable scale
+    act_scale = smooth = None
+    iq = module.input_quantizer
+    if mode.act_type is not None and iq.is_enabled:
+        act_scale = torch.clamp(_amax(iq).amax(), min=1e-12) / QUANT_TYPES[mode.act_type].max_value
+        if iq.pre_quant_scale is not None:
+            smooth = iq.pre_quant_scale.detach().float().reshape(-1)
+    bias = None if module.bias is None else module.bias.detach()
+    return QDQLinear(quantize(weight, w_scale, wtype), w_scale, bias, act_scale, smooth,
+                     mode.act_type if act_scale is not None else None).to(module.weight.device)
+
+
+def to_qdq(model, mode: QuantMode) -> int:
+    """Replace every enabled ModelOpt QuantLinear of `model` by its QDQLinear, in place; returns how many."""
+    import torch
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    swaps = [(name, qdq_linear(m, mode)) for name, m in model.named_modules()
+             if isinstance(m, torch.nn.Linear) and hasattr(m, "weight_quantizer") and m.weight_quantizer.is_enabled]
+    for m in model.modules():
+        # anything else ModelOpt quantized (the vision patch-embedding convolution) stays float: only GEMMs get Q/DQ
+        if isinstance(m, TensorQuantizer):
+            m.disable()
+    for name, replacement in swaps:
+        parent_name, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent_name), child, replacement)
+    _strip_modelopt(model)
+    return len(swaps)
+
+
+def _strip_modelopt(model) -> None:
+    """Turn the remaining (disabled) ModelOpt quantized modules back into their float classes."""
+    import torch
+
+    for name, m in list(model.named_modules()):
+        if hasattr(m, "weight_quantizer") and isinstance(m, torch.nn.Linear):
+            plain = torch.nn.Linear(m.in_features, m.out_features, bias=m.bias is not None,
+                                    device=m.weight.device, dtype=m.weight.dtype)
+            plain.weight = m.weight
+            plain.bias = m.bias
+            parent_name, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent_name), child, plain)
