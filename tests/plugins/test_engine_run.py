@@ -1,5 +1,5 @@
-"""Where a full TensorRT runtime and a GPU exist, the plugin's engine runs and matches ONNX Runtime (the exporter's
-onnxruntime-extensions op on the same node) and the numpy reference. Not runnable in this project's CI: TensorRT's
+"""Where a full TensorRT runtime and a GPU exist, the plugin's engine runs and matches the numpy reference (the
+ONNX Runtime op of the export tests computes the same reference). Not runnable in this project's CI: TensorRT's
 library wheels only download from NVIDIA's index and TensorRT-RTX's runtime needs an RTX-class GPU."""
 
 from __future__ import annotations
