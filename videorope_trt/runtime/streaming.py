@@ -45,6 +45,11 @@ def video_token_count(grid_thw, spatial_merge_size: int = 2) -> int:
     return t * h * w // spatial_merge_size**2
 
 
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()  # the answer appears as it is generated, not when the buffer fills
+
+
 class TextStream:
     """Writes one sample's answer as it is generated.
 
@@ -55,7 +60,7 @@ class TextStream:
     def __init__(self, tokenizer, sample: int = 0, write=None):
         self.tokenizer = tokenizer
         self.sample = sample
-        self.write = write or (lambda s: (sys.stdout.write(s), sys.stdout.flush()))
+        self.write = write or _write_stdout
         self.ids: list = []
         self.sent = 0
 
