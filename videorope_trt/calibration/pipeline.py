@@ -109,7 +109,7 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
 
 def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar) -> dict:
     """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir`; returns the report."""
-    from videorope_trt.calibration import export, report
+    from videorope_trt.calibration import export
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video
@@ -136,7 +136,6 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
         rep["onnx"] = _onnx_check(model, out / graphs["decoder"]["file"], held, result["reference_logits"],
                                   result["quantized_logits"])
     _write_json(out / "calibration" / "report.json", rep)
-    _log("\n" + report.table(rep))
     return rep
 
 
