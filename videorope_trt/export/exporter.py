@@ -137,7 +137,8 @@ def _manifest(model, dims, specs, cfg, ckpt, sha) -> dict:
               for name, spec in specs.items()}
     return {
         "model": {"model_type": c.model_type, **dims.to_json(), "image_token_id": c.image_token_id,
-                  "video_token_id": c.video_token_id, "vision_start_token_id": c.vision_start_token_id},
+                  "video_token_id": c.video_token_id, "vision_start_token_id": c.vision_start_token_id,
+                  "config": c.to_dict()},  # the whole HF config: the memory plan and the builder read it
         "rope": {**model.rope.record(), "num_axes": model.rope.num_axes, "decode_step": model.rope.decode_step,
                  "attrs": asdict(model.rope.attrs)},
         "rotary_form": cfg.rotary_form,
