@@ -3,8 +3,10 @@
     inputs_embeds (B, S, H), positions (A, B, S) f32, attention_mask (B, P+S) int64, past_key_i / past_value_i
     (B, KV, P, D) for every layer  →  logits (B, S, vocab), present_key_i / present_value_i (B, KV, P+S, D)
 
-The forward is the model's own `decoder` (models/decoder.py), so the rotation is the `VideoRope` torch op that
-the exporter turns into the ONNX form asked for (export/rotary.py).
+The forward is the model's own decoder (models/decoder.py), so the rotation is the `VideoRope` torch op that
+the exporter turns into the ONNX form asked for (export/rotary.py). With `last_only` the lm_head runs on the last
+position only (logits (B, 1, vocab)): generation needs nothing else, and a 152k vocabulary times a long prefill
+is the largest tensor of the graph otherwise.
 """
 
 from __future__ import annotations
@@ -15,13 +17,22 @@ from videorope_trt.export.specs import ModelDims, decoder_spec
 
 
 class DecoderGraph(torch.nn.Module):
-    def __init__(self, model):
+    def __init__(self, model, last_only: bool = False):
         super().__init__()
         self.model = model
+        self.last_only = bool(last_only)
 
     def forward(self, inputs_embeds, positions, attention_mask, *past):
+        from videorope_trt.models.decoder import decoder_forward
+
+        m = self.model
         pairs = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
-        logits, present = self.model.decoder(inputs_embeds, positions, attention_mask, pairs)
+        if self.last_only:  # model.decoder with the lm_head applied to the last position
+            rope_args = (m.inv_freq, m.axis_map, m.rope.attrs, m.rope.head_dim)
+            logits, present = decoder_forward(m.text_model, lambda x: m.hf.lm_head(x[:, -1:]), inputs_embeds,
+                                              positions.to(torch.float32), attention_mask, pairs, rope_args)
+        else:
+            logits, present = m.decoder(inputs_embeds, positions, attention_mask, pairs)
         return (logits, *[t for kv in present for t in kv])
 
 

@@ -21,6 +21,7 @@ from videorope_trt.export.fp16 import PRECISIONS
 from videorope_trt.export.rotary import FORMS
 
 OPSET = 23  # RotaryEmbedding, Attention and RMSNormalization are opset-23 ops
+GRAPHS = ("vision", "decoder")
 GRAPH_FILES = ("vision.onnx", "vision.onnx.data", "decoder.onnx", "decoder.onnx.data")
 
 
@@ -30,8 +31,13 @@ class ExportConfig:
     delta: float | None = None  # VideoRoPE's temporal spacing δ
     rotary_form: str = "plugin"
     precision: str = "fp32"
+    last_only: bool = False  # decoder logits for the last position only: (B, 1, vocab)
+    graphs: tuple = GRAPHS  # which graphs to write (the vision graph does not depend on the RoPE variant)
 
     def __post_init__(self):
+        object.__setattr__(self, "graphs", tuple(self.graphs))
+        if not self.graphs or any(g not in GRAPHS for g in self.graphs):
+            raise ValueError(f"graphs {self.graphs!r}: expected a non-empty selection of {list(GRAPHS)}")
         if self.rotary_form not in FORMS:
             raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
         if self.precision not in PRECISIONS:
@@ -72,16 +78,29 @@ def _name_dims(model, spec) -> None:
                 d.dim_param = want
 
 
-def _save(model, path: Path) -> None:
+def _save(model, path: Path, raw_data: Path | None) -> None:
+    """Write `path` and its external data. Weights never loaded into memory (fp32) stay in the exporter's data file,
+    which is renamed, so a multi-GB model is not copied through Python."""
     import onnx
+    from onnx.external_data_helper import uses_external_data
 
-    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location=path.name + ".data", size_threshold=1024)
+    data = path.with_name(path.name + ".data")
+    external = [t for t in model.graph.initializer if uses_external_data(t)]
+    if external:
+        for t in external:
+            for entry in t.external_data:
+                if entry.key == "location":
+                    entry.value = data.name
+        os.replace(raw_data, data)
+        onnx.save_model(model, str(path))
+    else:
+        onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data.name, size_threshold=1024)
     onnx.checker.check_model(str(path))  # by path: works with external data and models over 2 GB
 
 
 def _export(module, args, spec, dynamic_shapes, tmp: Path, translation=None):
-    """torch.onnx (dynamo) → ModelProto with its weights loaded."""
+    """torch.onnx (dynamo) → (ModelProto whose weights are still in the data file, that file's path)."""
     import onnx
     import torch
 
@@ -92,10 +111,21 @@ def _export(module, args, spec, dynamic_shapes, tmp: Path, translation=None):
                                  output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
                                  custom_translation_table=translation, verbose=False)
     prog.save(str(raw), external_data=True)
-    model = onnx.load(str(raw))
+    del prog
+    model = onnx.load(str(raw), load_external_data=False)
     raw.unlink()
-    Path(str(raw) + ".data").unlink(missing_ok=True)
-    return model
+    return model, Path(str(raw) + ".data")
+
+
+def _precision(onnx_model, raw_data: Path, precision: str):
+    """The graph at `precision`; fp16 needs the weights in memory (it converts them)."""
+    if precision == "fp32":
+        return onnx_model
+    from onnx.external_data_helper import load_external_data_for_model
+
+    load_external_data_for_model(onnx_model, str(raw_data.parent))
+    raw_data.unlink(missing_ok=True)
+    return PRECISIONS[precision](onnx_model)
 
 
 def _vision(model, dims, tmp, cfg):
@@ -109,9 +139,9 @@ def _vision(model, dims, tmp, cfg):
     host = host_inputs(grid, dims.spatial_merge_size)
     pixels = torch.randn(int(grid.prod(1).sum()), dims.patch_dim, generator=torch.Generator().manual_seed(0))
     n = torch.export.Dim("num_patches", min=dims.spatial_merge_size**2)
-    onnx_model = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
-                         torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp)
-    return PRECISIONS[cfg.precision](onnx_model), spec
+    onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
+                              torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp)
+    return _precision(onnx_model, raw, cfg.precision), spec, raw
 
 
 def _decoder(model, dims, tmp, cfg):
@@ -119,17 +149,17 @@ def _decoder(model, dims, tmp, cfg):
     from videorope_trt.export import rotary
     from videorope_trt.export.specs import decoder_spec
 
-    spec = decoder_spec(dims)
-    onnx_model = _export(dec.DecoderGraph(model).eval(), dec.example_inputs(dims), spec, dec.dynamic_shapes(dims),
-                         tmp, translation=rotary.translation_table())
+    spec = decoder_spec(dims, last_only=cfg.last_only)
+    onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(dims), spec,
+                              dec.dynamic_shapes(dims), tmp, translation=rotary.translation_table())
     if rotary.rotary_node_count(onnx_model) != 2 * dims.num_layers:
         raise RuntimeError(f"decoder export: expected {2 * dims.num_layers} VideoRope nodes (q and k per layer), "
                            f"found {rotary.rotary_node_count(onnx_model)}")
-    onnx_model = PRECISIONS[cfg.precision](onnx_model)
-    return rotary.switch_form(onnx_model, cfg.rotary_form), spec
+    onnx_model = _precision(onnx_model, raw, cfg.precision)
+    return rotary.switch_form(onnx_model, cfg.rotary_form), spec, raw
 
 
-def _manifest(model, dims, specs, cfg, ckpt, sha) -> dict:
+def _manifest(model, dims, specs, cfg, source: dict) -> dict:
     from videorope_trt.plugins import contract
 
     c = model.config
@@ -143,11 +173,12 @@ def _manifest(model, dims, specs, cfg, ckpt, sha) -> dict:
                  "attrs": asdict(model.rope.attrs)},
         "rotary_form": cfg.rotary_form,
         "precision": cfg.precision,
+        "logits": "last" if cfg.last_only else "all",
         "opset": OPSET,
         "op": {"name": contract.OP_NAME, "domain": contract.ONNX_DOMAIN, "plugin_namespace": contract.PLUGIN_NAMESPACE,
                "plugin_version": contract.PLUGIN_VERSION},
         "graphs": graphs,
-        "source": {"checkpoint": str(Path(ckpt).resolve()), "sha256": sha},
+        "source": source,
         "export": asdict(cfg),
         "tools": mf.tool_versions(),
     }
@@ -155,25 +186,35 @@ def _manifest(model, dims, specs, cfg, ckpt, sha) -> dict:
 
 def export_checkpoint(ckpt_dir, out_dir, cfg: ExportConfig = ExportConfig()) -> dict:
     """Export a Qwen2-VL checkpoint; returns the manifest written to `out_dir/manifest.json`."""
-    from videorope_trt.export.decoder import model_dims
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: error before anything is written
-    out = Path(out_dir)
     sha = mf.checkpoint_sha256(ckpt_dir)
-    _check_out_dir(out, sha)
+    _check_out_dir(Path(out_dir), sha)
     model = load_model(ckpt_dir, variant=cfg.variant, rope_params=cfg.rope_params)
+    return export_model(model, out_dir, cfg, {"checkpoint": str(Path(ckpt_dir).resolve()), "sha256": sha})
+
+
+def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
+    """Export a loaded `VideoRopeQwen2VL` (cfg.variant/delta are already applied to it); `source` is recorded in
+    the manifest ({"checkpoint", "sha256"}: the sha256 decides whether `out_dir` may be overwritten)."""
+    from videorope_trt.export.decoder import model_dims
+
+    out = Path(out_dir)
+    _check_out_dir(out, source["sha256"])
     dims = model_dims(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact directory is for sharing
+    steps = {"vision": _vision, "decoder": _decoder}
     try:
         specs = {}
-        for name, step in (("vision", _vision), ("decoder", _decoder)):
-            onnx_model, specs[name] = step(model, dims, tmp, cfg)
+        for name in cfg.graphs:
+            onnx_model, specs[name], raw = steps[name](model, dims, tmp, cfg)
             _name_dims(onnx_model, specs[name])
-            _save(onnx_model, tmp / f"{name}.onnx")
-        manifest = _manifest(model, dims, specs, cfg, ckpt_dir, sha)
+            _save(onnx_model, tmp / f"{name}.onnx", raw)
+            del onnx_model
+        manifest = _manifest(model, dims, specs, cfg, source)
         _move_into_place(tmp, out)
         mf.write_manifest(out, manifest)
     finally:
@@ -190,3 +231,5 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     for name in GRAPH_FILES:
         if (tmp / name).exists():
             os.replace(tmp / name, out / name)
+        else:  # a graph this export did not write: an older one must not pass for part of it
+            (out / name).unlink(missing_ok=True)

@@ -9,6 +9,13 @@ Kept in fp32 (the converter inserts the Casts): norm statistics (RMSNormalizatio
 decomposed forms' ReduceMean/Pow), softmax, and the rotation. Graph inputs and outputs stay fp32 (keep_io_types),
 so feeds are the same for every precision. Constants are clamped to ±65504, which keeps the causal mask's
 finfo(float32).min finite in fp16 (an -inf would turn a fully padded row into NaN).
+
+The converter leaves explicit `Cast(to=FLOAT)` nodes alone while turning weights to fp16, so a graph whose model
+code casts to float (the vision tower's rotary angle: `position_ids.float() * inv_freq`) comes out with fp32 x fp16
+nodes, which ONNX Runtime's type checker and TensorRT's strongly typed parser both reject. `unify_float_types`
+repairs that afterwards, op by op in topological order, for the inputs an op's schema requires to share one type:
+where every computed input is fp32 (the angle) the weights go back to their fp32 originals, so the angle is
+exact; where an fp16 activation meets an fp32 one (the vision rotation `q * cos`) the fp32 side is cast to fp16.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import warnings
 
 import onnx
+from onnx import TensorProto
 
 from videorope_trt.plugins.contract import OP_NAME
 
@@ -33,7 +41,7 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
                           "pip install onnxconverter-common==1.16.0") from None
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
-    model = _isolate_outputs(model)
+    source, model = model, _isolate_outputs(model)
     with warnings.catch_warnings():  # it warns once per clamped constant; clamping is intended (docstring)
         warnings.simplefilter("ignore", UserWarning)
         out = float16.convert_float_to_float16(
@@ -42,7 +50,109 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # The converter leaves some intermediate value_info entries typed float; they are hints only, so drop them
     # rather than let a stale type fail the session.
     del out.graph.value_info[:]
+    unify_float_types(out, original=source)
     return out
+
+
+_FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
+
+
+def _schema(node, opsets: dict):
+    try:
+        return onnx.defs.get_schema(node.op_type, opsets.get(node.domain or "", 1), node.domain)
+    except onnx.defs.SchemaError:
+        return None  # a custom op (VideoRope): its output has the type of its first input
+
+
+def _shared_type_inputs(node, schema) -> list:
+    """Groups of input positions that the schema binds to one type variable (Mul's A and B, Where's X and Y)."""
+    formal, groups = schema.inputs, {}
+    for i, name in enumerate(node.input):
+        if not name or not formal:
+            continue
+        param = formal[min(i, len(formal) - 1)]
+        if i >= len(formal) and param.option != onnx.defs.OpSchema.FormalParameterOption.Variadic:
+            continue
+        groups.setdefault(param.type_str, []).append(i)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def _output_types(node, schema, types: dict, opsets: dict) -> dict:
+    first = types.get(node.input[0]) if node.input else None
+    if schema is not None and all(types.get(i) for i in node.input if i):
+        feeds = {i: onnx.helper.make_tensor_type_proto(types[i], None) for i in node.input if i}
+        imports = [onnx.helper.make_opsetid(d, v) for d, v in opsets.items()]
+        try:
+            inferred = onnx.shape_inference.infer_node_outputs(schema, node, feeds, opset_imports=imports)
+            return {k: v.tensor_type.elem_type for k, v in inferred.items() if v.tensor_type.elem_type}
+        except Exception:  # noqa: BLE001  an op whose inference needs shapes: fall back to its first input's type
+            pass
+    return {o: first for o in node.output if o and first}
+
+
+class _Fixer:
+    """The rewrites `unify_float_types` makes: shared Casts and restored fp32 weights, each made once."""
+
+    def __init__(self, model, original):
+        self.graph = model.graph
+        self.inits = {i.name for i in model.graph.initializer}
+        self.originals = {i.name: i for i in original.graph.initializer if i.data_type == TensorProto.FLOAT} \
+            if original is not None else {}
+        self.made, self.new_nodes, self.count = {}, [], 0
+
+    def to(self, name: str, target: int) -> str:
+        """The name of `name`'s value as `target`."""
+        if (name, target) not in self.made:
+            self.made[name, target] = self._make(name, target)
+        self.count += 1
+        return self.made[name, target]
+
+    def _make(self, name: str, target: int) -> str:
+        if target == TensorProto.FLOAT and name in self.originals:  # the weight's exact fp32 value
+            init = onnx.TensorProto()
+            init.CopyFrom(self.originals[name])
+            init.name = f"{name}__fp32"
+            self.graph.initializer.append(init)
+            return init.name
+        out = f"{name}__{TensorProto.DataType.Name(target).lower()}"
+        self.new_nodes.append(onnx.helper.make_node("Cast", [name], [out], to=target, name=f"{out}/unify_cast"))
+        return out
+
+    def unify(self, node, group: list, types: dict) -> None:
+        names = [node.input[i] for i in group]
+        if len({types.get(n) for n in names} & set(_FLOATS)) < 2:
+            return
+        computed = [types.get(n) for n in names if n not in self.inits]
+        target = TensorProto.FLOAT16 if TensorProto.FLOAT16 in computed else TensorProto.FLOAT
+        for i, name in zip(group, names):
+            if types.get(name) in _FLOATS and types[name] != target:
+                node.input[i] = self.to(name, target)
+                types[node.input[i]] = target
+
+
+def unify_float_types(model: onnx.ModelProto, original: onnx.ModelProto | None = None) -> int:
+    """Give every op's same-typed float inputs one type (module docstring); returns how many inputs changed.
+
+    `original`: the fp32 graph the model was converted from, whose weights are restored where fp32 is kept."""
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    types = {v.name: v.type.tensor_type.elem_type for v in model.graph.input}
+    types.update({i.name: i.data_type for i in model.graph.initializer})
+    fix = _Fixer(model, original)
+    nodes = []
+    for node in model.graph.node:
+        schema = _schema(node, opsets)
+        for group in _shared_type_inputs(node, schema) if schema is not None else ():
+            fix.unify(node, group, types)
+        nodes += fix.new_nodes + [node]
+        fix.new_nodes = []
+        types.update(_output_types(node, schema, types, opsets))
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+    used = {i for n in nodes for i in n.input}
+    kept = [i for i in model.graph.initializer if i.name in used]  # fp16 weights replaced by their fp32 originals
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    return fix.count
 
 
 def _isolate_outputs(model: onnx.ModelProto) -> onnx.ModelProto:

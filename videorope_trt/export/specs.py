@@ -95,7 +95,8 @@ def vision_spec(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
     )
 
 
-def decoder_spec(dims: ModelDims, float_dtype: str = "float32", kv_dtype: str | None = None) -> GraphSpec:
+def decoder_spec(dims: ModelDims, float_dtype: str = "float32", kv_dtype: str | None = None,
+                 last_only: bool = False) -> GraphSpec:
     kv_dtype = kv_dtype or float_dtype
     kv = ("batch", dims.num_kv_heads, "past", dims.head_dim)
     kv_out = ("batch", dims.num_kv_heads, "total", dims.head_dim)
@@ -104,7 +105,7 @@ def decoder_spec(dims: ModelDims, float_dtype: str = "float32", kv_dtype: str | 
         TensorSpec("positions", "float32", (dims.num_axes, "batch", "seq")),  # always fp32: exact fractional positions
         TensorSpec("attention_mask", "int64", ("batch", "total")),
     ]
-    outputs = [TensorSpec("logits", float_dtype, ("batch", "seq", dims.vocab_size))]
+    outputs = [TensorSpec("logits", float_dtype, ("batch", 1 if last_only else "seq", dims.vocab_size))]
     for i in range(dims.num_layers):
         inputs += [TensorSpec(n, kv_dtype, kv) for n in past_names(i)]
         outputs += [TensorSpec(n, kv_dtype, kv_out) for n in present_names(i)]

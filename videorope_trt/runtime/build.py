@@ -201,6 +201,21 @@ def _configure(trt, builder, flavour, preset, ccs, timing_cache: Path | None):
     return config, cache
 
 
+def set_decomposable_attentions(trt, network) -> int:
+    """Let TensorRT decompose the parser's attention layers (ONNX `Attention`) where it has no fused kernel (fp32,
+    some masks and shapes); without it those builds fail. Polygraphy's `--decomposable-attentions` does the same.
+    Returns how many layers were marked (TensorRT before 10.14 has no attention layer: 0)."""
+    kind = getattr(trt.LayerType, "ATTENTION_INPUT", None)
+    marked = 0
+    for i in range(network.num_layers if kind is not None else 0):
+        layer = network.get_layer(i)
+        if layer.type == kind:
+            layer.__class__ = trt.IAttentionInputLayer  # get_layer returns the base class: narrow it to reach .attention
+            layer.attention.decomposable = True
+            marked += 1
+    return marked
+
+
 def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, timing_cache: Path | None,
                  verbose: bool = False) -> bytes:
     """The serialized engine of one ONNX graph (strongly typed), with one optimization profile per entry."""
@@ -211,6 +226,7 @@ def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, tim
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise ValueError(f"TensorRT {trtmod.version(trt)} could not parse {onnx_path}: {errors}")
+    set_decomposable_attentions(trt, network)
     config, cache = _configure(trt, builder, flavour, preset, ccs, timing_cache)
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     for _, shapes in profiles:
