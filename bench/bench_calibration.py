@@ -1,0 +1,126 @@
+"""Calibration accuracy on a Qwen2-VL-2B-shaped model with random weights (no download).
+
+    python bench/bench_calibration.py --out bench_calibration.json [--precisions int8-wo,int8-sq,fp8] [--layers 28]
+
+The 2B shapes are written below as data (Qwen/Qwen2-VL-2B-Instruct config.json). The tokenizer and the
+preprocessor settings come from the tiny checkpoint (its small pixel budget keeps each frame at <= 16 video
+tokens), the weights are transformers' random initialisation, made once and copied per precision. Videos are
+synthetic MP4s decoded and preprocessed as the runtime does; the last one is held out for the figures.
+Per precision: ModelOpt PTQ on the calibration samples, then logits cosine, top-1 and greedy-token agreement
+against the float model on the held-out sample (the calibration report's numbers). The model is rebuilt per
+precision (same seed, same weights) so one float copy is in memory: ~9 GB at 28 layers plus the Q/DQ weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime
+import json
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+QWEN2_VL_2B = {
+    "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
+    "num_key_value_heads": 2, "vocab_size": 151936, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,
+    "tie_word_embeddings": True, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+    "vision_config": {"depth": 32, "embed_dim": 1280, "hidden_size": 1536, "mlp_ratio": 4, "num_heads": 16,
+                      "in_channels": 3, "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2,
+                      "hidden_act": "quick_gelu"},
+}
+
+
+def make_checkpoint_dir(root: Path, layers: int) -> Path:
+    """A directory with the 2B config.json and the tiny checkpoint's tokenizer/preprocessor (no weights)."""
+    from videorope_trt.models import make_tiny
+
+    ckpt = make_tiny(root / "ckpt", seed=0)
+    cfg = json.loads((ckpt / "config.json").read_text())
+    cfg.update(copy.deepcopy(QWEN2_VL_2B))
+    cfg["num_hidden_layers"] = layers
+    cfg["videorope_trt"] = {"variant": "videorope", "delta": 2.0}
+    (ckpt / "config.json").write_text(json.dumps(cfg, indent=2))
+    return ckpt
+
+
+def build_model(ckpt: Path):
+    """VideoRopeQwen2VL with transformers' random initialisation for the config in `ckpt`."""
+    import torch
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    from videorope_trt.models.loading import read_config, rope_theta, text_head_dim
+    from videorope_trt.models.qwen2vl import VideoRopeQwen2VL
+    from videorope_trt.models.rope_settings import make_rope_settings
+
+    cfg = read_config(ckpt)
+    torch.manual_seed(0)
+    hf = Qwen2VLForConditionalGeneration(Qwen2VLConfig(**cfg)).eval()
+    rope = make_rope_settings("videorope", {"delta": 2.0}, rope_theta(cfg), text_head_dim(cfg))
+    return VideoRopeQwen2VL(hf, rope).eval()
+
+
+def make_inputs(root: Path, n_videos: int) -> tuple:
+    """(videos dir, prompts file): synthetic MP4s and three prompts."""
+    from videorope_trt.runtime.synthetic import make_synthetic_video
+
+    videos = root / "videos"
+    videos.mkdir()
+    for i in range(n_videos):
+        make_synthetic_video(videos / f"clip{i}.mp4", seconds=4, fps=4, width=224, height=168, seed=i)
+    prompts = root / "prompts.txt"
+    prompts.write_text("What happens in the video?\nDescribe the moving shapes.\nWhich number is shown?\n")
+    return str(videos), str(prompts)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench_calibration.json")
+    ap.add_argument("--precisions", default="int8-wo,int8-sq,fp8")
+    ap.add_argument("--layers", type=int, default=28, help="decoder layers (the 2B model has 28)")
+    ap.add_argument("--videos", type=int, default=3, help="synthetic videos; the last one is held out")
+    ap.add_argument("--greedy-tokens", type=int, default=8)
+    args = ap.parse_args(argv)
+
+    from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_model_on, prepare_samples
+
+    results, t0 = [], time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ckpt = make_checkpoint_dir(root, args.layers)
+        videos, prompts = make_inputs(root, args.videos)
+        calib, held = prepare_samples(ckpt, CalibrationConfig("int8-sq", videos, prompts))
+        for precision in args.precisions.split(","):
+            cfg = CalibrationConfig(precision, videos, prompts, greedy_tokens=args.greedy_tokens)
+            start = time.perf_counter()
+            model = build_model(ckpt)  # same seed: the same weights for every precision, one copy in memory
+            n_params = sum(p.numel() for p in model.parameters())
+            print(f"model: {n_params / 1e9:.2f} B parameters, built in {time.perf_counter() - start:.0f} s; "
+                  f"{len(calib)} calibration / {len(held)} held-out samples, {held[0].num_tokens} tokens", flush=True)
+            start = time.perf_counter()
+            acc = calibrate_model_on(model, cfg, calib, held)["accuracy"]
+            row = {"precision": precision, "seconds": round(time.perf_counter() - start, 1),
+                   **{k: acc[k] for k in ("logits_cosine", "top1_agreement", "greedy_agreement")},
+                   "lowest_layer_cosine": min(acc["layers"].values())}
+            print(json.dumps(row), flush=True)
+            results.append(row)
+            del model
+    meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
+            "command": " ".join(sys.argv), "layers": args.layers, "parameters": n_params,
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1),
+            "total_seconds": round(time.perf_counter() - t0, 1)}
+    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"{'precision':<10}{'logits cos':>12}{'top-1':>8}{'greedy':>8}{'worst layer':>13}{'s':>7}")
+    for r in results:
+        print(f"{r['precision']:<10}{r['logits_cosine']:>12.6f}{r['top1_agreement']:>8.4f}"
+              f"{r['greedy_agreement']:>8.4f}{r['lowest_layer_cosine']:>13.6f}{r['seconds']:>7.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
