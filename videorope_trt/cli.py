@@ -18,6 +18,7 @@ COMMANDS = {
     "export": ("videorope_trt.export.commands", "checkpoint → vision.onnx + decoder.onnx + manifest.json"),
     "validate": ("videorope_trt.export.commands", "parity of every backend against PyTorch (Polygraphy)"),
     "plan": ("videorope_trt.runtime.plan_commands", "memory plan: largest context and frame count for a target"),
+    "build-plugin": ("videorope_trt.plugins.build", "compile the VideoRope CUDA kernel + TensorRT plugin library"),
     "build": ("videorope_trt.runtime.plan_commands", "ONNX → TensorRT engines for a target preset"),
     "calibrate": ("videorope_trt.calibration.commands", "INT8/FP8 post-training quantization on real videos"),
     "run": ("videorope_trt.runtime.commands", "answer a prompt about a video, streamed"),

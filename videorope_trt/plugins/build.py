@@ -131,15 +131,16 @@ def build(cfg: BuildConfig) -> Path:
     return target
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build the VideoRope TensorRT plugin library with nvcc.")
+def add_arguments(ap, name: str = "build-plugin") -> None:
     ap.add_argument("--out", required=True, type=Path, help="output folder")
     ap.add_argument("--trt-include", type=Path, default=os.environ.get("TENSORRT_INCLUDE"),
                     help="folder with NvInferRuntime.h (default: $TENSORRT_INCLUDE)")
     ap.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help="compute capabilities, e.g. 87,90,110")
     ap.add_argument("--no-ptx", action="store_true", help=f"omit the compute_{PTX_ARCH} PTX")
     ap.add_argument("--kernel-only", action="store_true", help=f"build {KERNEL_LIB} (no TensorRT headers needed)")
-    args = ap.parse_args(argv)
+
+
+def run(args, name: str = "build-plugin") -> int:
     cfg = BuildConfig(args.out, args.trt_include, tuple(a.strip() for a in args.archs.split(",") if a.strip()),
                       not args.no_ptx, args.kernel_only)
     try:
@@ -148,6 +149,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Build the VideoRope TensorRT plugin library with nvcc.")
+    add_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 if __name__ == "__main__":
