@@ -8,6 +8,8 @@ import json
 import numpy as np
 import onnx
 import pytest
+
+from videorope_trt.export.manifest import FORMAT_VERSION, KIND
 from onnx import TensorProto, helper, numpy_helper
 
 from videorope_trt.runtime import build as B
@@ -75,7 +77,8 @@ def _artifact(tmp_path, dtype=TensorProto.FLOAT16, precision="fp16"):
     onnx.save(_decoder(dtype), str(tmp_path / "decoder.onnx"))
     onnx.save(_vision(dtype), str(tmp_path / "vision.onnx"))
     graphs = {g: {"file": f"{g}.onnx", "precision": precision} for g in ("decoder", "vision")}
-    (tmp_path / "manifest.json").write_text(json.dumps({"model": {"name": "tiny", "config": CONFIG}, "graphs": graphs}))
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": KIND, "format_version": FORMAT_VERSION,
+                                                            "model": {"name": "tiny", "config": CONFIG}, "graphs": graphs}))
     return tmp_path
 
 

@@ -9,10 +9,10 @@ an unknown RoPE variant.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from videorope_trt.atomic import atomic_dir
 
 from videorope_trt.models.rope_settings import CONFIG_FIELD, make_rope_settings, resolve_rope_choice
 
@@ -128,18 +128,10 @@ def save_model(model, out_dir, *, copy_from=None) -> Path:
     `copy_from` names a checkpoint whose tokenizer and preprocessor files are copied alongside.
     """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         setattr(model.hf.config, CONFIG_FIELD, model.rope.record())
         model.hf.save_pretrained(str(tmp), safe_serialization=True)
         for name in (*TOKENIZER_FILES, "preprocessor_config.json", "generation_config.json"):
             if copy_from is not None and (Path(copy_from) / name).is_file() and not (tmp / name).exists():
                 shutil.copy2(Path(copy_from) / name, tmp / name)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

@@ -16,11 +16,10 @@ the logits visibly.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from videorope_trt.atomic import atomic_dir
 
 import numpy as np
 
@@ -186,9 +185,7 @@ def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpe
     _check_rope(rope, spec)
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"make_tiny: {out} exists and is not empty; expected a new or empty folder (or overwrite=True)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tok = train_tokenizer(spec.vocab_target)
         tok.save(str(tmp / "tokenizer.json"))
         token_ids = tok.get_vocab(with_added_tokens=True)
@@ -200,10 +197,4 @@ def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpe
                "pad_token_id": cfg["bos_token_id"], "do_sample": False}
         _write_json(tmp / "generation_config.json", gen)
         _write_shards(tmp, random_weights(_param_shapes(cfg), seed))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out

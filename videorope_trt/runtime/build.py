@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videorope_trt.atomic import write_atomic
+from videorope_trt.export.manifest import read_manifest
 from videorope_trt.plugins.contract import OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from videorope_trt.runtime import trt as trtmod
 from videorope_trt.runtime.plan import MemoryPlan, PlanRequest, plan_memory, resolve_model, ModelDims
@@ -78,19 +79,6 @@ def sha256(path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
-def read_manifest(artifact: Path) -> dict:
-    path = artifact / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{artifact} has no manifest.json; expected an artifact directory written by `videorope-trt export`")
-    return json.loads(path.read_text())
 
 
 def manifest_model(manifest: dict) -> ModelDims:
@@ -239,7 +227,7 @@ def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, tim
     if engine is None:
         raise RuntimeError(f"TensorRT {trtmod.version(trt)} failed to build {onnx_path} (run with --verbose for the log)")
     if cache is not None:
-        _write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
+        write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(engine)
 
 
@@ -284,7 +272,7 @@ def build_engines(artifact, request: BuildRequest) -> dict:
         profiles = profile_shapes(inputs, graph, plan)
         start = time.perf_counter()
         data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose)
-        _write_atomic(out / f"{graph}.engine", data)
+        write_atomic(out / f"{graph}.engine", data)
         engines[graph] = {"file": f"{graph}.engine", "onnx": entry["file"], "onnx_sha256": sha256(onnx_path),
                           "precision": entry.get("precision", precision), "bytes": len(data),
                           "build_seconds": round(time.perf_counter() - start, 3),
@@ -297,7 +285,7 @@ def build_engines(artifact, request: BuildRequest) -> dict:
         "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256(plugin)},
         "timing_cache": None if cache is None else cache.name,
     }
-    _write_atomic(out / "engine.json", (json.dumps(info, indent=2) + "\n").encode())
+    write_atomic(out / "engine.json", (json.dumps(info, indent=2) + "\n").encode())
     return info
 
 
