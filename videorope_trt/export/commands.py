@@ -15,6 +15,7 @@ def _export_arguments(p):
     p.add_argument("--delta", type=float, default=None, help="VideoRoPE temporal spacing δ")
     p.add_argument("--rotary-form", default="plugin", choices=sorted(FORMS), help="how the rotation appears in ONNX")
     p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
+    p.add_argument("--last-only", action="store_true", help="decoder logits for the last position only (B, 1, vocab)")
 
 
 def _validate_arguments(p):
@@ -25,8 +26,13 @@ def _validate_arguments(p):
     p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
                    help=f"comma-separated, from {sorted(BACKENDS)} (tensorrt joins only when importable)")
     p.add_argument("--layout", default="text:12,video,text:8",
-                   help="prompt layout: text:N parts and the generated video, comma-separated")
-    p.add_argument("--video-seconds", type=float, default=8.0, help="length of the generated clip (sampled at 2 fps)")
+                   help="prompt layout, comma-separated parts: text:N (N random text tokens), video (the generated "
+                        "clip), image (its first frame)")
+    p.add_argument("--video-seconds", type=float, default=8.0, help="length of the generated clip")
+    p.add_argument("--frame-size", default="112x84", help="WIDTHxHEIGHT of the generated clip")
+    p.add_argument("--sample-fps", type=float, default=2.0, help="frames sampled per second of video")
+    p.add_argument("--no-localize", action="store_true",
+                   help="on failure, skip naming the first diverging node (it re-exports an fp32 reference)")
     p.add_argument("--batch", type=int, default=2, help="sequences per batch (left padded to the longest)")
     p.add_argument("--decode-steps", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
@@ -39,7 +45,8 @@ def add_arguments(parser, name):
 def _run_export(args) -> int:
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
-    cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision)
+    cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision,
+                       last_only=args.last_only)
     start = time.perf_counter()
     print(f"export: {args.checkpoint} → {args.out} ({cfg.rotary_form}, {cfg.precision})", flush=True)
     manifest = export_checkpoint(args.checkpoint, args.out, cfg)
@@ -51,8 +58,13 @@ def _run_export(args) -> int:
 def _run_validate(args) -> int:
     from videorope_trt.export.parity import ParityRequest, validate
 
+    width, _, height = args.frame_size.partition("x")
+    if not (width.isdigit() and height.isdigit()):
+        raise ValueError(f"--frame-size {args.frame_size!r}: expected WIDTHxHEIGHT, e.g. 112x84")
     req = ParityRequest(out_dir=args.out, checkpoint=args.checkpoint, backends=tuple(args.backends.split(",")),
-                        layout=args.layout, video_seconds=args.video_seconds, batch=args.batch, decode_steps=args.decode_steps, seed=args.seed)
+                        layout=args.layout, video_seconds=args.video_seconds, frame_size=(int(width), int(height)),
+                        sample_fps=args.sample_fps, batch=args.batch, decode_steps=args.decode_steps, seed=args.seed,
+                        localize=not args.no_localize)
     report = validate(req)
     return 0 if report["passed"] else 1
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from videorope_trt.export.manifest import read_manifest
-from videorope_trt.export.specs import past_names
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,13 @@ class ParityRequest:
     backends: tuple = ("torch", "onnxruntime", "tensorrt")
     layout: str = "text:12,video,text:8"
     video_seconds: float = 8.0
+    frame_size: tuple = (112, 84)  # width, height of the generated clip
+    sample_fps: float = 2.0
     batch: int = 2
     decode_steps: int = 8
     seed: int = 0
+    localize: bool = True  # on failure, name the first diverging node (re-exports an fp32 reference)
+    vision_slices_per_call: int = 4
 
 
 def _ort_session(path):
@@ -61,84 +64,14 @@ def _tensorrt_available():
 BACKENDS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
 
 
-def _prompt(model, req: ParityRequest, ckpt, work: Path):
-    """input_ids (B, L) left padded, mask, video pixels and grids, fps: text around a real generated clip."""
-    import torch
-
-    from videorope_trt.runtime.synthetic import make_synthetic_video
-    from videorope_trt.runtime.video import load_video
-
-    c = model.config
-    clip = work / "clip.mp4"
-    make_synthetic_video(clip, seconds=req.video_seconds, fps=4, width=112, height=84, seed=req.seed)
-    vin = load_video(clip, fps=2.0, processor=ckpt)
-    rng = np.random.default_rng(req.seed)
-    low_special = min(c.image_token_id, c.video_token_id, c.vision_start_token_id, c.vision_end_token_id)
-    rows = []
-    for b in range(req.batch):
-        ids = []
-        for part in req.layout.split(","):
-            kind, _, n = part.partition(":")
-            if kind == "text":
-                ids += rng.integers(3, low_special, max(1, int(n) - 3 * b)).tolist()  # shorter rows get padding
-            elif kind == "video":
-                ids += [c.vision_start_token_id] + [c.video_token_id] * vin.num_tokens + [c.vision_end_token_id]
-            else:
-                raise ValueError(f"layout part {part!r}: expected text:N or video")
-        rows.append(ids)
-    length = max(len(r) for r in rows)
-    ids = torch.zeros(req.batch, length, dtype=torch.int64)
-    mask = torch.zeros_like(ids)
-    for b, r in enumerate(rows):
-        ids[b, length - len(r):], mask[b, length - len(r):] = torch.tensor(r), 1
-    videos = sum(1 for p in req.layout.split(",") if p == "video")
-    pixels = torch.from_numpy(np.concatenate([vin.pixel_values] * videos * req.batch))
-    grids = torch.from_numpy(np.stack([vin.grid_thw] * videos * req.batch))
-    return ids, mask, pixels, grids, vin
-
-
 def _zero_padding(outputs: dict, step_mask: np.ndarray, full_mask: np.ndarray) -> dict:
     out = {}
     for name, value in outputs.items():
-        if name == "logits":
-            out[name] = value * step_mask[:, :, None]
+        if name == "logits":  # (B, S, vocab), or (B, 1, vocab) when the graph keeps the last position only
+            out[name] = value * step_mask[:, -value.shape[1]:, None]
         else:
             out[name] = value * full_mask[:, None, :, None]
     return out
-
-
-def _steps(model, ids, mask, pixels, grids, vin, decode_steps):
-    """The feeds of prefill and each decode step, and torch's outputs for each (teacher forcing from torch)."""
-    import torch
-
-    from videorope_trt import rope
-    from videorope_trt.export.decoder import DecoderGraph
-
-    graph = DecoderGraph(model).eval()
-    dims_layers = len(model.text_model.layers)
-    with torch.no_grad():
-        embeds = model.embed(ids, pixel_values_videos=pixels, video_grid_thw=grids)
-        bp = model.positions(ids, None, grids, mask, fps=vin.fps)
-        kv_shape = (ids.shape[0], model.text_model.config.num_key_value_heads, 0, model.rope.head_dim)
-        past = [np.zeros(kv_shape, np.float32)] * (2 * dims_layers)
-        feeds = {"inputs_embeds": embeds.numpy(), "positions": bp.positions.astype(np.float32),
-                 "attention_mask": mask.numpy()}
-        steps, cache_pos = [], ids.shape[1]
-        for step in range(decode_steps + 1):
-            for i in range(dims_layers):
-                feeds[past_names(i)[0]], feeds[past_names(i)[1]] = past[2 * i], past[2 * i + 1]
-            outs = graph(*[torch.from_numpy(v) for v in feeds.values()])
-            names = ["logits"] + [n for i in range(dims_layers) for n in (f"present_key_{i}", f"present_value_{i}")]
-            result = {n: o.numpy() for n, o in zip(names, outs)}
-            steps.append((dict(feeds), result))
-            token = torch.from_numpy(result["logits"][:, -1].argmax(-1))
-            past = [result[n] for n in names[1:]]
-            feeds = {"inputs_embeds": model.text_model.embed_tokens(token)[:, None].numpy(),
-                     "positions": rope.decode_positions(model.rope.variant, bp.rope_deltas,
-                                                        np.array([cache_pos])).astype(np.float32),
-                     "attention_mask": np.concatenate([feeds["attention_mask"], np.ones((ids.shape[0], 1), np.int64)], 1)}
-            cache_pos += 1
-    return steps
 
 
 def _metrics(got: np.ndarray, ref: np.ndarray) -> dict:
@@ -234,26 +167,79 @@ def _print(rows, tol, skipped, lines) -> None:
         print("  " + line)
 
 
+def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -> tuple:
+    """Rows comparing vision.onnx (ONNX Runtime, a few slices per call) with the model's vision tower, per medium;
+    and the feeds of the first failing call (for localization)."""
+    import torch
+
+    from videorope_trt.export.parity_inputs import vision_chunks
+
+    if "vision" not in manifest["graphs"] or "onnxruntime" not in req.backends:
+        return [], None
+    sess = _ort_session(out / manifest["graphs"]["vision"]["file"])
+    merge = manifest["model"]["spatial_merge_size"]
+    rows, failing = [], None
+    for kind, m in media.items():
+        with torch.no_grad():
+            ref = model.vision(torch.from_numpy(m.pixels), torch.from_numpy(m.grid[None])).numpy()
+        feeds = vision_chunks(m, merge, req.vision_slices_per_call)
+        got = np.concatenate([sess.run(None, f)[0] for f in feeds])
+        metrics = _metrics(got, ref) if got.shape == ref.shape else {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
+        row = {"backend": f"onnxruntime[vision,{manifest['precision']}]", "output": f"image_embeds[{kind}]", **metrics}
+        row["passed"] = bool(row["max_rel"] <= tol.max_rel and row["cosine"] >= tol.min_cosine)
+        rows.append(row)
+        if not row["passed"] and failing is None:
+            failing = feeds[0]
+    return rows, failing
+
+
+def _localize(model, manifest, out: Path, graph: str, feeds: dict, tol: Tolerance) -> dict:
+    """First diverging node of `graph` against a fresh fp32 export of the same model and form."""
+    from videorope_trt.export.exporter import ExportConfig, export_model
+    from videorope_trt.export.localize import first_divergence
+
+    e = manifest["export"]
+    cfg = ExportConfig(variant=manifest["rope"]["variant"], delta=e.get("delta"), rotary_form=manifest["rotary_form"],
+                       last_only=bool(e.get("last_only", False)), graphs=(graph,))
+    with tempfile.TemporaryDirectory(prefix="videorope-reference-") as ref_dir:
+        export_model(model, Path(ref_dir) / "ref", cfg, manifest["source"])
+        found = first_divergence(out / manifest["graphs"][graph]["file"], Path(ref_dir) / "ref" / f"{graph}.onnx",
+                                 feeds, tol)
+    return {"graph": graph, **(found or {"node": None, "note": "no intermediate tensor departs from the reference"})}
+
+
+def _inputs(model, req, manifest, ckpt):
+    from videorope_trt.export.parity_inputs import build_prompt, decoder_steps, make_media
+
+    with tempfile.TemporaryDirectory() as work:
+        media, fps = make_media(ckpt, Path(work), seconds=req.video_seconds, frame_size=tuple(req.frame_size),
+                                sample_fps=req.sample_fps, seed=req.seed)
+    prompt = build_prompt(model.config, req.layout, req.batch, media, fps, req.seed)
+    last_only = manifest.get("logits") == "last"
+    return prompt, decoder_steps(model, prompt, req.layout, req.decode_steps, last_only)
+
+
 def validate(req: ParityRequest) -> dict:
     """Run the parity check; writes OUT/parity/{report.json, torch_outputs.json, inputs.json, error_per_output.png}."""
+    from videorope_trt.export.parity_inputs import parse_layout
     from videorope_trt.models import load_model
 
+    parse_layout(req.layout)  # a bad layout fails before any work
     out = Path(req.out_dir)
     manifest = read_manifest(out)
     ckpt = req.checkpoint or manifest["source"]["checkpoint"]
     model = load_model(ckpt, variant=manifest["rope"]["variant"],
                        rope_params={k: v for k, v in manifest["export"].items() if k == "delta" and v is not None})
     tol = TOLERANCES[manifest["precision"]]
-    with tempfile.TemporaryDirectory() as work:
-        ids, mask, pixels, grids, vin = _prompt(model, req, ckpt, Path(work))
-        steps = _steps(model, ids, mask, pixels, grids, vin, req.decode_steps)
+    prompt, steps = _inputs(model, req, manifest, ckpt)
     step_masks = []
     for feeds, _ in steps:
         full = feeds["attention_mask"].astype(np.float32)
         step_masks.append((full[:, -feeds["inputs_embeds"].shape[1]:], full))
     ref_runs = [_zero_padding(r, *m) for (_, r), m in zip(steps, step_masks)]
-    runs, skipped = _backend_runs(req, out, manifest, steps, step_masks)
+    runs, skipped = _backend_runs(req, out, manifest, steps, step_masks) if "decoder" in manifest["graphs"] else ({}, {})
     rows = _table(ref_runs, runs, tol)
+    vision_rows, vision_failing = _vision_rows(model, manifest, out, prompt.media, req, tol)
     parity = out / "parity"
     parity.mkdir(exist_ok=True)
     poly = _polygraphy(ref_runs, runs, steps, tol, parity)
@@ -265,15 +251,45 @@ def validate(req: ParityRequest) -> dict:
     if manifest["rotary_form"] == "plugin":
         lines.append("# the plugin form needs the VideoRope op: polygraphy's --onnxrt cannot load it; export with "
                      "--rotary-form native or decomposed to use this line")
+    rows = vision_rows + rows
     _plot(rows, parity / "error_per_output.png")
     passed = bool(rows) and all(r["passed"] for r in rows) and poly["passed"] and all(greedy.values())
+    divergence = []
+    if not passed and req.localize:
+        divergence = _divergences(model, manifest, out, steps, _first_failing_step(ref_runs, runs, tol),
+                                  vision_failing, tol)
     report = {"passed": passed, "precision": manifest["precision"], "rotary_form": manifest["rotary_form"],
-              "tolerance": tol.__dict__, "rows": rows, "greedy_tokens_equal": greedy, "polygraphy": poly,
-              "skipped": skipped, "steps": len(steps), "prefill_tokens": int(ids.shape[1]),
-              "video_tokens": int(vin.num_tokens), "commands": lines}
+              "logits": manifest.get("logits", "all"), "tolerance": tol.__dict__, "rows": rows,
+              "greedy_tokens_equal": greedy, "polygraphy": poly, "skipped": skipped, "steps": len(steps),
+              "prefill_tokens": int(prompt.ids.shape[1]),
+              "media_tokens": {k: m.tokens for k, m in prompt.media.items()}, "layout": req.layout,
+              "divergence": divergence, "commands": lines}
     tmp = parity / ".report.json.tmp"
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     tmp.replace(parity / "report.json")
     _print(rows, tol, skipped, lines)
     print(f"greedy tokens equal: {greedy}; polygraphy comparator: {'pass' if poly['passed'] else 'FAIL'}")
+    for d in divergence:
+        print(f"first diverging node of {d['graph']}: {d.get('node')} ({d.get('op_type', '')}, tensor "
+              f"{d.get('tensor', '')}, max rel {d.get('max_rel', float('nan')):.3e})")
     return report
+
+
+def _first_failing_step(ref_runs, runs, tol: Tolerance) -> int | None:
+    for step, ref in enumerate(ref_runs):
+        for outs in runs.values():
+            for name in ref:
+                m = _metrics(outs[step][name], ref[name])
+                if m["max_rel"] > tol.max_rel or m["cosine"] < tol.min_cosine:
+                    return step
+    return None
+
+
+def _divergences(model, manifest, out, steps, decoder_step, vision_failing, tol) -> list:
+    """Localize each failing graph on its first failing call (vision) or step (decoder)."""
+    found = []
+    if vision_failing is not None:
+        found.append(_localize(model, manifest, out, "vision", vision_failing, tol))
+    if decoder_step is not None:
+        found.append({"step": decoder_step, **_localize(model, manifest, out, "decoder", steps[decoder_step][0], tol)})
+    return found
