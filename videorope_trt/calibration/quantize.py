@@ -16,8 +16,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-from videorope_trt.calibration.qdq import QUANT_TYPES, QDQLinear, quantize
-
 
 @dataclass(frozen=True)
 class QuantMode:
@@ -85,6 +83,8 @@ def _amax(quantizer):
 def qdq_linear(module, mode: QuantMode) -> QDQLinear:
     """The calibrated ModelOpt QuantLinear as a QDQLinear."""
     import torch
+
+    from videorope_trt.calibration.qdq import QUANT_TYPES, QDQLinear, quantize
 
     wtype = QUANT_TYPES[mode.weight_type]
     weight = module.weight.detach().float()
