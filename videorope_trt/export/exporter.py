@@ -163,8 +163,8 @@ def _manifest(model, dims, specs, cfg, source: dict) -> dict:
     from videorope_trt.plugins import contract
 
     c = model.config
-    graphs = {name: {"file": f"{name}.onnx", "external_data": f"{name}.onnx.data", **spec.to_json()}
-              for name, spec in specs.items()}
+    graphs = {name: {"file": f"{name}.onnx", "external_data": f"{name}.onnx.data", "precision": cfg.precision,
+                     **spec.to_json()} for name, spec in specs.items()}
     return {
         "model": {"model_type": c.model_type, **dims.to_json(), "image_token_id": c.image_token_id,
                   "video_token_id": c.video_token_id, "vision_start_token_id": c.vision_start_token_id,

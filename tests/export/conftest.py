@@ -1,0 +1,41 @@
+"""Shared exports for the export tests. Tracing is the expensive step (~10-20 s per graph on one core), so each
+RoPE variant is traced once, in the `plugin` form at fp32, and the other forms and fp16 are derived from it
+(`derive_export` applies the exporter's own precision and form steps; test_export checks it equals a direct
+export)."""
+
+import pytest
+from _export_cases import LAST_ONLY, VARIANTS
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    from videorope_trt.models import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("export") / "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def exports(tiny, tmp_path_factory):
+    """exports(variant, form, precision) -> artifact directory, made once per process."""
+    from videorope_trt.export.derive import derive_export
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+
+    root = tmp_path_factory.mktemp("exports")
+    made = {}
+
+    def get(variant, form="plugin", precision="fp32"):
+        key = (variant, form, precision)
+        if key not in made:
+            if key[1:] == ("plugin", "fp32"):
+                graphs = ("vision", "decoder") if variant == "videorope" else ("decoder",)  # vision: variant-free
+                cfg = ExportConfig(variant=variant, delta=VARIANTS[variant].get("delta"), graphs=graphs,
+                                   last_only=variant in LAST_ONLY)
+                export_checkpoint(tiny, root / f"{variant}-plugin-fp32", cfg)
+            else:
+                derive_export(get(variant), root / "-".join(key), rotary_form=form, precision=precision)
+            made[key] = root / "-".join(key)
+        return made[key]
+
+    return get
