@@ -7,6 +7,8 @@ peak device memory; plus vision ms per frame and prefill tokens/s for ours, and 
 ((weight bytes + KV bytes read per token) / device copy bandwidth measured in this run).
 
     python bench/bench_runtime.py --model 2b --contexts 8k,16k,32k,64k --out bench-out     # on the GPU
+    (VIDEOROPE_KERNEL_LIB=<libvideorope_kernel.so> selects the fused rotary kernel; --ours-settings graph,compile
+    adds the torch.compile-fused decode step)
     python bench/bench_runtime.py --model tiny --device cpu --dtype float32 --contexts 300 --decode-tokens 4 \\
         --hf-settings default --out /tmp/bench                                            # dry run anywhere
 """
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -98,12 +101,21 @@ def copy_bandwidth(device) -> float:
     return 2 * a.numel() * 10 / (time.perf_counter() - start)
 
 
-def roofline_tok_s(cfg: dict, model, context: int, bandwidth: float) -> float:
-    """Decode tokens/s if every step read the language model's weights and the whole KV cache once."""
-    weights = sum(p.numel() * p.element_size() for n, p in model.hf.named_parameters() if "visual" not in n)
+def decode_bytes(cfg: dict, model, context: int) -> int:
+    """The fewest bytes one decode step reads: every decoder weight, the lm_head and the whole KV cache once
+    (the embedding table contributes one row, so it counts only where it is the tied lm_head)."""
+    text = model.text_model
+    weights = sum(p.numel() * p.element_size() for p in text.layers.parameters())
+    weights += sum(p.numel() * p.element_size() for p in text.norm.parameters())
+    weights += model.hf.lm_head.weight.numel() * model.hf.lm_head.weight.element_size()
     head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
     kv = 2 * cfg["num_hidden_layers"] * cfg["num_key_value_heads"] * head_dim * context * model.dtype.itemsize
-    return bandwidth / (weights + kv)
+    return weights + kv
+
+
+def roofline_tok_s(cfg: dict, model, context: int, bandwidth: float) -> float:
+    """Decode tokens/s if every step read its bytes (`decode_bytes`) at the measured copy bandwidth."""
+    return bandwidth / decode_bytes(cfg, model, context)
 
 
 def _sync(device):
@@ -121,28 +133,35 @@ def _peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 1e9 if torch.device(device).type == "cuda" else float("nan")
 
 
-def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args) -> dict:
+def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args, compile=False) -> dict:
+    """Our generate on the PyTorch backend (static cache, CUDA-graphed decode; `compile`: fused decode step).
+    The patches stay on the host, as a decoded video does; each vision chunk is copied when encoded."""
     from types import SimpleNamespace
 
     from videorope_trt.runtime.backends import ModelInfo
     from videorope_trt.runtime.backends.torch_backend import TorchBackend
-    from videorope_trt.runtime.generate import GenerationConfig, generate
+    from videorope_trt.runtime.generate import GenerationConfig, encode_video, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
-    backend = TorchBackend(ours, info, device, cuda_graph=not args.no_cuda_graph)
+    backend = TorchBackend(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph, compile=compile)
+    pixels = pixels.cpu()
     video = SimpleNamespace(pixel_values=pixels, grid_thw=grid)
     config = GenerationConfig(max_new_tokens=decode_tokens, prefill_chunk=args.prefill_chunk,
                               vision_chunk=args.vision_chunk, stop_at_eos=False)
-    from videorope_trt.runtime.generate import encode_video
-
-    generate(backend, [ids[:20]], None, GenerationConfig(max_new_tokens=4, stop_at_eos=False))  # warm-up
+    start = time.perf_counter()
+    # warm-up at the measured cache size, so that compiled shapes and cuBLAS handles exist before timing
+    warm = GenerationConfig(max_new_tokens=4, max_context=len(ids) + decode_tokens, stop_at_eos=False)
+    generate(backend, [ids[:20]], None, warm)
     encode_video(backend, pixels[: grid[1] * grid[2]], (1, grid[1], grid[2]))
+    warmup_s = time.perf_counter() - start
+    backend.allocate(1, 1)  # free the warm-up cache before measuring the peak
     _reset_peak(device)
     tm = generate(backend, [ids], video, config).timings
     return {"ttft_s": tm["ttft_s"], "decode_tok_s": tm["decode_tokens"] / tm["decode_s"],
             "vision_ms_per_frame": 1000 * tm["vision_s"] / frames, "prefill_tok_s": len(ids) / tm["prefill_s"],
             "vision_s": tm["vision_s"], "prefill_s": tm["prefill_s"], "decode_s": tm["decode_s"],
-            "peak_gb": _peak_gb(device)}
+            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
+            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None}
 
 
 def bench_transformers(hf, ids, pixels, grid, decode_tokens, device, setting: str) -> dict:
@@ -159,10 +178,17 @@ def bench_transformers(hf, ids, pixels, grid, decode_tokens, device, setting: st
         _sync(device)
         return time.perf_counter() - start
 
-    run(2)  # warm-up (and, for the static cache, compilation)
-    _reset_peak(device)
-    first, full = run(1), run(decode_tokens)
-    return {"ttft_s": first, "decode_tok_s": (decode_tokens - 1) / max(full - first, 1e-9), "peak_gb": _peak_gb(device)}
+    start = time.perf_counter()
+    try:
+        run(2)  # warm-up (and, for the static cache, compilation)
+        warmup_s = time.perf_counter() - start
+        _reset_peak(device)
+        first, full = run(1), run(decode_tokens)
+    except Exception as e:  # recorded, so one failing setting leaves the others' numbers
+        return {"error": f"{type(e).__name__}: {e}"[:500]}
+    rate = (decode_tokens - 1) / (full - first) if full > first else float("nan")  # nan: lost in timing noise
+    return {"ttft_s": first, "decode_tok_s": rate, "peak_gb": _peak_gb(device),
+            "decode_tokens": decode_tokens, "warmup_s": warmup_s}
 
 
 def _no_nan(obj):
@@ -175,7 +201,54 @@ def _no_nan(obj):
 
 
 def _row(name, r):
-    return (f"| {name} | {r['ttft_s']:.3f} | {r['decode_tok_s']:.1f} | {r['peak_gb']:.2f} |")
+    if "error" in r:
+        return f"| {name} | error: {r['error'][:120]} | | |"
+    return f"| {name} | {r['ttft_s']:.3f} | {r['decode_tok_s']:.1f} | {r['peak_gb']:.2f} |"
+
+
+def _settings(r: dict, prefix: str) -> list:
+    """The measured settings (dicts) of one context whose names start with `prefix`."""
+    return [v for k, v in r.items() if k.startswith(prefix) and isinstance(v, dict)]
+
+
+def ratios(r: dict) -> dict:
+    """Ours against transformers' best setting (decode: fastest; TTFT and peak: that of the default)."""
+    hf = [v for v in _settings(r, "transformers_") if "error" not in v]
+    if not hf:
+        return {}
+    best = max(hf, key=lambda v: v["decode_tok_s"])
+    ours = max(_settings(r, "ours"), key=lambda v: v["decode_tok_s"])
+    ttft = min(v["ttft_s"] for v in hf)
+    peak = min(v["peak_gb"] for v in hf)
+    nan = float("nan")
+    return {"decode_vs_best_hf": ours["decode_tok_s"] / best["decode_tok_s"],
+            "ttft_vs_best_hf": ours["ttft_s"] / ttft if ttft else nan,
+            "peak_vs_lowest_hf": ours["peak_gb"] / peak if peak == peak and peak else nan}
+
+
+def write_json(out: Path, meta: dict, results: list) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "bench_runtime.json.tmp"
+    tmp.write_text(json.dumps(_no_nan({**meta, "results": results}), indent=2) + "\n")
+    tmp.replace(out / "bench_runtime.json")
+
+
+def bench_context(cfg, hf, ours, context, bandwidth, args) -> dict:
+    ids, pixels, grid, frames = synthetic_inputs(cfg, context, args.frame_side, args.device, getattr(torch, args.dtype))
+    r = {"context": context, "tokens": len(ids), "frames": frames}
+    for setting in filter(None, args.ours_settings.split(",")):
+        name = "ours" if setting == "graph" else f"ours_{setting}"
+        r[name] = bench_ours(ours, cfg, ids, pixels, grid, frames, args.decode_tokens, args.device, args,
+                             compile=setting == "compile")
+    for setting in filter(None, args.hf_settings.split(",")):
+        n = args.hf_static_tokens if setting == "static" else args.decode_tokens
+        r[f"transformers_{setting}"] = bench_transformers(hf, ids, pixels, grid, n, args.device, setting)
+    r["decode_bytes"] = decode_bytes(cfg, ours, len(ids))
+    r["roofline_tok_s"] = roofline_tok_s(cfg, ours, len(ids), bandwidth)
+    best = max(v["decode_tok_s"] for v in _settings(r, "ours"))
+    r["ours_vs_roofline"] = best / r["roofline_tok_s"]
+    r.update(ratios(r))
+    return r
 
 
 def main(argv=None) -> int:
@@ -189,39 +262,34 @@ def main(argv=None) -> int:
     ap.add_argument("--prefill-chunk", type=int, default=4096)
     ap.add_argument("--vision-chunk", type=int, default=8)
     ap.add_argument("--hf-settings", default="default,static", help="transformers settings to compare: default, static")
+    ap.add_argument("--hf-static-tokens", type=int, default=16,
+                    help="tokens for transformers' static cache (it may recompile every step)")
+    ap.add_argument("--ours-settings", default="graph", help="ours: graph (CUDA graph), compile (plus torch.compile)")
     ap.add_argument("--no-cuda-graph", action="store_true")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 
     from videorope_trt.runtime.commands import parse_contexts
 
-    dtype = getattr(torch, args.dtype)
     cfg = model_config(args.model)
-    hf, ours = build_models(cfg, args.device, dtype)
+    hf, ours = build_models(cfg, args.device, getattr(torch, args.dtype))
     bandwidth = copy_bandwidth(args.device)
-    results = []
-    for context in parse_contexts(args.contexts):
-        ids, pixels, grid, frames = synthetic_inputs(cfg, context, args.frame_side, args.device, dtype)
-        r = {"context": context, "tokens": len(ids), "frames": frames,
-             "ours": bench_ours(ours, cfg, ids, pixels, grid, frames, args.decode_tokens, args.device, args)}
-        for setting in filter(None, args.hf_settings.split(",")):
-            r[f"transformers_{setting}"] = bench_transformers(hf, ids, pixels, grid, args.decode_tokens, args.device, setting)
-        r["roofline_tok_s"] = roofline_tok_s(cfg, ours, len(ids), bandwidth)
-        r["ours_vs_roofline"] = r["ours"]["decode_tok_s"] / r["roofline_tok_s"]
-        results.append(r)
-        print(f"\n{context} tokens ({frames} frames), roofline {r['roofline_tok_s']:.1f} tok/s, "
-              f"ours at {100 * r['ours_vs_roofline']:.0f}% of it\n| setting | TTFT s | decode tok/s | peak GB |\n|---|---|---|---|")
-        for key in [k for k in r if k == "ours" or k.startswith("transformers_")]:
-            print(_row(key, r[key]))
-        sys.stdout.flush()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     meta = {"model": args.model, "dtype": args.dtype, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
             "date": time.strftime("%Y-%m-%d"), "copy_bandwidth_Bps": bandwidth, "torch": torch.__version__,
+            "kernel_lib": os.environ.get("VIDEOROPE_KERNEL_LIB"),
             "command": "python bench/bench_runtime.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    tmp = out / "bench_runtime.json.tmp"
-    tmp.write_text(json.dumps(_no_nan({**meta, "results": results}), indent=2) + "\n")
-    tmp.replace(out / "bench_runtime.json")
+    results = []
+    for context in parse_contexts(args.contexts):
+        r = bench_context(cfg, hf, ours, context, bandwidth, args)
+        results.append(r)
+        write_json(Path(args.out), meta, results)  # after every context: a cut-short run keeps what it measured
+        print(f"\n{args.model} {context} tokens ({r['frames']} frames), roofline {r['roofline_tok_s']:.1f} tok/s, "
+              f"ours at {100 * r['ours_vs_roofline']:.0f}% of it; vs transformers: "
+              + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.endswith("_hf"))
+              + "\n| setting | TTFT s | decode tok/s | peak GB |\n|---|---|---|---|")
+        for key in [k for k, v in r.items() if isinstance(v, dict)]:
+            print(_row(key, r[key]))
+        sys.stdout.flush()
     return 0
 
 

@@ -4,9 +4,11 @@ Two paths over the same weights:
   * reference (`static=False`): the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and
     one for values; each forward hands the model's own `decoder` views of the filled part as `past` and writes the
     new rows of `present` back in place, so the cache never reallocates;
-  * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs SDPA
-    with grouped-query heads and lm_head on the last token only, uses the fused rotary kernel when a kernel library
-    is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), and on CUDA replays the decode step as a CUDA graph.
+  * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs
+    SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
+    uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
+    replays the decode step as a CUDA graph captured at `allocate`, and with `compile=True` fuses the decode
+    step's element-wise work with torch.compile.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ def info_from_model(model, ckpt_dir) -> ModelInfo:
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None):
+    def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
+                 compile=False):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
@@ -44,11 +47,19 @@ class TorchBackend(Backend):
         self.static = on_cuda if static is None else bool(static)
         self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
         self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
+        self.compile = bool(compile) and self.static
         self.keys = self.values = self.fast = self.graphed = None
+
+    @property
+    def num_axes(self) -> int:
+        """Rows of the position tensor (A) of this model's rope variant."""
+        from videorope_trt.rope import get_variant
+
+        return get_variant(self.info.variant).num_axes
 
     @classmethod
     def load(cls, ckpt_dir, *, device="cpu", dtype="float32", variant=None, static=None, cuda_graph=True,
-             kernel_lib=None, **_):
+             kernel_lib=None, compile=False, **_):
         import torch
 
         from videorope_trt.models import load_model
@@ -57,7 +68,7 @@ class TorchBackend(Backend):
             raise ValueError(f"torch backend: dtype {dtype!r} is not one of {sorted(DTYPES)}")
         model = load_model(ckpt_dir, variant=variant, dtype=getattr(torch, DTYPES[dtype])).to(device).eval()
         return cls(model, info_from_model(model, ckpt_dir), device, static=static, cuda_graph=cuda_graph,
-                   kernel_lib=kernel_lib)
+                   kernel_lib=kernel_lib, compile=compile)
 
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
@@ -76,9 +87,12 @@ class TorchBackend(Backend):
 
         self.keys = self.values = self.fast = self.graphed = None  # release the old cache before the new one
         if self.static:
-            from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
+            from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
 
-            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib)
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile)
+            if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
+                with torch.no_grad():
+                    self.graphed = GraphedDecode(self.fast, batch, self.info.hidden_size, self.num_axes)
             return
         shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
@@ -104,11 +118,7 @@ class TorchBackend(Backend):
 
         s, keys = inputs_embeds.shape[1], self.length + inputs_embeds.shape[1]
         cache_position = torch.arange(self.length, keys, device=inputs_embeds.device)
-        if s == 1 and self.cuda_graph:
-            if self.graphed is None:
-                from videorope_trt.runtime.backends.static_cache import GraphedDecode
-
-                self.graphed = GraphedDecode(self.fast, self.batch, self.info.hidden_size, positions.shape[0])
+        if s == 1 and self.graphed is not None:
             return self.graphed(inputs_embeds, positions, attention_mask, cache_position)
         return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
 
