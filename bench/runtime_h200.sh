@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The runtime's GPU checks and benchmarks in one pass on a CUDA machine (written for one H200, no TensorRT):
+# builds the rotary kernel library, runs the GPU tests with it, then the speed and memory benchmarks in order of
+# priority, each step bounded so the whole pass ends by $DEADLINE_S seconds. Results go to $OUT (default out/).
+#
+#   OUT=out DEADLINE_S=570 STEPS="tests 2b32k memory 2b8k16k 7b32k" bash bench/runtime_h200.sh
+set -u
+OUT=${OUT:-out}
+PY=${PY:-python3}
+STEPS=${STEPS:-"tests 2b32k memory 2b8k16k 7b32k"}
+END=$(( $(date +%s) + ${DEADLINE_S:-570} ))
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+LOG="$OUT/log.txt"
+
+step() {  # step SECONDS NAME COMMAND...: run within SECONDS and the deadline, log its status
+  local want=$1 name=$2; shift 2
+  local left=$(( END - $(date +%s) - 5 ))
+  (( want > left )) && want=$left
+  if (( want < 20 )); then echo "== $name: skipped (deadline)" | tee -a "$LOG"; return; fi
+  echo "== $name (limit ${want}s): $*" | tee -a "$LOG"
+  local t0=$(date +%s)
+  timeout "$want" "$@" 2>&1 | tee -a "$LOG"
+  echo "== $name: exit ${PIPESTATUS[0]} after $(( $(date +%s) - t0 ))s" | tee -a "$LOG"
+}
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
+$PY -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$LOG"
+step 120 kernel $PY -m videorope_trt.plugins.build --kernel-only --out /tmp/vr-kernel --archs 90 --no-ptx
+[ -f /tmp/vr-kernel/libvideorope_kernel.so ] && export VIDEOROPE_KERNEL_LIB=/tmp/vr-kernel/libvideorope_kernel.so
+
+B="$PY bench/bench_runtime.py"
+M="$PY bench/bench_runtime_memory.py"
+for s in $STEPS; do
+  case $s in
+    tests) step 150 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py ;;
+    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings graph,compile --hf-settings default,static --hf-static-tokens 8 --out "$OUT/2b32k" ;;
+    memory) step 60 vision $M vision --minutes 1,10,30,120 --out "$OUT/mem"
+            step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
+            step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
+    2b8k16k) step 90 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --out "$OUT/2b816" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph --hf-settings default,static --hf-static-tokens 8 --out "$OUT/7b32k" ;;
+    *) echo "unknown step $s" | tee -a "$LOG" ;;
+  esac
+done
