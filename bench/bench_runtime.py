@@ -66,7 +66,7 @@ def build_models(cfg: dict, device, dtype):
     with torch.device(device):
         hf = Qwen2VLForConditionalGeneration._from_config(config, dtype=dtype, attn_implementation="sdpa").eval()
     head_dim = cfg["hidden_size"] // cfg["num_attention_heads"]
-    ours = VideoRopeQwen2VL(hf, make_rope_settings("m_rope", {}, cfg["rope_theta"], head_dim)).eval()
+    ours = VideoRopeQwen2VL(hf, make_rope_settings("m_rope", {}, cfg["rope_theta"], head_dim)).to(device).eval()
     return hf, ours
 
 

@@ -70,7 +70,7 @@ class StaticCacheDecoder:
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.layers]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in self.layers]
         self.capacity = capacity
-        self.rope = (model.inv_freq, model.axis_map, model.rope.attrs)
+        self.rope = (model.inv_freq.to(device), model.axis_map.to(device), model.rope.attrs)
         self.kernel = None
         if kernel_lib is not None and device.type == "cuda":
             from videorope_trt.plugins import cuda as vr_cuda
@@ -129,6 +129,7 @@ class StaticCacheDecoder:
         last token's logits (B, vocab) in fp32.
         """
         s = inputs_embeds.shape[1]
+        positions = positions.contiguous()  # prefill chunks are slices of the prompt's (A, B, L) positions
         mask = self._mask(attention_mask, cache_position, s, keys)
         norm = self.norm if s == 1 else rms_norm
         act = self.swiglu if s == 1 else swiglu
