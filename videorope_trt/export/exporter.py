@@ -128,7 +128,7 @@ def _precision(onnx_model, raw_data: Path, precision: str):
     return PRECISIONS[precision](onnx_model)
 
 
-def _vision(model, dims, tmp, cfg):
+def _vision(model, dims, tmp, cfg, translation=None):
     import torch
 
     from videorope_trt.export.specs import vision_spec
@@ -140,18 +140,20 @@ def _vision(model, dims, tmp, cfg):
     pixels = torch.randn(int(grid.prod(1).sum()), dims.patch_dim, generator=torch.Generator().manual_seed(0))
     n = torch.export.Dim("num_patches", min=dims.spatial_merge_size**2)
     onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
-                              torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp)
+                              torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp,
+                              translation=translation)
     return _precision(onnx_model, raw, cfg.precision), spec, raw
 
 
-def _decoder(model, dims, tmp, cfg):
+def _decoder(model, dims, tmp, cfg, translation=None):
     from videorope_trt.export import decoder as dec
     from videorope_trt.export import rotary
     from videorope_trt.export.specs import decoder_spec
 
     spec = decoder_spec(dims, last_only=cfg.last_only)
     onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(dims), spec,
-                              dec.dynamic_shapes(dims), tmp, translation=rotary.translation_table())
+                              dec.dynamic_shapes(dims), tmp,
+                              translation={**rotary.translation_table(), **(translation or {})})
     if rotary.rotary_node_count(onnx_model) != 2 * dims.num_layers:
         raise RuntimeError(f"decoder export: expected {2 * dims.num_layers} VideoRope nodes (q and k per layer), "
                            f"found {rotary.rotary_node_count(onnx_model)}")
@@ -220,6 +222,31 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return mf.read_manifest(out)
+
+
+def export_graph(model, name: str, path, cfg: ExportConfig = ExportConfig(), translation: dict | None = None):
+    """One graph (`vision` or `decoder`) of a loaded model at `path` (+ `path`.data) by the exporter's own steps
+    (trace, precision, rotary form, dim names); returns its GraphSpec. `translation` adds torch.onnx translations
+    for further custom ops (the calibrator's Q/DQ ops). Written in a temporary sibling directory, then the data
+    file and the graph (last) are moved into place."""
+    from videorope_trt.export.decoder import model_dims
+
+    steps = {"vision": _vision, "decoder": _decoder}
+    if name not in steps:
+        raise ValueError(f"graph {name!r}: expected one of {sorted(steps)}")
+    path = Path(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        onnx_model, spec, raw = steps[name](model, model_dims(model), tmp, cfg, translation)
+        _name_dims(onnx_model, spec)
+        _save(onnx_model, tmp / path.name, raw)
+        del onnx_model
+        if (tmp / f"{path.name}.data").exists():
+            os.replace(tmp / f"{path.name}.data", path.with_name(f"{path.name}.data"))
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return spec
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
