@@ -208,14 +208,8 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact directory is for sharing
-    steps = {"vision": _vision, "decoder": _decoder}
     try:
-        specs = {}
-        for name in cfg.graphs:
-            onnx_model, specs[name], raw = steps[name](model, dims, tmp, cfg)
-            _name_dims(onnx_model, specs[name])
-            _save(onnx_model, tmp / f"{name}.onnx", raw)
-            del onnx_model
+        specs = {name: _write_graph(model, dims, name, tmp / f"{name}.onnx", cfg) for name in cfg.graphs}
         manifest = _manifest(model, dims, specs, cfg, source)
         _move_into_place(tmp, out)
         mf.write_manifest(out, manifest)
@@ -244,6 +238,38 @@ def export_graph(model, name: str, path, cfg: ExportConfig = ExportConfig(), tra
         if (tmp / f"{path.name}.data").exists():
             os.replace(tmp / f"{path.name}.data", path.with_name(f"{path.name}.data"))
         os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return spec
+
+
+STEPS = {"vision": _vision, "decoder": _decoder}
+
+
+def _write_graph(model, dims, graph: str, path: Path, cfg: ExportConfig, translation=None):
+    """Trace, convert and save one graph at `path` (+ `path.name`.data, written beside it); returns its spec."""
+    onnx_model, spec, raw = STEPS[graph](model, dims, path.parent, cfg, translation)
+    _name_dims(onnx_model, spec)
+    _save(onnx_model, path, raw)
+    return spec
+
+
+def export_graph(model, graph: str, path, cfg: ExportConfig, translation: dict | None = None):
+    """One graph of a loaded model written to `path` and `path`.data through the exporter's own steps (trace,
+    precision, rotary form, dim names); `translation` adds torch op → ONNX entries (the calibration's Q/DQ ops).
+    Returns the graph's `GraphSpec`. Atomic: both files appear together or not at all."""
+    from videorope_trt.export.decoder import model_dims
+
+    if graph not in STEPS:
+        raise ValueError(f"graph {graph!r}: expected one of {list(STEPS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
+    try:
+        spec = _write_graph(model, model_dims(model), graph, tmp / path.name, cfg, translation)
+        data = path.name + ".data"
+        os.replace(tmp / data, path.with_name(data))
+        os.replace(tmp / path.name, path)  # the graph last: it is what readers open
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return spec
