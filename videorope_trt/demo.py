@@ -99,11 +99,13 @@ def run(args, name: str) -> int:
         print("\n$ videorope-trt " + " ".join(step), flush=True)
         t = time.perf_counter()
         rc = cli(step)
-        results.append((" ".join(step[:1] + step[-2:] if step[0] == "run" else step[:1]), f"{time.perf_counter() - t:.1f} s"))
+        label = " ".join(step[:1] + (step[2:4] if step[0] == "run" else []))  # "run --backend torch"
+        results.append((label, f"{time.perf_counter() - t:.1f} s"))
         if rc != 0:
             print(f"demo: step `{step[0]}` failed (exit {rc})", file=sys.stderr)
             return rc
-    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; artifacts in {out}/")
+    print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; artifacts in {out}/ "
+          "(the tiny checkpoint has random weights: its answer is noise, the same from every backend)")
     for what, how in results:
         print(f"  {what:<40} {how}")
     return 0
