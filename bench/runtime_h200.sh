@@ -34,12 +34,12 @@ M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in
     tests) step 150 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py ;;
-    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings graph,compile --hf-settings default,static --hf-static-tokens ${HF_STATIC_TOKENS:-8} --out "$OUT/2b32k" ;;
+    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings graph,compile --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --out "$OUT/2b32k" ;;
     vision) step 60 vision $M vision --minutes 1,10,30,120 --out "$OUT/mem" ;;
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
     2b8k16k) step 90 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --out "$OUT/2b816" ;;
-    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph --hf-settings default,static --hf-static-tokens 8 --out "$OUT/7b32k" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --out "$OUT/7b32k" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

@@ -226,6 +226,24 @@ def test_static_cache_path_matches_the_model_decoder(tiny, inputs):
     assert generate(fast, rows, video, config).tokens == generate(ref, rows, video, config).tokens
 
 
+def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
+    # one unpadded row: the prefill chunks take the mask-free causal path; logits as the model's decoder gives them
+    fast, ref = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(1)
+    embeds = torch.randn(1, 27, fast.info.hidden_size, generator=g)
+    pos = torch.arange(27, dtype=torch.float32).expand(3, 1, 27).contiguous()
+    mask = torch.ones(1, 27, dtype=torch.int64)
+    for be in (fast, ref):
+        be.allocate(1, 32)
+    from torch.nn.attention.bias import CausalBias
+
+    assert isinstance(fast.fast._mask(mask[:, :9], torch.arange(9), 9, 9), CausalBias)
+    for s0, s1 in ((0, 9), (9, 26), (26, 27)):
+        a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
 def test_split_decode_attention_matches_repeated_heads_softmax():
     from videorope_trt.runtime.backends.static_cache import SPLIT, decode_attention
 

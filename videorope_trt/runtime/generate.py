@@ -77,7 +77,9 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
     out, progress = None, bar(total=t, desc="vision", unit="slice")
     for t0 in range(0, t, chunk):
         t1 = min(t, t0 + chunk)
-        pv = torch.as_tensor(pixel_values[t0 * per_slice : t1 * per_slice]).to(backend.device, torch.float32)
+        # copied in its own dtype, converted on the device (a host-side conversion of bf16 patches costs more
+        # than the vision encoder itself)
+        pv = torch.as_tensor(pixel_values[t0 * per_slice : t1 * per_slice]).to(backend.device).to(torch.float32)
         emb = backend.encode_vision(pv, torch.tensor([[t1 - t0, h, w]], device=backend.device))
         if out is None:
             out = torch.empty((t * merged, emb.shape[-1]), dtype=emb.dtype, device=emb.device)

@@ -4,7 +4,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * K/V are written in place into (B, KV, rows, D) buffers at `cache_position` (index_copy_), never
     concatenated, so every decode step has the same shapes and addresses and can be captured in a CUDA graph;
     `rows` is the capacity rounded up to `SPLIT` (the extra rows stay masked);
-  * prefill (S > 1) is SDPA over the filled cache rows with a boolean causal + padding mask;
+  * prefill (S > 1) is SDPA over the filled cache rows: causal aligned to the last key when no row is padded
+    (flash attention skips the masked blocks), else a boolean causal + padding mask;
   * decode (S = 1) is grouped-query attention written as batched matrix products over the whole cache, split
     into `SPLIT`-row blocks so that one token's attention spreads over the whole GPU (SDPA's kernels give a
     single query only batch x heads thread blocks, and its GQA support does not take a mask);
@@ -111,13 +112,18 @@ class StaticCacheDecoder:
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
     def _mask(self, attention_mask, cache_position, s: int, keys: int):
-        """Decode: an fp32 bias (B, 1, 1, rows) over the whole cache (rows past `keys` blocked); prefill: a
-        boolean (B, 1, S, keys) causal + padding mask."""
+        """Decode: an fp32 bias (B, 1, 1, rows) over the whole cache (rows past `keys` blocked); prefill without
+        padding: the causal mask aligned to the last key (flash attention's own causal form, no mask tensor);
+        prefill with padding: a boolean (B, 1, S, keys) causal + padding mask."""
         if s == 1:
             allowed = torch.zeros((attention_mask.shape[0], self.rows), dtype=torch.bool, device=attention_mask.device)
             allowed[:, :keys] = attention_mask.bool()
             blocked = torch.finfo(torch.float32).min
             return torch.where(allowed, 0.0, blocked)[:, None, None]
+        if bool(attention_mask.all()):  # one host sync per prefill chunk
+            from torch.nn.attention.bias import causal_lower_right
+
+            return causal_lower_right(s, keys)  # query i sees keys <= keys - s + i = cache_position[i]
         key_idx = torch.arange(keys, device=attention_mask.device)
         causal = key_idx[None, :] <= cache_position[:, None]  # (S, keys)
         return (causal[None] & attention_mask[:, None, :].bool())[:, None]
