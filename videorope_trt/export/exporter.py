@@ -218,31 +218,6 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     return mf.read_manifest(out)
 
 
-def export_graph(model, name: str, path, cfg: ExportConfig = ExportConfig(), translation: dict | None = None):
-    """One graph (`vision` or `decoder`) of a loaded model at `path` (+ `path`.data) by the exporter's own steps
-    (trace, precision, rotary form, dim names); returns its GraphSpec. `translation` adds torch.onnx translations
-    for further custom ops (the calibrator's Q/DQ ops). Written in a temporary sibling directory, then the data
-    file and the graph (last) are moved into place."""
-    from videorope_trt.export.decoder import model_dims
-
-    steps = {"vision": _vision, "decoder": _decoder}
-    if name not in steps:
-        raise ValueError(f"graph {name!r}: expected one of {sorted(steps)}")
-    path = Path(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
-    try:
-        onnx_model, spec, raw = steps[name](model, model_dims(model), tmp, cfg, translation)
-        _name_dims(onnx_model, spec)
-        _save(onnx_model, tmp / path.name, raw)
-        del onnx_model
-        if (tmp / f"{path.name}.data").exists():
-            os.replace(tmp / f"{path.name}.data", path.with_name(f"{path.name}.data"))
-        os.replace(tmp / path.name, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return spec
-
-
 STEPS = {"vision": _vision, "decoder": _decoder}
 
 
@@ -254,7 +229,7 @@ def _write_graph(model, dims, graph: str, path: Path, cfg: ExportConfig, transla
     return spec
 
 
-def export_graph(model, graph: str, path, cfg: ExportConfig, translation: dict | None = None):
+def export_graph(model, graph: str, path, cfg: ExportConfig = ExportConfig(), translation: dict | None = None):
     """One graph of a loaded model written to `path` and `path`.data through the exporter's own steps (trace,
     precision, rotary form, dim names); `translation` adds torch op → ONNX entries (the calibration's Q/DQ ops).
     Returns the graph's `GraphSpec`. Atomic: both files appear together or not at all."""
@@ -268,7 +243,8 @@ def export_graph(model, graph: str, path, cfg: ExportConfig, translation: dict |
     try:
         spec = _write_graph(model, model_dims(model), graph, tmp / path.name, cfg, translation)
         data = path.name + ".data"
-        os.replace(tmp / data, path.with_name(data))
+        if (tmp / data).exists():  # a graph whose tensors are all small has none
+            os.replace(tmp / data, path.with_name(data))
         os.replace(tmp / path.name, path)  # the graph last: it is what readers open
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
