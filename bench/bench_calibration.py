@@ -1,14 +1,17 @@
 """Calibration accuracy on a Qwen2-VL-2B-shaped model with random weights (no download).
 
     python bench/bench_calibration.py --out bench_calibration.json [--precisions int8-wo,int8-sq,fp8] [--layers 28]
+    (rows may also be int8 = W8A8 without SmoothQuant, and int8-sq@0.5 = SmoothQuant with alpha 0.5)
 
 The 2B shapes are written below as data (Qwen/Qwen2-VL-2B-Instruct config.json). The tokenizer and the
 preprocessor settings come from the tiny checkpoint (its small pixel budget keeps each frame at <= 16 video
 tokens), the weights are transformers' random initialisation, made once and copied per precision. Videos are
 synthetic MP4s decoded and preprocessed as the runtime does; the last one is held out for the figures.
 Per precision: ModelOpt PTQ on the calibration samples, then logits cosine, top-1 and greedy-token agreement
-against the float model on the held-out sample (the calibration report's numbers). The model is rebuilt per
-precision (same seed, same weights) so one float copy is in memory: ~9 GB at 28 layers plus the Q/DQ weights.
+against the float model on the held-out sample (the calibration report's numbers), the GEMM output cosines
+(mean per kind, lowest five) and, for SmoothQuant rows, how far the largest activation channel stands out. The
+float reference is measured once; the model is rebuilt per row (same seed, same weights) so one float copy is in
+memory: ~9 GB at 28 layers plus the Q/DQ weights.
 """
 
 from __future__ import annotations
@@ -78,16 +81,75 @@ def make_inputs(root: Path, n_videos: int) -> tuple:
     return str(videos), str(prompts)
 
 
+#: Bench rows beyond the calibrate command's precisions: "int8" is W8A8 without SmoothQuant (ModelOpt's
+#: INT8_DEFAULT_CFG), "int8-sq@0.5" is SmoothQuant with migration strength alpha = 0.5 (ModelOpt's default is 1.0).
+EXTRA_MODES = {"int8": ("int8", "INT8_DEFAULT_CFG", "int8", "int8", "INT8 W8A8, no smoothing")}
+KINDS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def parse_row(text: str) -> tuple:
+    """"int8-sq@0.5" → (QuantMode, alpha)."""
+    from videorope_trt.calibration.quantize import MODES, QuantMode, get_mode
+
+    name, _, alpha = text.partition("@")
+    mode = QuantMode(*EXTRA_MODES[name]) if name in EXTRA_MODES else (MODES.get(name) or get_mode(name))
+    return mode, float(alpha) if alpha else None
+
+
+def outlier_ratios(model) -> dict:
+    """Per GEMM kind, the median over layers of max / median of the per-input-channel activation amax that
+    SmoothQuant collected: about 1-3 without outlier channels, 10-100 in trained LLMs (SmoothQuant paper)."""
+    import numpy as np
+
+    ratios = {}
+    for name, m in model.named_modules():
+        amax = getattr(getattr(m, "input_quantizer", None), "_amax_for_smoothing", None)
+        if amax is not None and ".visual." not in f".{name}.":
+            a = amax.float().reshape(-1)
+            ratios.setdefault(name.rsplit(".", 1)[-1], []).append(float(a.max() / a.median().clamp(min=1e-12)))
+    return {k: round(float(np.median(v)), 2) for k, v in ratios.items()}
+
+
+def layer_summary(layers: dict, worst: int = 5) -> dict:
+    import numpy as np
+
+    by_kind = {k: round(float(np.mean([c for n, c in layers.items() if n.endswith(k)])), 6) for k in KINDS
+               if any(n.endswith(k) for n in layers)}
+    lowest = dict(sorted(layers.items(), key=lambda kv: kv[1])[:worst])
+    return {"mean_by_kind": by_kind, "lowest": {k: round(v, 6) for k, v in lowest.items()}}
+
+
+def run_row(ckpt, text: str, calib, held, reference, greedy_tokens: int) -> dict:
+    from videorope_trt.calibration import quantize, report
+    from videorope_trt.calibration.data import prefill
+
+    mode, alpha = parse_row(text)
+    start = time.perf_counter()
+    model = build_model(ckpt)  # same seed: the same weights for every row, one copy in memory
+    quantize.calibrate_model(model, mode, lambda m: [prefill(m, s) for s in calib], alpha=alpha)
+    outliers = outlier_ratios(model)
+    quantize.to_qdq(model, mode)
+    acc = report.compare(reference, report.measure(model, held, greedy_tokens))
+    row = {"row": text, "seconds": round(time.perf_counter() - start, 1),
+           **{k: acc[k] for k in ("logits_cosine", "top1_agreement", "greedy_agreement")},
+           "lowest_layer_cosine": min(acc["layers"].values()), **layer_summary(acc["layers"]),
+           **({"activation_outliers": outliers} if outliers else {})}
+    del model
+    return row
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_calibration.json")
-    ap.add_argument("--precisions", default="int8-wo,int8-sq,fp8")
+    ap.add_argument("--precisions", default="int8-wo,int8-sq,fp8",
+                    help="rows: int8-wo, int8-sq, fp8, int8 (no smoothing); '@A' sets SmoothQuant alpha (int8-sq@0.5)")
     ap.add_argument("--layers", type=int, default=28, help="decoder layers (the 2B model has 28)")
     ap.add_argument("--videos", type=int, default=3, help="synthetic videos; the last one is held out")
     ap.add_argument("--greedy-tokens", type=int, default=8)
     args = ap.parse_args(argv)
 
-    from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_model_on, prepare_samples
+    from videorope_trt.calibration import report
+    from videorope_trt.calibration.pipeline import CalibrationConfig, prepare_samples
 
     results, t0 = [], time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -95,29 +157,25 @@ def main(argv=None) -> int:
         ckpt = make_checkpoint_dir(root, args.layers)
         videos, prompts = make_inputs(root, args.videos)
         calib, held = prepare_samples(ckpt, CalibrationConfig("int8-sq", videos, prompts))
-        for precision in args.precisions.split(","):
-            cfg = CalibrationConfig(precision, videos, prompts, greedy_tokens=args.greedy_tokens)
-            start = time.perf_counter()
-            model = build_model(ckpt)  # same seed: the same weights for every precision, one copy in memory
-            n_params = sum(p.numel() for p in model.parameters())
-            print(f"model: {n_params / 1e9:.2f} B parameters, built in {time.perf_counter() - start:.0f} s; "
-                  f"{len(calib)} calibration / {len(held)} held-out samples, {held[0].num_tokens} tokens", flush=True)
-            start = time.perf_counter()
-            acc = calibrate_model_on(model, cfg, calib, held)["accuracy"]
-            row = {"precision": precision, "seconds": round(time.perf_counter() - start, 1),
-                   **{k: acc[k] for k in ("logits_cosine", "top1_agreement", "greedy_agreement")},
-                   "lowest_layer_cosine": min(acc["layers"].values())}
-            print(json.dumps(row), flush=True)
-            results.append(row)
-            del model
+        start = time.perf_counter()
+        model = build_model(ckpt)
+        n_params = sum(p.numel() for p in model.parameters())
+        reference = report.measure(model, held, args.greedy_tokens)  # the float model, measured once for all rows
+        del model
+        print(f"model: {n_params / 1e9:.2f} B parameters; {len(calib)} calibration / {len(held)} held-out samples, "
+              f"{held[0].num_tokens} held-out tokens; reference in {time.perf_counter() - start:.0f} s", flush=True)
+        for text in args.precisions.split(","):
+            results.append(run_row(ckpt, text, calib, held, reference, args.greedy_tokens))
+            print(json.dumps(results[-1]), flush=True)
     meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
             "command": " ".join(sys.argv), "layers": args.layers, "parameters": n_params,
+            "calibration_samples": len(calib), "held_out_tokens": held[0].num_tokens,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1),
             "total_seconds": round(time.perf_counter() - t0, 1)}
     Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
-    print(f"{'precision':<10}{'logits cos':>12}{'top-1':>8}{'greedy':>8}{'worst layer':>13}{'s':>7}")
+    print(f"{'row':<14}{'logits cos':>12}{'top-1':>8}{'greedy':>8}{'worst layer':>13}{'s':>7}")
     for r in results:
-        print(f"{r['precision']:<10}{r['logits_cosine']:>12.6f}{r['top1_agreement']:>8.4f}"
+        print(f"{r['row']:<14}{r['logits_cosine']:>12.6f}{r['top1_agreement']:>8.4f}"
               f"{r['greedy_agreement']:>8.4f}{r['lowest_layer_cosine']:>13.6f}{r['seconds']:>7.0f}")
     return 0
 

@@ -1,7 +1,9 @@
 """`videorope-trt calibrate CKPT OUT --precision int8-sq|int8-wo|fp8 --videos DIR --prompts FILE`.
 
 Writes OUT/decoder.<precision>.onnx (+ .data; OUT/vision.<precision>.onnx with --quantize-vision) and
-OUT/calibration/report.json, and prints the report's table.
+OUT/calibration/report.json, registers the graphs in OUT/manifest.json as "decoder.<precision>" (a new OUT first
+gets the float vision graph and a manifest), and prints the report's table. Then:
+`videorope-trt build OUT --target T --graphs vision decoder.<precision>`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,11 @@ def add_arguments(parser, name: str) -> None:
     parser.add_argument("--token-budget", type=int, default=None, help="most video tokens per sample")
     parser.add_argument("--greedy-tokens", type=int, default=8, help="greedy tokens compared per held-out sample")
     parser.add_argument("--quantize-vision", action="store_true", help="quantize the vision tower too (default float)")
+    parser.add_argument("--float", dest="float_type", choices=("fp16", "fp32"), default="fp16",
+                        help="type of what the Q/DQ pairs leave unquantized (default fp16: strongly typed engines run "
+                             "an fp32 graph's unquantized ops in fp32)")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help="SmoothQuant migration strength in [0, 1] for int8-sq (default 0.5)")
     parser.add_argument("--rotary-form", default="plugin", help="plugin, native or decomposed (default plugin)")
     parser.add_argument("--variant", default=None, help="RoPE variant (default: the checkpoint's)")
     parser.add_argument("--no-onnx-check", action="store_true", help="skip running the Q/DQ decoder in ONNX Runtime")
@@ -53,10 +60,12 @@ def run(args, name: str) -> int:
         video=VideoSettings(args.fps, args.max_frames, args.token_budget), holdout=args.holdout,
         prompts_per_video=args.prompts_per_video, greedy_tokens=args.greedy_tokens,
         quantize_vision=args.quantize_vision, rotary_form=args.rotary_form, onnx_check=not args.no_onnx_check,
-        variant=args.variant,
+        variant=args.variant, float_type=args.float_type, alpha=args.alpha,
     )
     report = calibrate_checkpoint(args.checkpoint, args.out, cfg, bar=_bar(not args.no_progress))
     print(table(report))
-    print(f"[calibrate] {report['graphs']['decoder']['file']} and calibration/report.json written to {args.out} "
-          f"in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    names = " ".join(report["graphs"])
+    print(f"[calibrate] graph(s) {names} and calibration/report.json written to {args.out} in "
+          f"{time.perf_counter() - start:.1f} s; build with: videorope-trt build {args.out} --target <preset> "
+          f"--graphs {'' if 'vision.' in names else 'vision '}{names}", file=sys.stderr)
     return 0

@@ -1,10 +1,11 @@
-"""`calibrate_checkpoint`: checkpoint + videos + prompts → Q/DQ ONNX + calibration/report.json.
+"""`calibrate_checkpoint`: checkpoint + videos + prompts → Q/DQ ONNX registered in OUT/manifest.json + report.
 
     videos, prompts ─ data.make_samples ─┬─ calibration samples ─ ModelOpt PTQ (forward loop) ─ to_qdq
                                          └─ held-out samples ─ reference (float, measured first) ─┐
     quantized model ─ report.measure ─ report.compare ◄────────────────────────────────────────┘
-                    ─ export ─ OUT/decoder.<precision>.onnx (+ vision.<precision>.onnx) ─ ONNX Runtime check
-                    ─ OUT/calibration/report.json (written last, under a temporary name)
+                    ─ export (fp16 or fp32 around the Q/DQ) ─ OUT/decoder.<precision>.onnx ─ ONNX Runtime check
+                    ─ OUT/calibration/report.json, then graph "decoder.<precision>" in OUT/manifest.json
+                      (a new OUT first gets the float vision graph and its manifest: artifact.py)
 """
 
 from __future__ import annotations
@@ -33,12 +34,20 @@ class CalibrationConfig:
     rotary_form: str = "plugin"
     onnx_check: bool = True  # run the exported decoder in ONNX Runtime on the held-out samples
     variant: str | None = None
+    float_type: str = "fp16"  # what the Q/DQ pairs leave unquantized (strongly typed engines run it as typed)
+    alpha: float | None = None  # SmoothQuant migration strength (int8-sq); None: quantize.DEFAULT_ALPHA
 
     def __post_init__(self):
+        from videorope_trt.calibration.export import FLOAT_TYPES
         from videorope_trt.calibration.quantize import get_mode
         from videorope_trt.export.rotary import FORMS
 
         get_mode(self.precision, self.target)
+        if self.alpha is not None and (self.precision != "int8-sq" or not 0.0 <= self.alpha <= 1.0):
+            raise ValueError(f"alpha {self.alpha!r} with precision {self.precision!r}: expected a number in [0, 1], "
+                             "and only for int8-sq (SmoothQuant)")
+        if self.float_type not in FLOAT_TYPES:
+            raise ValueError(f"float type {self.float_type!r} is unknown; expected one of {', '.join(FLOAT_TYPES)}")
         if self.rotary_form not in FORMS:
             raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
         for name in ("prompts_per_video", "holdout"):
@@ -85,7 +94,7 @@ def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) 
             prefill(m, s)
 
     start = time.perf_counter()
-    quantize.calibrate_model(model, mode, forward_loop, quantize_vision=cfg.quantize_vision)
+    quantize.calibrate_model(model, mode, forward_loop, quantize_vision=cfg.quantize_vision, alpha=cfg.alpha)
     count = quantize.to_qdq(model, mode)
     _log(f"{mode.description}: {count} GEMMs quantized in {time.perf_counter() - start:.1f} s")
     measured = report.measure(model, held, cfg.greedy_tokens, bar)
@@ -108,34 +117,45 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
 
 
 def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar) -> dict:
-    """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir`; returns the report."""
-    from videorope_trt.calibration import export
+    """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir` and register them in its manifest;
+    returns the report."""
+    from videorope_trt.calibration import artifact, export
+    from videorope_trt.export.manifest import read_manifest
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video
+    out = Path(out_dir)
+    artifact.check_out_dir(out, ckpt_dir)
     calib, held = prepare_samples(ckpt_dir, cfg, bar)
     _log(f"{len(calib)} calibration / {len(held)} held-out sample(s), "
          f"{max(s.num_tokens for s in calib + held)} tokens at most")
-    model = load_model(ckpt_dir, variant=cfg.variant).eval()
+    if not artifact.has_manifest(out):
+        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form, float_type=cfg.float_type)
+        _log(f"float vision graph and manifest.json written to {out}")
+    manifest = read_manifest(out)
+    model = load_model(ckpt_dir, **artifact.rope_choice(manifest, cfg.variant)).eval()
+    artifact.check_rope(model, manifest)
     result = calibrate_model_on(model, cfg, calib, held, bar)
-    out = Path(out_dir)
     (out / "calibration").mkdir(parents=True, exist_ok=True)
-    graphs = {"decoder": export.export_decoder(model, out / f"decoder.{cfg.precision}.onnx", cfg.rotary_form)}
+    graphs = {"decoder": export.export_decoder(model, out / f"decoder.{cfg.precision}.onnx", cfg.rotary_form,
+                                               cfg.float_type, last_only=manifest.get("logits") == "last")}
     if cfg.quantize_vision:
-        graphs["vision"] = export.export_vision(model, out / f"vision.{cfg.precision}.onnx")
+        graphs["vision"] = export.export_vision(model, out / f"vision.{cfg.precision}.onnx", cfg.float_type)
+    accuracy = {k: result["accuracy"][k] for k in ("logits_cosine", "top1_agreement", "greedy_agreement")}
     for g in graphs.values():
-        g["precision"] = cfg.precision
+        g.update(precision=cfg.precision, calibration={"report": "calibration/report.json", **accuracy})
     rep = {
         "precision": cfg.precision, "config": {**asdict(cfg), "video": asdict(cfg.video)},
         "checkpoint": str(Path(ckpt_dir).resolve()), "quantized_gemms": result["quantized_gemms"],
         "samples": {"calibration": len(calib), "held_out": len(held),
                     "held_out_videos": sorted({s.video for s in held})},
-        "accuracy": result["accuracy"], "graphs": graphs,
+        "accuracy": result["accuracy"], "graphs": {artifact.graph_name(r, cfg.precision): g for r, g in graphs.items()},
     }
     if cfg.onnx_check:
         rep["onnx"] = _onnx_check(model, out / graphs["decoder"]["file"], held, result["reference_logits"],
                                   result["quantized_logits"])
     _write_json(out / "calibration" / "report.json", rep)
+    artifact.register(out, rep["graphs"])  # last: a registered graph has its report
     return rep
 
 

@@ -26,6 +26,11 @@ class QuantMode:
     description: str
 
 
+#: SmoothQuant's migration strength unless told otherwise: the paper's 0.5 rather than ModelOpt's 1.0, which on a
+#: Qwen2-VL-2B-shaped model moves whole activation ranges into the per-channel weight scales and loses accuracy
+#: (docs/benchmarks.md, Calibration).
+DEFAULT_ALPHA = 0.5
+
 MODES = {m.name: m for m in [
     QuantMode("int8-sq", "INT8_SMOOTHQUANT_CFG", "int8", "int8", "INT8 SmoothQuant W8A8"),
     QuantMode("int8-wo", "INT8_WEIGHT_ONLY_CFG", "int8", None, "INT8 weight-only"),
@@ -44,9 +49,10 @@ def get_mode(name: str, target: str | None = None) -> QuantMode:
     return MODES[name]
 
 
-def modelopt_config(mode: QuantMode, quantize_vision: bool = False) -> dict:
+def modelopt_config(mode: QuantMode, quantize_vision: bool = False, alpha: float | None = None) -> dict:
     """ModelOpt's config for the mode, with per-channel weights (TensorRT allows per-channel only for weights,
-    per-tensor only for activations) and the vision tower optionally enabled."""
+    per-tensor only for activations) and the vision tower optionally enabled. `alpha`: SmoothQuant's migration
+    strength (None: DEFAULT_ALPHA; 1.0 moves all of an activation channel's range into the weights, 0.5 splits it)."""
     import modelopt.torch.quantization as mtq
 
     cfg = copy.deepcopy(getattr(mtq, mode.modelopt_cfg))
@@ -59,10 +65,19 @@ def modelopt_config(mode: QuantMode, quantize_vision: bool = False) -> dict:
         if quantize_vision and name == "*visual*":
             continue
         entries.append(e)
-    return {**cfg, "quant_cfg": entries}
+    algorithm = cfg.get("algorithm")
+    if alpha is None and algorithm == "smoothquant":
+        alpha = DEFAULT_ALPHA
+    if alpha is not None:
+        if not (0.0 <= alpha <= 1.0) or algorithm != "smoothquant":
+            raise ValueError(f"alpha {alpha!r}: expected a number in [0, 1], for a SmoothQuant mode (int8-sq); "
+                             f"{mode.name} uses {algorithm!r}")
+        algorithm = {"method": "smoothquant", "alpha": float(alpha)}
+    return {**cfg, "quant_cfg": entries, "algorithm": algorithm}
 
 
-def calibrate_model(model, mode: QuantMode, forward_loop, *, quantize_vision: bool = False):
+def calibrate_model(model, mode: QuantMode, forward_loop, *, quantize_vision: bool = False,
+                    alpha: float | None = None):
     """Run ModelOpt PTQ on `model` in place (`forward_loop(model)` feeds the calibration samples); returns it."""
     import warnings
 
@@ -70,7 +85,7 @@ def calibrate_model(model, mode: QuantMode, forward_loop, *, quantize_vision: bo
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # transformers-version and per-module smoothing notices
-        return mtq.quantize(model, modelopt_config(mode, quantize_vision), forward_loop)
+        return mtq.quantize(model, modelopt_config(mode, quantize_vision, alpha), forward_loop)
 
 
 def _amax(quantizer):

@@ -59,6 +59,11 @@ PROFILES = {"prefill": _prefill, "decode": _decode, "vision": _vision}
 GRAPH_PROFILES = {"decoder": ("prefill", "decode"), "vision": ("vision",)}
 
 
+def graph_role(graph: str) -> str:
+    """A graph's role, the part of its name before the first '.': "decoder.int8-sq" is a decoder."""
+    return graph.split(".", 1)[0]
+
+
 class EngineMismatch(ValueError):
     """An engine directory does not belong to this TensorRT / GPU; the message says what differs."""
 
@@ -123,11 +128,12 @@ def has_videorope(onnx_path: Path) -> bool:
 
 
 def profile_shapes(inputs: list, graph: str, plan: MemoryPlan) -> list:
-    """[(profile name, {input: (min, opt, max)})] for a graph's inputs under the plan."""
-    if graph not in GRAPH_PROFILES:
-        raise ValueError(f"no optimization profiles for graph {graph!r}; expected one of {sorted(GRAPH_PROFILES)}")
+    """[(profile name, {input: (min, opt, max)})] for a graph's inputs under the plan (profiles by its role)."""
+    if graph_role(graph) not in GRAPH_PROFILES:
+        raise ValueError(f"no optimization profiles for graph {graph!r}; expected a name whose role (before the first "
+                         f"'.') is one of {sorted(GRAPH_PROFILES)}")
     result = []
-    for name in GRAPH_PROFILES[graph]:
+    for name in GRAPH_PROFILES[graph_role(graph)]:
         ranges = PROFILES[name](plan)
         shapes = {}
         for spec in inputs:
@@ -154,6 +160,18 @@ def _target_ccs(preset, request: BuildRequest) -> tuple:
     if request.compute_capabilities:
         return tuple(request.compute_capabilities)
     return preset.aot_compute_capabilities or (preset.compute_capability,)
+
+
+def _check_fp8_ccs(precisions: list, ccs: tuple) -> None:
+    """FP8 GEMMs exist from compute capability 8.9: an ahead-of-time build of an FP8 graph for an older one fails
+    deep in TensorRT-RTX's compiler ("HW-specific datatypes: fp8_e4m3"), so say it first, with what would build."""
+    from videorope_trt.runtime.presets import PRECISIONS
+
+    old = [cc for cc in ccs if tuple(int(v) for v in cc.split(".")) < (8, 9)]
+    if old and any(PRECISIONS[p].needs_fp8 for p in precisions if p in PRECISIONS):
+        newer = [cc for cc in ccs if cc not in old] or ["8.9", "12.0"]
+        raise ValueError(f"an fp8 graph cannot be built for compute capability {' '.join(old)} (FP8 needs 8.9 or newer); "
+                         f"pass --compute-capabilities {' '.join(newer)}")
 
 
 def _check_builder_matches(trt, preset, flavour) -> dict | None:
@@ -255,6 +273,9 @@ def build_engines(artifact, request: BuildRequest) -> dict:
     plan = plan_memory(manifest_model(manifest), preset, request.plan)
     onnx_paths = [artifact / e["file"] for e in entries.values()]
     plugin = _plugin_for(artifact, request, onnx_paths)
+    ccs = _target_ccs(preset, request)
+    if flavour.aot_compute_capabilities:
+        _check_fp8_ccs([e.get("precision", precision) for e in entries.values()], ccs)
 
     trt = trtmod.import_trt(flavour.name)
     gpu = _check_builder_matches(trt, preset, flavour)
@@ -264,7 +285,6 @@ def build_engines(artifact, request: BuildRequest) -> dict:
         trtmod.load_plugin_library(trt, plugin, (OP_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE))
     out = artifact / "engines" / preset.name
     out.mkdir(parents=True, exist_ok=True)
-    ccs = _target_ccs(preset, request)
     cache = out / "timing.cache" if flavour.timing_cache else None
     engines = {}
     for (graph, entry), onnx_path in zip(entries.items(), onnx_paths):

@@ -75,7 +75,8 @@ def _run_build(args) -> int:
     manifest = B.read_manifest(Path(args.out))
     graphs = manifest.get("graphs") or {}
     # the ONNX decides precision (strong typing): per graph if recorded, else the export's
-    precision = args.precision or (graphs.get("decoder") or {}).get("precision") or manifest.get("precision", "fp16")
+    decoder = next((g for g in args.graphs if B.graph_role(g) == "decoder"), "decoder")
+    precision = args.precision or (graphs.get(decoder) or {}).get("precision") or manifest.get("precision", "fp16")
     request = B.BuildRequest(args.target, _request(args, precision), graphs=tuple(args.graphs),
                              plugin_library=args.plugin, verbose=args.verbose,
                              compute_capabilities=tuple(args.compute_capabilities) if args.compute_capabilities else None)
