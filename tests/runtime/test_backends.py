@@ -326,3 +326,58 @@ def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
     assert max(errs) < 3e-2, errs
     same = sum(x == y for r, w in zip(got, want) for x, y in zip(r, w))
     assert same >= 0.5 * sum(len(w) for w in want), (got, want)
+
+
+def test_fused_projections_are_views_and_change_nothing(tiny):
+    from videorope_trt.runtime.backends.static_cache import fuse_projections
+
+    fast, ref = _static_and_reference(tiny)
+    fast.allocate(1, 40)  # fuses the model's projections (shared with `ref`)
+    layer = ref.model.text_model.layers[0]
+    a, m = layer.self_attn, layer.mlp
+    qkv_w, qkv_b, gate_up = fast.fast.fused[0]
+    # the separate weights are row views of the fused buffers: no second copy of the weights
+    assert a.q_proj.weight.data_ptr() == qkv_w.data_ptr() and m.gate_proj.weight.data_ptr() == gate_up.data_ptr()
+    assert a.v_proj.weight.untyped_storage().data_ptr() == qkv_w.untyped_storage().data_ptr()
+    torch.testing.assert_close(qkv_w[: a.q_proj.out_features], a.q_proj.weight, atol=0, rtol=0)
+    torch.testing.assert_close(gate_up[m.gate_proj.out_features :], m.up_proj.weight, atol=0, rtol=0)
+    if qkv_b is not None:
+        torch.testing.assert_close(qkv_b[-a.v_proj.out_features :], a.v_proj.bias, atol=0, rtol=0)
+    # fusing again reuses the same buffers
+    again = fuse_projections(ref.model.text_model.layers)
+    assert again[0][0].data_ptr() == qkv_w.data_ptr() and again[0][0].shape == qkv_w.shape
+    # the separate products equal the fused one's slices
+    h = torch.randn(1, 5, ref.info.hidden_size, generator=torch.Generator().manual_seed(4))
+    fused_out = torch.nn.functional.linear(h, qkv_w, qkv_b)
+    torch.testing.assert_close(fused_out[..., a.q_proj.out_features :][..., : a.k_proj.out_features], a.k_proj(h))
+
+
+def test_device_side_decode_step_matches_forward(tiny):
+    """The graphed step's computation (run eagerly: token ids in, positions and mask built on the device)
+    gives the logits of `forward` fed the embeddings, positions and grown mask; the default decode_step too."""
+    from videorope_trt.runtime.backends.static_cache import GraphedDecode
+
+    fast, ref = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(2)
+    ids = torch.randint(100, 400, (2, 12), generator=g)
+    mask = torch.ones(2, 12, dtype=torch.int64)
+    mask[1, :4] = 0
+    pos = torch.arange(12, dtype=torch.float32).expand(3, 2, 12).contiguous()
+    offset = torch.tensor([5.0, -3.0]).view(1, 2, 1).expand(3, 2, 1).contiguous()
+    full = torch.ones(2, 20, dtype=torch.int64)
+    full[:, :12] = mask
+    for be in (fast, ref):
+        be.allocate(2, 20)
+        be.forward(be.embed(ids), pos, mask)
+    step = GraphedDecode(fast.fast, 2, 3, capture=False)
+    step.begin(full, offset, 1.0, 12)
+    ref.begin_decode(full, offset, 1.0)
+    tok = torch.tensor([7, 300])
+    for c in range(12, 16):
+        a = step(tok)
+        b = ref.decode_step(tok)
+        want_pos = offset + c
+        assert int(step.cache_position) == c + 1 and ref.length == c + 1
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+        assert torch.equal(step.offset + step.step * (step.cache_position.float() - 1), want_pos)
+        tok = a.argmax(-1)

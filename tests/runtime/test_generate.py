@@ -208,3 +208,17 @@ def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
         assert r["prompt_tokens"] <= r["context"] and r["prompt_tokens"] > r["context"] - 40
         assert r["decode_tokens"] == 2 and r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 and r["peak_host_gb"] > 0
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_reading_tokens_back_every_few_steps_changes_nothing(backend, tokenizer, video):
+    rows = [streaming.prompt_ids(tokenizer, q, 18) for q in ("What is shown?", "Describe the motion in the video.")]
+    results = []
+    for every in (1, 3, 16):
+        seen = []
+        config = GenerationConfig(max_new_tokens=7, prefill_chunk=16, vision_chunk=2, stop_at_eos=False,
+                                  sync_every=every)
+        result = generate(backend, rows, video, config, on_token=lambda s, t, a: seen.append((s, list(t), list(a))))
+        assert [s for s, _, _ in seen] == list(range(7))  # every step streamed once, in order
+        assert [[t for (_, row, act) in seen for t, a in [(row[b], act[b])] if a] for b in range(2)] == result.tokens
+        results.append((result.tokens, seen))
+    assert results[0] == results[1] == results[2]

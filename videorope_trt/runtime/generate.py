@@ -3,7 +3,8 @@
     video patches ──(chunks of temporal slices)──► backend.encode_vision ──► visual embeddings (shared by prompts)
     prompts ──► token ids (left padded) ──► backend.embed, visual embeddings scattered at the video tokens
             ──► positions (rope.batch_positions) ──► prefill in chunks ──► first token
-    decode: positions = rope.decode_positions(variant, rope_deltas, cache_position), one token per step
+    decode: backend.decode_step(token ids) on the device, positions = decode_step × cache_position + rope_deltas
+            (as rope.decode_positions), tokens read back every few steps
 
 Vision memory stays flat because each call sees only `vision_chunk` temporal slices (Qwen2-VL's vision
 attention never crosses a temporal slice, so chunking changes nothing numerically).
@@ -31,9 +32,11 @@ class GenerationConfig:
     sampling: SamplingConfig = SamplingConfig()
     #: stop at the model's end-of-sequence tokens as well as at `sampling.stop_token_ids`
     stop_at_eos: bool = True
+    #: decode steps between host reads of the generated tokens (streaming granularity; each read is one sync)
+    sync_every: int = 16
 
     def __post_init__(self):
-        for name in ("max_new_tokens", "prefill_chunk", "vision_chunk"):
+        for name in ("max_new_tokens", "prefill_chunk", "vision_chunk", "sync_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"generation: {name} must be >= 1, got {getattr(self, name)}")
 
@@ -156,9 +159,13 @@ def prefill(backend, embeds, positions, mask, chunk: int, bar=_no_bar):
     return logits
 
 
-def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_token=None, bar=_no_bar):
+def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_token=None, bar=_no_bar,
+           sync_every: int = 16):
     """Sample, feed back, repeat; positions continue per sample from its `rope_deltas`.
 
+    Everything stays on the device: tokens are sampled there, fed back through `backend.decode_step`, and
+    recorded in a device buffer; the host reads them (one sync) after the first token, then every `sync_every`
+    steps, where it streams them (`on_token(step, tokens, active)`) and stops once every sample is done.
     Returns the generated ids per sample (stop token excluded). A finished sample keeps stepping with the pad
     token (the batch moves together) but records nothing more.
     """
@@ -167,29 +174,47 @@ def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_
     from videorope_trt import rope
 
     batch, length = mask.shape
+    device = logits.device
+    capacity = backend.capacity
+    full = torch.ones((batch, capacity), dtype=mask.dtype, device=mask.device)  # generated tokens are all real
+    full[:, :length] = mask
+    variant = rope.get_variant(backend.info.variant)
+    deltas = torch.as_tensor(np.asarray(rope_deltas, np.float32).reshape(1, batch, 1), device=backend.device)
+    backend.begin_decode(full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step)
+
     out = [[] for _ in range(batch)]
-    done = torch.zeros(batch, dtype=torch.bool, device=logits.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=device)
     pad = torch.full_like(done, backend.info.pad_token_id, dtype=torch.int64)
-    progress = bar(total=max_new_tokens, desc="decode", unit="tok")
+    history = torch.empty((max_new_tokens, batch), dtype=torch.int64, device=device)
+    active_history = torch.empty((max_new_tokens, batch), dtype=torch.bool, device=device)
+    progress, read = bar(total=max_new_tokens, desc="decode", unit="tok"), 0
     for step in range(max_new_tokens):
         tok = torch.where(done, pad, sampler(logits).to(torch.int64))
         done = done | sampler.is_stop(tok)
-        active = (~done).tolist()  # the one host sync per step
-        for b, (t, a) in enumerate(zip(tok.tolist(), active)):
+        history[step], active_history[step] = tok, ~done
+        last = step == max_new_tokens - 1
+        if step == 0 or last or (step + 1) % sync_every == 0:
+            finished = _read_back(history[read : step + 1], active_history[read : step + 1], read, out, on_token)
+            progress.update(step + 1 - read)
+            read = step + 1
+            if finished or last:
+                break
+        logits = backend.decode_step(tok)
+    progress.close()
+    return out
+
+
+def _read_back(tokens, active, first_step, out, on_token) -> bool:
+    """Copy the steps `first_step`.. of the device history to the host (the sync), record and stream them;
+    True once no sample is active."""
+    tokens, active = tokens.tolist(), active.tolist()
+    for k, (row, act) in enumerate(zip(tokens, active)):
+        for b, (t, a) in enumerate(zip(row, act)):
             if a:
                 out[b].append(t)
         if on_token is not None:
-            on_token(step, tok, active)
-        progress.update(1)
-        if not any(active) or step == max_new_tokens - 1:
-            break
-        cache_position = np.array([length + step], dtype=np.int64)  # counts padded tokens
-        pos = rope.decode_positions(backend.info.variant, rope_deltas, cache_position)
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-        emb = backend.embed(tok[:, None])
-        logits = backend.forward(emb, torch.as_tensor(np.asarray(pos, np.float32), device=backend.device), mask)
-    progress.close()
-    return out
+            on_token(first_step + k, row, act)
+    return not any(active[-1])
 
 
 def generate(backend, rows, video=None, config: GenerationConfig = GenerationConfig(), on_token=None, bar=_no_bar):
@@ -220,7 +245,10 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     backend.allocate(len(rows), capacity)
     mask_t = torch.as_tensor(mask, device=backend.device)
     positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
-    logits = prefill(backend, embed_prompts(backend, ids, visual), positions, mask_t, config.prefill_chunk, bar)
+    embeds = embed_prompts(backend, ids, visual)
+    visual = None  # the embeddings hold it now: one prompt-sized buffer during prefill, not two
+    logits = prefill(backend, embeds, positions, mask_t, config.prefill_chunk, bar)
+    embeds = None
     backend.synchronize()
     timings["prefill_s"] = time.perf_counter() - clock - timings["vision_s"]
 
@@ -235,7 +263,8 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
 
     stops = set(config.sampling.stop_token_ids) | (set(backend.info.eos_token_ids) if config.stop_at_eos else set())
     sampler = Sampler(replace(config.sampling, stop_token_ids=tuple(sorted(stops))), device=logits.device)
-    tokens = decode(backend, sampler, logits, np.asarray(bp.rope_deltas), mask_t, config.max_new_tokens, _timed, bar)
+    tokens = decode(backend, sampler, logits, np.asarray(bp.rope_deltas), mask_t, config.max_new_tokens, _timed, bar,
+                    config.sync_every)
     backend.synchronize()
     total = time.perf_counter() - clock
     timings.update(ttft_s=first["t"], decode_s=total - first["t"], decode_tokens=first["steps"] - 1)

@@ -8,8 +8,13 @@ A backend owns the weights and the KV cache. Generation (`runtime/generate.py`) 
     forward(inputs_embeds (B, S, hidden), positions (A, B, S) f32,
             attention_mask (B, length + S) int64)                        -> last-token logits (B, vocab) f32
     synchronize()                                                        waits for the device (timings)
+    begin_decode(attention_mask (B, capacity) int64, offset (A, B, 1) f32, step)
+    decode_step(tokens (B,) int64)                                       -> next-token logits (B, vocab) f32
 
-`forward` appends S tokens to the cache. The public methods check shapes once here; subclasses implement the
+`forward` and `decode_step` append S (1) tokens to the cache. Decoding keeps everything on the device: the
+token at cache position c has positions offset + step * c (`rope.decode_positions`) and sees the cache rows
+that `attention_mask` marks up to c; the default `decode_step` is `embed` + `forward`, a backend with a
+captured decode step overrides `_decode_step_impl`. The public methods check shapes once here; subclasses implement the
 `_impl` methods. Tensors are torch tensors on `backend.device`.
 """
 
@@ -90,6 +95,7 @@ class Backend(ABC):
         self.batch = 0
         self.capacity = 0
         self.length = 0
+        self._decoding = None
 
     # -- public, validated ------------------------------------------------------------------------------------
     def encode_vision(self, pixel_values, grid_thw):
@@ -113,6 +119,7 @@ class Backend(ABC):
             raise ValueError(f"{self.name}: KV cache needs batch >= 1 and capacity >= 1, got batch={batch}, capacity={capacity}")
         self._allocate_impl(batch, capacity)
         self.batch, self.capacity, self.length = batch, capacity, 0
+        self._decoding = None
 
     def forward(self, inputs_embeds, positions, attention_mask):
         b, s = inputs_embeds.shape[:2]
@@ -138,6 +145,38 @@ class Backend(ABC):
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that host timings are true."""
+
+    def begin_decode(self, attention_mask, offset, step: float) -> None:
+        """Decode from the current cache length on: attention_mask (B, capacity) int64 marks the prompt's real
+        tokens and every later one (ones past the prompt); offset (A, B, 1) f32 and `step` (the variant's decode
+        step) give the positions of cache position c as offset + step * c."""
+        if tuple(attention_mask.shape) != (self.batch, self.capacity):
+            raise ValueError(f"{self.name}: begin_decode's attention_mask must be (B, capacity) = "
+                             f"({self.batch}, {self.capacity}); got {tuple(attention_mask.shape)}")
+        if offset.dim() != 3 or tuple(offset.shape[1:]) != (self.batch, 1):
+            raise ValueError(f"{self.name}: begin_decode's offset must be (A, {self.batch}, 1), got {tuple(offset.shape)}")
+        self._decoding = (attention_mask, offset, float(step))
+        self._begin_decode_impl(attention_mask, offset, float(step))
+
+    def decode_step(self, tokens):
+        """tokens (B,) int64 on the device → next-token logits (B, vocab) f32 (valid until the next step)."""
+        if getattr(self, "_decoding", None) is None:
+            raise ValueError(f"{self.name}: call begin_decode(attention_mask, offset, step) before decode_step")
+        if tuple(tokens.shape) != (self.batch,):
+            raise ValueError(f"{self.name}: decode_step expects tokens ({self.batch},), got {tuple(tokens.shape)}")
+        if self.length + 1 > self.capacity:
+            raise ValueError(f"{self.name}: the KV cache is full ({self.capacity} tokens); allocate a larger cache")
+        logits = self._decode_step_impl(tokens)
+        return logits
+
+    def _begin_decode_impl(self, attention_mask, offset, step: float) -> None:
+        """Nothing to prepare for the default `_decode_step_impl`."""
+
+    def _decode_step_impl(self, tokens):
+        """embed + forward, positions and mask from `begin_decode`'s tensors (device work only, no sync)."""
+        mask, offset, step = self._decoding
+        c = self.length
+        return self.forward(self.embed(tokens[:, None]), offset + step * c, mask[:, : c + 1])
 
     # -- implementation ------------------------------------------------------------------------------------------
     @abstractmethod

@@ -9,10 +9,14 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * decode (S = 1) is grouped-query attention written as batched matrix products over the whole cache, split
     into `SPLIT`-row blocks so that one token's attention spreads over the whole GPU (SDPA's kernels give a
     single query only batch x heads thread blocks, and its GQA support does not take a mask);
+  * q/k/v and gate/up are one matrix product each (`fuse_projections`: the separate weights become views of one
+    buffer, so memory does not grow and the model's own decoder reads the same numbers);
+  * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies);
   * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits);
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
-  * `compile=True` fuses the decode step's element-wise work (norms, SwiGLU, softmax) with torch.compile.
+  * `compile=True` fuses the decode step's element-wise work (norms, SwiGLU, softmax) with torch.compile;
+  * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph.
 
     embeds (B, S, H) ─ per layer: h = rms(x); q, k, v = proj(h); q, k = VideoRope(q, k)
                                   cache_k[:, :, pos] = k; cache_v[:, :, pos] = v
@@ -57,6 +61,38 @@ def decode_attention(q, keys, values, bias, scale: float):
     return out.to(q.dtype).reshape(b, hq, 1, d)
 
 
+def _fuse(mods, name: str):
+    """One (sum of rows, in) buffer holding `name` ("weight" or "bias") of every module in `mods`, whose own
+    parameters become row views of it (no second copy). Already fused (same storage, back to back): reused."""
+    params = [getattr(m, name) for m in mods]
+    if any(p is None for p in params):
+        return None
+    first, rows = params[0], sum(p.shape[0] for p in params)
+    storage, offset = first.untyped_storage(), first.storage_offset()
+    adjacent = all(p.untyped_storage().data_ptr() == storage.data_ptr() and p.is_contiguous() for p in params)
+    adjacent = adjacent and all(b.storage_offset() == a.storage_offset() + a.numel() for a, b in zip(params, params[1:]))
+    if adjacent:
+        return torch.empty(0, dtype=first.dtype, device=first.device).set_(storage, offset, (rows,) + first.shape[1:])
+    with torch.no_grad():
+        fused = torch.cat([p.detach() for p in params])
+        r0 = 0
+        for p in params:
+            p.data = fused[r0 : r0 + p.shape[0]]  # the module keeps working, now on a view of the fused buffer
+            r0 += p.shape[0]
+    return fused
+
+
+def fuse_projections(layers) -> list:
+    """Per layer (qkv weight, qkv bias or None, gate_up weight): three and two matrix products become one each.
+    Memory does not grow: the separate q/k/v and gate/up weights are re-pointed at row views of the fused ones."""
+    out = []
+    for layer in layers:
+        a, m = layer.self_attn, layer.mlp
+        qkv = [a.q_proj, a.k_proj, a.v_proj]
+        out.append((_fuse(qkv, "weight"), _fuse(qkv, "bias"), _fuse([m.gate_proj, m.up_proj], "weight")))
+    return out
+
+
 class StaticCacheDecoder:
     def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False):
         self.model = model
@@ -65,6 +101,8 @@ class StaticCacheDecoder:
         attn = self.layers[0].self_attn
         self.head_dim = int(model.rope.head_dim)
         self.kv_heads = attn.k_proj.out_features // self.head_dim
+        self.q_heads = attn.q_proj.out_features // self.head_dim
+        self.fused = fuse_projections(self.layers)
         dtype, device = model.dtype, model.hf.lm_head.weight.device
         self.rows = -(-capacity // SPLIT) * SPLIT
         shape = (batch, self.kv_heads, self.rows, self.head_dim)
@@ -79,6 +117,9 @@ class StaticCacheDecoder:
             self.kernel = vr_cuda.load(str(kernel_lib))
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
+        # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
+        # cleared, and the repeated form used, if this torch's SDPA refuses it
+        self.native_gqa = True
 
     def _rotate(self, q, k, positions):
         """q (B, S, Hq, D), k (B, S, KV, D) as the projections give them → rotated, in the same layout."""
@@ -86,18 +127,31 @@ class StaticCacheDecoder:
         if self.kernel is not None:
             from videorope_trt.plugins import cuda as vr_cuda
 
-            # in place, in the projections' own layout: no transposed copies
+            # in place, in the projections' own layout: no transposed copies (views of the fused q/k/v output are
+            # contiguous for one token; prefill chunks are copied once)
+            q, k = q if q.is_contiguous() else q.contiguous(), k if k.is_contiguous() else k.contiguous()
             return vr_cuda.rotate(q, positions, inv_freq, axis_map, replace(attrs, layout=LAYOUT_BSHD), k=k,
                                   out_q=q, out_k=k, lib=self.kernel)
         bhsd = lambda t: video_rope(t.transpose(1, 2).contiguous(), positions, inv_freq, axis_map, attrs)  # noqa: E731
         return bhsd(q).transpose(1, 2), bhsd(k).transpose(1, 2)
 
+    def _prefill_attention(self, q, i, mask, keys: int):
+        k, v, scale = self.keys[i][:, :, :keys], self.values[i][:, :, :keys], self.head_dim**-0.5
+        if self.native_gqa:
+            try:
+                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
+            except RuntimeError:
+                self.native_gqa = False
+        groups = q.shape[1] // self.kv_heads
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+
     def _attention(self, i, attn, h, positions, cache_position, mask, keys):
         b, s, _ = h.shape
         d = self.head_dim
-        q = attn.q_proj(h).view(b, s, -1, d)  # (B, S, Hq, D)
-        k = attn.k_proj(h).view(b, s, -1, d)  # (B, S, KV, D)
-        v = attn.v_proj(h).view(b, s, -1, d)
+        qkv_w, qkv_b, _ = self.fused[i]
+        qkv = F.linear(h, qkv_w, qkv_b).view(b, s, -1, d)  # (B, S, Hq + 2 KV, D)
+        q, k, v = qkv.split([self.q_heads, self.kv_heads, self.kv_heads], dim=2)
         q, k = self._rotate(q, k, positions)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         self.keys[i].index_copy_(2, cache_position, k)
@@ -105,10 +159,7 @@ class StaticCacheDecoder:
         if s == 1:
             out = self.decode_attention(q, self.keys[i], self.values[i], mask, d**-0.5)
         else:
-            groups = q.shape[1] // self.kv_heads
-            kr = self.keys[i][:, :, :keys].repeat_interleave(groups, dim=1)
-            vr = self.values[i][:, :, :keys].repeat_interleave(groups, dim=1)
-            out = F.scaled_dot_product_attention(q, kr, vr, attn_mask=mask, scale=d**-0.5)
+            out = self._prefill_attention(q, i, mask, keys)
         return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
 
     def _mask(self, attention_mask, cache_position, s: int, keys: int):
@@ -118,8 +169,7 @@ class StaticCacheDecoder:
         if s == 1:
             allowed = torch.zeros((attention_mask.shape[0], self.rows), dtype=torch.bool, device=attention_mask.device)
             allowed[:, :keys] = attention_mask.bool()
-            blocked = torch.finfo(torch.float32).min
-            return torch.where(allowed, 0.0, blocked)[:, None, None]
+            return decode_bias(allowed)
         if bool(attention_mask.all()):  # one host sync per prefill chunk
             from torch.nn.attention.bias import causal_lower_right
 
@@ -135,8 +185,13 @@ class StaticCacheDecoder:
         last token's logits (B, vocab) in fp32.
         """
         s = inputs_embeds.shape[1]
-        positions = positions.contiguous()  # prefill chunks are slices of the prompt's (A, B, L) positions
         mask = self._mask(attention_mask, cache_position, s, keys)
+        # prefill chunks are slices of the prompt's (A, B, L) positions
+        return self.layers_forward(inputs_embeds, positions.contiguous(), mask, cache_position, keys)
+
+    def layers_forward(self, inputs_embeds, positions, mask, cache_position, keys: int):
+        """The layers and lm_head with the attention mask already built (`_mask`'s forms)."""
+        s = inputs_embeds.shape[1]
         norm = self.norm if s == 1 else rms_norm
         act = self.swiglu if s == 1 else swiglu
         x = inputs_embeds.to(self.model.dtype)
@@ -145,46 +200,74 @@ class StaticCacheDecoder:
             x = x + self._attention(i, layer.self_attn, norm(x, ln.weight, ln.variance_epsilon), positions,
                                     cache_position, mask, keys)
             ln, m = layer.post_attention_layernorm, layer.mlp
-            h = norm(x, ln.weight, ln.variance_epsilon)
-            x = x + m.down_proj(act(m.gate_proj(h), m.up_proj(h)))
+            gate, up = F.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
+            x = x + m.down_proj(act(gate, up))
         final = self.model.text_model.norm
         last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
         return self.model.hf.lm_head(last)[:, 0].float()
 
 
-class GraphedDecode:
-    """One decode step (S = 1, attention over the whole cache) captured in a CUDA graph and replayed.
+def decode_bias(allowed):
+    """(B, rows) bool → (B, 1, 1, rows) fp32 additive bias: 0 where a key may be attended, a large negative else."""
+    return torch.where(allowed, 0.0, torch.finfo(torch.float32).min)[:, None, None]
 
-    Captured when the cache is allocated (length 0): the warm-up and capture runs write K/V rows at position 0,
-    which the prefill overwrites. Inputs are copied into static buffers before each replay; rows beyond the
-    filled length are masked out, so attending over the whole cache gives the same result.
+
+class GraphedDecode:
+    """The whole decode step in one CUDA graph: token ids → embedding → positions → mask → layers → logits, and
+    the cache position advanced, all on the device.
+
+    Positions follow `rope.decode_positions`: offset + step × cache_position (offset = rope_deltas on every
+    axis); the mask allows the prompt's real tokens, every generated one, and no row past the cache position.
+    So the host only copies the next token ids into `tokens` (device to device) and replays: no host-to-device
+    copy and no sync per step. Captured when the cache is allocated (length 0): the warm-up runs write K/V rows
+    the prefill overwrites. `begin` sets the buffers for one generation.
     """
 
-    def __init__(self, dec: StaticCacheDecoder, batch: int, hidden: int, num_axes: int, warmup: int = 2):
-        device, cap = dec.keys[0].device, dec.capacity
+    def __init__(self, dec: StaticCacheDecoder, batch: int, num_axes: int, warmup: int = 2, capture: bool = True):
+        device, rows = dec.keys[0].device, dec.rows
         self.dec = dec
-        self.embeds = torch.zeros((batch, 1, hidden), dtype=dec.model.dtype, device=device)
-        self.positions = torch.zeros((num_axes, batch, 1), dtype=torch.float32, device=device)
-        self.mask = torch.zeros((batch, cap), dtype=torch.int64, device=device)
+        self.tokens = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.offset = torch.zeros((num_axes, batch, 1), dtype=torch.float32, device=device)
+        self.step = torch.zeros((), dtype=torch.float32, device=device)
+        self.mask = torch.zeros((batch, rows), dtype=torch.bool, device=device)
+        self.rows = torch.arange(rows, device=device)
         self.cache_position = torch.zeros(1, dtype=torch.int64, device=device)
+        self.graph = None
+        if not capture:  # the same step run eagerly (checks on the CPU)
+            return
         stream = torch.cuda.Stream(device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(warmup):
                 self._step()
         torch.cuda.current_stream(device).wait_stream(stream)
+        self.cache_position.zero_()
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
             self.logits = self._step()
 
     def _step(self):
-        return self.dec.forward(self.embeds, self.positions, self.mask, self.cache_position, self.dec.capacity)
+        dec = self.dec
+        embeds = F.embedding(self.tokens[:, None], dec.model.text_model.embed_tokens.weight)
+        positions = self.offset + self.step * self.cache_position.float()
+        bias = decode_bias(self.mask & (self.rows <= self.cache_position))
+        logits = dec.layers_forward(embeds, positions, bias, self.cache_position, dec.rows)
+        self.cache_position.add_(1)
+        return logits
 
-    def __call__(self, inputs_embeds, positions, attention_mask, cache_position):
-        self.embeds.copy_(inputs_embeds)
-        self.positions.copy_(positions)
-        self.mask[:, : attention_mask.shape[1]] = attention_mask
-        self.mask[:, attention_mask.shape[1] :] = 0
-        self.cache_position.copy_(cache_position)
+    def begin(self, attention_mask, offset, step: float, length: int):
+        """attention_mask (B, capacity) for the prompt and every later token; offset (A, B, 1); decoding from
+        cache position `length`."""
+        self.mask.zero_()
+        self.mask[:, : attention_mask.shape[1]] = attention_mask.bool()
+        self.offset.copy_(offset)
+        self.step.fill_(step)
+        self.cache_position.fill_(length)
+
+    def __call__(self, tokens):
+        """tokens (B,) int64 on the device → the next logits (B, vocab) f32, valid until the next call."""
+        self.tokens.copy_(tokens)
+        if self.graph is None:
+            return self._step()
         self.graph.replay()
-        return self.logits.clone()
+        return self.logits

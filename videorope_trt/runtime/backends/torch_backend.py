@@ -7,7 +7,8 @@ Two paths over the same weights:
   * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
-    replays the decode step as a CUDA graph captured at `allocate`, and with `compile=True` fuses the decode
+    replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
+    one token stays eager), and with `compile=True` fuses the decode
     step's element-wise work with torch.compile.
 """
 
@@ -92,7 +93,7 @@ class TorchBackend(Backend):
             self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile)
             if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
                 with torch.no_grad():
-                    self.graphed = GraphedDecode(self.fast, batch, self.info.hidden_size, self.num_axes)
+                    self.graphed = GraphedDecode(self.fast, batch, self.num_axes)
             return
         shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
@@ -118,9 +119,18 @@ class TorchBackend(Backend):
 
         s, keys = inputs_embeds.shape[1], self.length + inputs_embeds.shape[1]
         cache_position = torch.arange(self.length, keys, device=inputs_embeds.device)
-        if s == 1 and self.graphed is not None:
-            return self.graphed(inputs_embeds, positions, attention_mask, cache_position)
         return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
+
+    def _begin_decode_impl(self, attention_mask, offset, step):
+        if self.graphed is not None:
+            self.graphed.begin(attention_mask, offset, step, self.length)
+
+    def _decode_step_impl(self, tokens):
+        if self.graphed is None:
+            return super()._decode_step_impl(tokens)
+        logits = self.graphed(tokens)  # the graph advances its own cache position
+        self.length += 1
+        return logits
 
     def synchronize(self):
         import torch
