@@ -21,6 +21,7 @@ import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
 
     from videorope_trt.runtime.backends import ModelInfo
     from videorope_trt.runtime.backends.torch_backend import TorchBackend
-    from videorope_trt.runtime.generate import GenerationConfig, encode_video, generate
+    from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
     backend = TorchBackend(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph, compile=compile)
@@ -149,19 +150,57 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     config = GenerationConfig(max_new_tokens=decode_tokens, prefill_chunk=args.prefill_chunk,
                               vision_chunk=args.vision_chunk, stop_at_eos=False)
     start = time.perf_counter()
-    # warm-up at the measured cache size, so that compiled shapes and cuBLAS handles exist before timing
-    warm = GenerationConfig(max_new_tokens=4, max_context=len(ids) + decode_tokens, stop_at_eos=False)
-    generate(backend, [ids[:20]], None, warm)
-    encode_video(backend, pixels[: grid[1] * grid[2]], (1, grid[1], grid[2]))
+    # warm-up on the measured inputs, as transformers' is (its `generate` runs twice on them first): kernel
+    # selection, allocator segments and compiled shapes of the full-size vision, prefill and decode exist before
+    # timing
+    generate(backend, [ids], video, replace(config, max_new_tokens=4))
     warmup_s = time.perf_counter() - start
     backend.allocate(1, 1)  # free the warm-up cache before measuring the peak
     _reset_peak(device)
     tm = generate(backend, [ids], video, config).timings
-    return {"ttft_s": tm["ttft_s"], "decode_tok_s": tm["decode_tokens"] / tm["decode_s"],
-            "vision_ms_per_frame": 1000 * tm["vision_s"] / frames, "prefill_tok_s": len(ids) / tm["prefill_s"],
-            "vision_s": tm["vision_s"], "prefill_s": tm["prefill_s"], "decode_s": tm["decode_s"],
-            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
-            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None}
+    out = {"ttft_s": tm["ttft_s"], "decode_tok_s": tm["decode_tokens"] / tm["decode_s"],
+           "vision_ms_per_frame": 1000 * tm["vision_s"] / frames, "prefill_tok_s": len(ids) / tm["prefill_s"],
+           "vision_s": tm["vision_s"], "prefill_s": tm["prefill_s"], "decode_s": tm["decode_s"],
+           "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
+           "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
+           "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk}
+    if backend.graphed is not None:
+        out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
+    return out
+
+
+def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50) -> dict:
+    """Where a decode step's time goes: the graph's replay time alone (no sampling, no host work), and the
+    kernels inside it (count and summed device time, from the profiler): replay − kernel time = launch gaps."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graphed.cache_position.fill_(length)  # every replay at the prompt's end: stays inside the cache
+        graphed.graph.replay()
+    end.record()
+    end.synchronize()
+    out = {"graph_step_ms": start.elapsed_time(end) / replays}
+    if not kernels:
+        return out
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                graphed.cache_position.fill_(length)
+                graphed.graph.replay()
+            torch.cuda.synchronize()
+        rows = prof.key_averages()
+        dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
+        kernels = [e for e in rows if dev(e) > 0 and not e.key.startswith(("Memset", "Memcpy", "cudaGraph"))]
+        out["kernels_per_step"] = sum(e.count for e in kernels) / 3
+        out["kernel_ms_per_step"] = sum(dev(e) for e in kernels) / 3 / 1000
+        top = sorted(kernels, key=dev, reverse=True)[:12]
+        out["top_kernels"] = [{"name": e.key[:90], "count_per_step": e.count / 3, "ms_per_step": dev(e) / 3000}
+                              for e in top]
+    except Exception as e:  # the profiler is an extra: its failure leaves the timings
+        out["profile_error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
 
 
 def bench_transformers(hf, ids, pixels, grid, decode_tokens, device, setting: str) -> dict:
@@ -260,7 +299,8 @@ def main(argv=None) -> int:
     ap.add_argument("--dtype", default="bfloat16", help="bfloat16, float16 or float32")
     ap.add_argument("--frame-side", type=int, default=448, help="frame side in pixels (448: 256 tokens per slice)")
     ap.add_argument("--prefill-chunk", type=int, default=4096)
-    ap.add_argument("--vision-chunk", type=int, default=8)
+    ap.add_argument("--vision-chunk", type=int, default=64, help="temporal slices per vision call")
+    ap.add_argument("--profile", action="store_true", help="list the decode graph's kernels (torch.profiler)")
     ap.add_argument("--hf-settings", default="default,static", help="transformers settings to compare: default, static")
     ap.add_argument("--hf-static-tokens", type=int, default=16,
                     help="tokens for transformers' static cache (it may recompile every step)")
@@ -289,6 +329,11 @@ def main(argv=None) -> int:
               + "\n| setting | TTFT s | decode tok/s | peak GB |\n|---|---|---|---|")
         for key in [k for k, v in r.items() if isinstance(v, dict)]:
             print(_row(key, r[key]))
+        for key, v in r.items():
+            if isinstance(v, dict) and "graph_step_ms" in v:
+                print(f"{key}: vision {v['vision_s']:.3f} s, prefill {v['prefill_s']:.3f} s, decode graph step "
+                      f"{v['graph_step_ms']:.3f} ms ({1000 / v['graph_step_ms']:.0f} tok/s), kernels/step "
+                      f"{v.get('kernels_per_step', '-')}, kernel ms/step {v.get('kernel_ms_per_step', '-')}")
         sys.stdout.flush()
     return 0
 
