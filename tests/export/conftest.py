@@ -6,7 +6,7 @@ export)."""
 import pytest
 from _export_cases import LAST_ONLY, VARIANTS
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.fixture(scope="session")

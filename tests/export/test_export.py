@@ -9,8 +9,8 @@ import numpy as np
 import onnx
 import pytest
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import torch
+import onnxruntime as ort
 
 from videorope_trt.export.exporter import ExportConfig, export_checkpoint  # noqa: E402
 from videorope_trt.export.parity import ParityRequest, validate  # noqa: E402

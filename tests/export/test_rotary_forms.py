@@ -5,8 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-torch = pytest.importorskip("torch")
-ort = pytest.importorskip("onnxruntime")
+import torch
+import onnxruntime as ort
 
 from videorope_trt.export import rotary  # noqa: E402
 from videorope_trt.plugins import ort_op, torch_op  # noqa: E402

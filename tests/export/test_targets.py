@@ -8,7 +8,7 @@ import pytest
 
 from _export_cases import LAST_ONLY, VARIANTS
 
-torch = pytest.importorskip("torch")
+import torch
 
 from videorope_trt.export.parity import ParityRequest, validate  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 
 @pytest.fixture(scope="session")

@@ -15,9 +15,9 @@ import pytest
 
 from videorope_trt.rope import batch_positions, position_ids, segments_from_tokens
 
-torch = pytest.importorskip("torch")
-qwen2_vl = pytest.importorskip("transformers.models.qwen2_vl.modeling_qwen2_vl")
-qwen25_vl = pytest.importorskip("transformers.models.qwen2_5_vl.modeling_qwen2_5_vl")
+import torch
+import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen25_vl
 from transformers import Qwen2_5_VLConfig, Qwen2VLConfig  # noqa: E402
 
 IMG, VID, TXT, PAD, MERGE, TPS = 151655, 151656, 100, 0, 2, 2
@@ -136,7 +136,7 @@ def test_segments_from_tokens_errors(ids, images, match):
 @pytest.mark.parametrize("seed", range(6))
 def test_qwen3_matches_transformers(seed):
     """Qwen3-VL: timestamp text between slices; our segments take one t=1 grid per slice (repeated grids)."""
-    qwen3_vl = pytest.importorskip("transformers.models.qwen3_vl.modeling_qwen3_vl")
+    import transformers.models.qwen3_vl.modeling_qwen3_vl as qwen3_vl
     from transformers import Qwen3VLConfig
 
     rng = np.random.default_rng(100 + seed)

@@ -183,7 +183,7 @@ def test_engine_dir_checks_say_what_mismatched(tmp_path):
 
 
 def test_every_symbolic_dim_of_the_export_specs_has_a_range():
-    specs = pytest.importorskip("videorope_trt.export.specs")
+    from videorope_trt.export import specs
     dims = specs.ModelDims(num_layers=2, num_kv_heads=KV, head_dim=D, hidden_size=H, vocab_size=V, num_axes=4,
                            patch_dim=1176, spatial_merge_size=2)
     plan = plan_memory(MODELS_TINY, "h100", PlanRequest(max_context=1024, prefill_chunk=128))
@@ -220,7 +220,7 @@ def _rope_decoder(path) -> None:
 def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
     from pathlib import Path
 
-    pb = pytest.importorskip("videorope_trt.plugins.build")
+    import videorope_trt.plugins.build as pb
     headers = Path(__file__).resolve().parents[3] / "shared" / "third_party" / "tensorrt-11.1.0" / "include"
     try:
         pb.find_nvcc()
