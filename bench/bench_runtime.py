@@ -163,7 +163,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "vision_s": tm["vision_s"], "prefill_s": tm["prefill_s"], "decode_s": tm["decode_s"],
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
-           "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk}
+           "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
+           "prefill_native_gqa": backend.fast.native_gqa}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
     return out

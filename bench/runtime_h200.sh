@@ -40,7 +40,7 @@ for s in $STEPS; do
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
     2b8k16k) step 120 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --profile --out "$OUT/2b816" ;;
-    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 32 --prefill-chunk 2048 --out "$OUT/7b32k" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph,compile --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 32 --prefill-chunk 2048 --out "$OUT/7b32k" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

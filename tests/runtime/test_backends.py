@@ -381,3 +381,20 @@ def test_device_side_decode_step_matches_forward(tiny):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
         assert torch.equal(step.offset + step.step * (step.cache_position.float() - 1), want_pos)
         tok = a.argmax(-1)
+
+
+def test_prefill_attention_one_kv_head_at_a_time_matches_the_model_decoder(tiny):
+    # the form used where SDPA takes no grouped-query heads: same logits as the model's own decoder
+    fast, ref = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(6)
+    embeds = torch.randn(2, 21, fast.info.hidden_size, generator=g)
+    pos = torch.arange(21, dtype=torch.float32).expand(3, 2, 21).contiguous()
+    for mask in (torch.ones(2, 21, dtype=torch.int64), torch.tensor([[1] * 21, [0] * 5 + [1] * 16])):
+        for be in (fast, ref):
+            be.allocate(2, 32)
+        fast.fast.native_gqa = False
+        for s0, s1 in ((0, 8), (8, 21)):
+            a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+            b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+        assert fast.fast.native_gqa is False

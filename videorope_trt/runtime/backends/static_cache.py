@@ -142,9 +142,16 @@ class StaticCacheDecoder:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
             except RuntimeError:
                 self.native_gqa = False
-        groups = q.shape[1] // self.kv_heads
-        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        # one KV head at a time, its query heads against a broadcast (not copied) view: at most one head's
+        # K/V is ever repeated, where repeating all of them costs (B, Hq, keys, D) twice at the last chunk
+        b, g = q.shape[0], q.shape[1] // self.kv_heads
+        out = torch.empty_like(q)
+        for j in range(self.kv_heads):
+            kj = k[:, j : j + 1].expand(b, g, keys, self.head_dim)
+            vj = v[:, j : j + 1].expand(b, g, keys, self.head_dim)
+            out[:, j * g : (j + 1) * g] = F.scaled_dot_product_attention(q[:, j * g : (j + 1) * g], kj, vj,
+                                                                           attn_mask=mask, scale=scale)
+        return out
 
     def _attention(self, i, attn, h, positions, cache_position, mask, keys):
         b, s, _ = h.shape
