@@ -2,8 +2,6 @@
 
 import pytest
 
-import torch
-
 
 @pytest.fixture(scope="session")
 def tiny_ckpt(tmp_path_factory):
@@ -26,12 +24,3 @@ def load_tiny(tiny_ckpt):
         return cache[key]
 
     return load
-
-
-@pytest.fixture(scope="session", autouse=True)
-def one_thread():
-    # Tiny matrices: intra-op threads only contend on the shared CI cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)

@@ -15,14 +15,6 @@ from videorope_trt.runtime.generate import GenerationConfig, generate
 GRID = (3, 4, 6)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny matrices: intra-op threads only contend on shared CI cores
-    yield
-    torch.set_num_threads(before)
-
-
 # -- cross-backend parity ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -34,7 +26,6 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module", params=["decomposed", "plugin"])
 def artifact(request, tiny, tmp_path_factory):
-    pytest.importorskip("onnxruntime")
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
     out = tmp_path_factory.mktemp(f"art-{request.param}") / "out"

@@ -7,25 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-models = pytest.importorskip("videorope_trt.models")
-
-from videorope_trt import rope  # noqa: E402
-from videorope_trt.runtime import streaming  # noqa: E402
-from videorope_trt.runtime.backends.torch_backend import TorchBackend  # noqa: E402
-from videorope_trt.runtime.generate import (  # noqa: E402
+from videorope_trt import models, rope
+from videorope_trt.runtime import streaming
+from videorope_trt.runtime.backends.torch_backend import TorchBackend
+from videorope_trt.runtime.generate import (
     GenerationConfig, build_positions, encode_video, generate, left_pad, prefill, embed_prompts)
 
 GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 18 video tokens
 QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # Tiny matrices: torch's intra-op threads only contend on the shared CI cores (25x slower there).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
