@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runtime import CONFIGS, build_models, model_config  # noqa: E402
+from bench_runtime import CONFIGS, build_models, model_config
 
 GB = 1e9
 

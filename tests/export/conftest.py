@@ -6,8 +6,6 @@ export)."""
 import pytest
 from _export_cases import LAST_ONLY, VARIANTS
 
-import torch
-
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory):

@@ -7,13 +7,11 @@ import shutil
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 
-import torch
-import onnxruntime as ort
-
-from videorope_trt.export.exporter import ExportConfig, export_checkpoint  # noqa: E402
-from videorope_trt.export.parity import ParityRequest, validate  # noqa: E402
+from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+from videorope_trt.export.parity import ParityRequest, validate
 
 SHORT = dict(backends=("torch", "onnxruntime"), video_seconds=4.0, decode_steps=2)
 

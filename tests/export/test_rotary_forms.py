@@ -8,10 +8,10 @@ import pytest
 import torch
 import onnxruntime as ort
 
-from videorope_trt.export import rotary  # noqa: E402
-from videorope_trt.plugins import ort_op, torch_op  # noqa: E402
-from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs  # noqa: E402
-from videorope_trt.rope.apply import video_rope_numpy  # noqa: E402
+from videorope_trt.export import rotary
+from videorope_trt.plugins import ort_op, torch_op
+from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs
+from videorope_trt.rope.apply import video_rope_numpy
 
 TOL = 2e-6  # fp32, |x| ~ 1: the forms compute the angle in fp32, the reference in float64
 

@@ -8,9 +8,7 @@ import pytest
 
 from _export_cases import LAST_ONLY, VARIANTS
 
-import torch
-
-from videorope_trt.export.parity import ParityRequest, validate  # noqa: E402
+from videorope_trt.export.parity import ParityRequest, validate
 
 #: (precision) -> (max relative error, min cosine) that every decoder output must meet over all steps
 TARGETS = {"fp32": (1e-5, 0.99999), "fp16": (5e-2, 0.999)}

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from videorope_trt.plugins import build as plugin_build
-
 REPO = Path(__file__).resolve().parents[2]
 HEADER_VERSIONS = ("10.3.0", "10.13.3", "11.1.0")
 #: One architecture keeps the shared build fast; the resource test covers the deployment architectures.

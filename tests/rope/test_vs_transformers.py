@@ -18,7 +18,7 @@ from videorope_trt.rope import batch_positions, position_ids, segments_from_toke
 import torch
 import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
 import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen25_vl
-from transformers import Qwen2_5_VLConfig, Qwen2VLConfig  # noqa: E402
+from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
 IMG, VID, TXT, PAD, MERGE, TPS = 151655, 151656, 100, 0, 2, 2
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.torch_op import apply as video_rope
 
 

@@ -16,7 +16,7 @@ the logits visibly.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from videorope_trt.atomic import atomic_dir

@@ -117,7 +117,7 @@ class TorchBackend(Backend):
     def _static_forward(self, inputs_embeds, positions, attention_mask):
         import torch
 
-        s, keys = inputs_embeds.shape[1], self.length + inputs_embeds.shape[1]
+        keys = self.length + inputs_embeds.shape[1]
         cache_position = torch.arange(self.length, keys, device=inputs_embeds.device)
         return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
 

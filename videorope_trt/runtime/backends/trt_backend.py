@@ -105,8 +105,6 @@ class TrtBackend(Backend):
     name = "tensorrt"
 
     def __init__(self, trt, engine_dir: Path, embeddings, info: ModelInfo, plan, device="cuda"):
-        import torch
-
         super().__init__(info, device)
         self.trt = trt
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
