@@ -9,11 +9,9 @@ those options writes. Useful to compare forms (the benchmark says which is faste
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from videorope_trt.atomic import atomic_dir
 from videorope_trt.export import manifest as mf
 
 
@@ -43,10 +41,7 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
     _check_source(manifest, form, precision)
     if dst.exists():
         raise FileExistsError(f"derive: {dst} exists; expected a new directory")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.derive-", dir=dst.parent))
-    os.chmod(tmp, 0o755)
-    try:
+    with atomic_dir(dst) as tmp:
         for name, entry in manifest["graphs"].items():
             model = onnx.load(str(src / entry["file"]))
             if precision != manifest["precision"]:
@@ -63,7 +58,4 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
                                 "rotary_form": form, "precision": precision,
                                 "export": {**manifest["export"], "rotary_form": form, "precision": precision},
                                 "derived_from": str(src.resolve())})
-        os.replace(tmp, dst)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return mf.read_manifest(dst)

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from videorope_trt.atomic import write_atomic
 
 FORMAT_VERSION = 1
 KIND = "videorope-trt-export"
@@ -43,11 +44,8 @@ def tool_versions() -> dict:
 
 
 def write_manifest(out_dir, manifest: dict) -> Path:
-    path = Path(out_dir) / NAME
-    tmp = path.with_name(f".{NAME}.tmp")
-    tmp.write_text(json.dumps({"format_version": FORMAT_VERSION, "kind": KIND, **manifest}, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
+    return write_atomic(Path(out_dir) / NAME,
+                        json.dumps({"format_version": FORMAT_VERSION, "kind": KIND, **manifest}, indent=2) + "\n")
 
 
 def read_manifest(out_dir) -> dict:
