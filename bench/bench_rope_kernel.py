@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -143,6 +142,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
+    from videorope_trt.atomic import write_atomic
     from videorope_trt.plugins.cuda import load
 
     lib = load(args.lib)
@@ -159,9 +159,7 @@ def main(argv=None) -> int:
                   flush=True)
     meta = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "command": " ".join(sys.argv)}
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    os.replace(tmp, args.out)
+    write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=1))
     return 0
 
 

@@ -17,6 +17,8 @@ import os
 import sys
 from pathlib import Path
 
+from videorope_trt.atomic import write_atomic
+
 
 def rtx_env(link_dir: Path) -> dict:
     """Environment for a child process in which TensorRT-RTX's parser can open `libtensorrt_rtx.so`."""
@@ -82,9 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profiles", default="{}", help='JSON {input: [min, opt, max]} shapes')
     args = ap.parse_args(argv)
     report = build(args.plugin, args.model, args.cc.split(","), json.loads(args.profiles))
-    tmp = Path(args.report + ".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, args.report)
+    write_atomic(args.report, json.dumps(report, indent=1))
     return 0
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videorope_trt.atomic import write_atomic
 from videorope_trt.plugins import build as plugin_build
 from videorope_trt.plugins.contract import LAYOUT_BHSD, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
@@ -246,9 +247,7 @@ def main(argv=None) -> int:
               f"max_abs={r['max_abs_err']:.2e} unwritten={r['unwritten']} over={r['over_bound']}", flush=True)
     report = {"trt_include": str(args.trt_include), "fields": driver.fields(plugin), "cases": results,
               "passed": all(r["passed"] for r in results)}
-    tmp = args.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(report, indent=1))
-    os.replace(tmp, args.out)
+    write_atomic(args.out, json.dumps(report, indent=1))
     print(f"{sum(r['passed'] for r in results)}/{len(results)} cases passed")
     return 0 if report["passed"] else 1
 
