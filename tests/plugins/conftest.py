@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from plugin_env import HEADER_VERSIONS, TEST_ARCHS, headers_root
+from plugin_env import HEADER_VERSIONS, TEST_ARCHS, header_dir
 
 from videorope_trt.plugins import build as plugin_build
 
@@ -32,7 +32,7 @@ def plugin_libs(nvcc, kernel_object, tmp_path_factory) -> dict:
 
     libs = {}
     for version in HEADER_VERSIONS:
-        path = headers_root() / f"tensorrt-{version}" / "include"
+        path = header_dir(version)
         if not (path / "NvInferRuntime.h").is_file():
             continue
         out = tmp_path_factory.mktemp(f"trt-{version}")

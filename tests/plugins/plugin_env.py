@@ -21,8 +21,13 @@ def headers_root() -> Path:
     return Path(os.environ.get("VIDEOROPE_TRT_HEADERS", REPO.parent / "shared" / "third_party"))
 
 
+def header_dir(version: str) -> Path:
+    """The include folder of one TensorRT header set (it may be absent)."""
+    return headers_root() / f"tensorrt-{version}" / "include"
+
+
 def trt_include(version: str) -> Path:
-    path = headers_root() / f"tensorrt-{version}" / "include"
+    path = header_dir(version)
     if not (path / "NvInferRuntime.h").is_file():
         pytest.skip(f"TensorRT {version} headers not found at {path} (set VIDEOROPE_TRT_HEADERS)")
     return path

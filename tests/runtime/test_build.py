@@ -218,10 +218,13 @@ def _rope_decoder(path) -> None:
 @pytest.mark.rtx
 @pytest.mark.nvcc
 def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
+    import os
     from pathlib import Path
 
     import videorope_trt.plugins.build as pb
-    headers = Path(__file__).resolve().parents[3] / "shared" / "third_party" / "tensorrt-11.1.0" / "include"
+    # the header sets the plugin tests use (tests/plugins/plugin_env.py)
+    root = Path(os.environ.get("VIDEOROPE_TRT_HEADERS", Path(__file__).resolve().parents[3] / "shared" / "third_party"))
+    headers = root / "tensorrt-11.1.0" / "include"
     try:
         pb.find_nvcc()
     except pb.BuildError as e:
