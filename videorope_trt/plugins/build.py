@@ -1,6 +1,7 @@
 """Compile the VideoRope plugin library (CUDA kernel + TensorRT IPluginV3) with nvcc, without CMake.
 
-    python -m videorope_trt.plugins.build --out build/plugins --trt-include /usr/include/x86_64-linux-gnu
+    videorope-trt build-plugin --out build/plugins --trt-include /usr/include/x86_64-linux-gnu
+    (or python -m videorope_trt.plugins.build with the same options)
 
 Two libraries can come out of `csrc/`:
 - `libvideorope_trt_plugins.so`: kernel + plugin, exports `getCreators`/`setLoggerFinder` (TensorRT loads it) and
