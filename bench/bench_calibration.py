@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import gc
 import json
 import platform
 import resource
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
         for text in args.precisions.split(","):
             results.append(run_row(ckpt, text, calib, held, reference, args.greedy_tokens))
             print(json.dumps(results[-1]), flush=True)
+            gc.collect()  # the previous row's model must be gone before the next one is built
     meta = {"date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
             "command": " ".join(sys.argv), "layers": args.layers, "parameters": n_params,
             "calibration_samples": len(calib), "held_out_tokens": held[0].num_tokens,
