@@ -15,15 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from videorope_trt.export.manifest import read_manifest  # the checked reader; the TensorRT backend uses it too
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-
-
-
-def read_manifest(artifact) -> dict:
-    path = Path(artifact) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{artifact} has no manifest.json; expected an artifact directory written by `videorope-trt export`")
-    return json.loads(path.read_text())
 
 
 def checkpoint_of(artifact, manifest: dict) -> Path:
@@ -55,11 +48,10 @@ def load_embedding_table(ckpt):
     """The token embedding matrix (vocab, hidden) from the checkpoint's safetensors (sharded or not)."""
     from safetensors import safe_open
 
-    ckpt = Path(ckpt)
-    index = ckpt / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
-    for name in files:
-        with safe_open(str(ckpt / name), framework="pt") as f:
+    from videorope_trt.models.loading import weight_files
+
+    for path in weight_files(ckpt):
+        with safe_open(str(path), framework="pt") as f:
             for key in f.keys():
                 if key.endswith("embed_tokens.weight"):
                     return f.get_tensor(key)
