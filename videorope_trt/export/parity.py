@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from videorope_trt.atomic import write_atomic
 from videorope_trt.export.manifest import read_manifest
 
 
@@ -264,9 +265,7 @@ def validate(req: ParityRequest) -> dict:
               "prefill_tokens": int(prompt.ids.shape[1]),
               "media_tokens": {k: m.tokens for k, m in prompt.media.items()}, "layout": req.layout,
               "divergence": divergence, "commands": lines}
-    tmp = parity / ".report.json.tmp"
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    tmp.replace(parity / "report.json")
+    write_atomic(parity / "report.json", json.dumps(report, indent=2) + "\n")
     _print(rows, tol, skipped, lines)
     print(f"greedy tokens equal: {greedy}; polygraphy comparator: {'pass' if poly['passed'] else 'FAIL'}")
     for d in divergence:
