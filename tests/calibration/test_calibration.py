@@ -15,8 +15,8 @@ pytest.importorskip("modelopt.torch.quantization")
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
-from videorope_trt.calibration import data, export, qdq, quantize, report  # noqa: E402
-from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_model_on, prepare_samples  # noqa: E402
+from videorope_trt.calibration import data, qdq, quantize, report  # noqa: E402
+from videorope_trt.calibration.pipeline import CalibrationConfig, prepare_samples  # noqa: E402
 from videorope_trt.cli import main  # noqa: E402
 
 # Targets of the issue (fp32 reference, held-out video); FP8 has no target there, this one is ours.
