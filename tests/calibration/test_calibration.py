@@ -263,6 +263,15 @@ def test_another_checkpoints_directory_is_refused(inputs, tmp_path):
         art.check_out_dir(tmp_path, inputs["ckpt"])
 
 
+def test_graphs_of_one_directory_share_its_rope():
+    from videorope_trt.calibration import artifact as art
+
+    manifest = {"rope": {"variant": "videorope", "delta": 2.0}, "export": {"variant": None, "delta": 2.0}}
+    assert art.rope_choice(manifest, None) == {"variant": "videorope", "rope_params": {"delta": 2.0}}
+    with pytest.raises(ValueError, match="variant 'm_rope': the export in this directory uses 'videorope'"):
+        art.rope_choice(manifest, "m_rope")
+
+
 def test_smoothquant_alpha_reaches_modelopt():
     assert quantize.modelopt_config(quantize.MODES["int8-sq"])["algorithm"] == {"method": "smoothquant", "alpha": 0.5}
     assert quantize.modelopt_config(quantize.MODES["int8-sq"], alpha=1.0)["algorithm"]["alpha"] == 1.0
