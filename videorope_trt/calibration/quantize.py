@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing torch here would make `calibrate --help` heavy
+    from videorope_trt.calibration.qdq import QDQLinear
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,7 @@ def _save(model, path: Path, raw_data: Path | None) -> None:
                 if entry.key == "location":
                     entry.value = data.name
         os.replace(raw_data, data)
+        os.chmod(data, 0o644)  # the exporter's temporary file is private; artifacts are for sharing
         onnx.save_model(model, str(path))
     else:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,

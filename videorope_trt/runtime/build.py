@@ -22,7 +22,7 @@ from videorope_trt.atomic import write_atomic
 from videorope_trt.export.manifest import read_manifest
 from videorope_trt.plugins.contract import OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 from videorope_trt.runtime import trt as trtmod
-from videorope_trt.runtime.plan import MemoryPlan, PlanRequest, plan_memory, resolve_model, ModelDims
+from videorope_trt.runtime.plan import MemoryPlan, PlanRequest, plan_memory, ModelDims
 from videorope_trt.runtime.presets import get_preset
 
 ENGINE_FORMAT = 1
