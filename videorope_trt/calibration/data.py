@@ -93,8 +93,8 @@ def make_samples(ckpt_dir, videos: list, prompts: list, settings: VideoSettings,
     return samples
 
 
-def prefill(model, sample: Sample):
-    """Logits (1, L, vocab) of the whole prompt, through the model's own positions, embedding and decoder."""
+def _first_prefill(model, sample: Sample):
+    """(inputs_embeds, positions, attention_mask) of the sample's whole prompt, as the runtime builds them."""
     import torch
 
     ids = torch.as_tensor(sample.input_ids)
@@ -103,7 +103,16 @@ def prefill(model, sample: Sample):
     with torch.no_grad():
         bp = model.positions(ids, None, grid, mask, fps=sample.fps)
         embeds = model.embed(ids, pixel_values_videos=torch.as_tensor(sample.pixel_values), video_grid_thw=grid)
-        logits, _ = model.decoder(embeds, torch.as_tensor(np.asarray(bp.positions), dtype=torch.float32), mask)
+    return embeds, torch.as_tensor(np.asarray(bp.positions), dtype=torch.float32), mask
+
+
+def prefill(model, sample: Sample):
+    """Logits (1, L, vocab) of the whole prompt, through the model's own positions, embedding and decoder."""
+    import torch
+
+    embeds, positions, mask = _first_prefill(model, sample)
+    with torch.no_grad():
+        logits, _ = model.decoder(embeds, positions, mask)
     return logits
 
 
@@ -122,13 +131,5 @@ def greedy(model, sample: Sample, max_new_tokens: int):
 
 def decoder_feed(model, sample: Sample) -> dict:
     """The exported decoder graph's inputs for a first prefill of this sample (no past): numpy arrays."""
-    import torch
-
-    ids = torch.as_tensor(sample.input_ids)
-    grid = torch.as_tensor(sample.grid_thw).reshape(1, 3)
-    mask = torch.ones_like(ids)
-    with torch.no_grad():
-        bp = model.positions(ids, None, grid, mask, fps=sample.fps)
-        embeds = model.embed(ids, pixel_values_videos=torch.as_tensor(sample.pixel_values), video_grid_thw=grid)
-    return {"inputs_embeds": embeds.float().numpy(), "positions": np.asarray(bp.positions, np.float32),
-            "attention_mask": mask.numpy()}
+    embeds, positions, mask = _first_prefill(model, sample)
+    return {"inputs_embeds": embeds.float().numpy(), "positions": positions.numpy(), "attention_mask": mask.numpy()}
