@@ -12,20 +12,20 @@ Attention inside a block must not cross frames. The stock sdpa path splits by `c
 "flash" path instead hands `cu_seqlens` and every extra keyword to the registered attention function. We register
 one attention function under a name containing "flash" (transformers' `AttentionInterface`, the sanctioned
 extension point) that ignores the sequence boundaries and runs `sdpa_attention_forward` with the dense bias, and
-select it on the vision config only for the duration of a `VisionGraph` forward (`_attention_implementation`
-restores the previous choice on exit). This relies on the branch structure of transformers 5.24's
-`VisionAttention.forward`; tests pin it by comparing against the stock tower.
+select it on the vision config only for the duration of a `VisionGraph` forward (`attention_implementation`,
+shared with the runtime's batched attention in `videorope_trt.models.vision_attention`, restores the previous
+choice on exit). This relies on the branch structure of transformers 5.24's `VisionAttention.forward`; tests pin
+it by comparing against the stock tower.
 
 The bias is dense (N × N): encode long videos a few frames per call (N stays a multiple of merge²).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-
 import numpy as np
 import torch
+
+from videorope_trt.models import vision_attention
 
 ATTENTION_NAME = "videorope_trt_flash_segment_bias"
 
@@ -40,22 +40,8 @@ def _segment_attention(module, query, key, value, attention_mask=None, scaling=N
     return sdpa_attention_forward(module, query, key, value, bias, dropout=dropout, scaling=scaling, is_causal=False)
 
 
-@functools.cache  # transformers keeps one process-wide table of attention functions: register once
 def register_attention() -> str:
-    from transformers import AttentionInterface
-
-    AttentionInterface.register(ATTENTION_NAME, _segment_attention)
-    return ATTENTION_NAME
-
-
-@contextlib.contextmanager
-def _attention_implementation(config, name: str):
-    previous = config._attn_implementation
-    config._attn_implementation = name
-    try:
-        yield
-    finally:
-        config._attn_implementation = previous
+    return vision_attention.register_attention(ATTENTION_NAME, _segment_attention)
 
 
 class VisionGraph(torch.nn.Module):
@@ -78,7 +64,7 @@ class VisionGraph(torch.nn.Module):
         bias = torch.where(same, 0.0, low).to(hidden.dtype)[None, None]  # (1, 1, N, N)
         # `cu_seqlens` is unused by the segment attention; max_seqlen=1 keeps transformers from calling .item()
         boundaries = torch.zeros(2, dtype=torch.int32, device=hidden.device)
-        with _attention_implementation(v.config, ATTENTION_NAME):
+        with vision_attention.attention_implementation(v.config, ATTENTION_NAME):
             for blk in v.blocks:
                 hidden = blk(hidden, cu_seqlens=boundaries, max_seqlen=1, position_embeddings=position_embeddings,
                              segment_bias=bias)

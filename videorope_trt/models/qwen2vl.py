@@ -44,8 +44,14 @@ class VideoRopeQwen2VL(nn.Module):
         return self.hf.lm_head.weight.dtype
 
     def vision(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
-        """Patches (N, C*tp*p*p) + grid (n, 3) in patches → merged visual embeddings (N / merge², hidden)."""
-        return self.visual(pixel_values.to(self.dtype), grid_thw=grid_thw).pooler_output
+        """Patches (N, C*tp*p*p) + grid (n, 3) in patches → merged visual embeddings (N / merge², hidden).
+
+        The stock tower's modules, with the slices of equal size attended in one SDPA call instead of one per
+        slice and layer (`vision_attention.batched_slices_attention`).
+        """
+        from videorope_trt.models.vision_attention import batched_vision
+
+        return batched_vision(self.visual, pixel_values.to(self.dtype), grid_thw)
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
         """Token embeddings with each image / video placeholder token replaced by its visual embedding."""
