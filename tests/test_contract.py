@@ -115,3 +115,20 @@ def test_onnx_attributes_cover_declared_plugin_fields():
     attrs = RotaryAttrs().onnx_attributes()
     assert {name for name, _ in VIDEO_ROPE.fields} | {"plugin_namespace", "plugin_version"} == set(attrs)
     assert attrs["plugin_namespace"] == "videorope" and attrs["plugin_version"] == "1"
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_torch_op_runs_inside_a_cuda_graph_capture():
+    # Capture forbids device→host reads: the op must not read axis_map's values back when it lives on the GPU.
+    rng = np.random.default_rng(3)
+    x, pos, inv, amap = _inputs(rng, (1, 2, 4, 16), 8, 3)
+    want = VideoRope(x, pos, inv, amap)
+    args = [torch.from_numpy(a).cuda() for a in (x, pos, inv, amap)]
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = apply(*args)
+    graph.replay()
+    torch.cuda.synchronize()
+    np.testing.assert_allclose(out.cpu().numpy(), want, rtol=2e-6, atol=2e-6)

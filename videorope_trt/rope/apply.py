@@ -11,7 +11,9 @@ import numpy as np
 from videorope_trt.plugins.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
 
 
-def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs):
+def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs, map_len=None):
+    """Shapes always; the axis_map's values only when given (None: they live on a device, and reading them back
+    would synchronize, which a CUDA-graph capture forbids)."""
     if len(x_shape) != 4:
         raise ValueError(f"VideoRope: x must be 4-D (B,H,S,D) or (B,S,H,D), got shape {tuple(x_shape)}")
     b, s, d = x_shape[0], x_shape[2 if attrs.layout == LAYOUT_BHSD else 1], x_shape[3]
@@ -21,8 +23,11 @@ def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs):
         raise ValueError(f"VideoRope: positions (A, B, S) = {tuple(pos_shape)} does not match x's B={b}, S={s}")
     if 2 * f > d or f == 0:
         raise ValueError(f"VideoRope: inv_freq has {f} frequencies; expected 1..{d // 2} for head dim {d}")
-    if len(axis_map) != f:
-        raise ValueError(f"VideoRope: axis_map has {len(axis_map)} entries, inv_freq {f}; they must be equal")
+    n = len(axis_map) if axis_map is not None else map_len
+    if n != f:
+        raise ValueError(f"VideoRope: axis_map has {n} entries, inv_freq {f}; they must be equal")
+    if axis_map is None:
+        return
     amin, amax = int(np.min(axis_map)), int(np.max(axis_map))
     if amin < 0 or amax >= pos_shape[0]:
         raise ValueError(f"VideoRope: axis_map values must be in [0, {pos_shape[0]}), got range [{amin}, {amax}]")
@@ -64,7 +69,8 @@ def video_rope_torch(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = Rota
     import torch
 
     f = inv_freq.shape[0]
-    _check(tuple(x.shape), tuple(positions.shape), f, axis_map.detach().cpu().numpy(), attrs)
+    host_map = axis_map.detach().numpy() if axis_map.device.type == "cpu" else None
+    _check(tuple(x.shape), tuple(positions.shape), f, host_map, attrs, map_len=axis_map.shape[0])
     pos = positions.to(torch.float32)
     ang = pos[axis_map.long()].permute(1, 2, 0) * inv_freq.to(torch.float32)  # (B, S, F)
     cos, sin = (ang.cos() * attrs.scale).to(x.dtype), (ang.sin() * attrs.scale).to(x.dtype)
