@@ -6,7 +6,6 @@ make-tiny → make-video → positions → export → build (TensorRT-RTX, when 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import sys
@@ -36,10 +35,11 @@ def _trt_headers() -> Path | None:
 def _build_blocker(skip: bool) -> str | None:
     """Why the engine build step cannot run here, or None."""
     from videorope_trt.plugins.build import BuildError, find_nvcc
+    from videorope_trt.runtime import trt
 
     if skip:
         return "--skip-build given"
-    if importlib.util.find_spec("tensorrt_rtx_bindings") is None and importlib.util.find_spec("tensorrt_rtx") is None:
+    if not trt.available("rtx"):
         return "TensorRT-RTX is not installed (pip install -r requirements/rtx.txt)"
     try:
         find_nvcc()
