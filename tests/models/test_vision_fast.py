@@ -1,0 +1,66 @@
+"""`FusedVision` (the tower written out block by block) against transformers' stock tower on the same weights."""
+
+import pytest
+import torch
+
+from _model_inputs import PATCH_DIM, rel_err
+from videorope_trt.models.vision_fast import FusedVision, slice_ids
+
+GRIDS = [(5, 4, 6), (1, 4, 4), (2, 6, 4)]  # (t, h, w) in patches: video, image, portrait video
+
+
+def _pixels(n, seed=0):
+    return torch.randn(n, PATCH_DIM, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+def test_matches_stock_tower(load_tiny, grid):
+    visual = load_tiny().visual
+    pixels = _pixels(grid[0] * grid[1] * grid[2])
+    assert FusedVision.supports(visual) is None
+    with torch.no_grad():
+        ref = visual(pixels, grid_thw=torch.tensor([grid])).pooler_output
+        out = FusedVision(visual)(pixels, torch.tensor([grid]))
+    assert out.shape == ref.shape
+    assert rel_err(out, ref) <= 1e-5
+
+
+def test_bf16_matches_stock_tower(load_tiny):
+    """In bf16 the same roundings happen in the same places (fp32 rotation, bf16 elsewhere), up to the order of
+    the patch embedding's sums (a matrix product instead of a convolution)."""
+    import copy
+
+    visual = copy.deepcopy(load_tiny().visual).to(torch.bfloat16)
+    pixels = _pixels(3 * 4 * 6, seed=1)
+    with torch.no_grad():
+        ref = visual(pixels.to(torch.bfloat16), grid_thw=torch.tensor([[3, 4, 6]])).pooler_output
+        out = FusedVision(visual)(pixels, torch.tensor([[3, 4, 6]]))
+    assert rel_err(out.float(), ref.float()) <= 1e-3  # bf16 against fp32 differs by ~8e-3 here
+
+
+def test_slice_ids_follow_the_processor_order():
+    """Row and column of each patch, listed as the processor lays patches out: 2x2 blocks, row-major."""
+    ids = slice_ids(4, 6, 2).tolist()
+    expected = []
+    for br in range(2):
+        for bc in range(3):
+            for r in range(2):
+                for c in range(2):
+                    expected.append([2 * br + r, 2 * bc + c])
+    assert ids == expected
+
+
+def test_rejects_a_grid_that_does_not_match(load_tiny):
+    fused = FusedVision(load_tiny().visual)
+    with pytest.raises(ValueError, match=r"\(2, 4, 4\).*does not describe 40 patches"):
+        fused(_pixels(40), torch.tensor([[2, 4, 4]]))
+    with pytest.raises(ValueError, match="expected one grid"):
+        fused(_pixels(32), torch.tensor([[1, 4, 4], [1, 4, 4]]))
+
+
+def test_supports_names_what_it_lacks(load_tiny):
+    import copy
+
+    visual = copy.deepcopy(load_tiny().visual)
+    visual.config.hidden_act = "relu6"
+    assert "relu6" in FusedVision.supports(visual)
