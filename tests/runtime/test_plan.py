@@ -1,5 +1,6 @@
 """Memory plan: parameter counts against transformers' own Qwen2-VL modules (meta device, no weights), byte counts
-checked by hand, tightness of the largest context, and the errors that say what would fit."""
+checked by hand, tightness of the largest context, the errors that say what would fit, and what each runtime
+(TensorRT, ONNX Runtime, PyTorch) is counted as holding."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import math
 import pytest
 
 from videorope_trt.cli import main
-from videorope_trt.runtime.plan import MODELS, MemoryPlan, ModelDims, PlanRequest, plan_memory
+from videorope_trt.runtime.plan import MODELS, RUNTIMES, MemoryPlan, ModelDims, PlanRequest, plan_memory
 from videorope_trt.runtime.presets import GiB, MiB, PRESETS
 
 
@@ -144,3 +145,73 @@ def test_checkpoint_directory_and_cli(tmp_path, capsys):
     assert main(["plan", "qwen2-vl-2b", "--target", "agx-orin-64gb", "--precision", "fp8"]) == 2
     assert "does not support precision 'fp8'" in capsys.readouterr().err
     assert main(["plan", str(tmp_path / "missing"), "--target", "h100"]) == 2
+
+
+def _plans(model, target, **kw) -> dict:
+    return {rt: plan_memory(model, target, PlanRequest(runtime=rt, **kw)) for rt in sorted(RUNTIMES)}
+
+
+def test_torch_runtime_shares_a_tied_head_and_keeps_last_logits_only():
+    plans = _plans("qwen2-vl-2b", "orin-nx-16gb", precision="bf16", kv_precision="bf16", batch=2)
+    trt, torch_ = plans["tensorrt"], plans["torch"]
+    head = 151936 * 1536 * 2  # the tied lm_head in bf16: one copy fewer under PyTorch
+    chunk = 1024  # orin-nx-16gb's prefill chunk
+    logits = 2 * (chunk - 1) * 151936 * 4  # fp32 logits of every position but the last, for a batch of 2
+    assert trt.prefill_chunk == torch_.prefill_chunk == chunk
+    assert trt.decoder_weight_bytes - torch_.decoder_weight_bytes == head
+    assert trt.decoder_activation_bytes - torch_.decoder_activation_bytes == logits
+    assert trt.fixed_bytes - torch_.fixed_bytes == head + logits
+    assert trt.total_bytes - torch_.total_bytes == head + logits  # same context, same per-token cost
+    assert (trt.embedding_bytes, trt.per_token_bytes, trt.max_context) == (
+        torch_.embedding_bytes, torch_.per_token_bytes, torch_.max_context)
+    assert (trt.runtime, torch_.runtime) == ("tensorrt", "torch")
+    # ONNX Runtime runs the same decoder graph as TensorRT: the same numbers
+    assert plans["onnxruntime"] == MemoryPlan(**{**trt.__dict__, "runtime": "onnxruntime"})
+
+
+def test_untied_head_is_counted_by_every_runtime():
+    plans = _plans("qwen2-vl-7b", "agx-orin-64gb", precision="int8-wo")
+    trt, torch_ = plans["tensorrt"], plans["torch"]
+    assert not MODELS["qwen2-vl-7b"].tie_embeddings
+    assert trt.decoder_weight_bytes == torch_.decoder_weight_bytes  # lm_head 152064 x 3584 x 2 B in both
+    gemm = 28 * (2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944)
+    other = 28 * (3584 + 2 * 512 + 2 * 3584) + 3584
+    assert torch_.decoder_weight_bytes == gemm * 1 + other * 2 + 152064 * 3584 * 2
+    assert trt.decoder_activation_bytes - torch_.decoder_activation_bytes == (trt.prefill_chunk - 1) * 152064 * 4
+    # the smaller fixed cost leaves the torch plan at least as much context
+    assert torch_.capacity_context >= trt.capacity_context
+
+
+def test_default_runtime_is_tensorrt_and_old_plans_read_back():
+    assert PlanRequest().runtime == "tensorrt"
+    p = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(runtime="torch"))
+    d = json.loads(json.dumps(p.to_dict()))
+    assert d["runtime"] == "torch" and MemoryPlan.from_dict(d) == p
+    old = plan_memory("qwen2-vl-2b", "orin-nx-16gb").to_dict()
+    del old["runtime"]  # engine.json written before runtimes were told apart
+    back = MemoryPlan.from_dict(old)
+    assert back.runtime == "tensorrt" and back == plan_memory("qwen2-vl-2b", "orin-nx-16gb")
+    del old["max_context"]
+    with pytest.raises(ValueError, match=r"missing fields \['max_context'\]"):
+        MemoryPlan.from_dict(old)
+
+
+def test_unknown_runtime_names_the_known_ones():
+    with pytest.raises(ValueError, match=r"unknown runtime 'tflite'; expected one of \['onnxruntime', 'tensorrt', 'torch'\]"):
+        plan_memory("qwen2-vl-2b", "h100", PlanRequest(runtime="tflite"))
+
+
+def test_cli_runtime_flag(capsys):
+    args = ["plan", "qwen2-vl-2b", "--target", "orin-nx-16gb", "--precision", "bf16", "--json"]
+    for runtime in ("tensorrt", "torch"):
+        want = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(precision="bf16", runtime=runtime))
+        assert main(args + ["--runtime", runtime]) == 0
+        got = json.loads(capsys.readouterr().out)
+        assert got["runtime"] == runtime and got["total_bytes"] == want.total_bytes
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["runtime"] == "tensorrt"
+    assert main(args[:-1] + ["--runtime", "torch"]) == 0
+    assert "(torch runtime)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(args + ["--runtime", "tflite"])
+    assert "invalid choice: 'tflite'" in capsys.readouterr().err

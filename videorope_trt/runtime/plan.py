@@ -9,15 +9,15 @@
 The same plan gives the build its optimization profiles (prefill chunk, context, patches per chunk) and the
 runtime its KV cache size (`MemoryPlan.max_context`, `MemoryPlan.kv_cache_bytes`); engine.json stores it.
 Estimates assume TensorRT fuses attention (no (heads, S, T) score tensor); `fused_attention=False` counts one.
+What differs between runtimes (a separate lm_head copy, logits for a whole prefill chunk) is data: `RUNTIMES`.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import MISSING, asdict, dataclass, fields
 
+from videorope_trt.runtime.model_dims import MODELS, ModelDims, resolve_model  # noqa: F401  (plan's public names)
 from videorope_trt.runtime.presets import GiB, PRECISIONS, Preset, get_preset
 
 #: The prompt and answer text around the video, in tokens.
@@ -28,109 +28,36 @@ CONTEXT_ALIGN = 16
 
 
 @dataclass(frozen=True)
-class ModelDims:
-    """The shape numbers of a Qwen2-VL checkpoint that decide its memory."""
+class RuntimeCosts:
+    """What a runtime holds beyond what every runtime holds, as the plan counts it."""
 
     name: str
-    hidden: int
-    layers: int
-    heads: int
-    kv_heads: int
-    head_dim: int
-    intermediate: int
-    vocab: int
-    tie_embeddings: bool
-    max_positions: int
-    vision_depth: int
-    vision_dim: int
-    vision_heads: int
-    vision_mlp_ratio: int
-    patch_size: int = 14
-    temporal_patch_size: int = 2
-    merge_size: int = 2
-    in_channels: int = 3
-
-    @classmethod
-    def from_config(cls, cfg: dict, name: str = "checkpoint") -> "ModelDims":
-        """From a Qwen2-VL config.json (text fields at the top level or under `text_config`)."""
-        t = {**cfg, **cfg.get("text_config", {})}
-        v = cfg.get("vision_config")
-        if v is None or "hidden_size" not in t:
-            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys {sorted(cfg)}")
-        return cls(
-            name=name, hidden=t["hidden_size"], layers=t["num_hidden_layers"], heads=t["num_attention_heads"],
-            kv_heads=t.get("num_key_value_heads", t["num_attention_heads"]),
-            head_dim=t.get("head_dim") or t["hidden_size"] // t["num_attention_heads"],
-            intermediate=t["intermediate_size"], vocab=t["vocab_size"],
-            tie_embeddings=bool(cfg.get("tie_word_embeddings", t.get("tie_word_embeddings", False))),
-            max_positions=t.get("max_position_embeddings", 32768),
-            vision_depth=v["depth"], vision_dim=v["embed_dim"], vision_heads=v["num_heads"],
-            vision_mlp_ratio=int(v.get("mlp_ratio", 4)), patch_size=v.get("patch_size", 14),
-            temporal_patch_size=v.get("temporal_patch_size", 2), merge_size=v.get("spatial_merge_size", 2),
-            in_channels=v.get("in_channels", v.get("in_chans", 3)),
-        )
-
-    # Parameter counts (GEMM weights are what quantization shrinks; the rest stays in float).
-    @property
-    def kv_dim(self) -> int:
-        return self.kv_heads * self.head_dim
-
-    def llm_gemm_params(self) -> int:
-        h, k = self.hidden, self.kv_dim
-        per_layer = 2 * h * self.heads * self.head_dim + 2 * h * k + 3 * h * self.intermediate
-        return self.layers * per_layer
-
-    def llm_other_params(self) -> int:
-        per_layer = self.heads * self.head_dim + 2 * self.kv_dim + 2 * self.hidden  # q/k/v biases, 2 RMSNorms
-        return self.layers * per_layer + self.hidden  # final norm
-
-    def embed_params(self) -> int:
-        return self.vocab * self.hidden
-
-    def vision_gemm_params(self) -> int:
-        e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
-        patch = e * self.in_channels * self.temporal_patch_size * self.patch_size ** 2
-        per_block = 4 * e * e + 2 * r * e * e  # qkv, proj, fc1, fc2
-        merger = (e * m2) ** 2 + e * m2 * self.hidden
-        return patch + self.vision_depth * per_block + merger
-
-    def vision_other_params(self) -> int:
-        e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
-        per_block = 4 * e + 3 * e + e + r * e + e  # 2 LayerNorms (w, b), qkv/proj/fc1/fc2 biases
-        return self.vision_depth * per_block + 2 * e + e * m2 + self.hidden
-
-    def param_count(self) -> int:
-        """Unique parameters, as PyTorch counts them (a tied lm_head shares the embedding)."""
-        head = 0 if self.tie_embeddings else self.embed_params()
-        return (self.llm_gemm_params() + self.llm_other_params() + self.embed_params() + head
-                + self.vision_gemm_params() + self.vision_other_params())
-
-    def kv_bytes_per_token(self, kv_bytes: int) -> int:
-        return 2 * self.layers * self.kv_dim * kv_bytes
+    separate_lm_head: bool  # an lm_head copy of its own even when the checkpoint ties it to the embedding table
+    chunk_logits: bool  # logits for every position of a prefill chunk, not the last position's only
+    why: str = ""
 
 
-#: Qwen2-VL-2B/7B(-Instruct) config.json numbers, written out so planning needs no download.
-MODELS = {
-    "qwen2-vl-2b": ModelDims("qwen2-vl-2b", hidden=1536, layers=28, heads=12, kv_heads=2, head_dim=128,
-                             intermediate=8960, vocab=151936, tie_embeddings=True, max_positions=32768,
-                             vision_depth=32, vision_dim=1280, vision_heads=16, vision_mlp_ratio=4),
-    "qwen2-vl-7b": ModelDims("qwen2-vl-7b", hidden=3584, layers=28, heads=28, kv_heads=4, head_dim=128,
-                             intermediate=18944, vocab=152064, tie_embeddings=False, max_positions=32768,
-                             vision_depth=32, vision_dim=1280, vision_heads=16, vision_mlp_ratio=4),
+RUNTIMES = {
+    # Engines are built from the decoder graph, whose lm_head is an initializer of its own; the runtime looks
+    # tokens up in a separate embedding table. The graph's logits output is (B, S, vocab) unless exported with
+    # --last-only; the plan takes the default export (and the larger number).
+    "tensorrt": RuntimeCosts("tensorrt", separate_lm_head=True, chunk_logits=True,
+                             why="engine lm_head beside the runtime's embedding table; (B, S, vocab) logits"),
+    # The same decoder graph as TensorRT, and the backend reads the embedding table from the checkpoint.
+    "onnxruntime": RuntimeCosts("onnxruntime", separate_lm_head=True, chunk_logits=True,
+                                why="graph lm_head beside the checkpoint's embedding table; (B, S, vocab) logits "
+                                    "unless exported with --last-only"),
+    # PyTorch shares a tied lm_head with the embedding; the static-cache path (the CUDA default) applies the
+    # lm_head to the last position of a prefill chunk only.
+    "torch": RuntimeCosts("torch", separate_lm_head=False, chunk_logits=False,
+                          why="tied lm_head shared with the embedding; last-position logits (static-cache path)"),
 }
 
 
-def resolve_model(model) -> ModelDims:
-    """A ModelDims from itself, a known name (`qwen2-vl-2b`), a checkpoint directory or a config.json path."""
-    if isinstance(model, ModelDims):
-        return model
-    if str(model) in MODELS:
-        return MODELS[str(model)]
-    path = Path(model)
-    cfg_path = path / "config.json" if path.is_dir() else path
-    if not cfg_path.is_file():
-        raise FileNotFoundError(f"no config.json at {path}; expected a checkpoint directory or one of {sorted(MODELS)}")
-    return ModelDims.from_config(json.loads(cfg_path.read_text()), name=path.name)
+def get_runtime(name: str) -> RuntimeCosts:
+    if name not in RUNTIMES:
+        raise ValueError(f"unknown runtime {name!r}; expected one of {sorted(RUNTIMES)}")
+    return RUNTIMES[name]
 
 
 @dataclass(frozen=True)
@@ -149,6 +76,7 @@ class PlanRequest:
     headroom: float | None = None
     fused_attention: bool = True
     text_reserve: int = TEXT_RESERVE
+    runtime: str = "tensorrt"  # a key of RUNTIMES: what the plan counts for lm_head and logits
 
 
 @dataclass(frozen=True)
@@ -184,6 +112,7 @@ class MemoryPlan:
     tokens_per_slice: int
     frame_size: tuple
     text_reserve: int
+    runtime: str = "tensorrt"  # plans written before runtimes were told apart were TensorRT's
 
     @property
     def fixed_bytes(self) -> int:
@@ -208,10 +137,10 @@ class MemoryPlan:
     @classmethod
     def from_dict(cls, d: dict) -> "MemoryPlan":
         names = {f.name for f in fields(cls)}
-        missing = names - set(d)
+        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(d)
         if missing:
             raise ValueError(f"memory plan: missing fields {sorted(missing)}")
-        kw = {k: d[k] for k in names}
+        kw = {k: d[k] for k in names & set(d)}
         kw["frame_size"] = tuple(kw["frame_size"])
         return cls(**kw)
 
@@ -238,7 +167,7 @@ class MemoryPlan:
             ("planned total", g(self.total_bytes)),
         ]
         width = max(len(k) for k, _ in rows)
-        head = (f"{self.model} on {self.target}: batch {self.batch}, frames {self.frame_size[0]}x{self.frame_size[1]} "
+        head = (f"{self.model} on {self.target} ({self.runtime} runtime): batch {self.batch}, frames {self.frame_size[0]}x{self.frame_size[1]} "
                 f"px = {self.tokens_per_slice} tokens per temporal slice")
         return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
@@ -256,18 +185,21 @@ def _frame_grid(model: ModelDims, frame_size) -> int:
     return (h // unit) * (w // unit)
 
 
-def _weights(model: ModelDims, precision: str, vision_precision: str) -> tuple:
+def _weights(model: ModelDims, precision: str, vision_precision: str, runtime: RuntimeCosts) -> tuple:
     p, vp = PRECISIONS[precision], PRECISIONS[vision_precision]
-    head = model.embed_params() * p.act_bytes  # the lm_head stays in float (never quantized)
+    own_head = runtime.separate_lm_head or not model.tie_embeddings
+    head = model.embed_params() * p.act_bytes if own_head else 0  # the lm_head stays in float (never quantized)
     decoder = int(model.llm_gemm_params() * p.weight_bytes + model.llm_other_params() * p.act_bytes + head)
     vision = int(model.vision_gemm_params() * vp.weight_bytes + model.vision_other_params() * vp.act_bytes)
     return decoder, vision, model.embed_params() * p.act_bytes
 
 
-def decoder_activation_bytes(model: ModelDims, chunk: int, act: int, batch: int = 1) -> int:
-    """One prefill step of `chunk` tokens: hidden states, q/k/v, MLP intermediates, logits."""
-    per_token = act * (4 * model.hidden + 2 * model.kv_dim + 3 * model.intermediate) + LOGIT_BYTES * model.vocab
-    return batch * chunk * per_token
+def decoder_activation_bytes(model: ModelDims, chunk: int, act: int, batch: int = 1, chunk_logits: bool = True) -> int:
+    """One prefill step of `chunk` tokens: hidden states, q/k/v, MLP intermediates, and logits for every position
+    of the chunk (`chunk_logits`) or for the last one."""
+    per_token = act * (4 * model.hidden + 2 * model.kv_dim + 3 * model.intermediate)
+    logit_rows = chunk if chunk_logits else 1
+    return batch * (chunk * per_token + logit_rows * LOGIT_BYTES * model.vocab)
 
 
 def vision_activation_bytes(model: ModelDims, patches: int, act: int, fused_attention: bool = True) -> int:
@@ -299,6 +231,7 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     kv_bytes = preset.check_kv_precision(request.kv_precision)
     vprec = _vision_precision(request)
     preset.check_precision(vprec)
+    runtime = get_runtime(request.runtime)
     if request.batch < 1:
         raise ValueError(f"batch must be >= 1, got {request.batch}")
 
@@ -313,9 +246,9 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     usable = preset.memory_bytes - preset.reserved_bytes
     headroom = preset.headroom if request.headroom is None else request.headroom
     budget = int(usable * (1 - headroom))
-    dec_w, vis_w, emb = _weights(model, request.precision, vprec)
+    dec_w, vis_w, emb = _weights(model, request.precision, vprec, runtime)
     act = prec.act_bytes
-    dec_act = decoder_activation_bytes(model, chunk, act, request.batch)
+    dec_act = decoder_activation_bytes(model, chunk, act, request.batch, runtime.chunk_logits)
     vis_act = vision_activation_bytes(model, patches, PRECISIONS[vprec].act_bytes, request.fused_attention)
     fixed = dec_w + vis_w + emb + preset.overhead_bytes + preset.workspace_bytes + dec_act + vis_act
     kv_token = model.kv_bytes_per_token(kv_bytes) * request.batch
@@ -344,7 +277,7 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
         per_token_bytes=per_token, capacity_context=capacity, capacity_frames=capacity_frames,
         max_context=context, max_frames=frames, prefill_chunk=min(chunk, context),
         frames_per_chunk=frames_per_chunk, patches_per_chunk=patches, tokens_per_slice=tokens_per_slice,
-        frame_size=tuple(request.frame_size), text_reserve=request.text_reserve,
+        frame_size=tuple(request.frame_size), text_reserve=request.text_reserve, runtime=runtime.name,
     )
 
 

@@ -7,6 +7,7 @@ import json
 import time
 from pathlib import Path
 
+from videorope_trt.runtime.plan import RUNTIMES  # light: the standard library and the presets
 from videorope_trt.runtime.presets import KV_BYTES, PRECISIONS, PRESETS
 
 
@@ -39,6 +40,9 @@ def add_arguments(parser, name: str) -> None:
     if name == "plan":
         parser.add_argument("ckpt", help="checkpoint directory, config.json, or a known model: qwen2-vl-2b, qwen2-vl-7b")
         parser.add_argument("--json", action="store_true", help="print the plan as JSON")
+        parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="tensorrt",
+                            help="what runs the model: its lm_head copy and logits are counted as it holds them "
+                                 "(default tensorrt; `build` always plans for tensorrt)")
     else:
         parser.add_argument("out", help="artifact directory written by `videorope-trt export`")
         parser.add_argument("--graphs", nargs="+", default=["vision", "decoder"], help="graphs to build")
@@ -55,7 +59,8 @@ def _request(args, precision: str):
     return PlanRequest(precision=precision, kv_precision=args.kv_precision, vision_precision=args.vision_precision,
                        max_context=args.max_context, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk,
                        frames_per_chunk=args.frames_per_chunk, frame_size=args.frame_size, batch=args.batch,
-                       headroom=args.headroom, fused_attention=not args.unfused_attention)
+                       headroom=args.headroom, fused_attention=not args.unfused_attention,
+                       runtime=getattr(args, "runtime", "tensorrt"))  # engines are TensorRT's
 
 
 def _run_plan(args) -> int:
