@@ -8,17 +8,21 @@
 and the visual embeddings it returns is the encoder's working memory, which must not grow with the length.
 transformers' vision tower called once on the whole video is measured beside it for the shorter videos.
 
-`jetson`: the memory plan (`runtime.plan.plan_memory`) of the model on a Jetson preset gives a budget, a context
-and a frame count; torch's allocator is capped to the budget less the CUDA context's share
-(`torch.cuda.set_per_process_memory_fraction`), and generation over that many frames with that KV cache must run
-to the end; its peak is compared with what the plan counts for the allocator (total less CUDA overhead and the
-TensorRT workspace, neither of which torch allocates).
+`jetson`: the memory plan (`runtime.plan.plan_memory`, runtime "torch": a tied lm_head shared with the embedding,
+last-position logits) of the model on a Jetson preset gives a budget, a context and a frame count; torch's
+allocator is capped to the budget less the CUDA context's share (`torch.cuda.set_per_process_memory_fraction`),
+and generation over that many frames with that KV cache must run to the end; its peak is compared with what the
+plan counts for the allocator (total less CUDA overhead and the TensorRT workspace, neither of which torch
+allocates). The allocator runs with `PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True` unless the variable is
+already set (the setting used is recorded): on unified memory the reserved peak is what the system sees, and
+expandable segments keep it near the allocated peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -30,6 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import CONFIGS, build_models, model_config
 
 GB = 1e9
+ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
+JETSON_ALLOC_CONF = "expandable_segments:True"
 
 
 class Mem:
@@ -149,7 +155,8 @@ def bench_jetson(args) -> dict:
 
     cfg, device, mem = CONFIGS[args.model], "cuda", Mem("cuda")
     plan = plan_memory(f"qwen2-vl-{args.model}", args.target, PlanRequest(
-        precision="bf16", kv_precision="bf16", max_context=args.max_context, max_frames=args.max_frames))
+        precision="bf16", kv_precision="bf16", max_context=args.max_context, max_frames=args.max_frames,
+        runtime="torch"))
     total = torch.cuda.get_device_properties(0).total_memory
     cap = plan.budget_bytes - plan.overhead_bytes  # the CUDA context lives outside torch's allocator
     torch.cuda.set_per_process_memory_fraction(cap / total)
@@ -177,12 +184,25 @@ def bench_jetson(args) -> dict:
     planned = plan.total_bytes - plan.overhead_bytes - plan.workspace_bytes
     peak, reserved = mem.peak(), mem.peak_reserved()
     result.update(planned_allocator_bytes=planned, peak_allocated_bytes=peak, peak_reserved_bytes=reserved,
-                  weights_bytes=_weights_bytes(ours), peak_vs_plan=peak / planned, reserved_vs_plan=reserved / planned)
+                  weights_bytes=_weights_bytes(ours), peak_vs_plan=peak / planned, reserved_vs_plan=reserved / planned,
+                  expandable_segments_in_use=any(seg.get("is_expandable", False) for seg in torch.cuda.memory_snapshot()))
     print(json.dumps({k: v for k, v in result.items() if k != "plan"}), flush=True)
     return result
 
 
 COMMANDS = {"vision": bench_vision, "jetson": bench_jetson}
+
+
+def _allocator_setting(what: str) -> dict:
+    """The caching allocator's settings this run uses: the user's PYTORCH_CUDA_ALLOC_CONF if set, else for
+    `jetson` expandable segments (set here), else torch's defaults."""
+    given = os.environ.get(ALLOC_CONF)
+    if given is not None:
+        return {ALLOC_CONF: given, "set_by": "user"}
+    if what == "jetson":
+        os.environ[ALLOC_CONF] = JETSON_ALLOC_CONF
+        return {ALLOC_CONF: JETSON_ALLOC_CONF, "set_by": "bench"}
+    return {ALLOC_CONF: None, "set_by": "torch default"}
 
 
 def main(argv=None) -> int:
@@ -202,12 +222,14 @@ def main(argv=None) -> int:
     ap.add_argument("--decode-tokens", type=int, default=32)
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
+    allocator = _allocator_setting(args.what)  # before anything touches CUDA: the allocator reads it once
     if not torch.cuda.is_available() and (args.what == "jetson" or args.device != "cpu"):
         print("bench_runtime_memory: needs a CUDA GPU (vision runs on the CPU with --device cpu)", file=sys.stderr)
         return 2
     result = COMMANDS[args.what](args)
     meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-            "command": "python bench/bench_runtime_memory.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+            "command": "python bench/bench_runtime_memory.py " + " ".join(sys.argv[1:] if argv is None else argv),
+            "allocator": allocator}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"memory_{args.what}_{args.model}" + (f"_{args.target}_{args.max_context or 'default'}" if args.what == "jetson" else "")
