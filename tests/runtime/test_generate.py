@@ -11,7 +11,8 @@ from videorope_trt import models, rope
 from videorope_trt.runtime import streaming
 from videorope_trt.runtime.backends.torch_backend import TorchBackend
 from videorope_trt.runtime.generate import (
-    GenerationConfig, build_positions, encode_video, generate, left_pad, prefill, embed_prompts)
+    GenerationConfig, build_positions, chunk_embeds, embed_prompts, encode_video, generate, left_pad, prefill,
+    video_rows)
 
 GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 18 video tokens
 QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]
@@ -89,12 +90,11 @@ def test_chunked_prefill_equals_one_shot(backend, tokenizer, video):
     ids, mask = left_pad(rows, backend.info.pad_token_id)
     bp = build_positions(backend.info, rows, GRID)
     visual = encode_video(backend, video.pixel_values, GRID, chunk=3)
-    embeds = embed_prompts(backend, ids, visual)
     pos, mask_t = torch.as_tensor(bp.positions), torch.as_tensor(mask)
     logits = {}
     for chunk in (5, 17, ids.shape[1]):
         backend.allocate(len(rows), ids.shape[1])
-        logits[chunk] = prefill(backend, embeds, pos, mask_t, chunk)
+        logits[chunk] = prefill(backend, ids, visual, pos, mask_t, chunk)
         assert backend.length == ids.shape[1]
     for chunk in (5, 17):
         torch.testing.assert_close(logits[chunk], logits[ids.shape[1]], atol=2e-5, rtol=1e-5)
@@ -211,3 +211,87 @@ def test_reading_tokens_back_every_few_steps_changes_nothing(backend, tokenizer,
         assert [[t for (_, row, act) in seen for t, a in [(row[b], act[b])] if a] for b in range(2)] == result.tokens
         results.append((result.tokens, seen))
     assert results[0] == results[1] == results[2]
+
+
+LONG_QUESTION = "How many shapes are visible at the start of the clip, and which of them moves the fastest overall?"
+
+
+def _mixed_batch(backend, tokenizer):
+    """Two left-padded prompts over one video: the first has the 18 video tokens (and padding), the second none."""
+    rows = [streaming.prompt_ids(tokenizer, "What moves?", 18), streaming.prompt_ids(tokenizer, LONG_QUESTION, 0)]
+    ids, mask = left_pad(rows, backend.info.pad_token_id)
+    assert mask[0, 0] == 0 and mask[1].all()  # the video prompt is the padded one
+    return rows, ids, mask
+
+
+def whole_prompt_embeds(backend, ids, visual):
+    """The whole prompt's embeddings, built row by row: the k-th video token of a row takes visual row k."""
+    embeds = backend.embed(torch.as_tensor(ids)).clone()
+    for b in range(ids.shape[0]):
+        slots = torch.as_tensor(ids[b] == backend.info.video_token_id)
+        if slots.any():
+            embeds[b, slots] = visual.to(embeds.dtype)
+    return embeds
+
+
+def test_prefill_feeds_each_chunk_exactly_the_rows_of_the_whole_prompt(backend, tokenizer, video):
+    rows, ids, mask = _mixed_batch(backend, tokenizer)
+    length = ids.shape[1]
+    cols = np.flatnonzero(ids[0] == backend.info.video_token_id)
+    assert len(cols) == 18 and any(cols[0] < s < cols[-1] for s in range(7, length, 7))  # chunk 7 cuts the video
+    visual = encode_video(backend, video.pixel_values, GRID, chunk=3)
+    whole = whole_prompt_embeds(backend, ids, visual)
+    assert not torch.equal(whole[0, cols], backend.embed(torch.as_tensor(ids[:1]))[0, cols])  # the video is in
+    torch.testing.assert_close(whole[0, cols], visual, atol=0, rtol=0)
+    assert torch.equal(embed_prompts(backend, ids, visual), whole)
+    bp = build_positions(backend.info, rows, GRID)
+    pos, mask_t, ids_t = torch.as_tensor(bp.positions), torch.as_tensor(mask), torch.as_tensor(ids)
+    index = video_rows(backend, ids_t, visual)
+    forward, seen = backend.forward, []
+
+    def spy(embeds, positions, mask):
+        seen.append(embeds.clone())
+        return forward(embeds, positions, mask)
+
+    for chunk in (1, 7, length):
+        pieces = [chunk_embeds(backend, ids_t, s, min(length, s + chunk), visual, index) for s in range(0, length, chunk)]
+        assert torch.equal(torch.cat(pieces, 1), whole)
+        seen.clear()
+        backend.allocate(2, length)
+        backend.forward = spy
+        try:
+            got = prefill(backend, ids, visual, pos, mask_t, chunk)
+        finally:
+            del backend.forward
+        assert [e.shape[1] for e in seen] == [min(chunk, length - s) for s in range(0, length, chunk)]
+        assert torch.equal(torch.cat(seen, 1), whole)
+        backend.allocate(2, length)  # the whole-prompt path: slices of `whole`
+        for s in range(0, length, chunk):
+            want = backend.forward(whole[:, s : s + chunk], pos[:, :, s : s + chunk], mask_t[:, : s + chunk])
+        assert torch.equal(got, want)
+
+
+def test_greedy_tokens_unchanged_when_prefill_chunks_split_the_video(backend, tokenizer, video):
+    rows, ids, _ = _mixed_batch(backend, tokenizer)
+    alone = [reference_greedy(backend.model, rows[:1], video, 4)[0], reference_greedy(backend.model, rows[1:], None, 4)[0]]
+    for chunk in (1, 7, ids.shape[1]):
+        got = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=chunk, **NO_STOP))
+        assert got.tokens == alone, chunk
+
+
+def test_wrong_number_of_video_tokens_is_a_clear_error(backend, tokenizer, video):
+    rows = [streaming.prompt_ids(tokenizer, "What moves?", n) for n in (18, 17)]
+    ids, mask = left_pad(rows, backend.info.pad_token_id)
+    visual = encode_video(backend, video.pixel_values, GRID)
+    calls, forward = [], backend.forward
+    backend.forward = lambda *a: calls.append(a) or forward(*a)
+    try:
+        backend.allocate(2, ids.shape[1])
+        pos = torch.zeros((3, 2, ids.shape[1]))
+        with pytest.raises(ValueError, match="prompt 1 has 17 video tokens; the video encodes to 18"):
+            prefill(backend, ids, visual, pos, torch.as_tensor(mask), 4)
+    finally:
+        del backend.forward
+    assert calls == []  # checked once up front, before any chunk runs
+    with pytest.raises(ValueError, match="needs 18 tokens, the run has 17"):  # generate's positions see it first
+        generate(backend, rows, video, GenerationConfig(max_new_tokens=2))

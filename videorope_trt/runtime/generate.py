@@ -1,8 +1,8 @@
 """Generation over any backend: chunked vision encoding, chunked prefill into a preallocated KV cache, decode.
 
     video patches ──(chunks of temporal slices)──► backend.encode_vision ──► visual embeddings (shared by prompts)
-    prompts ──► token ids (left padded) ──► backend.embed, visual embeddings scattered at the video tokens
-            ──► positions (rope.batch_positions) ──► prefill in chunks ──► first token
+    prompts ──► token ids (left padded) ──► positions (rope.batch_positions)
+            ──► prefill in chunks, each chunk: backend.embed, visual rows at its video tokens ──► first token
     decode: backend.decode_step(token ids) on the device, positions = decode_step × cache_position + rope_deltas
             (as rope.decode_positions), tokens read back every few steps
 
@@ -128,32 +128,67 @@ def build_positions(info, rows, video_grid_thw=None, fps=None):
     return rope.batch_positions(info.variant, segments, **params)
 
 
-def embed_prompts(backend, ids, visual=None):
-    """(B, L) ids → (B, L, hidden) embeddings with every row's video tokens replaced by the same visual ones."""
+def video_rows(backend, ids, visual):
+    """(B, L) int64 on the device: for each token the visual row it takes, -1 for a token that is no video token.
+
+    The k-th video token of a row takes visual row k: every prompt shares the one video, so a row holds either
+    no video tokens or exactly as many as the video encodes to. Computed once (one host read, for that check);
+    `chunk_embeds` then gathers rows with no further sync.
+    """
     import torch
 
-    ids_t = torch.as_tensor(ids, device=backend.device)
-    embeds = backend.embed(ids_t)
-    if visual is None:
-        return embeds
-    is_video = ids_t == backend.info.video_token_id
+    is_video = ids == backend.info.video_token_id
     counts = is_video.sum(-1).tolist()
     for b, n in enumerate(counts):
         if n not in (0, visual.shape[0]):
             raise ValueError(f"prompt {b} has {n} video tokens; the video encodes to {visual.shape[0]}")
-        if n:
-            embeds[b, is_video[b]] = visual.to(embeds.dtype)
-    return embeds
+    return torch.where(is_video, is_video.cumsum(-1) - 1, -1)
 
 
-def prefill(backend, embeds, positions, mask, chunk: int, bar=_no_bar):
-    """Run the prompt through the backend `chunk` tokens at a time; last-token logits (B, vocab)."""
-    length = embeds.shape[1]
+def chunk_embeds(backend, ids, s0: int, s1: int, visual=None, rows=None):
+    """Embeddings (B, s1 - s0, hidden) of tokens s0..s1 of the (B, L) device ids, video tokens replaced by their
+    visual rows (`rows` from `video_rows`); exactly the rows s0..s1 of the whole prompt's embeddings."""
+    import torch
+
+    embeds = backend.embed(ids[:, s0:s1])
+    if visual is None:
+        return embeds
+    index = rows[:, s0:s1]
+    # torch.where rather than a boolean-mask assignment, which would read the mask back to the host every chunk
+    picked = visual.index_select(0, index.clamp(min=0).reshape(-1)).view(*index.shape, -1).to(embeds.dtype)
+    return torch.where((index >= 0)[..., None], picked, embeds)
+
+
+def embed_prompts(backend, ids, visual=None):
+    """(B, L) ids → (B, L, hidden) embeddings with every row's video tokens replaced by the same visual ones.
+
+    The whole prompt at once (prefill embeds chunk by chunk instead, to keep only one chunk alive)."""
+    import torch
+
+    ids_t = torch.as_tensor(ids, device=backend.device)
+    rows = None if visual is None else video_rows(backend, ids_t, visual)
+    return chunk_embeds(backend, ids_t, 0, ids_t.shape[1], visual, rows)
+
+
+def prefill(backend, ids, visual, positions, mask, chunk: int, bar=_no_bar):
+    """Run the prompt through the backend `chunk` tokens at a time; last-token logits (B, vocab).
+
+    ids (B, L) token ids (host or device); visual (N, hidden) the shared video's embeddings or None. Each chunk
+    is embedded just before its forward call, so only the visual embeddings and one chunk's embeddings are alive,
+    never the whole prompt's.
+    """
+    import torch
+
+    ids = torch.as_tensor(ids, device=backend.device)
+    rows = None if visual is None else video_rows(backend, ids, visual)
+    length = ids.shape[1]
     chunk = min(chunk, backend.max_prefill_chunk or chunk)
     progress, logits = bar(total=length, desc="prefill", unit="tok"), None
     for s0 in range(0, length, chunk):
         s1 = min(length, s0 + chunk)
-        logits = backend.forward(embeds[:, s0:s1], positions[:, :, s0:s1], mask[:, :s1])
+        embeds = chunk_embeds(backend, ids, s0, s1, visual, rows)
+        logits = backend.forward(embeds, positions[:, :, s0:s1], mask[:, :s1])
+        embeds = None  # let the allocator reuse this chunk's buffer for the next one
         progress.update(s1 - s0)
     progress.close()
     return logits
@@ -245,10 +280,8 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     backend.allocate(len(rows), capacity)
     mask_t = torch.as_tensor(mask, device=backend.device)
     positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
-    embeds = embed_prompts(backend, ids, visual)
-    visual = None  # the embeddings hold it now: one prompt-sized buffer during prefill, not two
-    logits = prefill(backend, embeds, positions, mask_t, config.prefill_chunk, bar)
-    embeds = None
+    logits = prefill(backend, ids, visual, positions, mask_t, config.prefill_chunk, bar)
+    visual = None  # prefill was its last use: decode needs only the cache
     backend.synchronize()
     timings["prefill_s"] = time.perf_counter() - clock - timings["vision_s"]
 
