@@ -134,8 +134,18 @@ def _peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 1e9 if torch.device(device).type == "cuda" else float("nan")
 
 
-def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args, compile=False) -> dict:
-    """Our generate on the PyTorch backend (static cache, CUDA-graphed decode; `compile`: fused decode step).
+#: --ours-settings name → TorchBackend options (graph: the CUDA-graphed decode step with the Triton GEMV and the
+#: written-out vision tower; compile: plus torch.compile; *_cublas: cuBLAS for the one-row products; *_stock_vision:
+#: the model's own vision call)
+OURS_SETTINGS = {
+    "graph": {}, "compile": {"compile": True},
+    "graph_cublas": {"gemv": False}, "compile_cublas": {"compile": True, "gemv": False},
+    "compile_stock_vision": {"compile": True, "fused_vision": False},
+}
+
+
+def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args, setting: str = "graph") -> dict:
+    """Our generate on the PyTorch backend (static cache, CUDA-graphed decode; options: `OURS_SETTINGS`).
     The patches stay on the host, as a decoded video does; each vision chunk is copied when encoded."""
     from types import SimpleNamespace
 
@@ -144,7 +154,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
-    backend = TorchBackend(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph, compile=compile)
+    backend = TorchBackend(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
+                           **OURS_SETTINGS[setting])
     pixels = pixels.cpu()
     video = SimpleNamespace(pixel_values=pixels, grid_thw=grid)
     config = GenerationConfig(max_new_tokens=decode_tokens, prefill_chunk=args.prefill_chunk,
@@ -164,7 +175,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "prefill_native_gqa": backend.fast.native_gqa}
+           "prefill_native_gqa": backend.fast.native_gqa, "setting": OURS_SETTINGS[setting],
+           "gemv": backend.fast.linear is not torch.nn.functional.linear, "fused_vision": backend.fused_vision is not None}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
     return out
@@ -278,8 +290,9 @@ def bench_context(cfg, hf, ours, context, bandwidth, args) -> dict:
     r = {"context": context, "tokens": len(ids), "frames": frames}
     for setting in filter(None, args.ours_settings.split(",")):
         name = "ours" if setting == "graph" else f"ours_{setting}"
-        r[name] = bench_ours(ours, cfg, ids, pixels, grid, frames, args.decode_tokens, args.device, args,
-                             compile=setting == "compile")
+        if setting not in OURS_SETTINGS:
+            raise ValueError(f"--ours-settings {setting!r}: expected some of {sorted(OURS_SETTINGS)}")
+        r[name] = bench_ours(ours, cfg, ids, pixels, grid, frames, args.decode_tokens, args.device, args, setting)
     for setting in filter(None, args.hf_settings.split(",")):
         n = args.hf_static_tokens if setting == "static" else args.decode_tokens
         r[f"transformers_{setting}"] = bench_transformers(hf, ids, pixels, grid, n, args.device, setting)
@@ -305,7 +318,8 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-settings", default="default,static", help="transformers settings to compare: default, static")
     ap.add_argument("--hf-static-tokens", type=int, default=16,
                     help="tokens for transformers' static cache (it may recompile every step)")
-    ap.add_argument("--ours-settings", default="graph", help="ours: graph (CUDA graph), compile (plus torch.compile)")
+    ap.add_argument("--ours-settings", default="graph",
+                    help=f"ours, comma-separated: {', '.join(OURS_SETTINGS)} (graph: CUDA graph; compile: plus torch.compile)")
     ap.add_argument("--no-cuda-graph", action="store_true")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)

@@ -1,9 +1,11 @@
-"""Vision encoding time: transformers' per-slice sdpa attention vs one SDPA call per vision call (batched slices).
+"""Vision encoding time: transformers' per-slice sdpa attention vs one SDPA call per vision call (batched slices)
+vs the tower written out block by block (`models/vision_fast.FusedVision`, eager and torch.compile'd).
 
 The Qwen2-VL-2B / -7B vision tower (`bench_runtime.CONFIGS`, random weights), the video that fills a context as
 `bench_runtime` builds it (448×448 frames: 32×32 patches per temporal slice), encoded in calls of `--vision-chunk`
 slices as the runtime does, with the stock tower (`visual(...)`, one SDPA call per slice and layer) and with the
-model's vision call (`vision_attention.batched_vision`), in the same process on the same weights and patches.
+model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused", and "fused_compile" on a GPU),
+in the same process on the same weights and patches; `--profile` lists the kernels of one fused_compile pass.
 Patches are on the device before timing (host copies are not measured). CUDA events; one warm-up pass each first.
 
     python bench/bench_vision_attention.py --model 2b --contexts 32k --out bench-out      # on the GPU
@@ -36,11 +38,29 @@ def build_tower(cfg: dict, device, dtype):
         return Qwen2VisionTransformerPretrainedModel._from_config(config.vision_config, dtype=dtype).eval()
 
 
-def encoders(visual) -> dict:
+def encoders(visual, device) -> dict:
     from videorope_trt.models.vision_attention import batched_vision
+    from videorope_trt.models.vision_fast import FusedVision
 
-    return {"stock_per_slice": lambda px, g: visual(px, grid_thw=g).pooler_output,
-            "batched": lambda px, g: batched_vision(visual, px, g)}
+    out = {"stock_per_slice": lambda px, g: visual(px, grid_thw=g).pooler_output,
+           "batched": lambda px, g: batched_vision(visual, px, g), "fused": FusedVision(visual)}
+    if torch.device(device).type == "cuda":
+        out["fused_compile"] = FusedVision(visual, compile=True)
+    return out
+
+
+def profile(encode, pixels, grid, chunk: int, top: int = 15) -> list:
+    """The heaviest kernels of one encoding pass (device time, ms)."""
+    from torch.profiler import ProfilerActivity, profile as torch_profile
+
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        encode_video(encode, pixels, grid, chunk)
+        torch.cuda.synchronize()
+    dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
+    rows = sorted((e for e in prof.key_averages() if dev(e) > 0), key=dev, reverse=True)
+    total = sum(dev(e) for e in rows) / 1000
+    return [{"total_kernel_ms": total}] + [{"name": e.key[:100], "count": e.count, "ms": dev(e) / 1000}
+                                           for e in rows[:top]]
 
 
 def _timer(device):
@@ -75,7 +95,7 @@ def bench_context(visual, cfg, context: int, args) -> dict:
     r = {"context": context, "grid_thw": list(grid), "frames": frames, "vision_chunk": args.vision_chunk}
     timer, outs = _timer(args.device), {}
     with torch.no_grad():
-        for name, encode in encoders(visual).items():
+        for name, encode in encoders(visual, args.device).items():
             outs[name] = encode_video(encode, pixels, grid, args.vision_chunk)  # warm-up (kernel selection, allocator)
             times = []
             for _ in range(args.repeats):
@@ -85,9 +105,14 @@ def bench_context(visual, cfg, context: int, args) -> dict:
             r[name] = {"s": statistics.median(times), "all_s": times,
                        "ms_per_frame": 1000 * statistics.median(times) / frames}
             print(f"{context} tokens, {name}: {r[name]['s']:.4f} s ({times})", flush=True)
-    ref, out = outs["stock_per_slice"].float(), outs["batched"].float()
-    r["rel_err_batched_vs_stock"] = float((out - ref).norm() / ref.norm())
-    r["speedup"] = r["stock_per_slice"]["s"] / r["batched"]["s"]
+        if args.profile and "fused_compile" in outs:
+            r["profile_fused_compile"] = profile(encoders(visual, args.device)["fused_compile"], pixels, grid,
+                                                 args.vision_chunk)
+    ref = outs["stock_per_slice"].float()
+    for name, out in outs.items():
+        r[f"rel_err_{name}_vs_stock"] = float((out.float() - ref).norm() / ref.norm())
+        r[f"speedup_{name}"] = r["stock_per_slice"]["s"] / r[name]["s"]
+    r["speedup"] = r["speedup_batched"]
     return r
 
 
@@ -109,6 +134,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-side", type=int, default=448, help="frame side in pixels (448: 256 tokens per slice)")
     ap.add_argument("--vision-chunk", type=int, default=64, help="temporal slices per vision call")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--profile", action="store_true", help="list the kernels of one fused_compile pass")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 
@@ -126,8 +152,9 @@ def main(argv=None) -> int:
         write_json(path, meta, results)  # after every context: a cut-short run keeps what it measured
         r = results[-1]
         print(f"{args.model} {context} tokens ({r['frames']} frames, grid {r['grid_thw']}, {args.vision_chunk}-slice "
-              f"calls): stock {r['stock_per_slice']['s']:.3f} s, batched {r['batched']['s']:.3f} s, "
-              f"{r['speedup']:.2f}x, rel err {r['rel_err_batched_vs_stock']:.2e}", flush=True)
+              f"calls): stock {r['stock_per_slice']['s']:.3f} s; " + "; ".join(
+                  f"{k[8:]} {r[k[8:]]['s']:.3f} s ({r[k]:.2f}x, rel err {r[f'rel_err_{k[8:]}_vs_stock']:.1e})"
+                  for k in r if k.startswith("speedup_")), flush=True)
     return 0
 
 

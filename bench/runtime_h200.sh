@@ -4,7 +4,9 @@
 # priority, each step bounded so the whole pass ends by $DEADLINE_S seconds. Results go to $OUT (default out/).
 #
 #   OUT=out DEADLINE_S=570 STEPS="tests 2b32k vision jetson 2b8k16k 7b32k" bash bench/runtime_h200.sh
-#   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models)
+#   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models;
+#   OURS_SETTINGS picks our settings for the 32k steps, default graph,compile; steps gemv and visionfused are the
+#   one-row product and vision tower microbenchmarks)
 set -u
 OUT=${OUT:-out}
 PY=${PY:-python3}
@@ -34,13 +36,15 @@ B="$PY bench/bench_runtime.py"
 M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in
-    tests) step 100 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py ;;
-    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings graph,compile --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 64 --out "$OUT/2b32k" ;;
+    tests) step 100 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/models/test_vision_fast.py ;;
+    gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
+    visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;
+    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 64 --out "$OUT/2b32k" ;;
     vision) step 60 vision $M vision --minutes 1,10,30,120 --out "$OUT/mem" ;;
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
     2b8k16k) step 120 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --profile --out "$OUT/2b816" ;;
-    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings graph,compile --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 32 --prefill-chunk 2048 --out "$OUT/7b32k" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk ${VISION_CHUNK_7B:-32} --prefill-chunk 2048 --out "$OUT/7b32k" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

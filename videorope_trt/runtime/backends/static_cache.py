@@ -13,6 +13,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     buffer, so memory does not grow and the model's own decoder reads the same numbers);
   * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies);
   * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits);
+  * decode's matrix products (one row) are the Triton GEMV of `gemv.py` on CUDA for fp16/bf16 when Triton is
+    there (`gemv=True`), else `F.linear`;
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
   * `compile=True` fuses the decode step's element-wise work (norms, SwiGLU, softmax) with torch.compile;
@@ -94,7 +96,7 @@ def fuse_projections(layers) -> list:
 
 
 class StaticCacheDecoder:
-    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False):
+    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, gemv: bool = True):
         self.model = model
         text = model.text_model
         self.layers = text.layers
@@ -115,6 +117,11 @@ class StaticCacheDecoder:
             from videorope_trt.plugins import cuda as vr_cuda
 
             self.kernel = vr_cuda.load(str(kernel_lib))
+        self.linear = F.linear
+        if gemv and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+            from videorope_trt.runtime.backends import gemv as gemv_module
+
+            self.linear = gemv_module.linear if gemv_module.available() else F.linear
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
@@ -157,7 +164,7 @@ class StaticCacheDecoder:
         b, s, _ = h.shape
         d = self.head_dim
         qkv_w, qkv_b, _ = self.fused[i]
-        qkv = F.linear(h, qkv_w, qkv_b).view(b, s, -1, d)  # (B, S, Hq + 2 KV, D)
+        qkv = self.linear(h, qkv_w, qkv_b).view(b, s, -1, d)  # (B, S, Hq + 2 KV, D)
         q, k, v = qkv.split([self.q_heads, self.kv_heads, self.kv_heads], dim=2)
         q, k = self._rotate(q, k, positions)
         q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
@@ -167,7 +174,7 @@ class StaticCacheDecoder:
             out = self.decode_attention(q, self.keys[i], self.values[i], mask, d**-0.5)
         else:
             out = self._prefill_attention(q, i, mask, keys)
-        return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1))
+        return self.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight, attn.o_proj.bias)
 
     def _mask(self, attention_mask, cache_position, s: int, keys: int):
         """Decode: an fp32 bias (B, 1, 1, rows) over the whole cache (rows past `keys` blocked); prefill without
@@ -207,11 +214,12 @@ class StaticCacheDecoder:
             x = x + self._attention(i, layer.self_attn, norm(x, ln.weight, ln.variance_epsilon), positions,
                                     cache_position, mask, keys)
             ln, m = layer.post_attention_layernorm, layer.mlp
-            gate, up = F.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
-            x = x + m.down_proj(act(gate, up))
+            gate, up = self.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
+            x = x + self.linear(act(gate, up), m.down_proj.weight, m.down_proj.bias)
         final = self.model.text_model.norm
         last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
-        return self.model.hf.lm_head(last)[:, 0].float()
+        head = self.model.hf.lm_head
+        return self.linear(last, head.weight, head.bias)[:, 0].float()
 
 
 def decode_bias(allowed):

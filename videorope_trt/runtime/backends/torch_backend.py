@@ -8,8 +8,10 @@ Two paths over the same weights:
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
-    one token stays eager), and with `compile=True` fuses the decode
-    step's element-wise work with torch.compile.
+    one token stays eager), decodes with the Triton GEMV (`gemv=True`, CUDA), and with `compile=True` fuses the
+    decode step's element-wise work with torch.compile.
+The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
+else as the model's own vision call.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
-                 compile=False):
+                 compile=False, gemv=True, fused_vision=None):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
@@ -49,7 +51,14 @@ class TorchBackend(Backend):
         self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
         self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
         self.compile = bool(compile) and self.static
+        self.gemv = bool(gemv)
         self.keys = self.values = self.fast = self.graphed = None
+        self.fused_vision = None
+        if (on_cuda if fused_vision is None else fused_vision):
+            from videorope_trt.models.vision_fast import FusedVision
+
+            if FusedVision.supports(model.visual) is None:
+                self.fused_vision = FusedVision(model.visual, compile=self.compile)
 
     @property
     def num_axes(self) -> int:
@@ -75,6 +84,8 @@ class TorchBackend(Backend):
         import torch
 
         with torch.no_grad():
+            if self.fused_vision is not None and grid_thw.shape[0] == 1:
+                return self.fused_vision(pixel_values.to(self.dtype), grid_thw)
             return self.model.vision(pixel_values.to(self.dtype), grid_thw)
 
     def _embed_impl(self, input_ids):
@@ -90,7 +101,7 @@ class TorchBackend(Backend):
         if self.static:
             from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
 
-            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile)
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.gemv)
             if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
                 with torch.no_grad():
                     self.graphed = GraphedDecode(self.fast, batch, self.num_axes)

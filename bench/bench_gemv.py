@@ -1,0 +1,92 @@
+"""One-token matrix products at the decoder's shapes: cuBLAS (`F.linear`) vs our Triton GEMV, same weights.
+
+For each matrix of the Qwen2-VL-2B / -7B decoder layer and lm_head (fused q/k/v, o, fused gate/up, down): median
+device time (`triton.testing.do_bench`, L2 flushed between runs, as a decode step reads weights no cache holds),
+bytes moved (weight + x + y) per second, its fraction of the device-to-device copy bandwidth measured in the same
+run, and the output's relative error against an fp32 product (both should be the dtype's rounding only).
+
+    python bench/bench_gemv.py --out bench-out        # on a CUDA GPU with Triton
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+#: name → (N, K, bias) per model: the decoder's matrices (q/k/v and gate/up fused as the runtime fuses them)
+SHAPES = {
+    "2b": {"qkv": (1536 + 2 * 256, 1536, True), "o": (1536, 1536, False), "gate_up": (2 * 8960, 1536, False),
+           "down": (1536, 8960, False), "lm_head": (151936, 1536, False)},
+    "7b": {"qkv": (3584 + 2 * 512, 3584, True), "o": (3584, 3584, False), "gate_up": (2 * 18944, 3584, False),
+           "down": (3584, 18944, False), "lm_head": (152064, 3584, False)},
+}
+
+
+def copy_bandwidth() -> float:
+    from triton.testing import do_bench
+
+    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
+    b = torch.empty_like(a)
+    return 2 * a.numel() / (do_bench(lambda: b.copy_(a)) / 1000)
+
+
+def bench_shape(n: int, k: int, bias: bool, dtype, bandwidth: float) -> dict:
+    from triton.testing import do_bench
+
+    from videorope_trt.runtime.backends.gemv import gemv
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(dtype)
+    b = torch.randn(n, device="cuda", generator=g).to(dtype) if bias else None
+    x = torch.randn(1, k, device="cuda", generator=g).to(dtype)
+    ref = F.linear(x.double(), w.double(), None if b is None else b.double())
+    nbytes = (n * k + k + n + (n if bias else 0)) * w.element_size()
+    out = {"N": n, "K": k, "MB": nbytes / 1e6}
+    for name, fn in {"cublas": lambda: F.linear(x, w, b), "triton": lambda: gemv(x, w, b)}.items():
+        y = fn()  # the first call autotunes
+        ms = do_bench(fn)
+        err = float((y.double() - ref).norm() / ref.norm())
+        out[name] = {"us": 1000 * ms, "TBps": nbytes / (ms / 1000) / 1e12, "of_copy": nbytes / (ms / 1000) / bandwidth,
+                     "rel_err": err}
+    from videorope_trt.runtime.backends.gemv import _kernel
+
+    out["triton"]["config"] = str(getattr(_kernel(), "best_config", None))
+    out["speedup"] = out["cublas"]["us"] / out["triton"]["us"]
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="2b,7b")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
+    bandwidth = copy_bandwidth()
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
+            "command": "python bench/bench_gemv.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    results = {}
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | matrix | MB | cuBLAS µs (% copy) | Triton µs (% copy) | x |")
+    for model in args.models.split(","):
+        for name, (n, k, bias) in SHAPES[model].items():
+            r = results.setdefault(model, {})[name] = bench_shape(n, k, bias, dtype, bandwidth)
+            c, t = r["cublas"], r["triton"]
+            print(f"| {model} | {name} | {r['MB']:.1f} | {c['us']:.1f} ({100 * c['of_copy']:.0f}%) | "
+                  f"{t['us']:.1f} ({100 * t['of_copy']:.0f}%) | {r['speedup']:.2f} |", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    tmp = out / "bench_gemv.json.tmp"
+    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    tmp.replace(out / "bench_gemv.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
