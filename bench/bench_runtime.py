@@ -176,7 +176,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
            "prefill_native_gqa": backend.fast.native_gqa, "setting": OURS_SETTINGS[setting],
-           "gemv": backend.fast.linear is not torch.nn.functional.linear, "fused_vision": backend.fused_vision is not None}
+           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
     return out

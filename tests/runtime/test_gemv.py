@@ -41,3 +41,30 @@ def test_gemv_matches_fp64_product(dtype, n, k, bias):
     assert got.shape == (1, 1, n) and got.dtype == dtype
     cublas = _rel(F.linear(x, w, b), ref)
     assert _rel(got, ref) <= max(2 * cublas, 4e-3 if dtype == torch.bfloat16 else 5e-4), (_rel(got, ref), cublas)
+
+
+def test_one_row_linear_on_the_cpu_is_f_linear():
+    pick = gemv.OneRowLinear()
+    g = torch.Generator().manual_seed(1)
+    x, w = torch.randn(1, 1, 40, generator=g), torch.randn(24, 40, generator=g)
+    assert torch.equal(pick(x, w), F.linear(x, w))
+    assert pick.choice == {}  # nothing timed: F.linear without asking
+
+
+@pytest.mark.gpu
+def test_one_row_linear_times_each_shape_once_and_stays_exact():
+    if not gemv.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    pick = gemv.OneRowLinear()
+    g = torch.Generator(device="cuda").manual_seed(2)
+    w = (torch.randn(3000, 1536, device="cuda", generator=g) * 0.02).to(torch.bfloat16)
+    x = torch.randn(1, 1, 1536, device="cuda", generator=g).to(torch.bfloat16)
+    ref = F.linear(x.double(), w.double())
+    outs = [pick(x, w) for _ in range(2)]
+    assert list(pick.choice) == [(3000, 1536, "torch.bfloat16", False)]
+    assert pick.choice[(3000, 1536, "torch.bfloat16", False)] in ("triton", "cublas")
+    assert torch.equal(outs[0], outs[1])
+    assert _rel(outs[0], ref) <= 2 * _rel(F.linear(x, w), ref) + 1e-3
+    # several rows (prefill) never take the one-row path
+    xs = torch.randn(1, 5, 1536, device="cuda", generator=g).to(torch.bfloat16)
+    assert torch.equal(pick(xs, w), F.linear(xs, w))

@@ -1,11 +1,11 @@
 """One-token matrix products for the decode step, in Triton: y (1, N) = x (1, K) · Wᵀ + b, W (N, K) row-major.
 
 A decode step is little more than reading every weight once, so its speed is the speed of these reads. cuBLAS's
-kernels for one row moved 65-72 % of the measured copy bandwidth on an H200 at the decoder's shapes
-(docs/benchmarks.md); the target for the whole step is 70 %. This kernel gives each program a few weight rows,
-walks K in wide contiguous tiles (16-byte loads), keeps a fp32 partial sum per lane and reduces once at the end;
-autotuning picks the rows per program and tile width per shape, so narrow-N shapes (the down projection) still
-spread over every SM.
+kernels for one row move 38-95 % of the measured copy bandwidth on an H200 at the decoder's shapes (the small
+matrices worst; docs/benchmarks.md). This kernel gives each program a few weight rows, walks K in wide contiguous
+tiles, keeps a fp32 partial sum per lane and reduces once at the end; autotuning picks the rows per program and
+the tile width per shape. It is faster than cuBLAS at most of those shapes, not all, so `OneRowLinear` times both
+once per shape and keeps the faster.
 
 Used only on CUDA for fp16/bf16 with a single row of x (`usable`); everything else goes to `F.linear`. Triton is
 imported only here, and only when the module is first used.
@@ -79,3 +79,29 @@ def gemv(x, weight, bias=None):
 def linear(x, weight, bias=None):
     """`F.linear`, through `gemv` where it applies."""
     return gemv(x, weight, bias) if usable(x, weight) else F.linear(x, weight, bias)
+
+
+def _triton_is_faster(x, weight, bias) -> bool:
+    from triton.testing import do_bench  # flushes L2 between runs: a decode step's weights are never cached
+
+    return do_bench(lambda: gemv(x, weight, bias)) < do_bench(lambda: F.linear(x, weight, bias))
+
+
+class OneRowLinear:
+    """`F.linear` whose one-row products (`usable`) go to the faster of `gemv` and cuBLAS for their shape, timed
+    at the first product of each shape. A shape first seen inside a CUDA graph capture (nothing can be timed
+    there) uses cuBLAS and is timed at its next eager call. `choice` maps (N, K, dtype, bias) → "triton"/"cublas"."""
+
+    def __init__(self):
+        self.choice = {}
+
+    def __call__(self, x, weight, bias=None):
+        if not usable(x, weight):
+            return F.linear(x, weight, bias)
+        key = (*weight.shape, str(weight.dtype), bias is not None)
+        pick = self.choice.get(key)
+        if pick is None:
+            if torch.cuda.is_current_stream_capturing():
+                return F.linear(x, weight, bias)
+            pick = self.choice[key] = "triton" if _triton_is_faster(x, weight, bias) else "cublas"
+        return gemv(x, weight, bias) if pick == "triton" else F.linear(x, weight, bias)

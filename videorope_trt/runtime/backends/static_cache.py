@@ -13,11 +13,11 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     buffer, so memory does not grow and the model's own decoder reads the same numbers);
   * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies);
   * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits);
-  * decode's matrix products (one row) are the Triton GEMV of `gemv.py` on CUDA for fp16/bf16 when Triton is
-    there (`gemv=True`), else `F.linear`;
+  * every matrix product goes through `linear` (default `F.linear`; the backend passes `gemv.OneRowLinear`, which
+    sends decode's one-row products to the faster of a Triton GEMV and cuBLAS per shape);
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
-  * `compile=True` fuses the decode step's element-wise work (norms, SwiGLU, softmax) with torch.compile;
+  * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile;
   * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph.
 
     embeds (B, S, H) ─ per layer: h = rms(x); q, k, v = proj(h); q, k = VideoRope(q, k)
@@ -96,7 +96,7 @@ def fuse_projections(layers) -> list:
 
 
 class StaticCacheDecoder:
-    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, gemv: bool = True):
+    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, linear=None):
         self.model = model
         text = model.text_model
         self.layers = text.layers
@@ -117,11 +117,7 @@ class StaticCacheDecoder:
             from videorope_trt.plugins import cuda as vr_cuda
 
             self.kernel = vr_cuda.load(str(kernel_lib))
-        self.linear = F.linear
-        if gemv and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-            from videorope_trt.runtime.backends import gemv as gemv_module
-
-            self.linear = gemv_module.linear if gemv_module.available() else F.linear
+        self.linear = linear or F.linear
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
@@ -206,8 +202,7 @@ class StaticCacheDecoder:
     def layers_forward(self, inputs_embeds, positions, mask, cache_position, keys: int):
         """The layers and lm_head with the attention mask already built (`_mask`'s forms)."""
         s = inputs_embeds.shape[1]
-        norm = self.norm if s == 1 else rms_norm
-        act = self.swiglu if s == 1 else swiglu
+        norm, act = self.norm, self.swiglu  # compiled per shape: one token, a full prefill chunk, the last chunk
         x = inputs_embeds.to(self.model.dtype)
         for i, layer in enumerate(self.layers):
             ln = layer.input_layernorm

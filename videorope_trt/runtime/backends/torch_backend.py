@@ -8,7 +8,7 @@ Two paths over the same weights:
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
-    one token stays eager), decodes with the Triton GEMV (`gemv=True`, CUDA), and with `compile=True` fuses the
+    one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton), and with `compile=True` fuses the
     decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
@@ -51,7 +51,11 @@ class TorchBackend(Backend):
         self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
         self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
         self.compile = bool(compile) and self.static
-        self.gemv = bool(gemv)
+        self.linear = None  # one per backend: its per-shape choices outlive every cache allocation
+        if gemv and on_cuda and self.static:
+            from videorope_trt.runtime.backends import gemv as gemv_module
+
+            self.linear = gemv_module.OneRowLinear() if gemv_module.available() else None
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
         if (on_cuda if fused_vision is None else fused_vision):
@@ -101,7 +105,7 @@ class TorchBackend(Backend):
         if self.static:
             from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
 
-            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.gemv)
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear)
             if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
                 with torch.no_grad():
                     self.graphed = GraphedDecode(self.fast, batch, self.num_axes)
