@@ -136,11 +136,14 @@ def _peak_gb(device) -> float:
 
 #: --ours-settings name → TorchBackend options (graph: the CUDA-graphed decode step with the Triton GEMV and the
 #: written-out vision tower; compile: plus torch.compile; *_cublas: cuBLAS for the one-row products; *_stock_vision:
-#: the model's own vision call)
+#: the model's own vision call; *_torch_attention: decode attention as torch products instead of flash_decode;
+#: *_sdpa_prefill: one SDPA call per prefill chunk instead of the two merged cuDNN parts)
 OURS_SETTINGS = {
     "graph": {}, "compile": {"compile": True},
     "graph_cublas": {"gemv": False}, "compile_cublas": {"compile": True, "gemv": False},
     "compile_stock_vision": {"compile": True, "fused_vision": False},
+    "compile_torch_attention": {"compile": True, "triton_decode": False},
+    "compile_sdpa_prefill": {"compile": True, "split_prefill": False},
 }
 
 
@@ -175,8 +178,9 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "prefill_native_gqa": backend.fast.native_gqa, "setting": OURS_SETTINGS[setting],
-           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None}
+           "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
+           "flash_decode": getattr(backend.fast.decode_attention, "__name__", "") == "flash_decode"}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
     return out

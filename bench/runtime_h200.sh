@@ -36,7 +36,7 @@ B="$PY bench/bench_runtime.py"
 M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in
-    tests) step 100 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/models/test_vision_fast.py ;;
+    tests) step 120 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/models/test_vision_fast.py ;;
     gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
@@ -46,7 +46,7 @@ for s in $STEPS; do
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
     2b8k16k) step 120 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --profile --out "$OUT/2b816" ;;
-    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk ${VISION_CHUNK_7B:-32} --prefill-chunk 2048 ${PROFILE:+--profile} --out "$OUT/7b32k" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings ${OURS_SETTINGS_7B:-${OURS_SETTINGS:-graph,compile}} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk ${VISION_CHUNK_7B:-32} --prefill-chunk 2048 ${PROFILE:+--profile} --out "$OUT/7b32k" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done

@@ -35,10 +35,10 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    configs = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=s)
-               for n, k, w, s in [(1, 1024, 4, 1), (2, 512, 4, 1), (2, 1024, 4, 1), (4, 256, 4, 1), (4, 512, 4, 1),
-                                  (4, 512, 8, 1), (8, 256, 4, 1), (8, 512, 8, 1), (16, 128, 4, 1), (16, 256, 8, 1),
-                                  (4, 256, 4, 3), (8, 256, 4, 3), (16, 128, 4, 3), (8, 512, 8, 2)]]
+    # the shapes measured on an H200 all chose one or two rows per program and 1024-wide tiles; a few neighbours
+    # stay for other GPUs and shapes (every config is compiled and timed once per shape: keep the list short)
+    configs = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
+               for n, k, w in [(1, 1024, 4), (2, 1024, 4), (2, 512, 4), (4, 512, 4), (1, 2048, 8), (4, 256, 4)]]
 
     @triton.autotune(configs=configs, key=["N", "K"])
     @triton.jit

@@ -8,10 +8,13 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     (flash attention skips the masked blocks), else a boolean causal + padding mask;
   * decode (S = 1) is grouped-query attention written as batched matrix products over the whole cache, split
     into `SPLIT`-row blocks so that one token's attention spreads over the whole GPU (SDPA's kernels give a
-    single query only batch x heads thread blocks, and its GQA support does not take a mask);
+    single query only batch x heads thread blocks, and its GQA support does not take a mask); with
+    `triton_decode=True` on CUDA it is `flash_decode` (the same split, one fused kernel and a combine);
   * q/k/v and gate/up are one matrix product each (`fuse_projections`: the separate weights become views of one
     buffer, so memory does not grow and the model's own decoder reads the same numbers);
-  * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies);
+  * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies), or with
+    `split_prefill=True` (CUDA, no padding) the chunk against earlier rows and against itself as two cuDNN
+    attentions merged by their log-sum-exps (`prefill_attention.py`);
   * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits);
   * every matrix product goes through `linear` (default `F.linear`; the backend passes `gemv.OneRowLinear`, which
     sends decode's one-row products to the faster of a Triton GEMV and cuBLAS per shape);
@@ -96,7 +99,8 @@ def fuse_projections(layers) -> list:
 
 
 class StaticCacheDecoder:
-    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, linear=None):
+    def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, linear=None,
+                 triton_decode: bool = False, split_prefill: bool = False):
         self.model = model
         text = model.text_model
         self.layers = text.layers
@@ -120,9 +124,17 @@ class StaticCacheDecoder:
         self.linear = linear or F.linear
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
+        if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
+            from videorope_trt.runtime.backends import flash_decode
+
+            probe = torch.empty((1, self.q_heads, 1, self.head_dim), dtype=dtype, device=device)
+            if flash_decode.available() and flash_decode.usable(probe, self.keys[0]):
+                self.decode_attention = flash_decode.flash_decode
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
         self.native_gqa = True
+        # prefill chunks after the first as two cuDNN attentions merged (`prefill_attention`); CUDA only
+        self.split_prefill = split_prefill and device.type == "cuda"
 
     def _rotate(self, q, k, positions):
         """q (B, S, Hq, D), k (B, S, KV, D) as the projections give them → rotated, in the same layout."""
@@ -140,6 +152,13 @@ class StaticCacheDecoder:
 
     def _prefill_attention(self, q, i, mask, keys: int):
         k, v, scale = self.keys[i][:, :, :keys], self.values[i][:, :, :keys], self.head_dim**-0.5
+        if self.split_prefill and not isinstance(mask, torch.Tensor):  # no padding: the causal form
+            from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
+
+            try:
+                return split_causal_attention(q, k, v, scale)
+            except RuntimeError:  # this torch / GPU has no cuDNN attention for these shapes: SDPA as before
+                self.split_prefill = False
         if self.native_gqa:
             try:
                 return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)

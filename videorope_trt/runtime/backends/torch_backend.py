@@ -8,7 +8,9 @@ Two paths over the same weights:
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
-    one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton), and with `compile=True` fuses the
+    one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
+    `flash_decode` (`triton_decode=True`, CUDA + Triton), splits prefill attention over cuDNN
+    (`split_prefill=True`, `prefill_attention.py`), and with `compile=True` fuses the
     decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
@@ -42,7 +44,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
-                 compile=False, gemv=True, fused_vision=None):
+                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=True):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
@@ -51,6 +53,7 @@ class TorchBackend(Backend):
         self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
         self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
         self.compile = bool(compile) and self.static
+        self.triton_decode, self.split_prefill = bool(triton_decode), bool(split_prefill)
         self.linear = None  # one per backend: its per-shape choices outlive every cache allocation
         if gemv and on_cuda and self.static:
             from videorope_trt.runtime.backends import gemv as gemv_module
@@ -105,7 +108,8 @@ class TorchBackend(Backend):
         if self.static:
             from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
 
-            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear)
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
+                                           self.triton_decode, self.split_prefill)
             if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
                 with torch.no_grad():
                     self.graphed = GraphedDecode(self.fast, batch, self.num_axes)

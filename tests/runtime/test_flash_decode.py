@@ -1,0 +1,39 @@
+"""`flash_decode` (the Triton split-row decode attention) against `static_cache.decode_attention` in fp32."""
+
+import pytest
+import torch
+
+from videorope_trt.runtime.backends import flash_decode
+from videorope_trt.runtime.backends.static_cache import decode_attention, decode_bias
+
+
+def test_refuses_what_it_cannot_take():
+    q, keys = torch.zeros(1, 4, 1, 64), torch.zeros(1, 2, 256, 64)
+    assert not flash_decode.usable(q, keys)
+    with pytest.raises(ValueError, match=r"got q \(1, 4, 1, 64\) torch.float32, keys \(1, 2, 256, 64\)"):
+        flash_decode.flash_decode(q, keys, keys, torch.zeros(1, 1, 1, 256), 0.125)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("hq,kv,d", [(12, 2, 128), (28, 4, 128), (4, 2, 64)], ids=["2b", "7b", "tiny"])
+def test_matches_torch_decode_attention(dtype, hq, kv, d):
+    if not flash_decode.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    rows, g = 1024, torch.Generator(device="cuda").manual_seed(hq)
+    q = torch.randn(2, hq, 1, d, device="cuda", generator=g).to(dtype)
+    keys = torch.randn(2, kv, rows, d, device="cuda", generator=g).to(dtype)
+    values = torch.randn(2, kv, rows, d, device="cuda", generator=g).to(dtype)
+    allowed = torch.zeros(2, rows, dtype=torch.bool, device="cuda")
+    allowed[0, 100:700] = True  # left padding, then rows past the cache position (whole splits empty)
+    allowed[1, :] = True
+    bias, scale = decode_bias(allowed), d**-0.5
+    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale)
+    torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
+    err = float((got.float() - ref).norm() / ref.norm())
+    assert got.shape == q.shape and got.dtype == dtype
+    assert err <= max(torch_err, 1e-3), (err, torch_err)
+    # a row nothing may attend never leaks in: changing it changes nothing
+    keys[0, :, 50] += 100
+    assert torch.equal(flash_decode.flash_decode(q, keys, values, bias, scale), got)

@@ -1,0 +1,114 @@
+"""One query token against the whole KV cache, split over the cache rows (flash-decoding), in Triton.
+
+The torch form (`static_cache.decode_attention`) is two batched matrix products and a softmax between them: five
+kernels per layer, and the (heads, rows) scores written and read back three times. Here a first kernel gives each
+program one KV head of one sample and `SPLIT_ROWS` cache rows: all G query heads of that KV head are one tile
+(padded to 16 rows for the tensor cores), scores stay in fp32 registers, the softmax is online, and it leaves
+a partial output with its running max and sum. A second kernel combines the partials of each query head. The cache
+is read once, by programs spread over every SM.
+
+Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
+number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing.
+Triton is imported only here, when first used.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+#: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_cache.SPLIT)
+SPLIT_ROWS = 256
+
+
+def available() -> bool:
+    from videorope_trt.runtime.backends.gemv import available as triton_and_cuda
+
+    return triton_and_cuda()
+
+
+def usable(q, keys) -> bool:
+    d = q.shape[-1]
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[2] == 1 and d in (64, 128)
+            and keys.shape[2] % SPLIT_ROWS == 0 and q.shape[1] // keys.shape[1] <= 16 and keys.is_contiguous())
+
+
+@functools.cache
+def _kernels():
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+                       G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                       SPLIT: tl.constexpr):
+        split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
+        b = bh // kv_heads
+        g, d = tl.arange(0, GP), tl.arange(0, D)
+        q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
+        m = tl.full((GP,), float("-inf"), tl.float32)
+        l = tl.zeros((GP,), tl.float32)
+        acc = tl.zeros((GP, D), tl.float32)
+        for r0 in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_R):
+            r = r0 + tl.arange(0, BLOCK_R)
+            k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
+            v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
+            allowed = tl.load(bias_ptr + b * rows + r) > -1e30
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(allowed[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
+            p = tl.exp(s - safe[:, None])
+            alpha = tl.exp(m - safe)
+            l = l * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
+        base = (bh * n_splits + split) * GP
+        tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc)
+        tl.store(ml_ptr + (base + g) * 2, m)
+        tl.store(ml_ptr + (base + g) * 2 + 1, l)
+
+    @triton.jit
+    def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                       BLOCK_S: tl.constexpr):
+        bh, g = tl.program_id(0), tl.program_id(1)
+        d = tl.arange(0, D)
+        top = tl.full((BLOCK_S,), float("-inf"), tl.float32)
+        for s0 in range(0, n_splits, BLOCK_S):
+            s = s0 + tl.arange(0, BLOCK_S)
+            top = tl.maximum(top, tl.load(ml_ptr + ((bh * n_splits + s) * GP + g) * 2, mask=s < n_splits,
+                                          other=float("-inf")))
+        big = tl.max(top, axis=0)
+        num = tl.zeros((D,), tl.float32)
+        den = tl.zeros((1,), tl.float32)
+        for s0 in range(0, n_splits, BLOCK_S):
+            s = s0 + tl.arange(0, BLOCK_S)
+            ok = s < n_splits
+            row = (bh * n_splits + s) * GP + g
+            w = tl.exp(tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf")) - big)  # 0 for empty splits
+            num += tl.sum(w[:, None] * tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0), 0)
+            den += tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), 0)
+        tl.store(out_ptr + (bh * G + g) * D + d, (num / den).to(out_ptr.dtype.element_ty))
+
+    return partial_kernel, combine_kernel
+
+
+def flash_decode(q, keys, values, bias, scale: float):
+    """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
+    `static_cache.decode_attention`)."""
+    if not usable(q, keys):
+        raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
+                         f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
+                         f"{q.dtype}, keys {tuple(keys.shape)}")
+    b, hq, _, d = q.shape
+    kv, rows = keys.shape[1], keys.shape[2]
+    g, n = hq // kv, rows // SPLIT_ROWS
+    partial_kernel, combine_kernel = _kernels()
+    acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
+    ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
+    out = torch.empty_like(q)
+    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
+                                G=g, GP=16, D=d, BLOCK_R=64, SPLIT=SPLIT_ROWS, num_warps=4)
+    combine_kernel[(b * kv, g)](acc, ml, out, n, G=g, GP=16, D=d, BLOCK_S=32, num_warps=4)
+    return out

@@ -1,0 +1,37 @@
+"""Chunked-prefill attention in two parts, each on the fast fused kernel, merged by their log-sum-exps.
+
+A prefill chunk of S queries attends the P cache rows before it (all of them) and its own S rows (causally). SDPA
+given the whole thing as one causal mask aligned to the last key runs on the older flash kernel (~250-300 TFLOP/s
+on an H200 at the decoder's shapes, docs/benchmarks.md), while each part alone is a form cuDNN's fused attention
+takes (no mask; causal with as many queries as keys) at 600+ TFLOP/s. Softmax over the union of two key sets is
+the two partial outputs weighted by exp(lse_part - lse_all), lse_all = logaddexp(lse_1, lse_2): exact up to
+rounding, and nothing of size (S, P) is ever formed.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def merge_partials(out1, lse1, out2, lse2):
+    """Attention outputs (B, H, S, D) over two disjoint key sets and their log-sum-exps (B, H, S[, 1]) → the
+    output over both, fp32."""
+    lse1, lse2 = (x.reshape(out1.shape[:-1] + (1,)).float() for x in (lse1, lse2))
+    lse = torch.logaddexp(lse1, lse2)
+    return out1.float() * torch.exp(lse1 - lse) + out2.float() * torch.exp(lse2 - lse)
+
+
+def cudnn_partial(q, k, v, causal: bool, scale: float):
+    """(output, log-sum-exp) of cuDNN's fused attention (grouped-query heads as given)."""
+    out = torch.ops.aten._scaled_dot_product_cudnn_attention(q, k, v, None, True, 0.0, causal, False, scale=scale)
+    return out[0], out[1]
+
+
+def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial):
+    """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key."""
+    s, past = q.shape[2], k.shape[2] - q.shape[2]
+    if past <= 0:
+        return partial(q, k, v, True, scale)[0]
+    out1, lse1 = partial(q, k[:, :, :past], v[:, :, :past], False, scale)
+    out2, lse2 = partial(q, k[:, :, past:], v[:, :, past:], True, scale)
+    return merge_partials(out1, lse1, out2, lse2).to(q.dtype)
