@@ -65,7 +65,15 @@ def _flash_op(q, k, v):
     return torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, True)[0]
 
 
+def _split(q, k, v):
+    """The runtime's split form: earlier rows and the chunk itself as two cuDNN attentions, merged."""
+    from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
+
+    return split_causal_attention(q, k, v, q.shape[-1] ** -0.5)
+
+
 FORMS = {
+    "split_cudnn": _split,
     "sdpa_gqa": _lower_right,  # what the runtime calls today
     "flash_gqa": _with_backend("FLASH_ATTENTION", repeat=False),
     "efficient_repeat": _with_backend("EFFICIENT_ATTENTION", repeat=True),
@@ -120,7 +128,7 @@ def bench_prefill(ours, cfg: dict, length: int, chunks: list, dtype) -> list:
     embeds = torch.randn(1, length, cfg["hidden_size"], device="cuda", dtype=dtype, generator=g) * 0.02
     positions = torch.arange(length, device="cuda", dtype=torch.float32).expand(3, 1, length).contiguous()
     mask = torch.ones(1, length, dtype=torch.int64, device="cuda")
-    dec = StaticCacheDecoder(ours, 1, length)
+    dec = StaticCacheDecoder(ours, 1, length, split_prefill=True)
     rows = []
     for chunk in chunks:
         def run():

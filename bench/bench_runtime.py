@@ -147,6 +147,38 @@ OURS_SETTINGS = {
 }
 
 
+def _phase_peaks(base):
+    """`base` recording the device memory peak of each phase of one generation, in GB: vision (up to the cache
+    allocation), the cache with its graph capture, prefill (to the first decode), decode; and what is allocated
+    when prefill starts."""
+    class PhasePeaks(base):
+        phases = {}
+
+        def _mark(self, name):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                self.phases[name] = torch.cuda.max_memory_allocated() / 1e9
+                torch.cuda.reset_peak_memory_stats()
+
+        def _allocate_impl(self, batch, capacity):
+            self._mark("vision")
+            super()._allocate_impl(batch, capacity)
+            self._mark("allocate")
+            if torch.cuda.is_available():
+                self.phases["at_prefill_start"] = torch.cuda.memory_allocated() / 1e9
+
+        def _begin_decode_impl(self, attention_mask, offset, step):
+            self._mark("prefill")
+            super()._begin_decode_impl(attention_mask, offset, step)
+
+        def synchronize(self):
+            super().synchronize()
+            if "prefill" in self.phases:
+                self.phases["decode"] = max(self.phases.get("decode", 0), torch.cuda.max_memory_allocated() / 1e9)
+
+    return PhasePeaks
+
+
 def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args, setting: str = "graph") -> dict:
     """Our generate on the PyTorch backend (static cache, CUDA-graphed decode; options: `OURS_SETTINGS`).
     The patches stay on the host, as a decoded video does; each vision chunk is copied when encoded."""
@@ -157,8 +189,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
-    backend = TorchBackend(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
-                           **OURS_SETTINGS[setting])
+    backend = _phase_peaks(TorchBackend)(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
+                                         **OURS_SETTINGS[setting])
     pixels = pixels.cpu()
     video = SimpleNamespace(pixel_values=pixels, grid_thw=grid)
     config = GenerationConfig(max_new_tokens=decode_tokens, prefill_chunk=args.prefill_chunk,
@@ -171,14 +203,16 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     warmup_s = time.perf_counter() - start
     backend.allocate(1, 1)  # free the warm-up cache before measuring the peak
     _reset_peak(device)
+    backend.phases = {}
     tm = generate(backend, [ids], video, config).timings
+    peak = max([_peak_gb(device)] + [v for k, v in backend.phases.items() if k != "at_prefill_start"])
     out = {"ttft_s": tm["ttft_s"], "decode_tok_s": tm["decode_tokens"] / tm["decode_s"],
            "vision_ms_per_frame": 1000 * tm["vision_s"] / frames, "prefill_tok_s": len(ids) / tm["prefill_s"],
            "vision_s": tm["vision_s"], "prefill_s": tm["prefill_s"], "decode_s": tm["decode_s"],
-           "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": _peak_gb(device),
+           "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": peak,
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "phase_gb": backend.phases, "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
            "flash_decode": getattr(backend.fast.decode_attention, "__name__", "") == "flash_decode"}
     if backend.graphed is not None:
