@@ -147,6 +147,21 @@ OURS_SETTINGS = {
 }
 
 
+def _largest_blocks(top: int = 12) -> list:
+    """The largest live allocations now (GB) with the innermost frames of our code or torch that made them
+    (needs `torch.cuda.memory._record_memory_history` on)."""
+    rows = []
+    for seg in torch.cuda.memory_snapshot():
+        for blk in seg.get("blocks", []):
+            if blk.get("state") != "active_allocated":
+                continue
+            frames = [f"{f['filename'].rsplit('/', 2)[-1]}:{f['line']}:{f['name']}" for f in blk.get("frames", [])
+                      if "videorope_trt" in f["filename"] or "bench" in f["filename"] or "triton" in f["filename"]]
+            rows.append((blk["size"] / 1e9, frames[:4]))
+    rows.sort(key=lambda r: -r[0])
+    return [{"gb": round(gb, 4), "where": where} for gb, where in rows[:top]]
+
+
 def _phase_peaks(base):
     """`base` recording the device memory peak of each phase of one generation, in GB: vision (up to the cache
     allocation), the cache with its graph capture, prefill (to the first decode), decode; and what is allocated
@@ -166,6 +181,8 @@ def _phase_peaks(base):
             self._mark("allocate")
             if torch.cuda.is_available():
                 self.phases["at_prefill_start"] = torch.cuda.memory_allocated() / 1e9
+                if getattr(self, "snapshot", False):
+                    self.largest_at_prefill_start = _largest_blocks()
 
         def _begin_decode_impl(self, attention_mask, offset, step):
             self._mark("prefill")
@@ -203,8 +220,12 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     warmup_s = time.perf_counter() - start
     backend.allocate(1, 1)  # free the warm-up cache before measuring the peak
     _reset_peak(device)
-    backend.phases = {}
+    backend.phases, backend.snapshot = {}, args.snapshot and torch.device(device).type == "cuda"
+    if backend.snapshot:
+        torch.cuda.memory._record_memory_history(max_entries=200000)
     tm = generate(backend, [ids], video, config).timings
+    if backend.snapshot:
+        torch.cuda.memory._record_memory_history(enabled=None)
     peak = max([_peak_gb(device)] + [v for k, v in backend.phases.items() if k != "at_prefill_start"])
     out = {"ttft_s": tm["ttft_s"], "decode_tok_s": tm["decode_tokens"] / tm["decode_s"],
            "vision_ms_per_frame": 1000 * tm["vision_s"] / frames, "prefill_tok_s": len(ids) / tm["prefill_s"],
@@ -212,7 +233,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": peak,
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "phase_gb": backend.phases, "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "phase_gb": backend.phases, "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
            "flash_decode": getattr(backend.fast.decode_attention, "__name__", "") == "flash_decode"}
     if backend.graphed is not None:
@@ -257,7 +278,7 @@ def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50)
 def bench_transformers(hf, ids, pixels, grid, decode_tokens, device, setting: str) -> dict:
     """transformers' generate: time for 1 token (time to first token) and for n; decode rate from the difference."""
     inputs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device),
-              "pixel_values_videos": pixels, "video_grid_thw": torch.tensor([grid], device=device)}
+              "pixel_values_videos": pixels.to(device), "video_grid_thw": torch.tensor([grid], device=device)}
     extra = {"cache_implementation": "static"} if setting == "static" else {}
 
     def run(n):
@@ -324,7 +345,9 @@ def write_json(out: Path, meta: dict, results: list) -> None:
 
 
 def bench_context(cfg, hf, ours, context, bandwidth, args) -> dict:
-    ids, pixels, grid, frames = synthetic_inputs(cfg, context, args.frame_side, args.device, getattr(torch, args.dtype))
+    # patches on the host, as a decoded video's are: ours copies each vision chunk; transformers gets them on the
+    # device for its run only (so neither peak holds the other's input)
+    ids, pixels, grid, frames = synthetic_inputs(cfg, context, args.frame_side, "cpu", getattr(torch, args.dtype))
     r = {"context": context, "tokens": len(ids), "frames": frames}
     for setting in filter(None, args.ours_settings.split(",")):
         name = "ours" if setting == "graph" else f"ours_{setting}"
@@ -359,6 +382,7 @@ def main(argv=None) -> int:
     ap.add_argument("--ours-settings", default="graph",
                     help=f"ours, comma-separated: {', '.join(OURS_SETTINGS)} (graph: CUDA graph; compile: plus torch.compile)")
     ap.add_argument("--no-cuda-graph", action="store_true")
+    ap.add_argument("--snapshot", action="store_true", help="list the largest live allocations when prefill starts")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 

@@ -235,6 +235,24 @@ def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
 
 
+def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
+    """A chunk's MLP run MLP_ROWS tokens at a time (4 here, pieces of 4, 4, 4, 1 and a whole 3): same logits."""
+    from videorope_trt.runtime.backends import static_cache
+
+    monkeypatch.setattr(static_cache, "MLP_ROWS", 4)
+    fast, ref = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(2)
+    embeds = torch.randn(1, 16, fast.info.hidden_size, generator=g)
+    pos = torch.arange(16, dtype=torch.float32).expand(3, 1, 16).contiguous()
+    mask = torch.ones(1, 16, dtype=torch.int64)
+    for be in (fast, ref):
+        be.allocate(1, 32)
+    for s0, s1 in ((0, 13), (13, 16)):
+        a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
 def test_split_decode_attention_matches_repeated_heads_softmax():
     from videorope_trt.runtime.backends.static_cache import SPLIT, decode_attention
 

@@ -15,7 +15,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies), or with
     `split_prefill=True` (CUDA, no padding) the chunk against earlier rows and against itself as two cuDNN
     attentions merged by their log-sum-exps (`prefill_attention.py`);
-  * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits);
+  * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits), and the MLP of a
+    prefill chunk runs `MLP_ROWS` tokens at a time;
   * every matrix product goes through `linear` (default `F.linear`; the backend passes `gemv.OneRowLinear`, which
     sends decode's one-row products to the faster of a Triton GEMV and cuBLAS per shape);
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
@@ -42,6 +43,9 @@ from videorope_trt.plugins.torch_op import apply as video_rope
 
 #: cache rows per block of the split decode attention (and the cache's row granularity)
 SPLIT = 256
+#: prefill tokens per MLP call: the (tokens, 2 x intermediate) gate/up product is the largest activation of a
+#: chunk (155 MB for 2048 tokens at 7B); per-token work, so splitting it changes nothing but the peak
+MLP_ROWS = 512
 
 
 def swiglu(gate, up):
@@ -191,6 +195,15 @@ class StaticCacheDecoder:
             out = self._prefill_attention(q, i, mask, keys)
         return self.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight, attn.o_proj.bias)
 
+    def _mlp(self, i, layer, x, norm, act):
+        """down(act(gate_up(rms(x)))), `MLP_ROWS` tokens at a time."""
+        if x.shape[1] > MLP_ROWS:
+            return torch.cat([self._mlp(i, layer, x[:, r : r + MLP_ROWS], norm, act)
+                              for r in range(0, x.shape[1], MLP_ROWS)], dim=1)
+        ln, m = layer.post_attention_layernorm, layer.mlp
+        gate, up = self.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
+        return self.linear(act(gate, up), m.down_proj.weight, m.down_proj.bias)
+
     def _mask(self, attention_mask, cache_position, s: int, keys: int):
         """Decode: an fp32 bias (B, 1, 1, rows) over the whole cache (rows past `keys` blocked); prefill without
         padding: the causal mask aligned to the last key (flash attention's own causal form, no mask tensor);
@@ -227,9 +240,7 @@ class StaticCacheDecoder:
             ln = layer.input_layernorm
             x = x + self._attention(i, layer.self_attn, norm(x, ln.weight, ln.variance_epsilon), positions,
                                     cache_position, mask, keys)
-            ln, m = layer.post_attention_layernorm, layer.mlp
-            gate, up = self.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
-            x = x + self.linear(act(gate, up), m.down_proj.weight, m.down_proj.bias)
+            x = x + self._mlp(i, layer, x, norm, act)
         final = self.model.text_model.norm
         last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
         head = self.model.hf.lm_head
