@@ -217,22 +217,30 @@ def test_static_cache_path_matches_the_model_decoder(tiny, inputs):
     assert generate(fast, rows, video, config).tokens == generate(ref, rows, video, config).tokens
 
 
-def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
-    # one unpadded row: the prefill chunks take the mask-free causal path; logits as the model's decoder gives them
-    fast, ref = _static_and_reference(tiny)
-    g = torch.Generator().manual_seed(1)
-    embeds = torch.randn(1, 27, fast.info.hidden_size, generator=g)
-    pos = torch.arange(27, dtype=torch.float32).expand(3, 1, 27).contiguous()
-    mask = torch.ones(1, 27, dtype=torch.int64)
+def _assert_unpadded_prefill_matches(fast, ref, length: int, cuts, seed: int):
+    """One unpadded row of `length` random embeddings prefilled in chunks cut at `cuts`: logits as the model's
+    decoder gives them, chunk by chunk."""
+    g = torch.Generator().manual_seed(seed)
+    embeds = torch.randn(1, length, fast.info.hidden_size, generator=g)
+    pos = torch.arange(length, dtype=torch.float32).expand(3, 1, length).contiguous()
+    mask = torch.ones(1, length, dtype=torch.int64)
     for be in (fast, ref):
         be.allocate(1, 32)
-    from torch.nn.attention.bias import CausalBias
-
-    assert isinstance(fast.fast._mask(mask[:, :9], torch.arange(9), 9, 9), CausalBias)
-    for s0, s1 in ((0, 9), (9, 26), (26, 27)):
+    for s0, s1 in zip((0,) + tuple(cuts), tuple(cuts) + (length,)):
         a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
         b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
+    # one unpadded row: the prefill chunks take the mask-free causal path; logits as the model's decoder gives them
+    from torch.nn.attention.bias import CausalBias
+
+    fast, ref = _static_and_reference(tiny)
+    fast.allocate(1, 32)
+    mask = torch.ones(1, 9, dtype=torch.int64)
+    assert isinstance(fast.fast._mask(mask, torch.arange(9), 9, 9), CausalBias)
+    _assert_unpadded_prefill_matches(fast, ref, 27, (9, 26), seed=1)
 
 
 def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
@@ -241,16 +249,7 @@ def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monk
 
     monkeypatch.setattr(static_cache, "MLP_ROWS", 4)
     fast, ref = _static_and_reference(tiny)
-    g = torch.Generator().manual_seed(2)
-    embeds = torch.randn(1, 16, fast.info.hidden_size, generator=g)
-    pos = torch.arange(16, dtype=torch.float32).expand(3, 1, 16).contiguous()
-    mask = torch.ones(1, 16, dtype=torch.int64)
-    for be in (fast, ref):
-        be.allocate(1, 32)
-    for s0, s1 in ((0, 13), (13, 16)):
-        a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
-        b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
-        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+    _assert_unpadded_prefill_matches(fast, ref, 16, (13,), seed=2)
 
 
 def test_split_decode_attention_matches_repeated_heads_softmax():
