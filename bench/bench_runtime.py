@@ -27,6 +27,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from runtime_probes import decode_graph_profile, phase_peaks  # noqa: E402
+
 _COMMON = {"model_type": "qwen2_vl", "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
            "max_position_embeddings": 131072, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
            "bos_token_id": 151643, "eos_token_id": 151645, "vision_start_token_id": 151652,
@@ -147,55 +150,6 @@ OURS_SETTINGS = {
 }
 
 
-def _largest_blocks(top: int = 12) -> list:
-    """The largest live allocations now (GB) with the innermost frames of our code or torch that made them
-    (needs `torch.cuda.memory._record_memory_history` on)."""
-    rows = []
-    for seg in torch.cuda.memory_snapshot():
-        for blk in seg.get("blocks", []):
-            if blk.get("state") != "active_allocated":
-                continue
-            frames = [f"{f['filename'].rsplit('/', 2)[-1]}:{f['line']}:{f['name']}" for f in blk.get("frames", [])
-                      if "videorope_trt" in f["filename"] or "bench" in f["filename"] or "triton" in f["filename"]]
-            rows.append((blk["size"] / 1e9, frames[:4]))
-    rows.sort(key=lambda r: -r[0])
-    return [{"gb": round(gb, 4), "where": where} for gb, where in rows[:top]]
-
-
-def _phase_peaks(base):
-    """`base` recording the device memory peak of each phase of one generation, in GB: vision (up to the cache
-    allocation), the cache with its graph capture, prefill (to the first decode), decode; and what is allocated
-    when prefill starts."""
-    class PhasePeaks(base):
-        phases = {}
-
-        def _mark(self, name):
-            if torch.cuda.is_available():
-                torch.cuda.synchronize()
-                self.phases[name] = torch.cuda.max_memory_allocated() / 1e9
-                torch.cuda.reset_peak_memory_stats()
-
-        def _allocate_impl(self, batch, capacity):
-            self._mark("vision")
-            super()._allocate_impl(batch, capacity)
-            self._mark("allocate")
-            if torch.cuda.is_available():
-                self.phases["at_prefill_start"] = torch.cuda.memory_allocated() / 1e9
-                if getattr(self, "snapshot", False):
-                    self.largest_at_prefill_start = _largest_blocks()
-
-        def _begin_decode_impl(self, attention_mask, offset, step):
-            self._mark("prefill")
-            super()._begin_decode_impl(attention_mask, offset, step)
-
-        def synchronize(self):
-            super().synchronize()
-            if "prefill" in self.phases:
-                self.phases["decode"] = max(self.phases.get("decode", 0), torch.cuda.max_memory_allocated() / 1e9)
-
-    return PhasePeaks
-
-
 def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args, setting: str = "graph") -> dict:
     """Our generate on the PyTorch backend (static cache, CUDA-graphed decode; options: `OURS_SETTINGS`).
     The patches stay on the host, as a decoded video does; each vision chunk is copied when encoded."""
@@ -206,7 +160,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
-    backend = _phase_peaks(TorchBackend)(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
+    backend = phase_peaks(TorchBackend)(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
                                          **OURS_SETTINGS[setting])
     pixels = pixels.cpu()
     video = SimpleNamespace(pixel_values=pixels, grid_thw=grid)
@@ -238,40 +192,6 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "flash_decode": getattr(backend.fast.decode_attention, "__name__", "") == "flash_decode"}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
-    return out
-
-
-def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50) -> dict:
-    """Where a decode step's time goes: the graph's replay time alone (no sampling, no host work), and the
-    kernels inside it (count and summed device time, from the profiler): replay − kernel time = launch gaps."""
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    for _ in range(replays):
-        graphed.cache_position.fill_(length)  # every replay at the prompt's end: stays inside the cache
-        graphed.graph.replay()
-    end.record()
-    end.synchronize()
-    out = {"graph_step_ms": start.elapsed_time(end) / replays}
-    if not kernels:
-        return out
-    try:
-        from torch.profiler import ProfilerActivity, profile
-
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(3):
-                graphed.cache_position.fill_(length)
-                graphed.graph.replay()
-            torch.cuda.synchronize()
-        rows = prof.key_averages()
-        dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
-        kernels = [e for e in rows if dev(e) > 0 and not e.key.startswith(("Memset", "Memcpy", "cudaGraph"))]
-        out["kernels_per_step"] = sum(e.count for e in kernels) / 3
-        out["kernel_ms_per_step"] = sum(dev(e) for e in kernels) / 3 / 1000
-        top = sorted(kernels, key=dev, reverse=True)[:12]
-        out["top_kernels"] = [{"name": e.key[:90], "count_per_step": e.count / 3, "ms_per_step": dev(e) / 3000}
-                              for e in top]
-    except Exception as e:  # the profiler is an extra: its failure leaves the timings
-        out["profile_error"] = f"{type(e).__name__}: {e}"[:300]
     return out
 
 

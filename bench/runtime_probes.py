@@ -1,0 +1,88 @@
+"""Probes for `bench_runtime.py`: where a decode step's time goes, and device memory per generation phase."""
+
+from __future__ import annotations
+
+import torch
+
+
+def _largest_blocks(top: int = 12) -> list:
+    """The largest live allocations now (GB) with the innermost frames of our code or torch that made them
+    (needs `torch.cuda.memory._record_memory_history` on)."""
+    rows = []
+    for seg in torch.cuda.memory_snapshot():
+        for blk in seg.get("blocks", []):
+            if blk.get("state") != "active_allocated":
+                continue
+            frames = [f"{f['filename'].rsplit('/', 2)[-1]}:{f['line']}:{f['name']}" for f in blk.get("frames", [])
+                      if "videorope_trt" in f["filename"] or "bench" in f["filename"] or "triton" in f["filename"]]
+            rows.append((blk["size"] / 1e9, frames[:4]))
+    rows.sort(key=lambda r: -r[0])
+    return [{"gb": round(gb, 4), "where": where} for gb, where in rows[:top]]
+
+
+def phase_peaks(base):
+    """`base` recording the device memory peak of each phase of one generation, in GB: vision (up to the cache
+    allocation), the cache with its graph capture, prefill (to the first decode), decode; and what is allocated
+    when prefill starts."""
+    class PhasePeaks(base):
+        phases = {}
+
+        def _mark(self, name):
+            if torch.cuda.is_available():
+                torch.cuda.synchronize()
+                self.phases[name] = torch.cuda.max_memory_allocated() / 1e9
+                torch.cuda.reset_peak_memory_stats()
+
+        def _allocate_impl(self, batch, capacity):
+            self._mark("vision")
+            super()._allocate_impl(batch, capacity)
+            self._mark("allocate")
+            if torch.cuda.is_available():
+                self.phases["at_prefill_start"] = torch.cuda.memory_allocated() / 1e9
+                if getattr(self, "snapshot", False):
+                    self.largest_at_prefill_start = _largest_blocks()
+
+        def _begin_decode_impl(self, attention_mask, offset, step):
+            self._mark("prefill")
+            super()._begin_decode_impl(attention_mask, offset, step)
+
+        def synchronize(self):
+            super().synchronize()
+            if "prefill" in self.phases:
+                self.phases["decode"] = max(self.phases.get("decode", 0), torch.cuda.max_memory_allocated() / 1e9)
+
+    return PhasePeaks
+
+
+def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50) -> dict:
+    """Where a decode step's time goes: the graph's replay time alone (no sampling, no host work), and the
+    kernels inside it (count and summed device time, from the profiler): replay − kernel time = launch gaps."""
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(replays):
+        graphed.cache_position.fill_(length)  # every replay at the prompt's end: stays inside the cache
+        graphed.graph.replay()
+    end.record()
+    end.synchronize()
+    out = {"graph_step_ms": start.elapsed_time(end) / replays}
+    if not kernels:
+        return out
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                graphed.cache_position.fill_(length)
+                graphed.graph.replay()
+            torch.cuda.synchronize()
+        rows = prof.key_averages()
+        dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
+        kernels = [e for e in rows if dev(e) > 0 and not e.key.startswith(("Memset", "Memcpy", "cudaGraph"))]
+        out["kernels_per_step"] = sum(e.count for e in kernels) / 3
+        out["kernel_ms_per_step"] = sum(dev(e) for e in kernels) / 3 / 1000
+        top = sorted(kernels, key=dev, reverse=True)[:12]
+        out["top_kernels"] = [{"name": e.key[:90], "count_per_step": e.count / 3, "ms_per_step": dev(e) / 3000}
+                              for e in top]
+    except Exception as e:  # the profiler is an extra: its failure leaves the timings
+        out["profile_error"] = f"{type(e).__name__}: {e}"[:300]
+    return out
