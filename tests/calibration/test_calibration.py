@@ -60,7 +60,7 @@ def test_samples_are_the_runtime_inputs(inputs, samples):
     assert [s.video for s in calib] == ["clip0.mp4"] * 2 + ["clip1.mp4"] * 2 and [s.video for s in held] == ["clip2.mp4"]
     video = load_video(inputs["videos"] / "clip2.mp4", fps=2.0, processor=ProcessorConfig.from_checkpoint(inputs["ckpt"]))
     np.testing.assert_array_equal(held[0].pixel_values, video.pixel_values)
-    tok = streaming.load_tokenizer(inputs["ckpt"])
+    tok = streaming.load_tokenizer_json(inputs["ckpt"])
     n = streaming.video_token_count(video.grid_thw)
     assert held[0].input_ids[0].tolist() == streaming.prompt_ids(tok, held[0].prompt, n) and n > 0
     assert held[0].fps == video.fps

@@ -37,7 +37,7 @@ def artifact(request, tiny, tmp_path_factory):
 def inputs(tiny):
     from videorope_trt.runtime import streaming
 
-    tok = streaming.load_tokenizer(tiny)
+    tok = streaming.load_tokenizer_json(tiny)
     rows = [streaming.prompt_ids(tok, q, 18) for q in ("What moves?", "How many shapes are visible at the start?")]
     rng = np.random.default_rng(5)
     video = SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), 1176), dtype=np.float32), grid_thw=GRID)

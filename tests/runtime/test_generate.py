@@ -30,7 +30,7 @@ def backend(request, ckpt):
 
 @pytest.fixture(scope="module")
 def tokenizer(ckpt):
-    return streaming.load_tokenizer(ckpt)
+    return streaming.load_tokenizer_json(ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
                  "--no-progress", "--device", "cpu", "--prefill-chunk", "8"]) == 0
     streamed = capsys.readouterr().out.strip()
     # the same answer through the library, default (eos-stopping) settings
-    be, tok = TorchBackend.load(ckpt), streaming.load_tokenizer(ckpt)
+    be, tok = TorchBackend.load(ckpt), streaming.load_tokenizer_json(ckpt)
     video = load_video(clip, fps=2.0, processor=ProcessorConfig.from_checkpoint(ckpt))
     rows = [streaming.prompt_ids(tok, "What moves?", streaming.video_token_count(video.grid_thw))]
     ids = generate(be, rows, video, GenerationConfig(max_new_tokens=5)).tokens[0]

@@ -215,3 +215,13 @@ def test_cli_runtime_flag(capsys):
     with pytest.raises(SystemExit):
         main(args + ["--runtime", "tflite"])
     assert "invalid choice: 'tflite'" in capsys.readouterr().err
+
+
+def test_cli_frame_size_is_width_by_height(capsys):
+    """`--frame-size 448x224` is 448 wide and 224 high, as make-video's `--size` reads it: 16 x 8 merged tokens."""
+    assert main(["plan", "qwen2-vl-2b", "--target", "orin-nx-16gb", "--frame-size", "448x224", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    assert got["frame_size"] == [224, 448] and got["tokens_per_slice"] == 16 * 8
+    with pytest.raises(SystemExit):
+        main(["plan", "qwen2-vl-2b", "--target", "orin-nx-16gb", "--frame-size", "448by224"])
+    assert "expected WIDTHxHEIGHT in pixels such as 448x448, got '448by224'" in capsys.readouterr().err

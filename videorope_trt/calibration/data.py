@@ -79,7 +79,7 @@ def make_samples(ckpt_dir, videos: list, prompts: list, settings: VideoSettings,
     from videorope_trt.runtime.video import ProcessorConfig, load_video
 
     processor = ProcessorConfig.from_checkpoint(ckpt_dir)
-    tokenizer = streaming.load_tokenizer(ckpt_dir)
+    tokenizer = streaming.load_tokenizer_json(ckpt_dir)
     samples = []
     for k, path in enumerate(videos if bar is None else bar(videos, desc="videos", unit="video")):
         video = load_video(path, fps=settings.fps, max_frames=settings.max_frames,

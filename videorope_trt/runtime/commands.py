@@ -103,7 +103,7 @@ def _run(args) -> int:
 
     t0 = time.perf_counter()
     backend, ckpt = open_from_args(args)
-    tokenizer = streaming.load_tokenizer(ckpt)
+    tokenizer = streaming.load_tokenizer_json(ckpt)
     video, n_video = None, 0
     if args.video:
         from videorope_trt.runtime.video import ProcessorConfig, load_video
@@ -240,7 +240,7 @@ def _bench(args) -> int:
 
     contexts = parse_contexts(args.contexts)
     backend, ckpt = open_from_args(args)
-    tokenizer = streaming.load_tokenizer(ckpt)
+    tokenizer = streaming.load_tokenizer_json(ckpt)
     results = []
     for context in contexts:
         r = bench_context(backend, tokenizer, ckpt, context, args)

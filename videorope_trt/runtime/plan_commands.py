@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import time
 from pathlib import Path
@@ -12,10 +13,11 @@ from videorope_trt.runtime.presets import KV_BYTES, PRECISIONS, PRESETS
 
 
 def _frame_size(text: str) -> tuple:
+    """WIDTHxHEIGHT (as make-video, export and video tools write sizes) → the plan's (height, width)."""
     try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise ValueError(f"--frame-size: expected HEIGHTxWIDTH in pixels such as 448x448, got {text!r}") from None
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:  # ArgumentTypeError: argparse prints this message (a ValueError's it replaces)
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels such as 448x448, got {text!r}") from None
     return (h, w)
 
 
@@ -30,7 +32,7 @@ def _plan_arguments(p) -> None:
     p.add_argument("--max-frames", type=int, default=None, help="video frames to hold (default: preset's, within what fits)")
     p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per prefill step")
     p.add_argument("--frames-per-chunk", type=int, default=None, help="frames per vision-encoder call (even)")
-    p.add_argument("--frame-size", type=_frame_size, default=(448, 448), help="HEIGHTxWIDTH pixels per frame (448x448)")
+    p.add_argument("--frame-size", type=_frame_size, default=(448, 448), help="WIDTHxHEIGHT pixels per frame (448x448)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--headroom", type=float, default=None, help="fraction of usable memory kept free (preset's)")
     p.add_argument("--unfused-attention", action="store_true", help="count (heads, S, T) attention scores")

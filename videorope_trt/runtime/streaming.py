@@ -8,8 +8,9 @@ from pathlib import Path
 DEFAULT_SYSTEM = "You are a helpful assistant."
 
 
-def load_tokenizer(ckpt_dir):
-    """`tokenizers.Tokenizer` from the checkpoint's tokenizer.json."""
+def load_tokenizer_json(ckpt_dir):
+    """`tokenizers.Tokenizer` from the checkpoint's tokenizer.json (the fast tokenizer alone, for prompts and
+    streamed text; `models.load_tokenizer` gives transformers' full tokenizer)."""
     from tokenizers import Tokenizer
 
     path = Path(ckpt_dir) / "tokenizer.json"
