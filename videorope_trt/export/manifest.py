@@ -61,3 +61,14 @@ def read_manifest(out_dir) -> dict:
         raise ValueError(f"{path}: kind={data.get('kind')!r} format_version={data.get('format_version')!r}; "
                          f"expected kind={KIND!r} format_version={FORMAT_VERSION}")
     return data
+
+
+def checkpoint_of(artifact, manifest: dict) -> Path:
+    """The checkpoint an export directory came from (tokenizer, config, embedding table): the one its manifest
+    records, else the directory itself when it holds a config.json."""
+    path = (manifest.get("source") or {}).get("checkpoint")
+    if path and (Path(path) / "config.json").is_file():
+        return Path(path)
+    if (Path(artifact) / "config.json").is_file():
+        return Path(artifact)
+    raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass --checkpoint DIR")

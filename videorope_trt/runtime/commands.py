@@ -50,19 +50,17 @@ def add_arguments(parser, name: str) -> None:
 
 
 def resolve_checkpoint(out, given=None) -> Path:
-    """The checkpoint directory: --checkpoint, else OUT itself, else what OUT/manifest.json records."""
+    """The checkpoint directory: --checkpoint, else what OUT/manifest.json records (as the ONNX Runtime and
+    TensorRT backends find it), else OUT itself."""
+    from videorope_trt.export.manifest import checkpoint_of, read_manifest
+
     if given:
         return Path(given)
     out = Path(out)
+    if (out / "manifest.json").is_file():
+        return checkpoint_of(out, read_manifest(out))
     if (out / "config.json").is_file():
         return out
-    manifest = out / "manifest.json"
-    if manifest.is_file():
-        data = json.loads(manifest.read_text())
-        source = data.get("source") or {}
-        path = source.get("checkpoint") if isinstance(source, dict) else None
-        if path and (Path(path) / "config.json").is_file():
-            return Path(path)
     raise FileNotFoundError(f"no checkpoint found for {out}: pass --checkpoint DIR (a directory with config.json)")
 
 

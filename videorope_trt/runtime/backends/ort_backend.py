@@ -10,23 +10,12 @@ parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.export.manifest import read_manifest  # the checked reader; the TensorRT backend uses it too
+from videorope_trt.export.manifest import checkpoint_of, read_manifest  # the checked reader; the TensorRT backend uses it too
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-
-
-def checkpoint_of(artifact, manifest: dict) -> Path:
-    """The checkpoint the artifact was exported from (tokenizer, config, embedding table)."""
-    path = (manifest.get("source") or {}).get("checkpoint")
-    if path and (Path(path) / "config.json").is_file():
-        return Path(path)
-    if (Path(artifact) / "config.json").is_file():
-        return Path(artifact)
-    raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass --checkpoint DIR")
 
 
 def rope_choice(manifest: dict, config: dict) -> tuple:
@@ -39,7 +28,9 @@ def rope_choice(manifest: dict, config: dict) -> tuple:
 
 
 def info_from_artifact(manifest: dict, ckpt) -> ModelInfo:
-    config = json.loads((Path(ckpt) / "config.json").read_text())
+    from videorope_trt.models.loading import read_config
+
+    config = read_config(ckpt)
     variant, params = rope_choice(manifest, config)
     return ModelInfo.from_config(config, variant=variant, position_params=params)
 

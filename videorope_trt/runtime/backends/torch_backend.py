@@ -18,9 +18,7 @@ else as the model's own vision call.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
 
@@ -34,7 +32,9 @@ def _variant_name(rope) -> str:
 
 def info_from_model(model, ckpt_dir) -> ModelInfo:
     """ModelInfo from the checkpoint's config.json and the loaded model's rope settings."""
-    config = json.loads((Path(ckpt_dir) / "config.json").read_text())
+    from videorope_trt.models.loading import read_config
+
+    config = read_config(ckpt_dir)
     rope = getattr(model, "rope", None)
     params = dict(getattr(rope, "position_params", None) or {})
     return ModelInfo.from_config(config, variant=_variant_name(rope), position_params=params)

@@ -128,8 +128,10 @@ class TrtBackend(Backend):
         trt = trtmod.import_trt(info["flavour"])
         if info.get("plugin_library"):
             trtmod.load_plugin_library(trt, info["plugin_library"]["path"])
+        from videorope_trt.export.manifest import checkpoint_of
+
         manifest = ob.read_manifest(artifact)
-        ckpt = checkpoint or ob.checkpoint_of(artifact, manifest)
+        ckpt = checkpoint or checkpoint_of(artifact, manifest)
         table = ob.load_embedding_table(ckpt).to(device)
         model = ob.info_from_artifact(manifest, ckpt)
         return cls(trt, engine_dir, table, model, build.engine_plan(engine_dir), device)
