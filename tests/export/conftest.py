@@ -8,10 +8,8 @@ from _export_cases import LAST_ONLY, VARIANTS
 
 
 @pytest.fixture(scope="session")
-def tiny(tmp_path_factory):
-    from videorope_trt.models import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("export") / "tiny", seed=0)
+def tiny(tiny_ckpt):
+    return tiny_ckpt
 
 
 @pytest.fixture(scope="session")

@@ -4,13 +4,6 @@ import pytest
 
 
 @pytest.fixture(scope="session")
-def tiny_ckpt(tmp_path_factory):
-    from videorope_trt.models import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("models") / "tiny", seed=0)
-
-
-@pytest.fixture(scope="session")
 def load_tiny(tiny_ckpt):
     """load_tiny(variant, **rope_params) -> model, cached (callers must not modify the model)."""
     from videorope_trt.models import load_model

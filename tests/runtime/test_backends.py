@@ -18,10 +18,8 @@ GRID = (3, 4, 6)
 # -- cross-backend parity ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from videorope_trt.models import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+def tiny(tiny_ckpt):
+    return tiny_ckpt
 
 
 @pytest.fixture(scope="module", params=["decomposed", "plugin"])

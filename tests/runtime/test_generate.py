@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from videorope_trt import models, rope
+from videorope_trt import rope
 from videorope_trt.runtime import streaming
 from videorope_trt.runtime.backends.torch_backend import TorchBackend
 from videorope_trt.runtime.generate import (
@@ -19,8 +19,8 @@ QUESTIONS = ["What moves?", "How many shapes are visible at the start of the cli
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return models.make_tiny(tmp_path_factory.mktemp("tiny") / "ckpt", seed=0)
+def ckpt(tiny_ckpt):
+    return tiny_ckpt
 
 
 @pytest.fixture(scope="module", params=["videorope", "m_rope"])
