@@ -1,8 +1,9 @@
 """Writers that never leave a half-written artifact: build under a temporary name beside the target, rename on
-success, remove the temporary on failure."""
+success, remove the temporary on failure. And the matching reader of a JSON artifact file."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -39,3 +40,15 @@ def write_atomic(path, data) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def read_json(path, missing: str) -> dict:
+    """The JSON object in `path`; FileNotFoundError("<path> is missing; <missing>") when there is none, ValueError
+    when it is not JSON."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing; {missing}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON ({e})") from None

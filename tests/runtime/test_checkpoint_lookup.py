@@ -43,3 +43,16 @@ def test_neither_is_a_clear_error(tmp_path):
         resolve_checkpoint(out)
     with pytest.raises(FileNotFoundError, match="pass --checkpoint DIR"):
         resolve_checkpoint(tmp_path / "empty")
+
+
+def test_manifest_reader_errors(tmp_path):
+    from videorope_trt.export.manifest import read_manifest
+
+    with pytest.raises(FileNotFoundError, match=r"manifest.json is missing; expected a directory written by"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"manifest.json is not valid JSON"):
+        read_manifest(tmp_path)
+    (tmp_path / "manifest.json").write_text(json.dumps({"kind": "other", "format_version": 1}))
+    with pytest.raises(ValueError, match=r"kind='other' format_version=1; expected kind="):
+        read_manifest(tmp_path)

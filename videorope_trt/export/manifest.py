@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from videorope_trt.atomic import write_atomic
+from videorope_trt.atomic import read_json, write_atomic
 
 FORMAT_VERSION = 1
 KIND = "videorope-trt-export"
@@ -51,12 +51,7 @@ def write_manifest(out_dir, manifest: dict) -> Path:
 def read_manifest(out_dir) -> dict:
     """The manifest of an export directory, checked to be one this version reads."""
     path = Path(out_dir) / NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"{out_dir}: no {NAME}; expected a directory written by `videorope-trt export`")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON ({e})") from None
+    data = read_json(path, "expected a directory written by `videorope-trt export`")
     if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: kind={data.get('kind')!r} format_version={data.get('format_version')!r}; "
                          f"expected kind={KIND!r} format_version={FORMAT_VERSION}")

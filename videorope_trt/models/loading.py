@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from videorope_trt.atomic import atomic_dir
+from videorope_trt.atomic import atomic_dir, read_json
 
 from videorope_trt.models.rope_settings import CONFIG_FIELD, make_rope_settings, resolve_rope_choice
 
@@ -28,12 +28,7 @@ def read_config(ckpt_dir) -> dict:
     if not ckpt.is_dir():
         raise FileNotFoundError(f"checkpoint: {ckpt} is not a directory; expected a Hugging Face checkpoint folder")
     path = ckpt / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint: {path} is missing; expected config.json in the checkpoint folder")
-    try:
-        cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"checkpoint: {path} is not valid JSON ({e})") from None
+    cfg = read_json(path, "expected config.json in the checkpoint folder")
     model_type = cfg.get("model_type")
     if model_type not in MODEL_TYPES:
         raise ValueError(f"checkpoint: {path} has model_type={model_type!r} (architectures "
