@@ -295,3 +295,20 @@ def test_wrong_number_of_video_tokens_is_a_clear_error(backend, tokenizer, video
     assert calls == []  # checked once up front, before any chunk runs
     with pytest.raises(ValueError, match="needs 18 tokens, the run has 17"):  # generate's positions see it first
         generate(backend, rows, video, GenerationConfig(max_new_tokens=2))
+
+
+def test_compile_flag_reaches_the_torch_backend_and_is_refused_elsewhere(ckpt, tmp_path, monkeypatch, capsys):
+    import argparse
+
+    from videorope_trt.cli import main
+    from videorope_trt.runtime import commands
+
+    seen = {}
+    monkeypatch.setattr("videorope_trt.runtime.backends.open_backend",
+                        lambda name, path, **options: seen.update(name=name, **options) or "backend")
+    args = argparse.Namespace(out=str(ckpt), checkpoint=None, backend="torch", device="cpu", dtype="float32",
+                              target=None, compile=True)
+    assert commands.open_from_args(args)[0] == "backend" and seen["compile"] is True
+    assert main(["run", str(tmp_path), "--backend", "onnxruntime", "--compile", "--checkpoint", str(ckpt),
+                 "--prompt", "hi", "--no-progress"]) == 2
+    assert "--compile applies to the torch backend; got --backend onnxruntime" in capsys.readouterr().err

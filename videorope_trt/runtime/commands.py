@@ -19,6 +19,9 @@ def _add_common(p) -> None:
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available)")
     p.add_argument("--dtype", default="float32", help="torch backend weights: float32, float16 or bfloat16")
     p.add_argument("--target", default=None, help="tensorrt backend: engines/<target> under OUT")
+    p.add_argument("--compile", action="store_true",
+                   help="torch backend on CUDA: torch.compile the vision blocks and the per-token work (faster after a "
+                        "slower first generation)")
     p.add_argument("--prefill-chunk", type=int, default=2048, help="tokens per prefill call (default 2048)")
     p.add_argument("--vision-chunk", type=int, default=8, help="temporal slices per vision-encoder call (default 8)")
     p.add_argument("--max-context", type=int, default=None, help="KV cache capacity in tokens (default: prompt + new tokens)")
@@ -81,6 +84,10 @@ def open_from_args(args):
     options = {"device": default_device(args.device), "dtype": args.dtype, "checkpoint": ckpt}
     if args.target:
         options["target"] = args.target
+    if args.compile:
+        if args.backend != "torch":
+            raise ValueError(f"--compile applies to the torch backend; got --backend {args.backend}")
+        options["compile"] = True
     return open_backend(args.backend, path, **options), ckpt
 
 
