@@ -118,6 +118,11 @@ def test_context_that_does_not_fit_says_what_fits(tmp_path):
         B.build_engines(_artifact(tmp_path), B.BuildRequest("rtx", PlanRequest(max_context=8192)))
 
 
+def test_a_plan_for_another_runtime_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="must be for the tensorrt runtime .*got runtime='torch'"):
+        B.build_engines(_artifact(tmp_path), B.BuildRequest("rtx", PlanRequest(runtime="torch")))
+
+
 def test_full_tensorrt_missing_names_the_package():
     if T.available("tensorrt"):
         pytest.skip("full TensorRT is installed here")

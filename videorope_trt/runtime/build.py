@@ -263,6 +263,9 @@ def _plugin_for(artifact: Path, request: BuildRequest, onnx_paths: list) -> Path
 def build_engines(artifact, request: BuildRequest) -> dict:
     """Build every requested graph of an artifact directory for a target; returns what engine.json records."""
     artifact = Path(artifact)
+    if request.plan.runtime != "tensorrt":  # engine.json's plan sizes the TensorRT runtime's KV cache
+        raise ValueError(f"build: the memory plan must be for the tensorrt runtime (engines are what it runs); "
+                         f"got runtime={request.plan.runtime!r}")
     preset = get_preset(request.target)
     flavour = trtmod.get_flavour(preset.flavour)
     manifest = read_manifest(artifact)
