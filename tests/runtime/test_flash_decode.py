@@ -7,6 +7,13 @@ from videorope_trt.runtime.backends import flash_decode
 from videorope_trt.runtime.backends.static_cache import decode_attention, decode_bias
 
 
+def test_supported_shapes():
+    assert flash_decode.supports(12, 2, 128, 1024) and flash_decode.supports(28, 4, 128, 256)
+    assert not flash_decode.supports(12, 2, 80, 1024)  # head dim
+    assert not flash_decode.supports(12, 2, 128, 1000)  # rows not in whole splits
+    assert not flash_decode.supports(34, 2, 128, 256)  # 17 query heads per KV head
+
+
 def test_refuses_what_it_cannot_take():
     q, keys = torch.zeros(1, 4, 1, 64), torch.zeros(1, 2, 256, 64)
     assert not flash_decode.usable(q, keys)

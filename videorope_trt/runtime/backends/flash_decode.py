@@ -28,10 +28,14 @@ def available() -> bool:
     return triton_and_cuda()
 
 
+def supports(q_heads: int, kv_heads: int, head_dim: int, rows: int) -> bool:
+    """The shapes the kernels take: head dim 64 or 128, at most 16 query heads per KV head, rows in whole splits."""
+    return head_dim in (64, 128) and q_heads // kv_heads <= 16 and rows % SPLIT_ROWS == 0
+
+
 def usable(q, keys) -> bool:
-    d = q.shape[-1]
-    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[2] == 1 and d in (64, 128)
-            and keys.shape[2] % SPLIT_ROWS == 0 and q.shape[1] // keys.shape[1] <= 16 and keys.is_contiguous())
+    return (q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and q.shape[2] == 1 and keys.is_contiguous()
+            and supports(q.shape[1], keys.shape[1], q.shape[-1], keys.shape[2]))
 
 
 @functools.cache

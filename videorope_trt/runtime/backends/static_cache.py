@@ -131,8 +131,7 @@ class StaticCacheDecoder:
         if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
             from videorope_trt.runtime.backends import flash_decode
 
-            probe = torch.empty((1, self.q_heads, 1, self.head_dim), dtype=dtype, device=device)
-            if flash_decode.available() and flash_decode.usable(probe, self.keys[0]):
+            if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
                 self.decode_attention = flash_decode.flash_decode
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
