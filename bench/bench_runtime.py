@@ -140,13 +140,13 @@ def _peak_gb(device) -> float:
 #: --ours-settings name → TorchBackend options (graph: the CUDA-graphed decode step with the Triton GEMV and the
 #: written-out vision tower; compile: plus torch.compile; *_cublas: cuBLAS for the one-row products; *_stock_vision:
 #: the model's own vision call; *_torch_attention: decode attention as torch products instead of flash_decode;
-#: *_sdpa_prefill: one SDPA call per prefill chunk instead of the two merged cuDNN parts)
+#: *_split_prefill: each prefill chunk's attention as two cuDNN parts merged, instead of one SDPA call)
 OURS_SETTINGS = {
     "graph": {}, "compile": {"compile": True},
     "graph_cublas": {"gemv": False}, "compile_cublas": {"compile": True, "gemv": False},
     "compile_stock_vision": {"compile": True, "fused_vision": False},
     "compile_torch_attention": {"compile": True, "triton_decode": False},
-    "compile_sdpa_prefill": {"compile": True, "split_prefill": False},
+    "compile_split_prefill": {"compile": True, "split_prefill": True},
 }
 
 

@@ -241,6 +241,22 @@ def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
     _assert_unpadded_prefill_matches(fast, ref, 27, (9, 26), seed=1)
 
 
+def test_split_prefill_falls_back_to_sdpa_where_cudnn_attention_is_missing(tiny):
+    """The CPU has no cuDNN attention: the split form fails once, is switched off, and SDPA gives the answer."""
+    fast, ref = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(3)
+    embeds = torch.randn(1, 12, fast.info.hidden_size, generator=g)
+    pos = torch.arange(12, dtype=torch.float32).expand(3, 1, 12).contiguous()
+    mask = torch.ones(1, 12, dtype=torch.int64)
+    for be in (fast, ref):
+        be.allocate(1, 32)
+    fast.fast.split_prefill = True  # as on CUDA
+    for s0, s1 in ((0, 5), (5, 12)):
+        a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        torch.testing.assert_close(a, ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1]), atol=2e-5, rtol=1e-5)
+    assert fast.fast.split_prefill is False
+
+
 def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
     """A chunk's MLP run MLP_ROWS tokens at a time (4 here, pieces of 4, 4, 4, 1 and a whole 3): same logits."""
     from videorope_trt.runtime.backends import static_cache

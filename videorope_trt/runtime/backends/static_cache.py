@@ -155,12 +155,14 @@ class StaticCacheDecoder:
 
     def _prefill_attention(self, q, i, mask, keys: int):
         k, v, scale = self.keys[i][:, :, :keys], self.values[i][:, :, :keys], self.head_dim**-0.5
-        if self.split_prefill and not isinstance(mask, torch.Tensor):  # no padding: the causal form
+        from torch.nn.attention.bias import CausalBias
+
+        if self.split_prefill and isinstance(mask, CausalBias):  # no padding: the causal form (a Tensor subclass)
             from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
 
             try:
-                return split_causal_attention(q, k, v, scale)
-            except RuntimeError:  # this torch / GPU has no cuDNN attention for these shapes: SDPA as before
+                return split_causal_attention(q.contiguous(), k, v, scale)  # q as the GPU test gives it
+            except (RuntimeError, AttributeError):  # no cuDNN attention in this torch / for these shapes: SDPA
                 self.split_prefill = False
         if self.native_gqa:
             try:

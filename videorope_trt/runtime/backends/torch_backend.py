@@ -9,9 +9,9 @@ Two paths over the same weights:
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
     one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
-    `flash_decode` (`triton_decode=True`, CUDA + Triton), splits prefill attention over cuDNN
-    (`split_prefill=True`, `prefill_attention.py`), and with `compile=True` fuses the
-    decode step's element-wise work with torch.compile.
+    `flash_decode` (`triton_decode=True`, CUDA + Triton), can split prefill attention over cuDNN
+    (`split_prefill=True`: off by default until its end-to-end effect is measured; `prefill_attention.py`), and
+    with `compile=True` fuses the decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
 """
@@ -44,7 +44,7 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
-                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=True):
+                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=False):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
