@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+
 @dataclass(frozen=True)
 class ModelDims:
     """The shape numbers of a Qwen2-VL checkpoint that decide its memory."""

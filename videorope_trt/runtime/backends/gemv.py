@@ -76,11 +76,6 @@ def gemv(x, weight, bias=None):
     return y
 
 
-def linear(x, weight, bias=None):
-    """`F.linear`, through `gemv` where it applies."""
-    return gemv(x, weight, bias) if usable(x, weight) else F.linear(x, weight, bias)
-
-
 def _triton_is_faster(x, weight, bias) -> bool:
     from triton.testing import do_bench  # flushes L2 between runs: a decode step's weights are never cached
 

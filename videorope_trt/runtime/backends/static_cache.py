@@ -36,6 +36,7 @@ from dataclasses import replace
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from videorope_trt.models.decoder import rms_norm
 from videorope_trt.plugins.contract import LAYOUT_BSHD
@@ -155,8 +156,6 @@ class StaticCacheDecoder:
 
     def _prefill_attention(self, q, i, mask, keys: int):
         k, v, scale = self.keys[i][:, :, :keys], self.values[i][:, :, :keys], self.head_dim**-0.5
-        from torch.nn.attention.bias import CausalBias
-
         if self.split_prefill and isinstance(mask, CausalBias):  # no padding: the causal form (a Tensor subclass)
             from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
 
@@ -214,8 +213,6 @@ class StaticCacheDecoder:
             allowed[:, :keys] = attention_mask.bool()
             return decode_bias(allowed)
         if bool(attention_mask.all()):  # one host sync per prefill chunk
-            from torch.nn.attention.bias import causal_lower_right
-
             return causal_lower_right(s, keys)  # query i sees keys <= keys - s + i = cache_position[i]
         key_idx = torch.arange(keys, device=attention_mask.device)
         causal = key_idx[None, :] <= cache_position[:, None]  # (S, keys)
