@@ -6,7 +6,7 @@
 #   OUT=out DEADLINE_S=570 STEPS="tests 2b32k vision jetson 2b8k16k 7b32k" bash bench/runtime_h200.sh
 #   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models;
 #   OURS_SETTINGS picks our settings for the 32k steps, default graph,compile; steps gemv and visionfused are the
-#   one-row product and vision tower microbenchmarks)
+#   one-row product and vision tower microbenchmarks; VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 7B step's calls)
 set -u
 OUT=${OUT:-out}
 PY=${PY:-python3}
@@ -46,7 +46,7 @@ for s in $STEPS; do
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;
     2b8k16k) step 120 2b8k16k $B --model 2b --contexts 8k,16k --ours-settings graph --hf-settings default --profile --out "$OUT/2b816" ;;
-    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings ${OURS_SETTINGS_7B:-${OURS_SETTINGS:-graph,compile}} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk ${VISION_CHUNK_7B:-32} --prefill-chunk 2048 ${PROFILE:+--profile} --out "$OUT/7b32k" ;;
+    7b32k) step 240 7b32k $B --model 7b --contexts 32k --ours-settings ${OURS_SETTINGS_7B:-${OURS_SETTINGS:-graph,compile}} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk ${VISION_CHUNK_7B:-32} --prefill-chunk ${PREFILL_CHUNK_7B:-2048} ${PROFILE:+--profile} --out "$OUT/7b32k" ;;
     *) echo "unknown step $s" | tee -a "$LOG" ;;
   esac
 done
