@@ -5,6 +5,11 @@ device time (`triton.testing.do_bench`, L2 flushed between runs, as a decode ste
 bytes moved (weight + x + y) per second, its fraction of the device-to-device copy bandwidth measured in the same
 run, and the output's relative error against an fp32 product (both should be the dtype's rounding only).
 
+Then the fused decode step's products alone, as one CUDA graph over all layers (`--chain`): per layer
+GEMV(rms(x)) for q/k/v, x + GEMV for o, SwiGLU(GEMV(rms(x))) for gate/up, x + GEMV for down, with and without
+programmatic dependent launch, against the same chain unfused (norm, cuBLAS product, SwiGLU, add as torch ops),
+as time per layer and fraction of the copy bandwidth for the weights read.
+
     python bench/bench_gemv.py --out bench-out        # on a CUDA GPU with Triton
 """
 
@@ -61,10 +66,79 @@ def bench_shape(n: int, k: int, bias: bool, dtype, bandwidth: float) -> dict:
     return out
 
 
+def _graph_ms(fn, replays: int = 20) -> float:
+    """Median replay time (ms) of `fn` captured in a CUDA graph (warmed up, autotuned, outside the capture)."""
+    import statistics
+
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    times = []
+    for _ in range(replays):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        graph.replay()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def bench_chain(model: str, layers: int, dtype, bandwidth: float) -> dict:
+    """The decode step's four products per layer over `layers` layers of distinct weights, in one CUDA graph."""
+    from videorope_trt.models.decoder import rms_norm
+    from videorope_trt.runtime.backends.gemv import gemv, pdl_supported
+
+    shapes = SHAPES[model]
+    hidden, inter = shapes["o"][0], shapes["down"][1]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)  # noqa: E731
+    weights = [{name: rand(*shapes[name][:2]) for name in ("qkv", "o", "gate_up", "down")} for _ in range(layers)]
+    gamma, bias = rand(hidden) + 1, rand(shapes["qkv"][0])
+    x0 = torch.randn(1, 1, hidden, device="cuda", generator=g).to(dtype)
+    nbytes = sum(w.numel() * w.element_size() for layer in weights for w in layer.values())
+
+    def fused(pdl):
+        def run():
+            x = x0
+            for w in weights:
+                qkv = gemv(x, w["qkv"], bias, norm=gamma, eps=1e-6, pdl=pdl)
+                x = gemv(qkv[..., :hidden], w["o"], residual=x, pdl=pdl)  # the attention's output stands in
+                h = gemv(x, w["gate_up"], norm=gamma, eps=1e-6, swiglu=True, pdl=pdl)
+                x = gemv(h, w["down"], residual=x, pdl=pdl)
+            return x
+        return run
+
+    def unfused():
+        x = x0
+        for w in weights:
+            qkv = F.linear(rms_norm(x, gamma, 1e-6), w["qkv"], bias)
+            x = x + F.linear(qkv[..., :hidden], w["o"])
+            gate, up = F.linear(rms_norm(x, gamma, 1e-6), w["gate_up"]).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, w["down"])
+        return x
+
+    rows = {"unfused (torch ops, cuBLAS)": unfused, "fused": fused(False)}
+    if pdl_supported():
+        rows["fused + PDL"] = fused(True)
+    out = {"layers": layers, "weight_GB": nbytes / 1e9, "hidden": hidden, "intermediate": inter}
+    for name, fn in rows.items():
+        ms = _graph_ms(fn)
+        out[name] = {"us_per_layer": 1000 * ms / layers, "of_copy": nbytes / (ms / 1000) / bandwidth}
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="2b,7b")
     ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--chain-layers", type=int, default=28, help="layers in the --chain graph (0: skip it)")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -80,10 +154,18 @@ def main(argv=None) -> int:
             c, t = r["cublas"], r["triton"]
             print(f"| {model} | {name} | {r['MB']:.1f} | {c['us']:.1f} ({100 * c['of_copy']:.0f}%) | "
                   f"{t['us']:.1f} ({100 * t['of_copy']:.0f}%) | {r['speedup']:.2f} |", flush=True)
+    chains = {}
+    if args.chain_layers:
+        print("| model | chain | µs per layer | % copy |")
+        for model in args.models.split(","):
+            c = chains[model] = bench_chain(model, args.chain_layers, dtype, bandwidth)
+            for name, r in c.items():
+                if isinstance(r, dict):
+                    print(f"| {model} | {name} | {r['us_per_layer']:.1f} | {100 * r['of_copy']:.0f}% |", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "bench_gemv.json.tmp"
-    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    tmp.write_text(json.dumps({**meta, "results": results, "chains": chains}, indent=2) + "\n")
     tmp.replace(out / "bench_gemv.json")
     return 0
 

@@ -140,13 +140,17 @@ def _peak_gb(device) -> float:
 #: --ours-settings name → TorchBackend options (graph: the CUDA-graphed decode step with the Triton GEMV and the
 #: written-out vision tower; compile: plus torch.compile; *_cublas: cuBLAS for the one-row products; *_stock_vision:
 #: the model's own vision call; *_torch_attention: decode attention as torch products instead of flash_decode;
-#: *_split_prefill: each prefill chunk's attention as two cuDNN parts merged, instead of one SDPA call)
+#: *_split_prefill: each prefill chunk's attention as two cuDNN parts merged, instead of one SDPA call;
+#: *_unfused: the decode step layer by layer instead of the fused step; *_nopdl: the fused step without
+#: programmatic dependent launch)
 OURS_SETTINGS = {
     "graph": {}, "compile": {"compile": True},
     "graph_cublas": {"gemv": False}, "compile_cublas": {"compile": True, "gemv": False},
     "compile_stock_vision": {"compile": True, "fused_vision": False},
     "compile_torch_attention": {"compile": True, "triton_decode": False},
     "compile_split_prefill": {"compile": True, "split_prefill": True},
+    "compile_unfused": {"compile": True, "fused_decode": False}, "compile_nopdl": {"compile": True, "pdl": False},
+    "compile_split_prefill_unfused": {"compile": True, "split_prefill": True, "fused_decode": False},
 }
 
 
@@ -189,7 +193,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
            "phase_gb": backend.phases, "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
-           "flash_decode": getattr(backend.fast.decode_attention, "__name__", "") == "flash_decode"}
+           "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
+           "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
     return out

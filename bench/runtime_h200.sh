@@ -36,7 +36,7 @@ B="$PY bench/bench_runtime.py"
 M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in
-    tests) step 120 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/models/test_vision_fast.py ;;
+    tests) step 120 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py ;;
     gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;

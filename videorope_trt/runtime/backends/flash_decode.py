@@ -18,6 +18,8 @@ import functools
 
 import torch
 
+from videorope_trt.runtime.backends.gemv import launch
+
 #: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_cache.SPLIT)
 SPLIT_ROWS = 256
 
@@ -39,14 +41,17 @@ def usable(q, keys) -> bool:
 
 
 @functools.cache
-def _kernels():
+def _partial_kernel():
     import triton
     import triton.language as tl
 
     @triton.jit
     def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
                        G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr):
+                       SPLIT: tl.constexpr, PDL: tl.constexpr):
+        if PDL:  # the query and this token's cache row come from the kernel before
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
@@ -73,9 +78,20 @@ def _kernels():
         tl.store(ml_ptr + (base + g) * 2, m)
         tl.store(ml_ptr + (base + g) * 2 + 1, l)
 
+    return partial_kernel
+
+
+@functools.cache
+def _combine_kernel():
+    import triton
+    import triton.language as tl
+
     @triton.jit
     def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                       BLOCK_S: tl.constexpr):
+                       BLOCK_S: tl.constexpr, PDL: tl.constexpr):
+        if PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         bh, g = tl.program_id(0), tl.program_id(1)
         d = tl.arange(0, D)
         top = tl.full((BLOCK_S,), float("-inf"), tl.float32)
@@ -95,12 +111,12 @@ def _kernels():
             den += tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), 0)
         tl.store(out_ptr + (bh * G + g) * D + d, (num / den).to(out_ptr.dtype.element_ty))
 
-    return partial_kernel, combine_kernel
+    return combine_kernel
 
 
-def flash_decode(q, keys, values, bias, scale: float):
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`)."""
+    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
@@ -108,11 +124,11 @@ def flash_decode(q, keys, values, bias, scale: float):
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
     g, n = hq // kv, rows // SPLIT_ROWS
-    partial_kernel, combine_kernel = _kernels()
+    partial_kernel, combine_kernel = _partial_kernel(), _combine_kernel()
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
-                                G=g, GP=16, D=d, BLOCK_R=64, SPLIT=SPLIT_ROWS, num_warps=4)
-    combine_kernel[(b * kv, g)](acc, ml, out, n, G=g, GP=16, D=d, BLOCK_S=32, num_warps=4)
+                                G=g, GP=16, D=d, BLOCK_R=64, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl), num_warps=4)
+    combine_kernel[(b * kv, g)](acc, ml, out, n, G=g, GP=16, D=d, BLOCK_S=32, PDL=pdl, **launch(pdl), num_warps=4)
     return out

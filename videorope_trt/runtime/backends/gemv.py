@@ -5,7 +5,10 @@ kernels for one row move 38-95 % of the measured copy bandwidth on an H200 at th
 matrices worst; docs/benchmarks.md). This kernel gives each program a few weight rows, walks K in wide contiguous
 tiles, keeps a fp32 partial sum per lane and reduces once at the end; autotuning picks the rows per program and
 the tile width per shape. It is faster than cuBLAS at most of those shapes, not all, so `OneRowLinear` times both
-once per shape and keeps the faster.
+once per shape and keeps the faster. The same kernel takes the layer's element-wise neighbours (the RMS norm
+before a product, SwiGLU and the residual add after it) and a programmatic dependent launch, which is what the
+fused decode step (`static_cache.StaticCacheDecoder`, `fused_decode`) runs: fewer kernels, and each one's
+weight reads started before the previous kernel has finished.
 
 Used only on CUDA for fp16/bf16 with a single row of x (`usable`); everything else goes to `F.linear`. Triton is
 imported only here, and only when the module is first used.
@@ -30,50 +33,129 @@ def usable(x, weight) -> bool:
             and weight.dtype == x.dtype and weight.is_contiguous())
 
 
+def pdl_supported(device=None) -> bool:
+    """Programmatic dependent launch (`pdl=True`): Hopper or newer, and a Triton that has its intrinsics."""
+    if not available() or torch.cuda.get_device_capability(device)[0] < 9:
+        return False
+    import triton.language as tl
+
+    return hasattr(tl.extra.cuda, "gdc_wait")
+
+
+#: (rows per program, tile width, warps) the autotuner tries: the shapes measured on an H200 chose one or two rows
+#: per program and 1024-wide tiles; a few neighbours stay for other GPUs and shapes (every config is compiled and
+#: timed once per shape: keep the list short)
+CONFIGS = [(1, 1024, 4), (2, 1024, 4), (2, 512, 4), (4, 512, 4), (1, 2048, 8), (4, 256, 4), (8, 256, 4)]
+
+
+def launch(pdl: bool) -> dict:
+    """The Triton launch option for a programmatic dependent launch (only passed when wanted: older Tritons lack it)."""
+    return {"launch_pdl": True} if pdl else {}
+
+
 @functools.cache
 def _kernel():
     import triton
     import triton.language as tl
 
-    # the shapes measured on an H200 all chose one or two rows per program and 1024-wide tiles; a few neighbours
-    # stay for other GPUs and shapes (every config is compiled and timed once per shape: keep the list short)
-    configs = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1)
-               for n, k, w in [(1, 1024, 4), (2, 1024, 4), (2, 512, 4), (4, 512, 4), (1, 2048, 8), (4, 256, 4)]]
-
-    @triton.autotune(configs=configs, key=["N", "K"])
+    configs = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in CONFIGS]
+    @triton.autotune(configs=configs, key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
-    def gemv_kernel(x_ptr, w_ptr, b_ptr, y_ptr, N, K, HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr):
+    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        row_ok = rows < N
+        row_ok = rows[:, None] < N
+        ks = tl.arange(0, BLOCK_K)
+        w_rows = w_ptr + rows[:, None].to(tl.int64) * K
+        u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
+        # the first weight tile depends on no earlier kernel: with PDL it is read while that kernel finishes
+        w = tl.load(w_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
+        u = w
+        if SWIGLU:
+            u = tl.load(u_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
+        if PDL:
+            tl.extra.cuda.gdc_wait()  # x, the residual and y belong to earlier kernels: nothing before this line
+            tl.extra.cuda.gdc_launch_dependents()
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        acc_u = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
+        squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            ks = k0 + tl.arange(0, BLOCK_K)
-            k_ok = ks < K
-            x = tl.load(x_ptr + ks, mask=k_ok, other=0.0).to(tl.float32)
-            w = tl.load(w_ptr + rows[:, None].to(tl.int64) * K + ks[None, :], mask=row_ok[:, None] & k_ok[None, :],
-                        other=0.0, eviction_policy="evict_first")
+            kk = k0 + ks
+            x = tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+            if NORM:  # rms_norm(x) * g = x * g / rms(x): the 1 / rms factor is applied to the sums at the end
+                squares += x * x
+                x = x * tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+            nk = kk[None, :] + BLOCK_K  # the next tile is requested before this one is used: two in flight
+            w_next = tl.load(w_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
             acc += w.to(tl.float32) * x[None, :]
+            w = w_next
+            if SWIGLU:
+                u_next = tl.load(u_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
+                acc_u += u.to(tl.float32) * x[None, :]
+                u = u_next
+        out_ok = rows < N
         y = tl.sum(acc, axis=1)
+        y_u = tl.sum(acc_u, axis=1)
+        if NORM:
+            inv_rms = tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
+            y, y_u = y * inv_rms, y_u * inv_rms
         if HAS_BIAS:
-            y += tl.load(b_ptr + rows, mask=row_ok, other=0.0).to(tl.float32)
-        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=row_ok)
+            y += tl.load(b_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
+            if SWIGLU:
+                y_u += tl.load(b_ptr + N + rows, mask=out_ok, other=0.0).to(tl.float32)
+        if SWIGLU:
+            y = y / (1.0 + tl.exp(-y)) * y_u
+        if RESIDUAL:
+            y += tl.load(r_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
+        tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=out_ok)
 
     return gemv_kernel
 
 
-def gemv(x, weight, bias=None):
-    """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype."""
+def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
+         pdl: bool = False):
+    """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype, with the decoder
+    layer's element-wise neighbours folded in:
+      * norm (K,): the input is `rms_norm(x, norm, eps)` (fp32 throughout, one rounding at the output);
+      * swiglu: weight is gate and up stacked (2M, K) (bias (2M,)); the output (..., M) is silu(gate) * up;
+      * residual (..., N): added to the output;
+      * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
+        the kernel before it finishes.
+    """
     if not usable(x, weight):
         raise ValueError(f"gemv: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a contiguous weight "
                          f"of its dtype; got x {tuple(x.shape)} {x.dtype} on {x.device}, weight {tuple(weight.shape)} "
                          f"{weight.dtype}")
     n, k = weight.shape
+    if swiglu and n % 2:
+        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
+    n = n // 2 if swiglu else n
+    if residual is not None and residual.numel() != n:
+        raise ValueError(f"gemv: residual must hold {n} values, got shape {tuple(residual.shape)}")
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
-    kernel = _kernel()
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
-    kernel[grid](x.contiguous(), weight, bias if bias is not None else weight, y, n, k, HAS_BIAS=bias is not None)
+    _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
+                    residual.contiguous() if residual is not None else y, y, n, k, float(eps),
+                    HAS_BIAS=bias is not None, NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None,
+                    PDL=pdl, **launch(pdl))
     return y
+
+
+def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
+                   pdl: bool = False):
+    """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
+    fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
+    h = x.float()
+    if norm is not None:
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * norm.float()
+    y = F.linear(h, weight.float(), None if bias is None else bias.float())
+    if swiglu:
+        gate, up = y.chunk(2, dim=-1)
+        y = F.silu(gate) * up
+    if residual is not None:
+        y = y + residual.float()
+    return y.to(x.dtype)
 
 
 def _triton_is_faster(x, weight, bias) -> bool:

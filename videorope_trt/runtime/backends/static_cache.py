@@ -22,7 +22,11 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
   * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile;
-  * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph.
+  * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph;
+  * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs six kernels per layer instead of
+    about fifteen: the norms folded into the GEMVs' inputs, SwiGLU and the residual adds into their outputs, the
+    rotation and both cache writes into one kernel, each launched as a programmatic dependent launch where the
+    GPU has it (`_decode_fused`).
 
     embeds (B, S, H) ─ per layer: h = rms(x); q, k, v = proj(h); q, k = VideoRope(q, k)
                                   cache_k[:, :, pos] = k; cache_v[:, :, pos] = v
@@ -32,7 +36,9 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
 
 from __future__ import annotations
 
-from dataclasses import replace
+import functools
+from dataclasses import dataclass, replace
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -103,9 +109,33 @@ def fuse_projections(layers) -> list:
     return out
 
 
+@dataclass(frozen=True)
+class DecodeOps:
+    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.rotate_into_cache` and their signatures) and
+    whether they, and `flash_decode`, are launched as programmatic dependent launches."""
+
+    linear: Callable
+    rope_cache: Callable
+    pdl: bool = False
+
+    @classmethod
+    def triton(cls, pdl: bool | None = None) -> "DecodeOps":
+        """The Triton kernels (CUDA); `pdl` None: wherever the GPU and Triton have it."""
+        from videorope_trt.runtime.backends import gemv, rope_cache
+
+        return cls(gemv.gemv, rope_cache.rotate_into_cache, gemv.pdl_supported() if pdl is None else pdl)
+
+    @classmethod
+    def reference(cls) -> "DecodeOps":
+        """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
+        from videorope_trt.runtime.backends import gemv, rope_cache
+
+        return cls(gemv.gemv_reference, rope_cache.rotate_into_cache_reference)
+
+
 class StaticCacheDecoder:
     def __init__(self, model, batch: int, capacity: int, kernel_lib=None, compile: bool = False, linear=None,
-                 triton_decode: bool = False, split_prefill: bool = False):
+                 triton_decode: bool = False, split_prefill: bool = False, decode_ops: DecodeOps | None = None):
         self.model = model
         text = model.text_model
         self.layers = text.layers
@@ -129,11 +159,17 @@ class StaticCacheDecoder:
         self.linear = linear or F.linear
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
+        self.flash = False
         if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
             from videorope_trt.runtime.backends import flash_decode
 
             if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
-                self.decode_attention = flash_decode.flash_decode
+                self.decode_attention, self.flash = flash_decode.flash_decode, True
+        # the fused step takes one row, a power-of-two head dim (one rotation tile), and folds no gate/up bias
+        # (Qwen2's MLP has none)
+        mlp_bias = any(layer.mlp.gate_proj.bias is not None for layer in self.layers)
+        pow2 = self.head_dim & (self.head_dim - 1) == 0
+        self.decode_ops = decode_ops if batch == 1 and pow2 and not mlp_bias else None
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
         self.native_gqa = True
@@ -232,6 +268,8 @@ class StaticCacheDecoder:
     def layers_forward(self, inputs_embeds, positions, mask, cache_position, keys: int):
         """The layers and lm_head with the attention mask already built (`_mask`'s forms)."""
         s = inputs_embeds.shape[1]
+        if s == 1 and self.decode_ops is not None:
+            return self._decode_fused(inputs_embeds.to(self.model.dtype), positions, mask, cache_position)
         norm, act = self.norm, self.swiglu  # compiled per shape: one token, a full prefill chunk, the last chunk
         x = inputs_embeds.to(self.model.dtype)
         for i, layer in enumerate(self.layers):
@@ -243,6 +281,34 @@ class StaticCacheDecoder:
         last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
         head = self.model.hf.lm_head
         return self.linear(last, head.weight, head.bias)[:, 0].float()
+
+
+    def _decode_fused(self, x, positions, bias, cache_position):
+        """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
+
+            qkv = GEMV(rms(x)) ─ rotate q, k; k, v into the cache ─ attention ─ x = x + GEMV(attention)
+            h = SwiGLU(GEMV(rms(x))) ─ x = x + GEMV(h)          logits = GEMV(rms(x)) with lm_head
+        """
+        ops, d = self.decode_ops, self.head_dim
+        attend = self.decode_attention
+        if ops.pdl and self.flash:
+            attend = functools.partial(attend, pdl=True)
+        inv_freq, axis_map, attrs = self.rope
+        positions = positions if positions.dtype == torch.float32 else positions.float()
+        for i, layer in enumerate(self.layers):
+            qkv_w, qkv_b, gate_up = self.fused[i]
+            ln, o, down = layer.input_layernorm, layer.self_attn.o_proj, layer.mlp.down_proj
+            qkv = ops.linear(x, qkv_w, qkv_b, norm=ln.weight, eps=ln.variance_epsilon, pdl=ops.pdl)
+            q = ops.rope_cache(qkv, positions, inv_freq, axis_map, attrs, self.keys[i], self.values[i],
+                               cache_position, self.q_heads, pdl=ops.pdl)
+            out = attend(q, self.keys[i], self.values[i], bias, d**-0.5).reshape(x.shape[:-1] + (-1,))
+            x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl)
+            ln = layer.post_attention_layernorm
+            h = ops.linear(x, gate_up, None, norm=ln.weight, eps=ln.variance_epsilon, swiglu=True, pdl=ops.pdl)
+            x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl)
+        final, head = self.model.text_model.norm, self.model.hf.lm_head
+        logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl)
+        return logits[:, 0].float()
 
 
 def decode_bias(allowed):

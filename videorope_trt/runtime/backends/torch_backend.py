@@ -9,8 +9,10 @@ Two paths over the same weights:
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
     one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
-    `flash_decode` (`triton_decode=True`, CUDA + Triton), can split prefill attention over cuDNN
-    (`split_prefill=True`: off by default until its end-to-end effect is measured; `prefill_attention.py`), and
+    `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the fused decode step
+    (`fused_decode=True`, CUDA + Triton: norms, SwiGLU, residual adds, rotation and cache writes folded into
+    six kernels per layer, programmatic dependent launches where the GPU has them, `pdl`), can split prefill
+    attention over cuDNN (`split_prefill=True`: off by default until its end-to-end effect is measured; `prefill_attention.py`), and
     with `compile=True` fuses the decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
@@ -44,7 +46,8 @@ class TorchBackend(Backend):
     name = "torch"
 
     def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
-                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=False):
+                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=False,
+                 fused_decode=True, pdl=None):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
@@ -54,11 +57,16 @@ class TorchBackend(Backend):
         self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
         self.compile = bool(compile) and self.static
         self.triton_decode, self.split_prefill = bool(triton_decode), bool(split_prefill)
-        self.linear = None  # one per backend: its per-shape choices outlive every cache allocation
-        if gemv and on_cuda and self.static:
+        # one per backend: OneRowLinear's per-shape choices outlive every cache allocation
+        self.linear = self.decode_ops = None
+        if on_cuda and self.static:
             from videorope_trt.runtime.backends import gemv as gemv_module
+            from videorope_trt.runtime.backends.static_cache import DecodeOps
 
-            self.linear = gemv_module.OneRowLinear() if gemv_module.available() else None
+            if gemv_module.available():
+                self.linear = gemv_module.OneRowLinear() if gemv else None
+                half = str(self.dtype) in ("torch.float16", "torch.bfloat16")  # the GEMV's dtypes
+                self.decode_ops = DecodeOps.triton(pdl) if fused_decode and half else None
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
         if (on_cuda if fused_vision is None else fused_vision):
@@ -109,7 +117,7 @@ class TorchBackend(Backend):
             from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
 
             self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
-                                           self.triton_decode, self.split_prefill)
+                                           self.triton_decode, self.split_prefill, self.decode_ops)
             if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
                 with torch.no_grad():
                     self.graphed = GraphedDecode(self.fast, batch, self.num_axes)

@@ -1,0 +1,193 @@
+"""The fused decode step (`static_cache.DecodeOps`, `StaticCacheDecoder._decode_fused`): its torch form against the
+model's own decoder on the CPU; its Triton kernels (`gemv.gemv` with norm / SwiGLU / residual, `rope_cache`)
+against that torch form and an fp64 product on a GPU, with and without programmatic dependent launch."""
+
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from videorope_trt.models.decoder import rms_norm
+from videorope_trt.plugins.contract import RotaryAttrs
+from videorope_trt.rope.apply import video_rope_torch
+from videorope_trt.runtime.backends import gemv, rope_cache
+from videorope_trt.runtime.backends.static_cache import DecodeOps, GraphedDecode, swiglu
+
+
+def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:
+    def count(name, fn):
+        def wrapped(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapped
+
+    return replace(ops, linear=count("linear", ops.linear), rope_cache=count("rope_cache", ops.rope_cache))
+
+
+def _backends(tiny_ckpt, ops):
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+
+    ref = TorchBackend.load(tiny_ckpt, device="cpu", static=False)
+    fast = TorchBackend(ref.model, ref.info, "cpu", static=True)
+    fast.decode_ops = ops
+    return fast, ref
+
+
+def test_fused_step_in_torch_matches_the_model_decoder(tiny_ckpt):
+    """Prefill, then decode steps through the fused layer loop (the graphed step run eagerly, positions moving
+    by rope_deltas): the same logits as the reference path, and every layer took the fused ops."""
+    calls = Counter()
+    fast, ref = _backends(tiny_ckpt, _counted(DecodeOps.reference(), calls))
+    g = torch.Generator().manual_seed(3)
+    ids = torch.randint(100, 400, (1, 10), generator=g)
+    pos = (torch.arange(10, dtype=torch.float32) * 0.5).expand(3, 1, 10).contiguous()  # fractional, as VideoRoPE
+    mask = torch.ones(1, 10, dtype=torch.int64)
+    full = torch.ones(1, 16, dtype=torch.int64)
+    offset = torch.tensor([4.0, -2.0, 1.5]).view(3, 1, 1)
+    for be in (fast, ref):
+        be.allocate(1, 16)
+        be.forward(be.embed(ids), pos, mask)
+    assert fast.fast.decode_ops is not None and calls["linear"] == 0  # prefill never takes the one-token path
+    step = GraphedDecode(fast.fast, 1, 3, capture=False)
+    step.begin(full, offset, 1.0, 10)
+    ref.begin_decode(full, offset, 1.0)
+    tok = torch.tensor([7])
+    layers = ref.info.num_layers
+    for n in range(1, 5):
+        a, b = step(tok), ref.decode_step(tok)
+        torch.testing.assert_close(a, b, atol=3e-5, rtol=1e-5)
+        assert calls["linear"] == n * (4 * layers + 1) and calls["rope_cache"] == n * layers
+        tok = a.argmax(-1)
+
+
+def test_fused_step_is_for_one_row(tiny_ckpt):
+    fast, _ = _backends(tiny_ckpt, DecodeOps.reference())
+    fast.allocate(2, 16)
+    assert fast.fast.decode_ops is None  # batch 2: the layer-by-layer step
+    fast.allocate(1, 16)
+    assert fast.fast.decode_ops is not None
+
+
+@pytest.mark.parametrize("norm,act,residual", [(False, False, False), (True, False, False), (True, True, False),
+                                               (False, False, True)])
+def test_gemv_reference_is_the_unfused_composition(norm, act, residual):
+    """The torch form of the fused product is the decoder's own norm / linear / SwiGLU / add, in fp32."""
+    g = torch.Generator().manual_seed(5)
+    x, w = torch.randn(1, 1, 48, generator=g), torch.randn(64, 48, generator=g)
+    b, gamma, r = torch.randn(64, generator=g), torch.rand(48, generator=g) + 0.5, torch.randn(1, 1, 32 if act else 64)
+    h = rms_norm(x, gamma, 1e-6) if norm else x
+    want = F.linear(h, w, b)
+    want = swiglu(*want.chunk(2, dim=-1)) if act else want
+    want = want + r if residual else want
+    got = gemv.gemv_reference(x, w, b, norm=gamma if norm else None, eps=1e-6, swiglu=act,
+                              residual=r if residual else None)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def _rope_case(interleaved: int, freqs: int, device="cpu", dtype=torch.float32, scale=1.0):
+    g = torch.Generator().manual_seed(11 + interleaved + freqs)
+    hq, kv, d, rows = 4, 2, 64, 24
+    qkv = torch.randn(1, 1, (hq + 2 * kv) * d, generator=g).to(device, dtype)
+    positions = torch.tensor([7.5, 3.0, 12.25]).view(3, 1, 1).to(device)
+    inv_freq = (1.0 / 10000 ** (torch.arange(freqs) / freqs)).to(device)
+    axis_map = torch.randint(0, 3, (freqs,), generator=g).to(device)
+    attrs = RotaryAttrs(interleaved=interleaved, scale=scale)
+    keys, values = (torch.zeros(1, kv, rows, d, dtype=dtype, device=device) for _ in range(2))
+    return qkv, positions, inv_freq, axis_map, attrs, keys, values, torch.tensor([9], device=device), hq
+
+
+@pytest.mark.parametrize("interleaved,freqs", [(0, 32), (1, 32), (0, 24), (1, 20)])
+def test_rope_cache_reference_is_the_rotation_and_two_cache_writes(interleaved, freqs):
+    qkv, positions, inv_freq, axis_map, attrs, keys, values, at, hq = _rope_case(interleaved, freqs)
+    q = rope_cache.rotate_into_cache_reference(qkv, positions, inv_freq, axis_map, attrs, keys, values, at, hq)
+    heads = qkv.view(1, 1, -1, 64).transpose(1, 2)  # (B, H, S, D)
+    rot = video_rope_torch(heads, positions, inv_freq, axis_map, attrs)
+    torch.testing.assert_close(q, rot[:, :hq], atol=0, rtol=0)
+    torch.testing.assert_close(keys[:, :, 9:10], rot[:, hq : hq + 2], atol=0, rtol=0)
+    torch.testing.assert_close(values[:, :, 9:10], heads[:, hq + 2 :], atol=0, rtol=0)
+    assert not keys[:, :, :9].any() and not values[:, :, 10:].any()  # no other row touched
+
+
+def test_rope_cache_refuses_more_than_one_row():
+    qkv, positions, inv_freq, axis_map, attrs, keys, values, at, hq = _rope_case(0, 32)
+    with pytest.raises(ValueError, match="one token"):
+        rope_cache.rotate_into_cache_reference(qkv.expand(1, 2, -1), positions, inv_freq, axis_map, attrs, keys,
+                                               values, at, hq)
+
+
+# -- the Triton kernels (a CUDA GPU) -------------------------------------------------------------------------------
+
+def _gpu(pdl=False):
+    if not gemv.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    if pdl and not gemv.pdl_supported():
+        pytest.skip("programmatic dependent launch needs compute capability 9.0+ and a Triton that has it")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+@pytest.mark.parametrize("norm,act,residual,bias", [(True, False, False, True), (True, True, False, False),
+                                                    (False, False, True, False), (True, False, False, False)])
+@pytest.mark.parametrize("n,k", [(2048, 1536), (1536, 8960), (1000, 1000)])
+def test_fused_gemv_matches_fp64(pdl, norm, act, residual, bias, n, k):
+    """Within bf16's rounding of the fp64 result, and at most about as far from it as the torch form."""
+    _gpu(pdl)
+    g = torch.Generator(device="cuda").manual_seed(n + k)
+    dt = torch.bfloat16
+    w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(dt)
+    b = torch.randn(n, device="cuda", generator=g).to(dt) if bias else None
+    x = torch.randn(1, 1, k, device="cuda", generator=g).to(dt)
+    gamma = (torch.rand(k, device="cuda", generator=g) + 0.5).to(dt) if norm else None
+    r = torch.randn(1, 1, n // 2 if act else n, device="cuda", generator=g).to(dt) if residual else None
+    kw = dict(norm=gamma, eps=1e-6, swiglu=act, residual=r)
+    exact = gemv.gemv_reference(x.double(), w.double(), None if b is None else b.double(),
+                                **{**kw, "norm": None if gamma is None else gamma.double(),
+                                   "residual": None if r is None else r.double()})
+    got = gemv.gemv(x, w, b, pdl=pdl, **kw)
+    assert got.shape == exact.shape and got.dtype == dt
+    err = float((got.double() - exact).norm() / exact.norm())
+    assert err < 4e-3, err  # bf16 has 8 bits of mantissa: one rounding is ≤ 2^-9 relative
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+@pytest.mark.parametrize("interleaved,freqs,scale", [(0, 32, 1.0), (1, 32, 1.0), (0, 24, 1.0), (1, 20, 0.5)])
+def test_rope_cache_kernel_matches_the_torch_form(pdl, interleaved, freqs, scale):
+    _gpu(pdl)
+    for dt in (torch.float32, torch.bfloat16):
+        want = _rope_case(interleaved, freqs, "cuda", dt, scale)
+        got = _rope_case(interleaved, freqs, "cuda", dt, scale)
+        q_ref = rope_cache.rotate_into_cache_reference(*want)
+        q = rope_cache.rotate_into_cache(*got, pdl=pdl)
+        tol = dict(atol=2e-6, rtol=2e-6) if dt == torch.float32 else dict(atol=1e-2, rtol=8e-3)  # one bf16 ulp
+        torch.testing.assert_close(q, q_ref, **tol)
+        torch.testing.assert_close(got[5], want[5], **tol)  # keys
+        torch.testing.assert_close(got[6], want[6], atol=0, rtol=0)  # values: copied
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+def test_fused_decode_on_the_gpu_matches_the_layer_by_layer_step(tiny_ckpt, pdl):
+    """The CUDA-graphed fused step (Triton kernels) against the same backend's unfused step, bf16, same tokens fed."""
+    _gpu(pdl)
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+
+    fused = TorchBackend.load(tiny_ckpt, device="cuda", dtype="bfloat16")
+    fused = TorchBackend(fused.model, fused.info, "cuda", pdl=pdl)
+    plain = TorchBackend(fused.model, fused.info, "cuda", fused_decode=False)
+    assert fused.decode_ops is not None and fused.decode_ops.pdl == pdl and plain.decode_ops is None
+    g = torch.Generator().manual_seed(8)
+    ids = torch.randint(100, 400, (1, 40), generator=g).cuda()
+    pos = torch.arange(40, dtype=torch.float32, device="cuda").expand(3, 1, 40).contiguous()
+    full = torch.ones(1, 64, dtype=torch.int64, device="cuda")
+    logits = []
+    for be in (fused, plain):
+        be.allocate(1, 64)
+        be.forward(be.embed(ids), pos, full[:, :40])
+        be.begin_decode(full, torch.zeros(3, 1, 1, device="cuda"), 1.0)
+        steps = [be.decode_step(torch.tensor([5 + i], device="cuda")).clone() for i in range(6)]
+        logits.append(torch.stack(steps))
+    err = float((logits[0] - logits[1]).norm() / logits[1].norm())
+    assert err < 2e-2, err  # two bf16 roundings of the same math
