@@ -6,7 +6,7 @@
 #   OUT=out DEADLINE_S=570 STEPS="tests 2b32k vision jetson 2b8k16k 7b32k" bash bench/runtime_h200.sh
 #   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models;
 #   OURS_SETTINGS picks our settings for the 32k steps, default graph,compile; steps gemv and visionfused are the
-#   one-row product and vision tower microbenchmarks; VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 7B step's calls)
+#   one-row product and vision tower microbenchmarks; PREFILL_CHUNK_2B, VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 32k steps's calls)
 set -u
 OUT=${OUT:-out}
 PY=${PY:-python3}
@@ -36,12 +36,12 @@ B="$PY bench/bench_runtime.py"
 M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in
-    tests) step 120 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py ;;
+    tests) step 300 tests $PY -m pytest -q -m gpu -p no:cacheprovider tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py ;;
     gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
     visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;
-    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 64 ${PROFILE:+--profile} --out "$OUT/2b32k" ;;
+    2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 64 --prefill-chunk ${PREFILL_CHUNK_2B:-4096} ${PROFILE:+--profile} --out "$OUT/2b32k" ;;
     vision) step 60 vision $M vision --minutes 1,10,30,120 --out "$OUT/mem" ;;
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"
             step 45 jetson-max $M jetson --target orin-nx-16gb --max-context 32768 --max-frames 252 --out "$OUT/mem" ;;

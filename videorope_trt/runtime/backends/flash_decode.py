@@ -4,8 +4,9 @@ The torch form (`static_cache.decode_attention`) is two batched matrix products 
 kernels per layer, and the (heads, rows) scores written and read back three times. Here a first kernel gives each
 program one KV head of one sample and `SPLIT_ROWS` cache rows: all G query heads of that KV head are one tile
 (padded to 16 rows for the tensor cores), scores stay in fp32 registers, the softmax is online, and it leaves
-a partial output with its running max and sum. A second kernel combines the partials of each query head. The cache
-is read once, by programs spread over every SM.
+a partial output with its running max and sum. A second kernel combines the partials of each query head in one
+pass (a program per head and 32 channels: at 32k rows the first form of it, a program per head and two passes,
+took 7 µs of a 2B layer's 60). The cache is read once, by programs spread over every SM.
 
 Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
 number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing.
@@ -74,9 +75,10 @@ def _partial_kernel():
             acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m = m_new
         base = (bh * n_splits + split) * GP
-        tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc)
-        tl.store(ml_ptr + (base + g) * 2, m)
-        tl.store(ml_ptr + (base + g) * 2 + 1, l)
+        real = g < G  # the tile's padding rows are never read back
+        tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
+        tl.store(ml_ptr + (base + g) * 2, m, mask=real)
+        tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
 
     return partial_kernel
 
@@ -88,27 +90,28 @@ def _combine_kernel():
 
     @triton.jit
     def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                       BLOCK_S: tl.constexpr, PDL: tl.constexpr):
+                       DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
         if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-        bh, g = tl.program_id(0), tl.program_id(1)
-        d = tl.arange(0, D)
-        top = tl.full((BLOCK_S,), float("-inf"), tl.float32)
-        for s0 in range(0, n_splits, BLOCK_S):
-            s = s0 + tl.arange(0, BLOCK_S)
-            top = tl.maximum(top, tl.load(ml_ptr + ((bh * n_splits + s) * GP + g) * 2, mask=s < n_splits,
-                                          other=float("-inf")))
-        big = tl.max(top, axis=0)
-        num = tl.zeros((D,), tl.float32)
+        # one program per (sample x KV head, query head, DB channels); one pass over the splits with a running max
+        bh, g, d = tl.program_id(0), tl.program_id(1), tl.program_id(2) * DB + tl.arange(0, DB)
+        top = tl.full((1,), float("-inf"), tl.float32)
         den = tl.zeros((1,), tl.float32)
+        num = tl.zeros((DB,), tl.float32)
         for s0 in range(0, n_splits, BLOCK_S):
             s = s0 + tl.arange(0, BLOCK_S)
             ok = s < n_splits
             row = (bh * n_splits + s) * GP + g
-            w = tl.exp(tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf")) - big)  # 0 for empty splits
-            num += tl.sum(w[:, None] * tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0), 0)
-            den += tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), 0)
+            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"))
+            new_top = tl.maximum(top, tl.max(m, axis=0))
+            safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing allowed yet
+            w = tl.exp(m - safe)  # 0 for empty splits
+            keep = tl.exp(top - safe)
+            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+            num = num * keep + tl.sum(w[:, None] * part, axis=0)
+            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), axis=0)
+            top = new_top
         tl.store(out_ptr + (bh * G + g) * D + d, (num / den).to(out_ptr.dtype.element_ty))
 
     return combine_kernel
@@ -130,5 +133,6 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
                                 G=g, GP=16, D=d, BLOCK_R=64, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl), num_warps=4)
-    combine_kernel[(b * kv, g)](acc, ml, out, n, G=g, GP=16, D=d, BLOCK_S=32, PDL=pdl, **launch(pdl), num_warps=4)
+    combine_kernel[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=128, PDL=pdl, **launch(pdl),
+                                         num_warps=4)
     return out
