@@ -86,6 +86,11 @@ def test_gemv_reference_is_the_unfused_composition(norm, act, residual):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
 
 
+def test_swiglu_needs_gate_and_up_rows():
+    with pytest.raises(ValueError, match="even number of rows"):
+        gemv.gemv_reference(torch.zeros(1, 1, 8), torch.zeros(7, 8), swiglu=True)
+
+
 def _rope_case(interleaved: int, freqs: int, device="cpu", dtype=torch.float32, scale=1.0):
     g = torch.Generator().manual_seed(11 + interleaved + freqs)
     hq, kv, d, rows = 4, 2, 64, 24
@@ -130,7 +135,7 @@ def _gpu(pdl=False):
 @pytest.mark.parametrize("n,k,norm,act,residual,bias,pdl", [
     (2048, 1536, True, False, False, True, False), (2048, 1536, True, True, False, False, False),
     (2048, 1536, False, False, True, False, False), (2048, 1536, True, False, False, False, True),
-    (1001, 8960, True, False, False, True, False), (1001, 8960, True, True, False, False, True),
+    (1001, 8960, True, False, False, True, False), (1002, 8960, True, True, False, False, True),
     (1001, 8960, False, False, True, False, True), (1001, 8960, False, False, False, False, False)])
 def test_fused_gemv_matches_fp64(n, k, norm, act, residual, bias, pdl):
     """Within bf16's rounding of the fp64 result, and at most about as far from it as the torch form."""

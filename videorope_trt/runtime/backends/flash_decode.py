@@ -46,6 +46,12 @@ def _partial_kernel():
     import triton
     import triton.language as tl
 
+    # (rows per step, warps, pipeline stages): the first is the form measured before tuning; configs that do not
+    # fit the GPU's shared memory are skipped by the autotuner
+    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st)
+               for r, w, st in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3)]]
+
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL"])
     @triton.jit
     def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
                        G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
@@ -132,7 +138,7 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
-                                G=g, GP=16, D=d, BLOCK_R=64, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl), num_warps=4)
+                                G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl))
     combine_kernel[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=128, PDL=pdl, **launch(pdl),
                                          num_warps=4)
     return out

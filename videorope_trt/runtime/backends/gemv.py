@@ -146,6 +146,8 @@ def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu:
                    pdl: bool = False):
     """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
     fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
+    if swiglu and weight.shape[0] % 2:
+        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
     h = x.float()
     if norm is not None:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * norm.float()
