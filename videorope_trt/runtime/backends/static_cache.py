@@ -23,8 +23,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     library is given, else the torch op;
   * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile;
   * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph;
-  * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs six kernels per layer instead of
-    about fifteen: the norms folded into the GEMVs' inputs, SwiGLU and the residual adds into their outputs, the
+  * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs seven kernels per layer instead
+    of about fifteen: the norms folded into the GEMVs' inputs, SwiGLU and the residual adds into their outputs, the
     rotation and both cache writes into one kernel, each launched as a programmatic dependent launch where the
     GPU has it (`_decode_fused`).
 
@@ -282,9 +282,8 @@ class StaticCacheDecoder:
         head = self.model.hf.lm_head
         return self.linear(last, head.weight, head.bias)[:, 0].float()
 
-
     def _decode_fused(self, x, positions, bias, cache_position):
-        """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
+        """One token (batch 1) through the layers and lm_head, seven kernels per layer (flash_decode is two):
 
             qkv = GEMV(rms(x)) ─ rotate q, k; k, v into the cache ─ attention ─ x = x + GEMV(attention)
             h = SwiGLU(GEMV(rms(x))) ─ x = x + GEMV(h)          logits = GEMV(rms(x)) with lm_head

@@ -11,8 +11,9 @@ Two paths over the same weights:
     one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
     `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the fused decode step
     (`fused_decode=True`, CUDA + Triton: norms, SwiGLU, residual adds, rotation and cache writes folded into
-    six kernels per layer, programmatic dependent launches where the GPU has them, `pdl`), can split prefill
-    attention over cuDNN (`split_prefill=True`: off by default until its end-to-end effect is measured; `prefill_attention.py`), and
+    seven kernels per layer, programmatic dependent launches where the GPU has them, `pdl`), can split prefill
+    attention over cuDNN (`split_prefill=True`, `prefill_attention.py`: off by default; it measured faster at 7B
+    with 1024-token chunks and slower at 2B with 4096-token ones), and
     with `compile=True` fuses the decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
