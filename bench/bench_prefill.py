@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, model_config  # noqa: E402
+from profiling import device_ms, kernels  # noqa: E402
 
 
 def _time(fn, repeats: int = 3) -> float:
@@ -142,14 +143,11 @@ def bench_prefill(ours, cfg: dict, length: int, chunks: list, dtype) -> list:
         with profile(activities=[ProfilerActivity.CUDA]) as prof:
             run()
             torch.cuda.synchronize()
-        dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
-        split, top = {}, []
-        for e in prof.key_averages():
-            if dev(e) > 0:
-                split[_category(e.key)] = split.get(_category(e.key), 0) + dev(e) / 1000
-                top.append((dev(e) / 1000, e.count, e.key[:90]))
+        split, rows_ = {}, kernels(prof)
+        for e in rows_:
+            split[_category(e.key)] = split.get(_category(e.key), 0) + device_ms(e)
         row["kernel_ms"] = split
-        row["top"] = [{"ms": t, "count": c, "name": n} for t, c, n in sorted(top, reverse=True)[:12]]
+        row["top"] = [{"ms": device_ms(e), "count": e.count, "name": e.key[:90]} for e in rows_[:12]]
         rows.append(row)
         print(json.dumps(row), flush=True)
     return rows

@@ -25,6 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import model_config, synthetic_inputs  # noqa: E402
+from profiling import device_ms, kernels  # noqa: E402
 
 
 def build_tower(cfg: dict, device, dtype):
@@ -56,11 +57,9 @@ def profile(encode, pixels, grid, chunk: int, top: int = 15) -> list:
     with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
         encode_video(encode, pixels, grid, chunk)
         torch.cuda.synchronize()
-    dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
-    rows = sorted((e for e in prof.key_averages() if dev(e) > 0), key=dev, reverse=True)
-    total = sum(dev(e) for e in rows) / 1000
-    return [{"total_kernel_ms": total}] + [{"name": e.key[:100], "count": e.count, "ms": dev(e) / 1000}
-                                           for e in rows[:top]]
+    rows = kernels(prof)
+    return [{"total_kernel_ms": sum(map(device_ms, rows))}] + [{"name": e.key[:100], "count": e.count,
+                                                                "ms": device_ms(e)} for e in rows[:top]]
 
 
 def _timer(device):

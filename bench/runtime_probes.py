@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from profiling import device_ms, kernels as profiled_kernels
 
 
 def _largest_blocks(top: int = 12) -> list:
@@ -75,14 +76,11 @@ def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50)
                 graphed.cache_position.fill_(length)
                 graphed.graph.replay()
             torch.cuda.synchronize()
-        rows = prof.key_averages()
-        dev = lambda e: getattr(e, "device_time_total", None) or getattr(e, "cuda_time_total", 0)  # noqa: E731
-        kernels = [e for e in rows if dev(e) > 0 and not e.key.startswith(("Memset", "Memcpy", "cudaGraph"))]
-        out["kernels_per_step"] = sum(e.count for e in kernels) / 3
-        out["kernel_ms_per_step"] = sum(dev(e) for e in kernels) / 3 / 1000
-        top = sorted(kernels, key=dev, reverse=True)[:12]
-        out["top_kernels"] = [{"name": e.key[:90], "count_per_step": e.count / 3, "ms_per_step": dev(e) / 3000}
-                              for e in top]
+        rows = profiled_kernels(prof, skip=("Memset", "Memcpy", "cudaGraph"))
+        out["kernels_per_step"] = sum(e.count for e in rows) / 3
+        out["kernel_ms_per_step"] = sum(map(device_ms, rows)) / 3
+        out["top_kernels"] = [{"name": e.key[:90], "count_per_step": e.count / 3, "ms_per_step": device_ms(e) / 3}
+                              for e in rows[:12]]
     except Exception as e:  # the profiler is an extra: its failure leaves the timings
         out["profile_error"] = f"{type(e).__name__}: {e}"[:300]
     return out

@@ -159,17 +159,6 @@ def chunk_embeds(backend, ids, s0: int, s1: int, visual=None, rows=None):
     return torch.where((index >= 0)[..., None], picked, embeds)
 
 
-def embed_prompts(backend, ids, visual=None):
-    """(B, L) ids → (B, L, hidden) embeddings with every row's video tokens replaced by the same visual ones.
-
-    The whole prompt at once (prefill embeds chunk by chunk instead, to keep only one chunk alive)."""
-    import torch
-
-    ids_t = torch.as_tensor(ids, device=backend.device)
-    rows = None if visual is None else video_rows(backend, ids_t, visual)
-    return chunk_embeds(backend, ids_t, 0, ids_t.shape[1], visual, rows)
-
-
 def prefill(backend, ids, visual, positions, mask, chunk: int, bar=_no_bar):
     """Run the prompt through the backend `chunk` tokens at a time; last-token logits (B, vocab).
 
