@@ -44,3 +44,38 @@ def test_matches_torch_decode_attention(dtype, hq, kv, d):
     # a row nothing may attend never leaks in: changing it changes nothing
     keys[0, :, 50] += 100
     assert torch.equal(flash_decode.flash_decode(q, keys, values, bias, scale), got)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
+    """130 splits (the combine reads 128 per step): the running max carries across its steps; empty splits at
+    both ends; with and without programmatic dependent launch."""
+    from videorope_trt.runtime.backends.gemv import pdl_supported
+
+    if not flash_decode.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    if pdl and not pdl_supported():
+        pytest.skip("programmatic dependent launch needs compute capability 9.0+")
+    rows, g = 256 * 130, torch.Generator(device="cuda").manual_seed(3)
+    q = torch.randn(1, 12, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
+    keys = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    values = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    keys[:, :, rows - 300] *= 4  # one row far ahead of the rest, in the combine's second step
+    allowed = torch.zeros(1, rows, dtype=torch.bool, device="cuda")
+    allowed[0, 600 : rows - 290] = True
+    bias, scale = decode_bias(allowed), 128**-0.5
+    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
+    torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
+    assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
+
+
+@pytest.mark.gpu
+def test_a_query_with_nothing_to_attend_gets_zeros():
+    if not flash_decode.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    q, keys = torch.ones(1, 4, 1, 64, device="cuda", dtype=torch.bfloat16), torch.ones(1, 2, 512, 64, device="cuda",
+                                                                                       dtype=torch.bfloat16)
+    bias = decode_bias(torch.zeros(1, 512, dtype=torch.bool, device="cuda"))
+    assert torch.equal(flash_decode.flash_decode(q, keys, keys, bias, 0.125), torch.zeros_like(q))

@@ -9,7 +9,8 @@ pass (a program per head and 32 channels: at 32k rows the first form of it, a pr
 took 7 µs of a 2B layer's 60). The cache is read once, by programs spread over every SM.
 
 Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
-number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing.
+number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing. A
+query with no allowed row anywhere gets 0 (the torch form's softmax would average every row).
 Triton is imported only here, when first used.
 """
 
@@ -118,7 +119,9 @@ def _combine_kernel():
             num = num * keep + tl.sum(w[:, None] * part, axis=0)
             den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), axis=0)
             top = new_top
-        tl.store(out_ptr + (bh * G + g) * D + d, (num / den).to(out_ptr.dtype.element_ty))
+        # a query with no allowed row at all (the decode graph's warm-up, all masked) gets 0, not 0/0
+        out = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)
+        tl.store(out_ptr + (bh * G + g) * D + d, out.to(out_ptr.dtype.element_ty))
 
     return combine_kernel
 

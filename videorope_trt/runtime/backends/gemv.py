@@ -10,8 +10,9 @@ before a product, SwiGLU and the residual add after it) and a programmatic depen
 fused decode step (`static_cache.StaticCacheDecoder`, `fused_decode`) runs: fewer kernels, and each one's
 weight reads started before the previous kernel has finished.
 
-Used only on CUDA for fp16/bf16 with a single row of x (`usable`); everything else goes to `F.linear`. Triton is
-imported only here, and only when the module is first used.
+Used only on CUDA for fp16/bf16 with a single row of x (`usable`): `OneRowLinear` sends everything else to
+`F.linear`, and the fused step is only chosen where it applies. Triton is imported only here, and only when the
+module is first used.
 """
 
 from __future__ import annotations
@@ -34,12 +35,18 @@ def usable(x, weight) -> bool:
 
 
 def pdl_supported(device=None) -> bool:
-    """Programmatic dependent launch (`pdl=True`): Hopper or newer, and a Triton that has its intrinsics."""
-    if not available() or torch.cuda.get_device_capability(device)[0] < 9:
+    """Programmatic dependent launch (`pdl=True`) on `device`: Hopper or newer, and a Triton that has it."""
+    if not available():
         return False
+    return _pdl_on(torch.cuda.current_device() if device is None or torch.device(device).index is None
+                   else torch.device(device).index)
+
+
+@functools.cache
+def _pdl_on(index: int) -> bool:
     import triton.language as tl
 
-    return hasattr(tl.extra.cuda, "gdc_wait")
+    return torch.cuda.get_device_capability(index)[0] >= 9 and hasattr(tl.extra.cuda, "gdc_wait")
 
 
 #: (rows per program, tile width, warps) the autotuner tries: the shapes measured on an H200 chose one or two rows
@@ -113,6 +120,18 @@ def _kernel():
     return gemv_kernel
 
 
+def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
+    """The lengths the kernel reads without bounds of their own; returns (output length, K)."""
+    n, k = weight.shape
+    if swiglu and n % 2:
+        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
+    for name, t, want in (("bias", bias, n), ("norm", norm, k), ("residual", residual, n // 2 if swiglu else n)):
+        if t is not None and t.numel() != want:
+            raise ValueError(f"gemv: {name} must hold {want} values for weight {tuple(weight.shape)}"
+                             f"{' with swiglu' if swiglu else ''}; got shape {tuple(t.shape)}")
+    return (n // 2 if swiglu else n), k
+
+
 def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
          pdl: bool = False):
     """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype, with the decoder
@@ -127,12 +146,10 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
         raise ValueError(f"gemv: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a contiguous weight "
                          f"of its dtype; got x {tuple(x.shape)} {x.dtype} on {x.device}, weight {tuple(weight.shape)} "
                          f"{weight.dtype}")
-    n, k = weight.shape
-    if swiglu and n % 2:
-        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
-    n = n // 2 if swiglu else n
-    if residual is not None and residual.numel() != n:
-        raise ValueError(f"gemv: residual must hold {n} values, got shape {tuple(residual.shape)}")
+    if pdl and not pdl_supported(x.device):
+        raise ValueError(f"gemv: pdl=True needs compute capability 9.0+ and a Triton with programmatic dependent "
+                         f"launch; {torch.cuda.get_device_name(x.device)} / this Triton has not both")
+    n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
     _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
@@ -146,8 +163,7 @@ def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu:
                    pdl: bool = False):
     """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
     fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
-    if swiglu and weight.shape[0] % 2:
-        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
+    _check_epilogue(weight, bias, norm, swiglu, residual)
     h = x.float()
     if norm is not None:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * norm.float()

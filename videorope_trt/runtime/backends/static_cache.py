@@ -117,20 +117,27 @@ class DecodeOps:
     linear: Callable
     rope_cache: Callable
     pdl: bool = False
+    cuda_half_only: bool = True  # the Triton kernels take fp16/bf16 tensors on a CUDA device
 
     @classmethod
     def triton(cls, pdl: bool | None = None) -> "DecodeOps":
         """The Triton kernels (CUDA); `pdl` None: wherever the GPU and Triton have it."""
         from videorope_trt.runtime.backends import gemv, rope_cache
 
-        return cls(gemv.gemv, rope_cache.rotate_into_cache, gemv.pdl_supported() if pdl is None else pdl)
+        if pdl and not gemv.pdl_supported():
+            raise ValueError("pdl=True: programmatic dependent launch needs compute capability 9.0+ and a Triton "
+                             f"that has it; this is {torch.cuda.get_device_name()} (pdl=None picks it where it can)")
+        return cls(gemv.gemv, rope_cache.rotate_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl))
 
     @classmethod
     def reference(cls) -> "DecodeOps":
         """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
         from videorope_trt.runtime.backends import gemv, rope_cache
 
-        return cls(gemv.gemv_reference, rope_cache.rotate_into_cache_reference)
+        return cls(gemv.gemv_reference, rope_cache.rotate_into_cache_reference, cuda_half_only=False)
+
+    def supports(self, dtype, device) -> bool:
+        return not self.cuda_half_only or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16))
 
 
 class StaticCacheDecoder:
@@ -165,11 +172,11 @@ class StaticCacheDecoder:
 
             if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
                 self.decode_attention, self.flash = flash_decode.flash_decode, True
-        # the fused step takes one row, a power-of-two head dim (one rotation tile), and folds no gate/up bias
-        # (Qwen2's MLP has none)
-        mlp_bias = any(layer.mlp.gate_proj.bias is not None for layer in self.layers)
-        pow2 = self.head_dim & (self.head_dim - 1) == 0
-        self.decode_ops = decode_ops if batch == 1 and pow2 and not mlp_bias else None
+        # the fused step takes one row, a power-of-two head dim (one rotation tile) and its kernels' dtypes and
+        # device, and folds no gate/up bias (Qwen2's MLP has none)
+        mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
+        fits = batch == 1 and self.head_dim & (self.head_dim - 1) == 0 and not mlp_bias
+        self.decode_ops = decode_ops if decode_ops is not None and fits and decode_ops.supports(dtype, device) else None
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
         self.native_gqa = True

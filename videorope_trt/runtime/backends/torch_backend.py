@@ -8,13 +8,13 @@ Two paths over the same weights:
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
-    one token stays eager), decodes through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
+    one token stays eager), decodes layer by layer through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
     `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the fused decode step
-    (`fused_decode=True`, CUDA + Triton: norms, SwiGLU, residual adds, rotation and cache writes folded into
-    seven kernels per layer, programmatic dependent launches where the GPU has them, `pdl`), can split prefill
-    attention over cuDNN (`split_prefill=True`, `prefill_attention.py`: off by default; it measured faster at 7B
-    with 1024-token chunks and slower at 2B with 4096-token ones), and
-    with `compile=True` fuses the decode step's element-wise work with torch.compile.
+    (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and cache writes
+    folded into seven kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
+    where the GPU has them, `pdl`), can split prefill attention over cuDNN (`split_prefill=True`,
+    `prefill_attention.py`: off by default; it measured faster at 7B with 1024-token chunks and slower at 2B with
+    4096-token ones), and with `compile=True` fuses the decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
 else as the model's own vision call.
 """
@@ -64,10 +64,9 @@ class TorchBackend(Backend):
             from videorope_trt.runtime.backends import gemv as gemv_module
             from videorope_trt.runtime.backends.static_cache import DecodeOps
 
-            if gemv_module.available():
+            if gemv_module.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
                 self.linear = gemv_module.OneRowLinear() if gemv else None
-                half = str(self.dtype) in ("torch.float16", "torch.bfloat16")  # the GEMV's dtypes
-                self.decode_ops = DecodeOps.triton(pdl) if fused_decode and half else None
+                self.decode_ops = DecodeOps.triton(pdl) if fused_decode else None
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
         if (on_cuda if fused_vision is None else fused_vision):
