@@ -300,7 +300,7 @@ class StaticCacheDecoder:
         if ops.pdl and self.flash:
             attend = functools.partial(attend, pdl=True)
         inv_freq, axis_map, attrs = self.rope
-        positions = positions if positions.dtype == torch.float32 else positions.float()
+        positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
         for i, layer in enumerate(self.layers):
             qkv_w, qkv_b, gate_up = self.fused[i]
             ln, o, down = layer.input_layernorm, layer.self_attn.o_proj, layer.mlp.down_proj
