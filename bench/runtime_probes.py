@@ -91,19 +91,15 @@ def ttft_flops(cfg: dict, tokens: int, grid) -> dict:
     products (patch embedding, 32 blocks, merger) and its attention within each temporal slice, the decoder's
     products over every prompt token and its causal attention (QKᵀ and PV over the lower triangle). lm_head
     (last token only) and all element-wise work are left out, so this undercounts: a true lower bound."""
-    v, (t, h, w) = cfg["vision_config"], grid
-    e, p, tp, m = v["embed_dim"], v["patch_size"], v["temporal_patch_size"], v["spatial_merge_size"]
-    patches, per_slice = t * h * w, h * w
-    block = 4 * e * e + 2 * e * e * v["mlp_ratio"]  # qkv + proj + MLP weights per block
-    merged = e * m * m
-    vision_params = v["depth"] * block + 3 * tp * p * p * e + (merged * merged + merged * v["hidden_size"]) / (m * m)
-    hd, layers = cfg["hidden_size"], cfg["num_hidden_layers"]
-    kv = hd // cfg["num_attention_heads"] * cfg["num_key_value_heads"]
-    decoder_params = layers * (hd * (hd + 2 * kv) + hd * hd + 3 * hd * cfg["intermediate_size"])
-    return {"vision_products": 2 * vision_params * patches,
-            "vision_attention": 4 * per_slice * per_slice * e * v["depth"] * t,
-            "decoder_products": 2 * decoder_params * tokens,
-            "decoder_attention": 4 * (tokens * (tokens + 1) / 2) * hd * layers}
+    from videorope_trt.runtime.model_dims import ModelDims
+
+    dims, (t, h, w) = ModelDims.from_config(cfg), grid
+    patches, per_slice, q_dim = t * h * w, h * w, dims.heads * dims.head_dim
+    return {"vision_products": 2 * patches * dims.vision_patch_gemm_params()
+            + 2 * patches // dims.merge_size**2 * dims.vision_merger_params(),
+            "vision_attention": 4 * per_slice * per_slice * dims.vision_dim * dims.vision_depth * t,
+            "decoder_products": 2 * dims.llm_gemm_params() * tokens,
+            "decoder_attention": 4 * (tokens * (tokens + 1) / 2) * q_dim * dims.layers}
 
 
 def matmul_flops_per_s(device, n: int = 8192) -> float:

@@ -69,11 +69,18 @@ class ModelDims:
         return self.vocab * self.hidden
 
     def vision_gemm_params(self) -> int:
-        e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
+        return self.vision_patch_gemm_params() + self.vision_merger_params()
+
+    def vision_patch_gemm_params(self) -> int:
+        """The products every patch goes through: the patch embedding and the blocks' qkv, proj, fc1, fc2."""
+        e, r = self.vision_dim, self.vision_mlp_ratio
         patch = e * self.in_channels * self.temporal_patch_size * self.patch_size ** 2
-        per_block = 4 * e * e + 2 * r * e * e  # qkv, proj, fc1, fc2
-        merger = (e * m2) ** 2 + e * m2 * self.hidden
-        return patch + self.vision_depth * per_block + merger
+        return patch + self.vision_depth * (4 * e * e + 2 * r * e * e)
+
+    def vision_merger_params(self) -> int:
+        """The merger's two products, applied once per merge_size² patches."""
+        e, m2 = self.vision_dim, self.merge_size ** 2
+        return (e * m2) ** 2 + e * m2 * self.hidden
 
     def vision_other_params(self) -> int:
         e, r, m2 = self.vision_dim, self.vision_mlp_ratio, self.merge_size ** 2
