@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime_probes import decode_graph_profile, matmul_flops_per_s, phase_peaks, ttft_flops  # noqa: E402
+from runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,  # noqa: E402
+                            ttft_flops)
 
 _COMMON = {"model_type": "qwen2_vl", "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
            "max_position_embeddings": 131072, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
@@ -195,8 +196,14 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
            "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
            "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
+    out["setup_s"] = tm.get("setup_s")
     if backend.graphed is not None:
         out.update(decode_graph_profile(backend.graphed, len(ids), args.profile))
+    if args.profile and torch.device(device).type == "cuda":
+        try:
+            out["ttft_profile"] = profile_ttft(backend, ids, video, config)
+        except Exception as e:  # an extra, as the decode profile: its failure leaves the timings
+            out["ttft_profile_error"] = f"{type(e).__name__}: {e}"[:300]
     return out
 
 
@@ -305,7 +312,8 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-side", type=int, default=448, help="frame side in pixels (448: 256 tokens per slice)")
     ap.add_argument("--prefill-chunk", type=int, default=4096)
     ap.add_argument("--vision-chunk", type=int, default=64, help="temporal slices per vision call")
-    ap.add_argument("--profile", action="store_true", help="list the decode graph's kernels (torch.profiler)")
+    ap.add_argument("--profile", action="store_true",
+                    help="list the decode graph's kernels and those of vision and prefill (torch.profiler)")
     ap.add_argument("--hf-settings", default="default,static", help="transformers settings to compare: default, static")
     ap.add_argument("--hf-static-tokens", type=int, default=16,
                     help="tokens for transformers' static cache (it may recompile every step)")
@@ -340,9 +348,13 @@ def main(argv=None) -> int:
             print(_row(key, r[key]))
         for key, v in r.items():
             if isinstance(v, dict) and "graph_step_ms" in v:
-                print(f"{key}: vision {v['vision_s']:.3f} s, prefill {v['prefill_s']:.3f} s, decode graph step "
+                print(f"{key}: vision {v['vision_s']:.3f} s, setup {v['setup_s']:.3f} s, prefill {v['prefill_s']:.3f} s, "
+                      f"decode graph step "
                       f"{v['graph_step_ms']:.3f} ms ({1000 / v['graph_step_ms']:.0f} tok/s), kernels/step "
                       f"{v.get('kernels_per_step', '-')}, kernel ms/step {v.get('kernel_ms_per_step', '-')}")
+                for phase, p in v.get("ttft_profile", {}).items():
+                    print(f"  {phase} (profiled): wall {p['wall_ms']:.1f} ms, kernels {p['kernel_ms']:.1f} ms: "
+                          + ", ".join(f"{k} {ms:.1f}" for k, ms in sorted(p["by_kind_ms"].items(), key=lambda kv: -kv[1])))
         sys.stdout.flush()
     return 0
 

@@ -86,6 +86,59 @@ def decode_graph_profile(graphed, length: int, kernels: bool, replays: int = 50)
     return out
 
 
+#: kernel-name fragments → the kind of work (first match wins; names as CUDA, cuBLAS, cuDNN and Triton give them)
+KINDS = (("attention", ("flash", "fmha", "cudnn", "attention", "sdpa")),
+         ("products", ("gemm", "nvjet", "xmma", "cutlass", "cublas", "gemv")),
+         ("rotation", ("videorope", "rope")),
+         ("compiled element-wise", ("triton_",)),
+         ("copies", ("copy", "cat", "index", "gather", "fill")))
+
+
+def kind_of(name: str) -> str:
+    low = name.lower()
+    return next((kind for kind, parts in KINDS if any(p in low for p in parts)), "other")
+
+
+def profile_ttft(backend, ids, video, config) -> dict:
+    """The time-to-first-token phases once more under the profiler, each on its own: the vision encoder, then
+    setup (cache allocation and decode-graph capture) with the prefill. Per phase: wall ms, summed kernel ms by
+    kind (`KINDS`) and the heaviest kernels. Profiling slows the host side, so the wall times are upper bounds."""
+    import time
+
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+
+    from videorope_trt.runtime.generate import build_positions, encode_video, left_pad, prefill
+
+    def measured(fn):
+        backend.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA if torch.cuda.is_available() else ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            result = fn()
+            backend.synchronize()
+            wall = time.perf_counter() - start
+        rows = profiled_kernels(prof, skip=("cudaGraph",))
+        by_kind = {}
+        for e in rows:
+            by_kind[kind_of(e.key)] = by_kind.get(kind_of(e.key), 0.0) + device_ms(e)
+        return result, {"wall_ms": 1000 * wall, "kernel_ms": sum(by_kind.values()), "by_kind_ms": by_kind,
+                        "top": [{"name": e.key[:90], "count": e.count, "ms": device_ms(e)} for e in rows[:15]]}
+
+    grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)
+    visual, out_vision = measured(lambda: encode_video(backend, video.pixel_values, grid, config.vision_chunk))
+    tokens, mask = left_pad([ids], backend.info.pad_token_id)
+    bp = build_positions(backend.info, [ids], grid)
+
+    def setup_and_prefill():
+        backend.allocate(1, tokens.shape[1] + config.max_new_tokens)
+        positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
+        mask_t = torch.as_tensor(mask, device=backend.device)
+        return prefill(backend, tokens, visual, positions, mask_t, config.prefill_chunk)
+
+    _, out_prefill = measured(setup_and_prefill)
+    return {"vision": out_vision, "setup_and_prefill": out_prefill}
+
+
 def ttft_flops(cfg: dict, tokens: int, grid) -> dict:
     """The matrix-product FLOPs that time to first token cannot avoid, from the config alone: the vision tower's
     products (patch embedding, 32 blocks, merger) and its attention within each temporal slice, the decoder's

@@ -196,6 +196,9 @@ def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
     for r in data["results"]:
         assert r["prompt_tokens"] <= r["context"] and r["prompt_tokens"] > r["context"] - 40
         assert r["decode_tokens"] == 2 and r["decode_tok_s"] > 0 and r["prefill_tok_s"] > 0 and r["peak_host_gb"] > 0
+        # the phases before the first token are disjoint and all inside it
+        assert min(r["vision_s"], r["setup_s"], r["prefill_s"]) > 0
+        assert r["vision_s"] + r["setup_s"] + r["prefill_s"] <= r["ttft_s"]
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

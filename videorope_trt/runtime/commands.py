@@ -212,7 +212,7 @@ def bench_context(backend, tokenizer, ckpt, context: int, args) -> dict:
 
 
 def write_bench(results: list, meta: dict, json_path: Path, plot_path: Path) -> None:
-    """JSON and a PNG (time split into vision / prefill / decode per context), each via a temporary name."""
+    """JSON and a PNG (time split into vision / setup / prefill / decode per context), each via a temporary name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -225,8 +225,8 @@ def write_bench(results: list, meta: dict, json_path: Path, plot_path: Path) -> 
     fig, ax = plt.subplots(figsize=(7, 4))
     labels = [f"{r['context'] // 1024}k" if r["context"] >= 1024 else str(r["context"]) for r in results]
     bottom = [0.0] * len(results)
-    for key in ("vision_s", "prefill_s", "decode_s"):
-        vals = [r[key] for r in results]
+    for key in ("vision_s", "setup_s", "prefill_s", "decode_s"):
+        vals = [r.get(key, 0.0) for r in results]
         ax.bar(labels, vals, bottom=bottom, label=key[:-2])
         bottom = [b + v for b, v in zip(bottom, vals)]
     ax.set_xlabel("context (tokens)")
