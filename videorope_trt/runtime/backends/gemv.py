@@ -61,28 +61,23 @@ def launch(pdl: bool) -> dict:
 
 
 @functools.cache
-def _kernel():
+def _row_sums():
+    """The products' shared main loop, a Triton function: `row_sums(...)` → (Σ w·h, Σ u·h) over K for a tile of
+    BLOCK_N weight rows (and, with PAIRED, a second tile `u_rows`), h = x or, with NORM, rms_norm(x) * g; fp32."""
     import triton
     import triton.language as tl
 
-    configs = [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in CONFIGS]
-    @triton.autotune(configs=configs, key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
-    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
-                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
-                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        row_ok = rows[:, None] < N
+    def row_sums(x_ptr, g_ptr, w_rows, u_rows, row_ok, K, eps, NORM: tl.constexpr, PAIRED: tl.constexpr,
+                 PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         ks = tl.arange(0, BLOCK_K)
-        w_rows = w_ptr + rows[:, None].to(tl.int64) * K
-        u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
-        # the first weight tile depends on no earlier kernel: with PDL it is read while that kernel finishes
+        # the first weight tiles depend on no earlier kernel: with PDL they are read while that kernel finishes
         w = tl.load(w_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
         u = w
-        if SWIGLU:
+        if PAIRED:
             u = tl.load(u_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
         if PDL:
-            tl.extra.cuda.gdc_wait()  # x, the residual and y belong to earlier kernels: nothing before this line
+            tl.extra.cuda.gdc_wait()  # x and everything the caller reads next belong to earlier kernels
             tl.extra.cuda.gdc_launch_dependents()
         acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
         acc_u = tl.zeros((BLOCK_N, BLOCK_K), dtype=tl.float32)
@@ -97,16 +92,44 @@ def _kernel():
             w_next = tl.load(w_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
             acc += w.to(tl.float32) * x[None, :]
             w = w_next
-            if SWIGLU:
+            if PAIRED:
                 u_next = tl.load(u_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
                 acc_u += u.to(tl.float32) * x[None, :]
                 u = u_next
-        out_ok = rows < N
         y = tl.sum(acc, axis=1)
         y_u = tl.sum(acc_u, axis=1)
         if NORM:
             inv_rms = tl.rsqrt(tl.sum(squares, axis=0) / K + eps)
             y, y_u = y * inv_rms, y_u * inv_rms
+        return y, y_u
+
+    return row_sums
+
+
+def autotune_configs():
+    import triton
+
+    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in CONFIGS]
+
+
+@functools.cache
+def _kernel():
+    import triton
+    import triton.language as tl
+
+    row_sums = _row_sums()
+
+    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
+    @triton.jit
+    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_rows = w_ptr + rows[:, None].to(tl.int64) * K
+        u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
+        y, y_u = row_sums(x_ptr, g_ptr, w_rows, u_rows, rows[:, None] < N, K, eps, NORM, SWIGLU, PDL, BLOCK_N,
+                          BLOCK_K)
+        out_ok = rows < N
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
             if SWIGLU:

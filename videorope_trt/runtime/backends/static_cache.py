@@ -23,10 +23,10 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     library is given, else the torch op;
   * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile;
   * `GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in one graph;
-  * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs seven kernels per layer instead
+  * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs six kernels per layer instead
     of about fifteen: the norms folded into the GEMVs' inputs, SwiGLU and the residual adds into their outputs, the
-    rotation and both cache writes into one kernel, each launched as a programmatic dependent launch where the
-    GPU has it (`_decode_fused`).
+    rotation and both cache writes into the q/k/v product's, each launched as a programmatic dependent launch
+    where the GPU has it (`_decode_fused`).
 
     embeds (B, S, H) ─ per layer: h = rms(x); q, k, v = proj(h); q, k = VideoRope(q, k)
                                   cache_k[:, :, pos] = k; cache_v[:, :, pos] = v
@@ -111,11 +111,11 @@ def fuse_projections(layers) -> list:
 
 @dataclass(frozen=True)
 class DecodeOps:
-    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.rotate_into_cache` and their signatures) and
+    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.project_into_cache` and their signatures) and
     whether they, and `flash_decode`, are launched as programmatic dependent launches."""
 
     linear: Callable
-    rope_cache: Callable
+    project_into_cache: Callable
     pdl: bool = False
     cuda_half_only: bool = True  # the Triton kernels take fp16/bf16 tensors on a CUDA device
 
@@ -127,14 +127,14 @@ class DecodeOps:
         if pdl and not gemv.pdl_supported():
             raise ValueError("pdl=True: programmatic dependent launch needs compute capability 9.0+ and a Triton "
                              f"that has it; this is {torch.cuda.get_device_name()} (pdl=None picks it where it can)")
-        return cls(gemv.gemv, rope_cache.rotate_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl))
+        return cls(gemv.gemv, rope_cache.project_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl))
 
     @classmethod
     def reference(cls) -> "DecodeOps":
         """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
         from videorope_trt.runtime.backends import gemv, rope_cache
 
-        return cls(gemv.gemv_reference, rope_cache.rotate_into_cache_reference, cuda_half_only=False)
+        return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference, cuda_half_only=False)
 
     def supports(self, dtype, device) -> bool:
         return not self.cuda_half_only or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16))
@@ -290,9 +290,9 @@ class StaticCacheDecoder:
         return self.linear(last, head.weight, head.bias)[:, 0].float()
 
     def _decode_fused(self, x, positions, bias, cache_position):
-        """One token (batch 1) through the layers and lm_head, seven kernels per layer (flash_decode is two):
+        """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
 
-            qkv = GEMV(rms(x)) ─ rotate q, k; k, v into the cache ─ attention ─ x = x + GEMV(attention)
+            q = rotate(GEMV(rms(x))), k and v into the cache ─ attention ─ x = x + GEMV(attention)
             h = SwiGLU(GEMV(rms(x))) ─ x = x + GEMV(h)          logits = GEMV(rms(x)) with lm_head
         """
         ops, d = self.decode_ops, self.head_dim
@@ -304,9 +304,8 @@ class StaticCacheDecoder:
         for i, layer in enumerate(self.layers):
             qkv_w, qkv_b, gate_up = self.fused[i]
             ln, o, down = layer.input_layernorm, layer.self_attn.o_proj, layer.mlp.down_proj
-            qkv = ops.linear(x, qkv_w, qkv_b, norm=ln.weight, eps=ln.variance_epsilon, pdl=ops.pdl)
-            q = ops.rope_cache(qkv, positions, inv_freq, axis_map, attrs, self.keys[i], self.values[i],
-                               cache_position, self.q_heads, pdl=ops.pdl)
+            q = ops.project_into_cache(x, qkv_w, qkv_b, ln.weight, ln.variance_epsilon, positions, inv_freq, axis_map,
+                                       attrs, self.keys[i], self.values[i], cache_position, self.q_heads, pdl=ops.pdl)
             out = attend(q, self.keys[i], self.values[i], bias, d**-0.5).reshape(x.shape[:-1] + (-1,))
             x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl)
             ln = layer.post_attention_layernorm
