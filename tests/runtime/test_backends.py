@@ -258,12 +258,14 @@ def test_split_prefill_falls_back_to_sdpa_where_cudnn_attention_is_missing(tiny)
 
 
 def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
-    """A chunk's MLP run MLP_ROWS tokens at a time (4 here, pieces of 4, 4, 4, 1 and a whole 3): same logits."""
+    """A chunk's MLP run a few tokens per call, in place (4 here, pieces of 4, 4, 4, 1 and a whole 3): same logits."""
     from videorope_trt.runtime.backends import static_cache
 
-    monkeypatch.setattr(static_cache, "MLP_ROWS", 4)
     fast, ref = _static_and_reference(tiny)
+    inter = ref.model.text_model.layers[0].mlp.down_proj.in_features
+    monkeypatch.setattr(static_cache, "MLP_BYTES", 2 * inter * 4 * 4 + 3)  # fp32: 4 tokens and a bit
     _assert_unpadded_prefill_matches(fast, ref, 16, (13,), seed=2)
+    assert fast.fast.mlp_rows == 4
 
 
 def test_split_decode_attention_matches_repeated_heads_softmax():
@@ -306,6 +308,30 @@ def test_cuda_graph_decode_matches_eager_on_gpu(tiny, inputs, fast):
     # the same answer as the CPU model in fp32 (the tokens of the repository's reference path)
     cpu = open_backend_cpu(tiny)
     assert generate(cpu, rows, video, config).tokens == tokens[0]
+
+
+@pytest.mark.gpu
+def test_decode_graph_captured_after_the_prefill_leaves_its_cache_rows_alone(tiny):
+    """The graph is captured at `begin_decode`, after the prefill was queued: its warm-up steps write only the
+    cache's last row, never a prompt row, even with the prompt one token short of the capacity."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from videorope_trt.runtime.backends.static_cache import SPLIT
+
+    be, _ = _static_and_reference(tiny, "cuda", cuda_graph=True)
+    n = SPLIT - 1  # capacity SPLIT: the cache has no spare rows, the warm-ups write row SPLIT - 1
+    ids = torch.randint(100, 400, (1, n), generator=torch.Generator().manual_seed(4)).cuda()
+    pos = torch.arange(n, dtype=torch.float32, device="cuda").expand(3, 1, n).contiguous()
+    be.allocate(1, SPLIT)
+    be.forward(be.embed(ids), pos, torch.ones(1, n, dtype=torch.int64, device="cuda"))
+    torch.cuda.synchronize()
+    before = [k.clone() for k in be.fast.keys], [v.clone() for v in be.fast.values]
+    assert be.graphed is None and be.fast.keys[0].shape[2] == SPLIT
+    be.begin_decode(torch.ones(1, SPLIT, dtype=torch.int64, device="cuda"), torch.zeros(3, 1, 1, device="cuda"), 1.0)
+    torch.cuda.synchronize()
+    assert be.graphed is not None
+    for old, new in zip(before[0] + before[1], be.fast.keys + be.fast.values):
+        assert torch.equal(old[:, :, :n], new[:, :, :n])
 
 
 def open_backend_cpu(tiny):

@@ -45,8 +45,8 @@ class GenerationConfig:
 class GenerationResult:
     tokens: list  # per prompt: generated token ids, stop token excluded
     prompt_length: int  # padded prompt length L (the first generated token has cache position L)
-    #: vision_s, setup_s (positions, cache allocation and the decode graph's capture), prefill_s, ttft_s, decode_s,
-    #: decode_tokens (after the first)
+    #: vision_s, setup_s (positions, cache allocation), prefill_s (with the backend's decode preparation, which
+    #: overlaps it), ttft_s, decode_s, decode_tokens (after the first)
     timings: dict = field(default_factory=dict)
 
 
@@ -65,7 +65,7 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
     """Visual embeddings (t*h*w / merge**2, hidden) of one video, `chunk` temporal slices per call.
 
     pixel_values (t*h*w, C*tp*p*p) in the processor's order (temporal slice major); grid_thw (3,) in patches.
-    Only one chunk of patches is on the device at a time.
+    At most two chunks of patches are on the device at a time: the one encoded and the next one, copied meanwhile.
     """
     import torch
 
@@ -80,18 +80,46 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
                              f"takes at most {backend.max_vision_patches} per call (a smaller frame size or a larger plan)")
         chunk = min(chunk, backend.max_vision_patches // per_slice)
     out, progress = None, bar(total=t, desc="vision", unit="slice")
-    for t0 in range(0, t, chunk):
-        t1 = min(t, t0 + chunk)
+    spans = [(t0, min(t, t0 + chunk)) for t0 in range(0, t, chunk)]
+    patches = _on_device(pixel_values, [(t0 * per_slice, t1 * per_slice) for t0, t1 in spans], backend.device)
+    for (t0, t1), pv in zip(spans, patches):
         # copied in its own dtype, converted on the device (a host-side conversion of bf16 patches costs more
         # than the vision encoder itself)
-        pv = torch.as_tensor(pixel_values[t0 * per_slice : t1 * per_slice]).to(backend.device).to(torch.float32)
-        emb = backend.encode_vision(pv, torch.tensor([[t1 - t0, h, w]], device=backend.device))
+        emb = backend.encode_vision(pv.to(torch.float32), torch.tensor([[t1 - t0, h, w]], device=backend.device))
         if out is None:
             out = torch.empty((t * merged, emb.shape[-1]), dtype=emb.dtype, device=emb.device)
         out[t0 * merged : t1 * merged] = emb
         progress.update(t1 - t0)
     progress.close()
     return out
+
+
+def _on_device(array, spans, device):
+    """`array[a:b]` on `device` for each (a, b) of `spans`, in order. On CUDA each is copied from page-locked memory
+    on a stream of its own, the next one while the caller works on the current one (a 32k-token video's patches
+    took 43 ms to copy from pageable memory on an H200, in the vision encoder's way)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda" or not spans:
+        for a, b in spans:
+            yield torch.as_tensor(array[a:b]).to(device)
+        return
+    copier, compute = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def queue(a, b):
+        pinned = torch.as_tensor(array[a:b]).pin_memory()
+        with torch.cuda.stream(copier):
+            return pinned.to(device, non_blocking=True)
+
+    ahead = queue(*spans[0])
+    for i in range(len(spans)):
+        current = ahead
+        compute.wait_stream(copier)
+        current.record_stream(compute)  # made on the copier's stream, used (and freed) on the caller's
+        if i + 1 < len(spans):
+            ahead = queue(*spans[i + 1])
+        yield current
 
 
 def left_pad(rows, pad_id: int):
@@ -185,9 +213,23 @@ def prefill(backend, ids, visual, positions, mask, chunk: int, bar=_no_bar):
     return logits
 
 
-def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_token=None, bar=_no_bar,
-           sync_every: int = 16):
-    """Sample, feed back, repeat; positions continue per sample from its `rope_deltas`.
+def begin_decode(backend, rope_deltas, mask) -> None:
+    """The backend's decode state after a prefill of the (B, L) `mask`: every later token real, positions continuing
+    per sample from its `rope_deltas` (as rope.decode_positions)."""
+    import torch
+
+    from videorope_trt import rope
+
+    batch, length = mask.shape
+    full = torch.ones((batch, backend.capacity), dtype=mask.dtype, device=mask.device)  # generated tokens are real
+    full[:, :length] = mask
+    variant = rope.get_variant(backend.info.variant)
+    deltas = torch.as_tensor(np.asarray(rope_deltas, np.float32).reshape(1, batch, 1), device=backend.device)
+    backend.begin_decode(full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step)
+
+
+def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no_bar, sync_every: int = 16):
+    """Sample, feed back, repeat, from the prefill's `logits` (after `begin_decode`).
 
     Everything stays on the device: tokens are sampled there, fed back through `backend.decode_step`, and
     recorded in a device buffer; the host reads them (one sync) after the first token, then every `sync_every`
@@ -197,17 +239,7 @@ def decode(backend, sampler, logits, rope_deltas, mask, max_new_tokens: int, on_
     """
     import torch
 
-    from videorope_trt import rope
-
-    batch, length = mask.shape
-    device = logits.device
-    capacity = backend.capacity
-    full = torch.ones((batch, capacity), dtype=mask.dtype, device=mask.device)  # generated tokens are all real
-    full[:, :length] = mask
-    variant = rope.get_variant(backend.info.variant)
-    deltas = torch.as_tensor(np.asarray(rope_deltas, np.float32).reshape(1, batch, 1), device=backend.device)
-    backend.begin_decode(full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step)
-
+    batch, device = logits.shape[0], logits.device
     out = [[] for _ in range(batch)]
     done = torch.zeros(batch, dtype=torch.bool, device=device)
     pad = torch.full_like(done, backend.info.pad_token_id, dtype=torch.int64)
@@ -275,6 +307,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     timings["setup_s"] = time.perf_counter() - clock - timings["vision_s"]
     logits = prefill(backend, ids, visual, positions, mask_t, config.prefill_chunk, bar)
     visual = None  # prefill was its last use: decode needs only the cache
+    begin_decode(backend, np.asarray(bp.rope_deltas), mask_t)  # while the device still runs the prefill
     backend.synchronize()
     timings["prefill_s"] = time.perf_counter() - clock - timings["vision_s"] - timings["setup_s"]
 
@@ -289,8 +322,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
 
     stops = set(config.sampling.stop_token_ids) | (set(backend.info.eos_token_ids) if config.stop_at_eos else set())
     sampler = Sampler(replace(config.sampling, stop_token_ids=tuple(sorted(stops))), device=logits.device)
-    tokens = decode(backend, sampler, logits, np.asarray(bp.rope_deltas), mask_t, config.max_new_tokens, _timed, bar,
-                    config.sync_every)
+    tokens = decode(backend, sampler, logits, config.max_new_tokens, _timed, bar, config.sync_every)
     backend.synchronize()
     total = time.perf_counter() - clock
     timings.update(ttft_s=first["t"], decode_s=total - first["t"], decode_tokens=first["steps"] - 1)

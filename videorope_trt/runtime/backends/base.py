@@ -149,7 +149,8 @@ class Backend(ABC):
     def begin_decode(self, attention_mask, offset, step: float) -> None:
         """Decode from the current cache length on: attention_mask (B, capacity) int64 marks the prompt's real
         tokens and every later one (ones past the prompt); offset (A, B, 1) f32 and `step` (the variant's decode
-        step) give the positions of cache position c as offset + step * c."""
+        step) give the positions of cache position c as offset + step * c. Called once the prefill is queued, before
+        its result is waited for: host-side preparation here (a CUDA graph's capture) overlaps the device's work."""
         if tuple(attention_mask.shape) != (self.batch, self.capacity):
             raise ValueError(f"{self.name}: begin_decode's attention_mask must be (B, capacity) = "
                              f"({self.batch}, {self.capacity}); got {tuple(attention_mask.shape)}")

@@ -16,7 +16,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     `split_prefill=True` (CUDA, no padding) the chunk against earlier rows and against itself as two cuDNN
     attentions merged by their log-sum-exps (`prefill_attention.py`);
   * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits), and the MLP of a
-    prefill chunk runs `MLP_ROWS` tokens at a time;
+    prefill chunk runs in pieces whose gate/up activation stays under `MLP_BYTES`, each piece one call (with
+    `compile=True` one compiled function: norm, product, SwiGLU, product) added into the residual in place;
   * every matrix product goes through `linear` (default `F.linear`; the backend passes `gemv.OneRowLinear`, which
     sends decode's one-row products to the faster of a Triton GEMV and cuBLAS per shape);
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
@@ -50,13 +51,21 @@ from videorope_trt.plugins.torch_op import apply as video_rope
 
 #: cache rows per block of the split decode attention (and the cache's row granularity)
 SPLIT = 256
-#: prefill tokens per MLP call: the (tokens, 2 x intermediate) gate/up product is the largest activation of a
-#: chunk (155 MB for 2048 tokens at 7B); per-token work, so splitting it changes nothing but the peak
-MLP_ROWS = 512
+#: bytes of one prefill MLP call's (tokens, 2 x intermediate) gate/up activation, the largest of a chunk (155 MB
+#: for 2048 tokens at 7B). Per-token work, so splitting changes nothing but the peak and the number of calls: 40 MB
+#: is 527 tokens at 7B, 1116 at 2B. (512 tokens per call at 2B made a 32k chunk 1,792 calls whose host time
+#: exceeded their GPU time: 0.59 s of prefill for 0.30 s of kernels.)
+MLP_BYTES = 40_000_000
 
 
 def swiglu(gate, up):
     return F.silu(gate) * up
+
+
+def mlp_block(x, norm_weight, eps: float, gate_up, down, down_bias):
+    """down(SwiGLU(gate_up(rms_norm(x)))) for a prefill piece: one function, so torch.compile makes it one call."""
+    gate, up = F.linear(rms_norm(x, norm_weight, eps), gate_up).chunk(2, dim=-1)
+    return F.linear(swiglu(gate, up), down, down_bias)
 
 
 def decode_attention(q, keys, values, bias, scale: float):
@@ -166,6 +175,10 @@ class StaticCacheDecoder:
         self.linear = linear or F.linear
         fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
+        # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
+        self.mlp_block = torch.compile(mlp_block, dynamic=None) if compile else mlp_block
+        inter = self.layers[0].mlp.down_proj.in_features
+        self.mlp_rows = max(1, MLP_BYTES // (2 * inter * dtype.itemsize))
         self.flash = False
         if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
             from videorope_trt.runtime.backends import flash_decode
@@ -238,14 +251,18 @@ class StaticCacheDecoder:
             out = self._prefill_attention(q, i, mask, keys)
         return self.linear(out.transpose(1, 2).reshape(b, s, -1), attn.o_proj.weight, attn.o_proj.bias)
 
-    def _mlp(self, i, layer, x, norm, act):
-        """down(act(gate_up(rms(x)))), `MLP_ROWS` tokens at a time."""
-        if x.shape[1] > MLP_ROWS:
-            return torch.cat([self._mlp(i, layer, x[:, r : r + MLP_ROWS], norm, act)
-                              for r in range(0, x.shape[1], MLP_ROWS)], dim=1)
+    def _mlp(self, i, layer, x):
+        """x + down(SwiGLU(gate_up(rms(x)))): one token through `linear` (the decode products), a prefill chunk
+        `mlp_rows` tokens per call, added into x in place (x is the layer's own residual sum, no one else's)."""
         ln, m = layer.post_attention_layernorm, layer.mlp
-        gate, up = self.linear(norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
-        return self.linear(act(gate, up), m.down_proj.weight, m.down_proj.bias)
+        if x.shape[1] == 1:
+            gate, up = self.linear(self.norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
+            return x + self.linear(self.swiglu(gate, up), m.down_proj.weight, m.down_proj.bias)
+        for r in range(0, x.shape[1], self.mlp_rows):
+            piece = x[:, r : r + self.mlp_rows]
+            piece += self.mlp_block(piece, ln.weight, ln.variance_epsilon, self.fused[i][2], m.down_proj.weight,
+                                    m.down_proj.bias)
+        return x
 
     def _mask(self, attention_mask, cache_position, s: int, keys: int):
         """Decode: an fp32 bias (B, 1, 1, rows) over the whole cache (rows past `keys` blocked); prefill without
@@ -277,13 +294,13 @@ class StaticCacheDecoder:
         s = inputs_embeds.shape[1]
         if s == 1 and self.decode_ops is not None:
             return self._decode_fused(inputs_embeds.to(self.model.dtype), positions, mask, cache_position)
-        norm, act = self.norm, self.swiglu  # compiled per shape: one token, a full prefill chunk, the last chunk
+        norm = self.norm  # compiled per shape: one token, a full prefill chunk, the last chunk
         x = inputs_embeds.to(self.model.dtype)
         for i, layer in enumerate(self.layers):
             ln = layer.input_layernorm
             x = x + self._attention(i, layer.self_attn, norm(x, ln.weight, ln.variance_epsilon), positions,
                                     cache_position, mask, keys)
-            x = x + self._mlp(i, layer, x, norm, act)
+            x = self._mlp(i, layer, x)
         final = self.model.text_model.norm
         last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
         head = self.model.hf.lm_head
@@ -328,8 +345,12 @@ class GraphedDecode:
     Positions follow `rope.decode_positions`: offset + step × cache_position (offset = rope_deltas on every
     axis); the mask allows the prompt's real tokens, every generated one, and no row past the cache position.
     So the host only copies the next token ids into `tokens` (device to device) and replays: no host-to-device
-    copy and no sync per step. Captured when the cache is allocated (length 0): the warm-up runs write K/V rows
-    the prefill overwrites. `begin` sets the buffers for one generation.
+    copy and no sync per step. `begin` sets the buffers for one generation.
+
+    It can be built while the device still runs the prefill: the warm-up steps are queued after it and write
+    their K/V into the cache's last row (no prompt row: a prompt leaves room for at least one generated token; a
+    decode step writes its own row before attending to it), and the capture neither waits for the device nor
+    empties the allocator's cache (`torch.cuda.graph` does both).
     """
 
     def __init__(self, dec: StaticCacheDecoder, batch: int, num_axes: int, warmup: int = 2, capture: bool = True):
@@ -348,12 +369,15 @@ class GraphedDecode:
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             for _ in range(warmup):
+                self.cache_position.fill_(rows - 1)
                 self._step()
+            self.graph = torch.cuda.CUDAGraph()
+            self.graph.capture_begin()
+            try:
+                self.logits = self._step()
+            finally:
+                self.graph.capture_end()
         torch.cuda.current_stream(device).wait_stream(stream)
-        self.cache_position.zero_()
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.logits = self._step()
 
     def _step(self):
         dec = self.dec

@@ -7,8 +7,8 @@ Two paths over the same weights:
   * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
-    replays `decode_step` (token ids in, logits out) as one CUDA graph captured at `allocate` (`forward` with
-    one token stays eager), decodes layer by layer through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
+    replays `decode_step` (token ids in, logits out) as one CUDA graph captured at the cache's first
+    `begin_decode` (`forward` with one token stays eager), decodes layer by layer through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
     `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the fused decode step
     (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and cache writes
     folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
@@ -118,9 +118,6 @@ class TorchBackend(Backend):
 
             self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
                                            self.triton_decode, self.split_prefill, self.decode_ops)
-            if self.cuda_graph:  # captured now, while the cache is empty: its warm-up writes are overwritten
-                with torch.no_grad():
-                    self.graphed = GraphedDecode(self.fast, batch, self.num_axes)
             return
         shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
@@ -149,6 +146,15 @@ class TorchBackend(Backend):
         return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
 
     def _begin_decode_impl(self, attention_mask, offset, step):
+        import torch
+
+        if self.cuda_graph and self.graphed is None:
+            from videorope_trt.runtime.backends.static_cache import GraphedDecode
+
+            # captured once per cache, here rather than at `allocate`: the prefill is queued by now and the capture's
+            # host work runs while the device works through it (the first token never waited for it)
+            with torch.no_grad():
+                self.graphed = GraphedDecode(self.fast, self.batch, self.num_axes)
         if self.graphed is not None:
             self.graphed.begin(attention_mask, offset, step, self.length)
 
