@@ -1,0 +1,90 @@
+"""The decode step alone: one CUDA-graph replay of our PyTorch backend's step at a given cache length, against the
+bandwidth roofline, for each decode setting, without vision, prefill or transformers (those are bench_runtime's).
+
+The cache is allocated for the context and the graph replayed with the cache position at its end, so every step
+reads every weight and the whole cache, as the last token of a generation over that context does (the cache holds
+zeros: the time does not depend on the values). Roofline = the step's bytes (`bench_runtime.decode_bytes`) at the
+copy bandwidth measured in the same run.
+
+    python bench/bench_decode_step.py --model 2b --contexts 8k,32k --out bench-out        # on the GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runtime import build_models, copy_bandwidth, decode_bytes, model_config  # noqa: E402
+from runtime_probes import decode_graph_profile  # noqa: E402
+
+#: setting → TorchBackend options
+SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True}}
+
+
+def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
+    from videorope_trt.runtime.backends import ModelInfo
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+
+    info = ModelInfo.from_config(cfg, "m_rope")
+    out = {}
+    for name in settings:
+        backend = TorchBackend(ours, info, "cuda", static=True, **SETTINGS[name])
+        backend.allocate(1, context + 1)
+        backend.length = context  # as after a prefill of `context` tokens
+        full = torch.ones(1, context + 1, dtype=torch.int64, device="cuda")
+        backend.begin_decode(full, torch.zeros(backend.num_axes, 1, 1, device="cuda"), 1.0)  # captures the graph
+        out[name] = {**decode_graph_profile(backend.graphed, context, profile, replays=200),
+                     "fused_decode": backend.fast.decode_ops is not None,
+                     "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
+        backend.allocate(1, 1)  # frees the cache before the next setting's
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="2b", help="2b or 7b")
+    ap.add_argument("--contexts", default="8k,32k")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help=f"some of {', '.join(SETTINGS)}")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--profile", action="store_true", help="list the step's kernels (torch.profiler)")
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args(argv)
+    from videorope_trt.runtime.commands import parse_contexts
+
+    settings = args.settings.split(",")
+    unknown = [s for s in settings if s not in SETTINGS]
+    if unknown:
+        raise SystemExit(f"--settings: unknown {unknown}; expected some of {sorted(SETTINGS)}")
+    cfg = model_config(args.model)
+    _, ours = build_models(cfg, "cuda", getattr(torch, args.dtype))
+    bandwidth = copy_bandwidth("cuda")
+    results = []
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | context | setting | step ms | tok/s | % of roofline |")
+    for context in parse_contexts(args.contexts):
+        roof_ms = 1000 * decode_bytes(cfg, ours, context) / bandwidth
+        r = {"context": context, "roofline_ms": roof_ms, **step_times(ours, cfg, context, settings, args.profile)}
+        results.append(r)
+        for name in settings:
+            ms = r[name]["graph_step_ms"]
+            r[name]["of_roofline"] = roof_ms / ms
+            print(f"| {args.model} | {context} | {name} | {ms:.3f} | {1000 / ms:.0f} | {100 * roof_ms / ms:.1f} % |",
+                  flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "model": args.model, "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
+            "command": "python bench/bench_decode_step.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    tmp = out / "bench_decode_step.json.tmp"
+    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    tmp.replace(out / "bench_decode_step.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
