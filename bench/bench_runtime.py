@@ -192,7 +192,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": peak,
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "phase_gb": backend.phases, "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "phase_gb": dict(backend.phases), "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
            "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
            "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
@@ -353,6 +353,9 @@ def main(argv=None) -> int:
                       f"{v['graph_step_ms']:.3f} ms ({1000 / v['graph_step_ms']:.0f} tok/s), kernels/step "
                       f"{v.get('kernels_per_step', '-')}, kernel ms/step {v.get('kernel_ms_per_step', '-')}")
                 for phase, p in v.get("ttft_profile", {}).items():
+                    if phase == "host_ms_unprofiled":
+                        print("  host ms (unprofiled): " + ", ".join(f"{k} {ms:.1f}" for k, ms in p.items()))
+                        continue
                     print(f"  {phase} (profiled): wall {p['wall_ms']:.1f} ms, kernels {p['kernel_ms']:.1f} ms: "
                           + ", ".join(f"{k} {ms:.1f}" for k, ms in sorted(p["by_kind_ms"].items(), key=lambda kv: -kv[1])))
         sys.stdout.flush()
