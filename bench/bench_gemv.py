@@ -134,11 +134,54 @@ def bench_chain(model: str, layers: int, dtype, bandwidth: float) -> dict:
     return out
 
 
+#: (rows per program, tile width, warps) tried by --configs beyond gemv.CONFIGS
+EXTRA_CONFIGS = [(1, 512, 4), (1, 256, 2), (2, 512, 8), (2, 2048, 8), (4, 1024, 8), (8, 512, 8), (16, 256, 8)]
+
+
+def bench_configs(model: str, dtype, bandwidth: float) -> dict:
+    """Every config of the product kernel, forced one at a time, on the decode step's three `gemv` products of
+    `model` with their epilogues (o + residual, gate/up with norm and SwiGLU, down + residual): µs (do_bench, L2
+    flushed) and fraction of the copy bandwidth; and the config the autotuner picks."""
+    from triton.testing import do_bench
+
+    from videorope_trt.runtime.backends import gemv
+
+    shapes = SHAPES[model]
+    hidden = shapes["o"][0]
+    g = torch.Generator(device="cuda").manual_seed(0)
+    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)  # noqa: E731
+    cases = {"o": dict(n=hidden, k=hidden, residual=True), "gate_up": dict(n=shapes["gate_up"][0], k=hidden,
+             norm=True, swiglu=True), "down": dict(n=hidden, k=shapes["down"][1], residual=True)}
+    kernel = gemv._kernel()
+    out = {}
+    for name, c in cases.items():
+        n, k = c["n"], c["k"]
+        w, x, gamma = rand(n, k), rand(1, k), rand(k) + 1
+        m = n // 2 if c.get("swiglu") else n
+        y, r = torch.empty(1, m, device="cuda", dtype=dtype), rand(1, m)
+        nbytes = n * k * w.element_size()
+        flags = dict(HAS_BIAS=False, NORM=bool(c.get("norm")), SWIGLU=bool(c.get("swiglu")),
+                     RESIDUAL=bool(c.get("residual")), PDL=False)
+        args = (x, w, w, gamma, r, y, m, k, 1e-6)
+        row = out[name] = {"N": n, "K": k, "MB": nbytes / 1e6, "configs": {}}
+        for bn, bk, warps in gemv.CONFIGS + EXTRA_CONFIGS:
+            grid = ((m + bn - 1) // bn,)
+            run = lambda: kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,  # noqa: E731
+                                          num_stages=1)
+            ms = do_bench(run, return_mode="median")
+            row["configs"][f"{bn}x{bk}/{warps}w"] = {"us": 1000 * ms, "of_copy": nbytes / (ms / 1000) / bandwidth}
+        gemv.gemv(x, w, norm=gamma if c.get("norm") else None, eps=1e-6, swiglu=bool(c.get("swiglu")),
+                  residual=r if c.get("residual") else None)
+        row["autotuned"] = str(getattr(kernel, "best_config", None))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="2b,7b")
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--chain-layers", type=int, default=28, help="layers in the --chain graph (0: skip it)")
+    ap.add_argument("--configs", action="store_true", help="time every product-kernel config at each decode shape")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
@@ -162,10 +205,19 @@ def main(argv=None) -> int:
             for name, r in c.items():
                 if isinstance(r, dict):
                     print(f"| {model} | {name} | {r['us_per_layer']:.1f} | {100 * r['of_copy']:.0f}% |", flush=True)
+    configs = {}
+    if args.configs:
+        for model in args.models.split(","):
+            configs[model] = bench_configs(model, dtype, bandwidth)
+            for name, row in configs[model].items():
+                best = min(row["configs"].items(), key=lambda kv: kv[1]["us"])
+                print(f"{model} {name} ({row['MB']:.1f} MB): autotuned {row['autotuned']}; best {best[0]} "
+                      f"{best[1]['us']:.1f} µs ({100 * best[1]['of_copy']:.0f}%); all: "
+                      + ", ".join(f"{c} {v['us']:.1f}" for c, v in row["configs"].items()), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "bench_gemv.json.tmp"
-    tmp.write_text(json.dumps({**meta, "results": results, "chains": chains}, indent=2) + "\n")
+    tmp.write_text(json.dumps({**meta, "results": results, "chains": chains, "configs": configs}, indent=2) + "\n")
     tmp.replace(out / "bench_gemv.json")
     return 0
 
