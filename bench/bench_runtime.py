@@ -358,6 +358,8 @@ def main(argv=None) -> int:
                         continue
                     print(f"  {phase} (profiled): wall {p['wall_ms']:.1f} ms, kernels {p['kernel_ms']:.1f} ms: "
                           + ", ".join(f"{k} {ms:.1f}" for k, ms in sorted(p["by_kind_ms"].items(), key=lambda kv: -kv[1])))
+                    print("    host: " + "; ".join(f"{h['name'][:40]} x{h['count']} {h['self_cpu_ms']:.1f} ms"
+                                               for h in p.get("host_top", [])[:10]))
         sys.stdout.flush()
     return 0
 

@@ -32,6 +32,16 @@ def test_split_equals_one_causal_softmax(past, s):
     torch.testing.assert_close(got, _reference(q, k, v, 0.25), rtol=2e-5, atol=2e-6)
 
 
+def test_split_takes_a_compiled_merge():
+    """The decoder hands in `merge_partials` compiled (`compile=True`): the same output."""
+    g = torch.Generator().manual_seed(9)
+    q = torch.randn(1, 4, 8, 16, generator=g)
+    k, v = (torch.randn(1, 2, 40, 16, generator=g) for _ in range(2))
+    merge = torch.compile(merge_partials, dynamic=None)
+    got = split_causal_attention(q, k, v, 0.25, partial=_math_partial, merge=merge)
+    torch.testing.assert_close(got, split_causal_attention(q, k, v, 0.25, partial=_math_partial), rtol=1e-5, atol=1e-6)
+
+
 def test_merge_partials_weights_by_lse():
     """Two halves of the keys: each partial softmax re-weighted by its share of the total mass."""
     g = torch.Generator().manual_seed(0)

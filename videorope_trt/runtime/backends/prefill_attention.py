@@ -27,11 +27,12 @@ def cudnn_partial(q, k, v, causal: bool, scale: float):
     return out[0], out[1]
 
 
-def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial):
-    """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key."""
+def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial, merge=merge_partials):
+    """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key; `merge`
+    is `merge_partials` or a compiled form of it."""
     s, past = q.shape[2], k.shape[2] - q.shape[2]
     if past <= 0:
         return partial(q, k, v, True, scale)[0]
     out1, lse1 = partial(q, k[:, :, :past], v[:, :, :past], False, scale)
     out2, lse2 = partial(q, k[:, :, past:], v[:, :, past:], True, scale)
-    return merge_partials(out1, lse1, out2, lse2).to(q.dtype)
+    return merge(out1, lse1, out2, lse2).to(q.dtype)

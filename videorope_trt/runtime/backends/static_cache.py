@@ -48,14 +48,15 @@ from torch.nn.attention.bias import CausalBias, causal_lower_right
 from videorope_trt.models.decoder import rms_norm
 from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
+from videorope_trt.runtime.backends.prefill_attention import merge_partials
 
 #: cache rows per block of the split decode attention (and the cache's row granularity)
 SPLIT = 256
-#: bytes of one prefill MLP call's (tokens, 2 x intermediate) gate/up activation, the largest of a chunk (155 MB
-#: for 2048 tokens at 7B). Per-token work, so splitting changes nothing but the peak and the number of calls: 40 MB
-#: is 527 tokens at 7B, 1116 at 2B. (512 tokens per call at 2B made a 32k chunk 1,792 calls whose host time
-#: exceeded their GPU time: 0.59 s of prefill for 0.30 s of kernels.)
-MLP_BYTES = 40_000_000
+#: most bytes of one prefill MLP call's (tokens, 2 x intermediate) gate/up activation, the largest of a chunk (155
+#: MB for 2048 tokens at 7B). Per-token work, so splitting changes nothing but the peak and the number of calls,
+#: and each call costs host time: 512 tokens per call made a 2B 32k chunk 1,792 calls that kept the GPU waiting
+#: (0.59 s of prefill for 0.30 s of kernels). 128 MB: a 32k chunk in 10 calls at 2B, 20 at 7B; 1024 tokens in one.
+MLP_BYTES = 128_000_000
 
 
 def swiglu(gate, up):
@@ -177,6 +178,7 @@ class StaticCacheDecoder:
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
         # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
         self.mlp_block = torch.compile(mlp_block, dynamic=None) if compile else mlp_block
+        self.merge_partials = torch.compile(merge_partials, dynamic=None) if compile else merge_partials
         inter = self.layers[0].mlp.down_proj.in_features
         self.mlp_rows = max(1, MLP_BYTES // (2 * inter * dtype.itemsize))
         self.flash = False
@@ -216,7 +218,8 @@ class StaticCacheDecoder:
             from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
 
             try:
-                return split_causal_attention(q.contiguous(), k, v, scale)  # q as the GPU test gives it
+                return split_causal_attention(q.contiguous(), k, v, scale,  # q as the GPU test gives it
+                                              merge=self.merge_partials)
             except (RuntimeError, AttributeError):  # no cuDNN attention in this torch / for these shapes: SDPA
                 self.split_prefill = False
         if self.native_gqa:
@@ -253,13 +256,16 @@ class StaticCacheDecoder:
 
     def _mlp(self, i, layer, x):
         """x + down(SwiGLU(gate_up(rms(x)))): one token through `linear` (the decode products), a prefill chunk
-        `mlp_rows` tokens per call, added into x in place (x is the layer's own residual sum, no one else's)."""
+        in the fewest equal pieces of at most `mlp_rows` tokens, each added into x in place (x is the layer's own
+        residual sum, no one else's)."""
         ln, m = layer.post_attention_layernorm, layer.mlp
         if x.shape[1] == 1:
             gate, up = self.linear(self.norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
             return x + self.linear(self.swiglu(gate, up), m.down_proj.weight, m.down_proj.bias)
-        for r in range(0, x.shape[1], self.mlp_rows):
-            piece = x[:, r : r + self.mlp_rows]
+        pieces = -(-x.shape[1] // self.mlp_rows)
+        rows = -(-x.shape[1] // pieces)  # equal pieces: one shape per chunk length, no short remainder
+        for r in range(0, x.shape[1], rows):
+            piece = x[:, r : r + rows]
             piece += self.mlp_block(piece, ln.weight, ln.variance_epsilon, self.fused[i][2], m.down_proj.weight,
                                     m.down_proj.bias)
         return x
@@ -315,7 +321,7 @@ class StaticCacheDecoder:
         ops, d = self.decode_ops, self.head_dim
         attend = self.decode_attention
         if ops.pdl and self.flash:
-            attend = functools.partial(attend, pdl=True)
+            attend = functools.partial(attend, pdl=True, cache_position=cache_position)
         inv_freq, axis_map, attrs = self.rope
         positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
         for i, layer in enumerate(self.layers):
@@ -353,7 +359,7 @@ class GraphedDecode:
     empties the allocator's cache (`torch.cuda.graph` does both).
     """
 
-    def __init__(self, dec: StaticCacheDecoder, batch: int, num_axes: int, warmup: int = 2, capture: bool = True):
+    def __init__(self, dec: StaticCacheDecoder, batch: int, num_axes: int, warmup: int = 1, capture: bool = True):
         device, rows = dec.keys[0].device, dec.rows
         self.dec = dec
         self.tokens = torch.zeros(batch, dtype=torch.int64, device=device)
