@@ -162,17 +162,14 @@ def bench_configs(model: str, dtype, bandwidth: float) -> dict:
         nbytes = n * k * w.element_size()
         flags = dict(HAS_BIAS=False, NORM=bool(c.get("norm")), SWIGLU=bool(c.get("swiglu")),
                      RESIDUAL=bool(c.get("residual")), PDL=False)
-        parts, counts = gemv.workspace(m, "cuda")
-        args = (x, w, w, gamma, r, y, parts, counts, m, k, 1e-6)
+        args = (x, w, w, gamma, r, y, m, k, 1e-6)
         row = out[name] = {"N": n, "K": k, "MB": nbytes / 1e6, "configs": {}}
-        splits = gemv.SPLIT_CONFIGS if k >= gemv.SPLIT_MIN_K and not c.get("norm") else []
-        for bn, bk, warps, sk in [(*cfg, 1) for cfg in gemv.CONFIGS + EXTRA_CONFIGS] + splits:
-            grid = ((m + bn - 1) // bn, sk)
-            run = lambda: kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, SPLIT_K=sk,  # noqa: E731
-                                          num_warps=warps, num_stages=1)
+        for bn, bk, warps in gemv.CONFIGS + EXTRA_CONFIGS:
+            grid = ((m + bn - 1) // bn,)
+            run = lambda: kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,  # noqa: E731
+                                          num_stages=1)
             ms = do_bench(run, return_mode="median")
-            name_ = f"{bn}x{bk}/{warps}w" + (f"/{sk}k" if sk > 1 else "")
-            row["configs"][name_] = {"us": 1000 * ms, "of_copy": nbytes / (ms / 1000) / bandwidth}
+            row["configs"][f"{bn}x{bk}/{warps}w"] = {"us": 1000 * ms, "of_copy": nbytes / (ms / 1000) / bandwidth}
         gemv.gemv(x, w, norm=gamma if c.get("norm") else None, eps=1e-6, swiglu=bool(c.get("swiglu")),
                   residual=r if c.get("residual") else None)
         row["autotuned"] = str(getattr(kernel, "best_config", None))

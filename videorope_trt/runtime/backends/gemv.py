@@ -53,14 +53,6 @@ def _pdl_on(index: int) -> bool:
 #: per program and 1024-wide tiles; a few neighbours stay for other GPUs and shapes (every config is compiled and
 #: timed once per shape: keep the list short)
 CONFIGS = [(1, 1024, 4), (2, 1024, 4), (2, 512, 4), (4, 512, 4), (1, 2048, 8), (4, 256, 4), (8, 256, 4)]
-#: (rows, tile width, warps, K splits) tried as well for long rows (K >= SPLIT_MIN_K, no norm or SwiGLU): one
-#: program streaming a whole row waits on one tile after another (the 2B down product, 8960 wide, took 14 µs for
-#: 27.5 MB whatever the config, 46 % of the copy bandwidth); split over K, each part's sum goes to a workspace and
-#: the last program of the row block to finish adds them up in order (deterministic) and applies the epilogue
-SPLIT_CONFIGS = [(1, 512, 4, 2), (1, 512, 4, 4), (1, 1024, 4, 4), (2, 512, 4, 4), (1, 512, 4, 8)]
-SPLIT_MIN_K = 4096
-#: most K splits of any config: the workspace's partial rows
-MAX_SPLIT = max(c[3] for c in SPLIT_CONFIGS)
 
 
 def launch(pdl: bool) -> dict:
@@ -114,27 +106,10 @@ def _row_sums():
     return row_sums
 
 
-def autotune_configs(split: bool = False):
+def autotune_configs():
     import triton
 
-    plain = [(n, k, w, 1) for n, k, w in CONFIGS]
-    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k, **({"SPLIT_K": sk} if split else {})}, num_warps=w,
-                          num_stages=1) for n, k, w, sk in plain + (SPLIT_CONFIGS if split else [])]
-
-
-def _split_allowed(configs, named_args, **kwargs):
-    """Autotuner pruning: K splits only for long rows without a norm (it needs the whole row) or SwiGLU."""
-    get = lambda name: named_args.get(name, kwargs.get(name))  # noqa: E731
-    if get("K") >= SPLIT_MIN_K and not get("NORM") and not get("SWIGLU"):
-        return configs
-    return [c for c in configs if c.kwargs.get("SPLIT_K", 1) == 1]
-
-
-def workspace(n: int, device) -> tuple:
-    """(partial sums (MAX_SPLIT, n) fp32, counters (n,) int32 at 0) for K-split products of up to n outputs; the
-    kernel leaves the counters at 0 again. One per decoder: products using it run one after another."""
-    return (torch.empty((MAX_SPLIT, n), dtype=torch.float32, device=device),
-            torch.zeros(n, dtype=torch.int32, device=device))
+    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in CONFIGS]
 
 
 @functools.cache
@@ -144,29 +119,17 @@ def _kernel():
 
     row_sums = _row_sums()
 
-    @triton.autotune(configs=autotune_configs(split=True), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"],
-                     prune_configs_by={"early_config_prune": _split_allowed})
+    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
-    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, part_ptr, count_ptr, N, K, eps,
-                    HAS_BIAS: tl.constexpr, NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr,
-                    PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, SPLIT_K: tl.constexpr):
-        block = tl.program_id(0)
-        rows = block * BLOCK_N + tl.arange(0, BLOCK_N)
-        k_len = tl.cdiv(K, SPLIT_K * BLOCK_K) * BLOCK_K  # this program's part of the row: whole tiles
-        k0 = tl.program_id(1) * k_len
-        w_rows = w_ptr + rows[:, None].to(tl.int64) * K + k0
+    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        w_rows = w_ptr + rows[:, None].to(tl.int64) * K
         u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
-        y, y_u = row_sums(x_ptr + k0, g_ptr, w_rows, u_rows, rows[:, None] < N, tl.minimum(K - k0, k_len), eps, NORM,
-                          SWIGLU, PDL, BLOCK_N, BLOCK_K)
+        y, y_u = row_sums(x_ptr, g_ptr, w_rows, u_rows, rows[:, None] < N, K, eps, NORM, SWIGLU, PDL, BLOCK_N,
+                          BLOCK_K)
         out_ok = rows < N
-        if SPLIT_K > 1:  # park this part; the row block's last program sums all parts in order and goes on
-            tl.store(part_ptr + tl.program_id(1) * N + rows, y, mask=out_ok)
-            last = tl.atomic_add(count_ptr + block, 1, sem="acq_rel") == SPLIT_K - 1
-            out_ok = out_ok & last
-            y = tl.zeros_like(y)
-            for part in tl.static_range(SPLIT_K):
-                y += tl.load(part_ptr + part * N + rows, mask=out_ok, other=0.0, cache_modifier=".cg")
-            tl.store(count_ptr + block, 0, mask=last)  # at 0 again for the next product
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
             if SWIGLU:
@@ -193,16 +156,14 @@ def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
 
 
 def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-         pdl: bool = False, work=None):
+         pdl: bool = False):
     """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype, with the decoder
     layer's element-wise neighbours folded in:
       * norm (K,): the input is `rms_norm(x, norm, eps)` (fp32 throughout, one rounding at the output);
       * swiglu: weight is gate and up stacked (2M, K) (bias (2M,)); the output (..., M) is silu(gate) * up;
       * residual (..., N): added to the output;
       * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
-        the kernel before it finishes;
-      * work: a `workspace` of at least N outputs for the K-split configs (rows of K >= SPLIT_MIN_K); None: one
-        made for this call.
+        the kernel before it finishes.
     """
     if not usable(x, weight):
         raise ValueError(f"gemv: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a contiguous weight "
@@ -212,25 +173,19 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
         raise ValueError(f"gemv: pdl=True needs compute capability 9.0+ and a Triton with programmatic dependent "
                          f"launch; {torch.cuda.get_device_name(x.device)} / this Triton has not both")
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
-    if work is not None and work[1].numel() < n:
-        raise ValueError(f"gemv: the workspace holds {work[1].numel()} outputs; this product has {n}")
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
-    if k < SPLIT_MIN_K:  # never split: nothing reads the workspace
-        work = (y, y)
-    elif work is None:
-        work = workspace(n, x.device)
-    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"], meta["SPLIT_K"])  # noqa: E731
+    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
     _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
-                    residual.contiguous() if residual is not None else y, y, work[0], work[1], n, k, float(eps),
+                    residual.contiguous() if residual is not None else y, y, n, k, float(eps),
                     HAS_BIAS=bias is not None, NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None,
                     PDL=pdl, **launch(pdl))
     return y
 
 
 def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-                   pdl: bool = False, work=None):
+                   pdl: bool = False):
     """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
-    fused decode step and the kernel's oracle. `pdl` and `work` are accepted and mean nothing here."""
+    fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
     _check_epilogue(weight, bias, norm, swiglu, residual)
     h = x.float()
     if norm is not None:

@@ -192,10 +192,6 @@ class StaticCacheDecoder:
         mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
         fits = batch == 1 and self.head_dim & (self.head_dim - 1) == 0 and not mlp_bias
         self.decode_ops = decode_ops if decode_ops is not None and fits and decode_ops.supports(dtype, device) else None
-        if self.decode_ops is not None:  # the K-split products' partial sums (down: N = hidden)
-            from videorope_trt.runtime.backends.gemv import workspace
-
-            self.work = workspace(self.layers[0].mlp.down_proj.out_features, device)
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
         self.native_gqa = True
@@ -337,7 +333,7 @@ class StaticCacheDecoder:
             x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl)
             ln = layer.post_attention_layernorm
             h = ops.linear(x, gate_up, None, norm=ln.weight, eps=ln.variance_epsilon, swiglu=True, pdl=ops.pdl)
-            x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl, work=self.work)
+            x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl)
         final, head = self.model.text_model.norm, self.model.hf.lm_head
         logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl)
         return logits[:, 0].float()
