@@ -9,12 +9,15 @@ def device_ms(event) -> float:
     return (getattr(event, "device_time_total", None) or getattr(event, "cuda_time_total", 0)) / 1000
 
 
-def _self_device_ms(event) -> float:
-    return (getattr(event, "self_device_time_total", None) or getattr(event, "self_cuda_time_total", 0)) / 1000
+def _on_device(event) -> bool:
+    """A kernel, copy or memset: host events (ops, CUDA runtime calls) carry the device time of what they launched
+    when the profiler records CPU activity too."""
+    from torch.autograd import DeviceType
+
+    return getattr(event, "device_type", DeviceType.CUDA) != DeviceType.CPU
 
 
 def kernels(prof, skip: tuple = ()) -> list:
-    """The profiled kernels with device time, heaviest first, leaving out names that start with one of `skip`.
-    Kernels only: a host op profiled with them (CPU activity) has device time of its kernels, none of its own."""
-    rows = [e for e in prof.key_averages() if _self_device_ms(e) > 0 and not e.key.startswith(skip)]
+    """The profiled kernels with device time, heaviest first, leaving out names that start with one of `skip`."""
+    rows = [e for e in prof.key_averages() if _on_device(e) and device_ms(e) > 0 and not e.key.startswith(skip)]
     return sorted(rows, key=device_ms, reverse=True)
