@@ -66,39 +66,9 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
     allowed[0, 600 : rows - 290] = True
     bias, scale = decode_bias(allowed), 128**-0.5
     ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    at = torch.tensor([rows - 291], device="cuda")  # the last allowed row: the one "the kernel before" wrote
-    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, cache_position=at if pdl else None)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
-
-
-def test_pdl_needs_the_cache_position():
-    q, keys = torch.zeros(1, 4, 1, 64), torch.zeros(1, 2, 256, 64)
-    with pytest.raises(ValueError, match="pdl=True needs the cache position"):
-        flash_decode.flash_decode(q, keys, keys, torch.zeros(1, 1, 1, 256), 0.125, pdl=True)
-
-
-@pytest.mark.gpu
-def test_pdl_reads_the_row_at_the_cache_position_after_the_wait():
-    """The split's first tile is read before the wait and the cache position's row again after it: a row written
-    just before (here the only row that matters) is the one attended."""
-    from videorope_trt.runtime.backends.gemv import pdl_supported
-
-    if not flash_decode.available() or not pdl_supported():
-        pytest.skip("needs a GPU with programmatic dependent launch and Triton")
-    rows, g = 1024, torch.Generator(device="cuda").manual_seed(5)
-    q = torch.randn(1, 12, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
-    keys = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
-    values = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
-    allowed = torch.zeros(1, rows, dtype=torch.bool, device="cuda")
-    allowed[0, :514] = True
-    bias, scale, at = decode_bias(allowed), 128**-0.5, torch.tensor([513], device="cuda")
-    keys[0, :, 513] = q[0, ::6, 0] * 8  # written by a kernel just before: dominates each head's softmax
-    values[0, :, 513] = 3.0
-    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=True, cache_position=at)
-    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    torch.testing.assert_close(got.float(), ref, atol=2e-2, rtol=2e-2)
-    assert float(got[0, 0].float().mean()) > 2.5  # the written row's values, not the first tile's read
 
 
 @pytest.mark.gpu

@@ -52,46 +52,35 @@ def _partial_kernel():
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st)
                for r, w, st in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3)]]
 
-    @triton.jit
-    def attend(q, k, v, allowed, m, l, acc, scale):
-        """One tile of keys/values folded into the running (max, sum, output) of the online softmax."""
-        s = tl.dot(q, tl.trans(k)) * scale
-        s = tl.where(allowed[None, :], s, float("-inf"))
-        m_new = tl.maximum(m, tl.max(s, axis=1))
-        safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
-        p = tl.exp(s - safe[:, None])
-        alpha = tl.exp(m - safe)
-        return m_new, l * alpha + tl.sum(p, axis=1), acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-
     @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
                        G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
                        SPLIT: tl.constexpr, PDL: tl.constexpr):
-        split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
-        b = bh // kv_heads
-        g, d = tl.arange(0, GP), tl.arange(0, D)
-        # the split's first tile is read before waiting for the kernel before: only this token's row (at the cache
-        # position) is that kernel's, and it is read again below; every other row is an earlier step's
-        r = split * SPLIT + tl.arange(0, BLOCK_R)
-        rows_at = (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
-        k, v = tl.load(k_ptr + rows_at), tl.load(v_ptr + rows_at)
         if PDL:  # the query and this token's cache row come from the kernel before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-            fresh = (r == tl.load(cpos_ptr))[:, None]
-            k = tl.where(fresh, tl.load(k_ptr + rows_at, mask=fresh), k)
-            v = tl.where(fresh, tl.load(v_ptr + rows_at, mask=fresh), v)
+        split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
+        b = bh // kv_heads
+        g, d = tl.arange(0, GP), tl.arange(0, D)
         q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
         m = tl.full((GP,), float("-inf"), tl.float32)
         l = tl.zeros((GP,), tl.float32)
         acc = tl.zeros((GP, D), tl.float32)
-        m, l, acc = attend(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
-        for r0 in range(split * SPLIT + BLOCK_R, split * SPLIT + SPLIT, BLOCK_R):
+        for r0 in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
-            rows_at = (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
-            m, l, acc = attend(q, tl.load(k_ptr + rows_at), tl.load(v_ptr + rows_at),
-                               tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+            k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
+            v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
+            allowed = tl.load(bias_ptr + b * rows + r) > -1e30
+            s = tl.dot(q, tl.trans(k)) * scale
+            s = tl.where(allowed[None, :], s, float("-inf"))
+            m_new = tl.maximum(m, tl.max(s, axis=1))
+            safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
+            p = tl.exp(s - safe[:, None])
+            alpha = tl.exp(m - safe)
+            l = l * alpha + tl.sum(p, axis=1)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m = m_new
         base = (bh * n_splits + split) * GP
         real = g < G  # the tile's padding rows are never read back
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
@@ -137,13 +126,9 @@ def _combine_kernel():
     return combine_kernel
 
 
-def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, cache_position=None):
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`), for
-    which `cache_position` (1,) int64 on the device names the one cache row the kernel before wrote."""
-    if pdl and (cache_position is None or cache_position.numel() != 1 or cache_position.dtype != torch.int64):
-        raise ValueError("flash_decode: pdl=True needs the cache position the kernel before wrote, one int64; got "
-                         f"{None if cache_position is None else (tuple(cache_position.shape), cache_position.dtype)}")
+    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
@@ -155,8 +140,7 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, cache_p
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    cpos = cache_position if pdl else bias  # read only with PDL
-    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), cpos, acc, ml, scale, rows, kv, n,
+    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
                                 G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl))
     combine_kernel[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=128, PDL=pdl, **launch(pdl),
                                          num_warps=4)

@@ -321,7 +321,7 @@ class StaticCacheDecoder:
         ops, d = self.decode_ops, self.head_dim
         attend = self.decode_attention
         if ops.pdl and self.flash:
-            attend = functools.partial(attend, pdl=True, cache_position=cache_position)
+            attend = functools.partial(attend, pdl=True)
         inv_freq, axis_map, attrs = self.rope
         positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
         for i, layer in enumerate(self.layers):
