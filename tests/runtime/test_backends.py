@@ -403,7 +403,7 @@ def test_fused_projections_are_views_and_change_nothing(tiny):
 def test_device_side_decode_step_matches_forward(tiny):
     """The graphed step's computation (run eagerly: token ids in, positions and mask built on the device)
     gives the logits of `forward` fed the embeddings, positions and grown mask; the default decode_step too."""
-    from videorope_trt.runtime.backends.static_cache import GraphedDecode
+    from videorope_trt.runtime.backends.decode_graph import GraphedDecode
 
     fast, ref = _static_and_reference(tiny)
     g = torch.Generator().manual_seed(2)

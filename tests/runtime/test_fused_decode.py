@@ -14,7 +14,8 @@ from videorope_trt.models.decoder import rms_norm
 from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope.apply import video_rope_torch
 from videorope_trt.runtime.backends import gemv, rope_cache
-from videorope_trt.runtime.backends.static_cache import DecodeOps, GraphedDecode, swiglu
+from videorope_trt.runtime.backends.decode_graph import GraphedDecode
+from videorope_trt.runtime.backends.static_cache import DecodeOps, swiglu
 
 
 def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:

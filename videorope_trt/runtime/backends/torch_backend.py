@@ -114,7 +114,7 @@ class TorchBackend(Backend):
 
         self.keys = self.values = self.fast = self.graphed = None  # release the old cache before the new one
         if self.static:
-            from videorope_trt.runtime.backends.static_cache import GraphedDecode, StaticCacheDecoder
+            from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
 
             self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
                                            self.triton_decode, self.split_prefill, self.decode_ops)
@@ -149,7 +149,7 @@ class TorchBackend(Backend):
         import torch
 
         if self.cuda_graph and self.graphed is None:
-            from videorope_trt.runtime.backends.static_cache import GraphedDecode
+            from videorope_trt.runtime.backends.decode_graph import GraphedDecode
 
             # captured once per cache, here rather than at `allocate`: the prefill is queued by now and the capture's
             # host work runs while the device works through it (the first token never waited for it)
