@@ -95,31 +95,38 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
 
 
 def _on_device(array, spans, device):
-    """`array[a:b]` on `device` for each (a, b) of `spans`, in order. On CUDA each is copied from page-locked memory
-    on a stream of its own, the next one while the caller works on the current one (a 32k-token video's patches
-    took 43 ms to copy from pageable memory on an H200, in the vision encoder's way)."""
+    """`array[a:b]` on `device` for each (a, b) of `spans`, in order. On CUDA, host rows are copied from page-locked
+    memory on a stream of their own, the next span's while the caller's work on the current one runs (a 32k-token
+    video's patches took 43 ms to copy from pageable memory on an H200, in the vision encoder's way); rows already
+    on a device are used as they are."""
     import torch
 
     device = torch.device(device)
-    if device.type != "cuda" or not spans:
+    if device.type != "cuda":
         for a, b in spans:
             yield torch.as_tensor(array[a:b]).to(device)
         return
     copier, compute = torch.cuda.Stream(device), torch.cuda.current_stream(device)
 
     def queue(a, b):
-        pinned = torch.as_tensor(array[a:b]).pin_memory()
+        rows = torch.as_tensor(array[a:b])
+        if rows.device.type != "cpu":
+            return rows.to(device), False
+        pinned = rows.pin_memory()
         with torch.cuda.stream(copier):
-            return pinned.to(device, non_blocking=True)
+            return pinned.to(device, non_blocking=True), True
 
-    ahead = queue(*spans[0])
+    ahead = queue(*spans[0]) if spans else None
     for i in range(len(spans)):
-        current = ahead
-        compute.wait_stream(copier)
-        current.record_stream(compute)  # made on the copier's stream, used (and freed) on the caller's
+        (current, copied), ahead = ahead, None
+        if copied:
+            compute.wait_stream(copier)
+            current.record_stream(compute)  # made on the copier's stream, used (and freed) on the caller's
+        yield current
+        # the caller has queued its work on `current`: the next copy runs beside it, and only these two spans are
+        # on the device (the caller lets go of `current` when it takes the next)
         if i + 1 < len(spans):
             ahead = queue(*spans[i + 1])
-        yield current
 
 
 def left_pad(rows, pad_id: int):

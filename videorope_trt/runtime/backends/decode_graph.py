@@ -20,7 +20,8 @@ class GraphedDecode:
     It can be built while the device still runs the prefill: the warm-up steps are queued after it and write
     their K/V into the cache's last row (no prompt row: a prompt leaves room for at least one generated token; a
     decode step writes its own row before attending to it), and the capture neither waits for the device nor
-    empties the allocator's cache (`torch.cuda.graph` does both).
+    empties the allocator's cache (`torch.cuda.graph` does both). Only the first capture in a process waits: its
+    warm-up tunes the kernels, which times them on the device.
     """
 
     def __init__(self, dec: StaticCacheDecoder, batch: int, num_axes: int, warmup: int = 1, capture: bool = True):

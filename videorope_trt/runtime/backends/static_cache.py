@@ -188,8 +188,8 @@ class StaticCacheDecoder:
 
             if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
                 self.decode_attention, self.flash = flash_decode.flash_decode, True
-        # the fused step takes one row, a power-of-two head dim (one rotation tile) and its kernels' dtypes and
-        # device, and folds no gate/up bias (Qwen2's MLP has none)
+        # the fused step takes one row, a power-of-two head dim (the attention kernel's tiles), its kernels' dtypes
+        # and device, and folds no gate/up bias (Qwen2's MLP has none)
         mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
         fits = batch == 1 and self.head_dim & (self.head_dim - 1) == 0 and not mlp_bias
         self.decode_ops = decode_ops if decode_ops is not None and fits and decode_ops.supports(dtype, device) else None
@@ -257,14 +257,14 @@ class StaticCacheDecoder:
 
     def _mlp(self, i, layer, x):
         """x + down(SwiGLU(gate_up(rms(x)))): one token through `linear` (the decode products), a prefill chunk
-        in the fewest equal pieces of at most `mlp_rows` tokens, each added into x in place (x is the layer's own
+        in the fewest nearly equal pieces of at most `mlp_rows` tokens, each added into x in place (x is the layer's own
         residual sum, no one else's)."""
         ln, m = layer.post_attention_layernorm, layer.mlp
         if x.shape[1] == 1:
             gate, up = self.linear(self.norm(x, ln.weight, ln.variance_epsilon), self.fused[i][2]).chunk(2, dim=-1)
             return x + self.linear(self.swiglu(gate, up), m.down_proj.weight, m.down_proj.bias)
         pieces = -(-x.shape[1] // self.mlp_rows)
-        rows = -(-x.shape[1] // pieces)  # equal pieces: one shape per chunk length, no short remainder
+        rows = -(-x.shape[1] // pieces)  # pieces within `pieces` tokens of each other: no short remainder
         for r in range(0, x.shape[1], rows):
             piece = x[:, r : r + rows]
             piece += self.mlp_block(piece, ln.weight, ln.variance_epsilon, self.fused[i][2], m.down_proj.weight,

@@ -148,11 +148,12 @@ class TorchBackend(Backend):
     def _begin_decode_impl(self, attention_mask, offset, step):
         import torch
 
-        if self.cuda_graph and self.graphed is None:
+        # captured once per cache, here rather than at `allocate`: the prefill is queued by now, so the capture's host
+        # work runs while the device works through it (the first token waits for its one warm-up step on the device);
+        # not with the cache full (no step follows, and the warm-up writes the last row)
+        if self.cuda_graph and self.graphed is None and self.length < self.capacity:
             from videorope_trt.runtime.backends.decode_graph import GraphedDecode
 
-            # captured once per cache, here rather than at `allocate`: the prefill is queued by now and the capture's
-            # host work runs while the device works through it (the first token never waited for it)
             with torch.no_grad():
                 self.graphed = GraphedDecode(self.fast, self.batch, self.num_axes)
         if self.graphed is not None:
