@@ -143,6 +143,17 @@ def _kernel():
     return gemv_kernel
 
 
+def check_launch(who: str, x, weight, pdl: bool) -> None:
+    """What every one-row product kernel here needs of its input, weight and launch (`who` names it in the error)."""
+    if not usable(x, weight):
+        raise ValueError(f"{who}: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a contiguous weight "
+                         f"of its dtype; got x {tuple(x.shape)} {x.dtype} on {x.device}, weight {tuple(weight.shape)} "
+                         f"{weight.dtype}")
+    if pdl and not pdl_supported(x.device):
+        raise ValueError(f"{who}: pdl=True needs compute capability 9.0+ and a Triton with programmatic dependent "
+                         f"launch; {torch.cuda.get_device_name(x.device)} / this Triton has not both")
+
+
 def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
     """The lengths the kernel reads without bounds of their own; returns (output length, K)."""
     n, k = weight.shape
@@ -165,13 +176,7 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
       * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
         the kernel before it finishes.
     """
-    if not usable(x, weight):
-        raise ValueError(f"gemv: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a contiguous weight "
-                         f"of its dtype; got x {tuple(x.shape)} {x.dtype} on {x.device}, weight {tuple(weight.shape)} "
-                         f"{weight.dtype}")
-    if pdl and not pdl_supported(x.device):
-        raise ValueError(f"gemv: pdl=True needs compute capability 9.0+ and a Triton with programmatic dependent "
-                         f"launch; {torch.cuda.get_device_name(x.device)} / this Triton has not both")
+    check_launch("gemv", x, weight, pdl)
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731

@@ -103,13 +103,7 @@ def project_into_cache(x, weight, bias, norm, eps: float, positions, inv_freq, a
     """x (1, 1, K) the layer's input; weight ((Hq + 2 KV) * D, K) and bias the fused q/k/v projection, `norm` (K,)
     or None its input RMS norm (`gemv.gemv`); positions (A, 1, 1) fp32, cache_position (1,) int64 on the device →
     the rotated query (1, Hq, 1, D); keys/values (1, KV, rows, D) get this token's row. `pdl`: as `gemv.gemv`."""
-    if not gemv.usable(x, weight):
-        raise ValueError(f"project_into_cache: expected one fp16/bf16 CUDA row of length {weight.shape[1]} and a "
-                         f"contiguous weight of its dtype; got x {tuple(x.shape)} {x.dtype} on {x.device}, weight "
-                         f"{tuple(weight.shape)} {weight.dtype}")
-    if pdl and not gemv.pdl_supported(x.device):
-        raise ValueError("project_into_cache: pdl=True needs compute capability 9.0+ and a Triton with "
-                         "programmatic dependent launch")
+    gemv.check_launch("project_into_cache", x, weight, pdl)
     _, k = gemv._check_epilogue(weight, bias, norm, False, None)
     kv, rows, d = _check(weight.shape[0], positions, inv_freq, keys, values, cache_position, q_heads)
     q = torch.empty((1, q_heads, 1, d), dtype=x.dtype, device=x.device)
@@ -131,7 +125,7 @@ def project_into_cache_reference(x, weight, bias, norm, eps: float, positions, i
 
 
 def rotate_into_cache_reference(qkv, positions, inv_freq, axis_map, attrs, keys, values, cache_position,
-                                q_heads: int, pdl: bool = False):
+                                q_heads: int):
     """The rotation of a token's q/k/v (1, 1, (Hq + 2 KV) * D) and both cache writes, in torch (fp32, one
     rounding); returns the rotated query (1, Hq, 1, D)."""
     if qkv.numel() != qkv.shape[-1]:
