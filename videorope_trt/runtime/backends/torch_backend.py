@@ -8,8 +8,9 @@ Two paths over the same weights:
     SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
     uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at the cache's first
-    `begin_decode` (`forward` with one token stays eager), decodes layer by layer through `gemv.OneRowLinear` (`gemv=True`, CUDA + Triton) and
-    `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the fused decode step
+    `begin_decode` (`forward` with one token stays eager), decodes layer by layer through `gemv.OneRowLinear`
+    (`gemv=True`, CUDA + Triton) and `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the
+    fused decode step
     (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and cache writes
     folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
     where the GPU has them, `pdl`), can split prefill attention over cuDNN (`split_prefill=True`,
