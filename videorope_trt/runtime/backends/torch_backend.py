@@ -10,9 +10,8 @@ Two paths over the same weights:
     replays `decode_step` (token ids in, logits out) as one CUDA graph captured at the cache's first
     `begin_decode` (`forward` with one token stays eager), decodes layer by layer through `gemv.OneRowLinear`
     (`gemv=True`, CUDA + Triton) and `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the
-    fused decode step
-    (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and cache writes
-    folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
+    fused decode step (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and
+    cache writes folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
     where the GPU has them, `pdl`), can split prefill attention over cuDNN (`split_prefill=True`,
     `prefill_attention.py`: off by default; it measured faster at 7B with 1024-token chunks and slower at 2B with
     4096-token ones), and with `compile=True` fuses the decode step's element-wise work with torch.compile.
