@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import build_models, copy_bandwidth, decode_bytes, model_config  # noqa: E402
+from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
+from profiling import copy_bandwidth  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options

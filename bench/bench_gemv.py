@@ -24,6 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import copy_bandwidth  # noqa: E402
+
 #: name → (N, K, bias) per model: the decoder's matrices (q/k/v and gate/up fused as the runtime fuses them)
 SHAPES = {
     "2b": {"qkv": (1536 + 2 * 256, 1536, True), "o": (1536, 1536, False), "gate_up": (2 * 8960, 1536, False),
@@ -31,14 +34,6 @@ SHAPES = {
     "7b": {"qkv": (3584 + 2 * 512, 3584, True), "o": (3584, 3584, False), "gate_up": (2 * 18944, 3584, False),
            "down": (3584, 18944, False), "lm_head": (152064, 3584, False)},
 }
-
-
-def copy_bandwidth() -> float:
-    from triton.testing import do_bench
-
-    a = torch.empty(1 << 30, dtype=torch.uint8, device="cuda")
-    b = torch.empty_like(a)
-    return 2 * a.numel() / (do_bench(lambda: b.copy_(a)) / 1000)
 
 
 def bench_shape(n: int, k: int, bias: bool, dtype, bandwidth: float) -> dict:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profiling import copy_bandwidth  # noqa: E402
 from runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,  # noqa: E402
                             ttft_flops)
 
@@ -89,21 +90,6 @@ def synthetic_inputs(cfg: dict, context: int, frame_side: int, device, dtype):
         [cfg["vision_end_token_id"]] + text(context - 22 - t * per_slice)
     pixels = torch.randn(t * side * side, 3 * tp * p * p, generator=torch.Generator().manual_seed(1)).to(device, dtype)
     return ids, pixels, (t, side, side), t * tp
-
-
-def copy_bandwidth(device) -> float:
-    """Device-to-device copy bandwidth, bytes read + written per second."""
-    if torch.device(device).type != "cuda":
-        return float("nan")
-    a = torch.empty(1 << 30, dtype=torch.uint8, device=device)
-    b = torch.empty_like(a)
-    b.copy_(a)
-    torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(10):
-        b.copy_(a)
-    torch.cuda.synchronize()
-    return 2 * a.numel() * 10 / (time.perf_counter() - start)
 
 
 def decode_bytes(cfg: dict, model, context: int) -> int:

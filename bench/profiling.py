@@ -1,6 +1,26 @@
-"""The bench scripts' one reading of a torch.profiler run: device time per kernel."""
+"""What the bench scripts share: the device's copy bandwidth, and one reading of a torch.profiler run (device time
+per kernel)."""
 
 from __future__ import annotations
+
+import time
+
+import torch
+
+
+def copy_bandwidth(device="cuda") -> float:
+    """Device-to-device copy bandwidth, bytes read + written per second (nan off CUDA)."""
+    if torch.device(device).type != "cuda":
+        return float("nan")
+    a = torch.empty(1 << 30, dtype=torch.uint8, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    torch.cuda.synchronize()
+    return 2 * a.numel() * 10 / (time.perf_counter() - start)
 
 
 def device_ms(event) -> float:
