@@ -4,7 +4,7 @@
     prompts ──► token ids (left padded) ──► positions (rope.batch_positions)
             ──► prefill in chunks, each chunk: backend.embed, visual rows at its video tokens ──► first token
     decode: backend.decode_step(token ids) on the device, positions = decode_step × cache_position + rope_deltas
-            (as rope.decode_positions), tokens read back every few steps
+            (as rope.decode_positions), tokens read back every few steps (decode_loop)
 
 Vision memory stays flat because each call sees only `vision_chunk` temporal slices (Qwen2-VL's vision
 attention never crosses a temporal slice, so chunking changes nothing numerically).
@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from videorope_trt.runtime.decode_loop import _no_bar, decode
 from videorope_trt.runtime.sampling import Sampler, SamplingConfig
 
 
@@ -48,17 +49,6 @@ class GenerationResult:
     #: vision_s, setup_s (positions, cache allocation), prefill_s (with the backend's decode preparation, which
     #: overlaps it), ttft_s, decode_s, decode_tokens (after the first)
     timings: dict = field(default_factory=dict)
-
-
-def _no_bar(**_):
-    class _Bar:
-        def update(self, n=1):
-            pass
-
-        def close(self):
-            pass
-
-    return _Bar()
 
 
 def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
@@ -234,53 +224,6 @@ def decode_inputs(backend, rope_deltas, mask) -> tuple:
     variant = rope.get_variant(backend.info.variant)
     deltas = torch.as_tensor(np.asarray(rope_deltas, np.float32).reshape(1, batch, 1), device=backend.device)
     return full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step
-
-
-def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no_bar, sync_every: int = 16):
-    """Sample, feed back, repeat, from the prefill's `logits` (after `backend.begin_decode(*decode_inputs(...))`).
-
-    Everything stays on the device: tokens are sampled there, fed back through `backend.decode_step`, and
-    recorded in a device buffer; the host reads them (one sync) after the first token, then every `sync_every`
-    steps, where it streams them (`on_token(step, tokens, active)`) and stops once every sample is done.
-    Returns the generated ids per sample (stop token excluded). A finished sample keeps stepping with the pad
-    token (the batch moves together) but records nothing more.
-    """
-    import torch
-
-    batch, device = logits.shape[0], logits.device
-    out = [[] for _ in range(batch)]
-    done = torch.zeros(batch, dtype=torch.bool, device=device)
-    pad = torch.full_like(done, backend.info.pad_token_id, dtype=torch.int64)
-    history = torch.empty((max_new_tokens, batch), dtype=torch.int64, device=device)
-    active_history = torch.empty((max_new_tokens, batch), dtype=torch.bool, device=device)
-    progress, read = bar(total=max_new_tokens, desc="decode", unit="tok"), 0
-    for step in range(max_new_tokens):
-        tok = torch.where(done, pad, sampler(logits).to(torch.int64))
-        done = done | sampler.is_stop(tok)
-        history[step], active_history[step] = tok, ~done
-        last = step == max_new_tokens - 1
-        if step == 0 or last or (step + 1) % sync_every == 0:
-            finished = _read_back(history[read : step + 1], active_history[read : step + 1], read, out, on_token)
-            progress.update(step + 1 - read)
-            read = step + 1
-            if finished or last:
-                break
-        logits = backend.decode_step(tok)
-    progress.close()
-    return out
-
-
-def _read_back(tokens, active, first_step, out, on_token) -> bool:
-    """Copy the steps `first_step`.. of the device history to the host (the sync), record and stream them;
-    True once no sample is active."""
-    tokens, active = tokens.tolist(), active.tolist()
-    for k, (row, act) in enumerate(zip(tokens, active)):
-        for b, (t, a) in enumerate(zip(row, act)):
-            if a:
-                out[b].append(t)
-        if on_token is not None:
-            on_token(first_step + k, row, act)
-    return not any(active[-1])
 
 
 def generate(backend, rows, video=None, config: GenerationConfig = GenerationConfig(), on_token=None, bar=_no_bar):

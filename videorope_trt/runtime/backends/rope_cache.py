@@ -54,17 +54,19 @@ def _kernel():
         else:  # rotated pairs (c, c + F); the unrotated channels 2F.. as (2F + j, 2F + j + D/2 - F)
             first, partner = tl.where(c < F, c, c + F), tl.where(c < F, c + F, c + half)
         ra, rb = head * D + first, head * D + partner
-        ya, yb = row_sums(x_ptr, g_ptr, w_ptr + ra[:, None].to(tl.int64) * K, w_ptr + rb[:, None].to(tl.int64) * K,
-                          ok[:, None], K, eps, NORM, True, PDL, BLOCK_N, BLOCK_K)
-        if HAS_BIAS:
-            ya += tl.load(b_ptr + ra, mask=ok, other=0.0).to(tl.float32)
-            yb += tl.load(b_ptr + rb, mask=ok, other=0.0).to(tl.float32)
+        # the angles come from the step's positions, written before this layer's first kernel: with PDL they are
+        # ready before the wait in row_sums, so the sine and cosine are worked out while the kernel before ends
         rotated = (c < F) & (head < HQ + KV)  # queries and keys; values are copied
         f = tl.where(c < F, c, 0)
         inv_freq, axis = tl.load(freq_ptr + f), tl.load(map_ptr + f)
         half_turns = (tl.load(pos_ptr + axis) * inv_freq).to(tl.float64) * 0.3183098861837907  # the fp32 angle / pi
         turns = (half_turns - 2.0 * libdevice.rint(half_turns * 0.5)).to(tl.float32)  # in [-1, 1]
         cos, sin = libdevice.cospi(turns), libdevice.sinpi(turns)
+        ya, yb = row_sums(x_ptr, g_ptr, w_ptr + ra[:, None].to(tl.int64) * K, w_ptr + rb[:, None].to(tl.int64) * K,
+                          ok[:, None], K, eps, NORM, True, PDL, BLOCK_N, BLOCK_K)
+        if HAS_BIAS:
+            ya += tl.load(b_ptr + ra, mask=ok, other=0.0).to(tl.float32)
+            yb += tl.load(b_ptr + rb, mask=ok, other=0.0).to(tl.float32)
         oa = tl.where(rotated, (ya * cos - yb * sin) * scale, ya)
         ob = tl.where(rotated, (yb * cos + ya * sin) * scale, yb)
         is_q, is_v = head < HQ, head >= HQ + KV
