@@ -4,8 +4,8 @@ vs the tower written out block by block (`models/vision_fast.FusedVision`, eager
 The Qwen2-VL-2B / -7B vision tower (`bench_runtime.CONFIGS`, random weights), the video that fills a context as
 `bench_runtime` builds it (448×448 frames: 32×32 patches per temporal slice), encoded in calls of `--vision-chunk`
 slices as the runtime does, with the stock tower (`visual(...)`, one SDPA call per slice and layer) and with the
-model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused", and "fused_compile" on a GPU),
-in the same process on the same weights and patches; `--profile` lists the kernels of one fused_compile pass.
+model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused"; on a GPU "fused_compile" and "fused_compile_tuned"),
+in the same process on the same weights and patches; `--profile` lists the kernels of one pass of each compiled form.
 Patches are on the device before timing (host copies are not measured). CUDA events; one warm-up pass each first.
 
     python bench/bench_vision_attention.py --model 2b --contexts 32k --out bench-out      # on the GPU
@@ -28,6 +28,10 @@ from bench_runtime import model_config, synthetic_inputs  # noqa: E402
 from profiling import device_ms, kernels  # noqa: E402
 
 
+#: torch.compile options of the "fused_compile_tuned" encoder
+TUNED = {"coordinate_descent_tuning": True}
+
+
 def build_tower(cfg: dict, device, dtype):
     from transformers import Qwen2VLConfig
     from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VisionTransformerPretrainedModel
@@ -47,6 +51,8 @@ def encoders(visual, device) -> dict:
            "batched": lambda px, g: batched_vision(visual, px, g), "fused": FusedVision(visual)}
     if torch.device(device).type == "cuda":
         out["fused_compile"] = FusedVision(visual, compile=True)
+        # inductor's coordinate-descent search over its kernels' block sizes (the norms' reductions above all)
+        out["fused_compile_tuned"] = FusedVision(visual, compile=True, compile_options=TUNED)
     return out
 
 
@@ -104,9 +110,9 @@ def bench_context(visual, cfg, context: int, args) -> dict:
             r[name] = {"s": statistics.median(times), "all_s": times,
                        "ms_per_frame": 1000 * statistics.median(times) / frames}
             print(f"{context} tokens, {name}: {r[name]['s']:.4f} s ({times})", flush=True)
-        if args.profile and "fused_compile" in outs:
-            r["profile_fused_compile"] = profile(encoders(visual, args.device)["fused_compile"], pixels, grid,
-                                                 args.vision_chunk)
+        for name in ("fused_compile", "fused_compile_tuned") if args.profile else ():
+            if name in outs:
+                r[f"profile_{name}"] = profile(encoders(visual, args.device)[name], pixels, grid, args.vision_chunk)
     ref = outs["stock_per_slice"].float()
     for name, out in outs.items():
         r[f"rel_err_{name}_vs_stock"] = float((out.float() - ref).norm() / ref.norm())
@@ -133,7 +139,7 @@ def main(argv=None) -> int:
     ap.add_argument("--frame-side", type=int, default=448, help="frame side in pixels (448: 256 tokens per slice)")
     ap.add_argument("--vision-chunk", type=int, default=64, help="temporal slices per vision call")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--profile", action="store_true", help="list the kernels of one fused_compile pass")
+    ap.add_argument("--profile", action="store_true", help="list the kernels of one pass of each compiled form")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 

@@ -69,9 +69,10 @@ def _block_weights(blk) -> tuple:
 class FusedVision:
     """`visual` (transformers' Qwen2-VL vision tower) run block by block through `vision_block`.
 
-    compile=True compiles the block function once (shapes fixed: one compilation per chunk size)."""
+    compile=True compiles the block function once (shapes fixed: one compilation per chunk size);
+    `compile_options` go to `torch.compile(options=...)` (inductor's settings, e.g. its kernel tuning)."""
 
-    def __init__(self, visual, compile: bool = False):
+    def __init__(self, visual, compile: bool = False, compile_options: dict | None = None):
         cfg = visual.config
         self.visual = visual
         self.heads, self.merge = cfg.num_heads, cfg.spatial_merge_size
@@ -83,7 +84,7 @@ class FusedVision:
         # the tower's own frequencies (head_dim / 4 of them, shared by rows and columns), with whatever rounding
         # its buffer carries (a model cast to bf16 casts this buffer too, and the stock tower uses it so)
         self.inv_freq = visual.rotary_pos_emb.inv_freq
-        self.block = torch.compile(vision_block, dynamic=False) if compile else vision_block
+        self.block = torch.compile(vision_block, dynamic=False, options=compile_options) if compile else vision_block
 
     @staticmethod
     def supports(visual) -> str | None:

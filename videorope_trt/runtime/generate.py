@@ -46,8 +46,9 @@ class GenerationConfig:
 class GenerationResult:
     tokens: list  # per prompt: generated token ids, stop token excluded
     prompt_length: int  # padded prompt length L (the first generated token has cache position L)
-    #: vision_s, setup_s (positions, cache allocation), prefill_s (with the backend's decode preparation, which
-    #: overlaps it), ttft_s, decode_s, decode_tokens (after the first)
+    #: vision_s (the host builds the positions meanwhile), setup_s (cache allocation, positions and mask to the
+    #: device), prefill_s (with the backend's decode preparation, which overlaps it), ttft_s, decode_s,
+    #: decode_tokens (after the first)
     timings: dict = field(default_factory=dict)
 
 
@@ -234,23 +235,24 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     import torch
 
     clock, timings = time.perf_counter(), {}
-    visual = grid = None
-    if video is not None:
-        grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)
-        visual = encode_video(backend, video.pixel_values, grid, config.vision_chunk, bar)
-    backend.synchronize()
-    timings["vision_s"] = time.perf_counter() - clock
-
     ids, mask = left_pad(rows, backend.info.pad_token_id)
-    bp = build_positions(backend.info, rows, grid, getattr(video, "fps", None))
-    if not np.array_equal(np.asarray(bp.attention_mask), mask):
-        raise ValueError("generation: rope.batch_positions padded the prompts differently from the token ids")
     capacity = config.max_context or ids.shape[1] + config.max_new_tokens
     if capacity < ids.shape[1] + config.max_new_tokens:
         raise ValueError(
             f"generation: the prompt ({ids.shape[1]} tokens) plus max_new_tokens ({config.max_new_tokens}) "
             f"exceeds the KV cache capacity {capacity}; raise --max-context or shorten the video"
         )
+    visual = grid = None
+    if video is not None:
+        grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)
+        visual = encode_video(backend, video.pixel_values, grid, config.vision_chunk, bar)
+    # the positions are host work: built while the device encodes the video
+    bp = build_positions(backend.info, rows, grid, getattr(video, "fps", None))
+    if not np.array_equal(np.asarray(bp.attention_mask), mask):
+        raise ValueError("generation: rope.batch_positions padded the prompts differently from the token ids")
+    backend.synchronize()
+    timings["vision_s"] = time.perf_counter() - clock
+
     backend.allocate(len(rows), capacity)
     mask_t = torch.as_tensor(mask, device=backend.device)
     positions = torch.as_tensor(np.asarray(bp.positions, np.float32), device=backend.device)
