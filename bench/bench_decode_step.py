@@ -28,6 +28,29 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True}}
 
 
+#: steps of the decode loop timed per setting (greedy, with the device-side bookkeeping of `decode_loop.Feed`)
+LOOP_STEPS = 64
+
+
+def loop_step_ms(backend, graph_feed: bool) -> float:
+    """ms per token of `decode_loop.decode`'s inner loop (the feed, then the backend's step), without read-backs:
+    the graph step plus what runs between two replays."""
+    from videorope_trt.runtime.decode_loop import Feed
+    from videorope_trt.runtime.sampling import Sampler
+
+    feed = Feed(Sampler(), 1, LOOP_STEPS + 3, 0, "cuda", graph=graph_feed)
+    logits = torch.zeros(1, backend.info.vocab_size, device="cuda")
+    for _ in range(3):  # the feed is captured at its second step on the graph's logits
+        logits = backend.decode_step(feed(logits))
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(LOOP_STEPS):
+        logits = backend.decode_step(feed(logits))
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / LOOP_STEPS
+
+
 def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
     from videorope_trt.runtime.backends import ModelInfo
     from videorope_trt.runtime.backends.torch_backend import TorchBackend
@@ -36,13 +59,19 @@ def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
     out = {}
     for name in settings:
         backend = TorchBackend(ours, info, "cuda", static=True, **SETTINGS[name])
-        backend.allocate(1, context + 1)
+        capacity = context + 1 + LOOP_STEPS + 3  # room for the loop's steps; the same cache rows (SPLIT) as context + 1
+        backend.allocate(1, capacity)
         backend.length = context  # as after a prefill of `context` tokens
-        full = torch.ones(1, context + 1, dtype=torch.int64, device="cuda")
-        backend.begin_decode(full, torch.zeros(backend.num_axes, 1, 1, device="cuda"), 1.0)  # captures the graph
+        full = torch.ones(1, capacity, dtype=torch.int64, device="cuda")
+        offset = torch.zeros(backend.num_axes, 1, 1, device="cuda")
+        backend.begin_decode(full, offset, 1.0)  # captures the graph
         out[name] = {**decode_graph_profile(backend.graphed, context, profile, replays=200),
                      "fused_decode": backend.fast.decode_ops is not None,
                      "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
+        for graph_feed in (True, False):
+            backend.length = context
+            backend.begin_decode(full, offset, 1.0)
+            out[name][f"loop_step_ms_feed_{'graph' if graph_feed else 'eager'}"] = loop_step_ms(backend, graph_feed)
         backend.allocate(1, 1)  # frees the cache before the next setting's
     return out
 
@@ -66,7 +95,8 @@ def main(argv=None) -> int:
     _, ours = build_models(cfg, "cuda", getattr(torch, args.dtype))
     bandwidth = copy_bandwidth("cuda")
     results = []
-    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | context | setting | step ms | tok/s | % of roofline |")
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | context | setting | step ms | tok/s | % of roofline "
+          "| loop ms: feed graphed / eager |")
     for context in parse_contexts(args.contexts):
         roof_ms = 1000 * decode_bytes(cfg, ours, context) / bandwidth
         r = {"context": context, "roofline_ms": roof_ms, **step_times(ours, cfg, context, settings, args.profile)}
@@ -74,8 +104,9 @@ def main(argv=None) -> int:
         for name in settings:
             ms = r[name]["graph_step_ms"]
             r[name]["of_roofline"] = roof_ms / ms
-            print(f"| {args.model} | {context} | {name} | {ms:.3f} | {1000 / ms:.0f} | {100 * roof_ms / ms:.1f} % |",
-                  flush=True)
+            loops = r[name]["loop_step_ms_feed_graph"], r[name]["loop_step_ms_feed_eager"]
+            print(f"| {args.model} | {context} | {name} | {ms:.3f} | {1000 / ms:.0f} | {100 * roof_ms / ms:.1f} % | "
+                  f"{loops[0]:.3f} / {loops[1]:.3f} |", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,

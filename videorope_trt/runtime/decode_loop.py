@@ -27,9 +27,10 @@ def _no_bar(**_):
 
 class Feed:
     """The device side of each step: logits (B, V) → the next tokens (B,) int64 (the pad token once a sample is
-    done), recorded in `history` / `active` (max_new_tokens, B) at the device's own step counter."""
+    done), recorded in `history` / `active` (max_new_tokens, B) at the device's own step counter. `graph`: capture
+    it where it can be (False: always eager)."""
 
-    def __init__(self, sampler, batch: int, max_new_tokens: int, pad_id: int, device):
+    def __init__(self, sampler, batch: int, max_new_tokens: int, pad_id: int, device, graph: bool = True):
         import torch
 
         self.sampler = sampler
@@ -41,7 +42,7 @@ class Feed:
         self.step = torch.zeros(1, dtype=torch.int64, device=device)
         self.tokens = torch.empty(batch, dtype=torch.int64, device=device)
         # graphed only where replaying is exact: greedy (no generator state to carry) on CUDA
-        self._graphable = sampler.config.greedy and torch.device(device).type == "cuda"
+        self._graphable = graph and sampler.config.greedy and torch.device(device).type == "cuda"
         self._graph = self._source = None
 
     def _step(self, logits):

@@ -68,20 +68,14 @@ def _row_sums():
     import triton.language as tl
 
     @triton.jit
-    def _tile(rows, ks, row_ok, K):
-        # weights are read once per step: evicted first, so they do not push the activations out of L2
-        return tl.load(rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
-
-    @triton.jit
     def row_sums(x_ptr, g_ptr, w_rows, u_rows, row_ok, K, eps, NORM: tl.constexpr, PAIRED: tl.constexpr,
                  PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         ks = tl.arange(0, BLOCK_K)
-        # the first two weight tiles depend on no earlier kernel: with PDL they are read while that kernel finishes
-        # (at the decoder's K of 1536 and 1024-wide tiles, that is the whole of a program's rows)
-        w, w_next = _tile(w_rows, ks, row_ok, K), _tile(w_rows, ks + BLOCK_K, row_ok, K)
-        u, u_next = w, w_next
+        # the first weight tiles depend on no earlier kernel: with PDL they are read while that kernel finishes
+        w = tl.load(w_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
+        u = w
         if PAIRED:
-            u, u_next = _tile(u_rows, ks, row_ok, K), _tile(u_rows, ks + BLOCK_K, row_ok, K)
+            u = tl.load(u_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
         if PDL:
             tl.extra.cuda.gdc_wait()  # x and everything the caller reads next belong to earlier kernels
             tl.extra.cuda.gdc_launch_dependents()
@@ -94,11 +88,14 @@ def _row_sums():
             if NORM:  # rms_norm(x) * g = x * g / rms(x): the 1 / rms factor is applied to the sums at the end
                 squares += x * x
                 x = x * tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
+            nk = kk[None, :] + BLOCK_K  # the next tile is requested before this one is used: two in flight
+            w_next = tl.load(w_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
             acc += w.to(tl.float32) * x[None, :]
-            w, w_next = w_next, _tile(w_rows, kk + 2 * BLOCK_K, row_ok, K)  # two tiles in flight
+            w = w_next
             if PAIRED:
+                u_next = tl.load(u_rows + nk, mask=row_ok & (nk < K), other=0.0, eviction_policy="evict_first")
                 acc_u += u.to(tl.float32) * x[None, :]
-                u, u_next = u_next, _tile(u_rows, kk + 2 * BLOCK_K, row_ok, K)
+                u = u_next
         y = tl.sum(acc, axis=1)
         y_u = tl.sum(acc_u, axis=1)
         if NORM:
@@ -176,8 +173,8 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
       * norm (K,): the input is `rms_norm(x, norm, eps)` (fp32 throughout, one rounding at the output);
       * swiglu: weight is gate and up stacked (2M, K) (bias (2M,)); the output (..., M) is silu(gate) * up;
       * residual (..., N): added to the output;
-      * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first two weight tiles are read
-        while the kernel before it finishes.
+      * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
+        the kernel before it finishes.
     """
     check_launch("gemv", x, weight, pdl)
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
