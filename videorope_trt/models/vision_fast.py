@@ -29,6 +29,11 @@ ACTIVATIONS = {
 }
 
 
+#: inductor searches its kernels' block sizes (coordinate descent) when it compiles a block: on an H200 the two
+#: layer norms' kernels went 21 → 7 ms and 23 → 13 ms over a 32k-token video (docs/benchmarks.md, "Vision")
+COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
+
+
 def rotate(t, cos, sin):
     """Rotate-half rotation in fp32, rounded back to t's dtype (as transformers' `apply_rotary_pos_emb_vision`).
     t (slices, length, heads, d); cos/sin (length, 1, d) fp32."""
@@ -69,10 +74,10 @@ def _block_weights(blk) -> tuple:
 class FusedVision:
     """`visual` (transformers' Qwen2-VL vision tower) run block by block through `vision_block`.
 
-    compile=True compiles the block function once (shapes fixed: one compilation per chunk size);
-    `compile_options` go to `torch.compile(options=...)` (inductor's settings, e.g. its kernel tuning)."""
+    compile=True compiles the block function once (shapes fixed: one compilation per chunk size) with
+    `compile_options` (inductor's settings: `torch.compile(options=...)`)."""
 
-    def __init__(self, visual, compile: bool = False, compile_options: dict | None = None):
+    def __init__(self, visual, compile: bool = False, compile_options: dict | None = COMPILE_OPTIONS):
         cfg = visual.config
         self.visual = visual
         self.heads, self.merge = cfg.num_heads, cfg.spatial_merge_size

@@ -22,7 +22,8 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
     sends decode's one-row products to the faster of a Triton GEMV and cuBLAS per shape);
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
-  * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile;
+  * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile (inductor's
+    block-size search on: `vision_fast.COMPILE_OPTIONS`);
   * `decode_graph.GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in
     one graph;
   * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs six kernels per layer instead
@@ -47,6 +48,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from videorope_trt.models.decoder import rms_norm
+from videorope_trt.models.vision_fast import COMPILE_OPTIONS
 from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
 from videorope_trt.runtime.backends.prefill_attention import merge_partials
@@ -175,11 +177,11 @@ class StaticCacheDecoder:
 
             self.kernel = vr_cuda.load(str(kernel_lib))
         self.linear = linear or F.linear
-        fuse = (lambda f: torch.compile(f, dynamic=False)) if compile else (lambda f: f)
+        # compiled with the vision tower's inductor settings; prefill pieces come in as many lengths as prompts do:
+        # compiled for any length after the second (dynamic=None)
+        fuse = lambda f, dynamic=False: torch.compile(f, dynamic=dynamic, options=COMPILE_OPTIONS) if compile else f  # noqa: E731
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
-        # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
-        self.mlp_block = torch.compile(mlp_block, dynamic=None) if compile else mlp_block
-        self.merge_partials = torch.compile(merge_partials, dynamic=None) if compile else merge_partials
+        self.mlp_block, self.merge_partials = fuse(mlp_block, None), fuse(merge_partials, None)
         inter = self.layers[0].mlp.down_proj.in_features
         self.mlp_rows = max(1, MLP_BYTES // (2 * inter * dtype.itemsize))
         self.flash = False
