@@ -67,11 +67,6 @@ def test_sample_frequencies_follow_the_filtered_distribution():
     assert freq[expected == 0].sum() == 0  # filtered tokens are never drawn
 
 
-def test_stop_tokens():
-    s = Sampler(SamplingConfig(stop_token_ids=(3, 7)))
-    assert s.is_stop(torch.tensor([3, 4, 7, 0])).tolist() == [True, False, True, False]
-
-
 @pytest.mark.parametrize("kwargs,match", [({"temperature": -1}, "temperature"), ({"top_p": 0}, "top_p"),
                                           ({"top_p": 1.5}, "top_p")])
 def test_bad_config_is_rejected(kwargs, match):

@@ -6,9 +6,10 @@ comes back to the host until a read-back. Read-backs (after the first token, eve
 end) copy the new history rows into page-locked memory and queue the next step before waiting for that copy, so
 the device never drains while the host streams tokens.
 
-On CUDA with greedy sampling the per-step bookkeeping (`Feed`) is one CUDA graph, captured at the first step
-whose logits come from the same buffer as the step before (a graphed backend's): eagerly it is eight small
-kernels, each launched from the host between two replays of the decode step.
+On CUDA with greedy sampling the per-step bookkeeping (`Feed`: argmax, the pad and stop checks, the history
+writes) is one CUDA graph, captured at the first step whose logits come from the same buffer as the step before
+(a graphed backend's), rather than about ten small kernels launched one by one between two replays of the
+decode step. On an H200 it adds 0.023 ms to a 2B step graphed, 0.028 ms eagerly (`bench/bench_decode_step.py`).
 """
 
 from __future__ import annotations

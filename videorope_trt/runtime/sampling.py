@@ -72,10 +72,3 @@ class Sampler:
             return torch.argmax(logits, dim=-1)
         probs = probabilities(logits, self.config)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(-1)
-
-    def is_stop(self, tokens):
-        """(B,) token ids → (B,) bool: which samples just produced a stop token."""
-        import torch
-
-        stops = torch.tensor(self.config.stop_token_ids, dtype=tokens.dtype, device=tokens.device)
-        return torch.isin(tokens, stops)
