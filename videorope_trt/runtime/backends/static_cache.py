@@ -122,6 +122,13 @@ def fuse_projections(layers) -> list:
     return out
 
 
+@functools.cache
+def _compiled(fn, dynamic: bool | None = False):
+    """`fn` through torch.compile with the vision tower's inductor settings, made once per process: with options,
+    making the wrapper copies inductor's configuration (20 ms for a decoder's five, at every cache allocation)."""
+    return torch.compile(fn, dynamic=dynamic, options=COMPILE_OPTIONS)
+
+
 @dataclass(frozen=True)
 class DecodeOps:
     """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.project_into_cache` and their signatures) and
@@ -177,9 +184,8 @@ class StaticCacheDecoder:
 
             self.kernel = vr_cuda.load(str(kernel_lib))
         self.linear = linear or F.linear
-        # compiled with the vision tower's inductor settings; prefill pieces come in as many lengths as prompts do:
-        # compiled for any length after the second (dynamic=None)
-        fuse = lambda f, dynamic=False: torch.compile(f, dynamic=dynamic, options=COMPILE_OPTIONS) if compile else f  # noqa: E731
+        # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
+        fuse = _compiled if compile else (lambda f, dynamic=False: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
         self.mlp_block, self.merge_partials = fuse(mlp_block, None), fuse(merge_partials, None)
         inter = self.layers[0].mlp.down_proj.in_features
