@@ -33,16 +33,17 @@ def _plain(logits):
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
 def test_feed_records_what_a_plain_loop_does(device):
-    """The logits arrive in one buffer rewritten per step, as a graphed backend's: on CUDA the feed is captured at
-    its second step on that buffer and replayed from then on."""
+    """The logits arrive mostly in one buffer rewritten per step, as a graphed backend's: on CUDA the feed is
+    captured at its second step on that buffer and replayed for it; two steps in another buffer run eagerly."""
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    script = _script(batch=2, steps=6)
+    script = _script(batch=2, steps=8)
     sampler = Sampler(SamplingConfig(stop_token_ids=(STOP,)), device=device)
-    feed = Feed(sampler, batch=2, max_new_tokens=6, pad_id=PAD, device=device)
-    buffer = torch.empty(2, VOCAB, device=device)
+    feed = Feed(sampler, batch=2, max_new_tokens=8, pad_id=PAD, device=device)
+    main, other = torch.empty(2, VOCAB, device=device), torch.empty(2, VOCAB, device=device)
     fed = []
-    for step in script:
+    for k, step in enumerate(script):
+        buffer = other if k in (4, 5) else main
         buffer.copy_(step)
         fed.append(feed(buffer).tolist())
     want_tokens, want_active = _plain(script)

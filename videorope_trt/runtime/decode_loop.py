@@ -44,7 +44,7 @@ class Feed:
         self.tokens = torch.empty(batch, dtype=torch.int64, device=device)
         # graphed only where replaying is exact: greedy (no generator state to carry) on CUDA
         self._graphable = graph and sampler.config.greedy and torch.device(device).type == "cuda"
-        self._graph = self._source = None
+        self._graph = self._source = self._captured = None
 
     def _step(self, logits):
         import torch
@@ -58,15 +58,18 @@ class Feed:
         return self.tokens
 
     def __call__(self, logits):
-        if self._graph is not None and logits.data_ptr() == self._source:
-            self._graph.replay()
-            return self.tokens
-        if self._graphable and self._graph is None and logits.data_ptr() == self._source:
-            return self._capture(logits)
-        self._source = logits.data_ptr()
+        # the graph reads the buffer it was captured on: replayed only for logits in that same buffer
+        source = (logits.data_ptr(), logits.shape, logits.stride(), logits.dtype)
+        if self._graph is not None:
+            if source == self._captured:
+                self._graph.replay()
+                return self.tokens
+        elif self._graphable and source == self._source:  # the same buffer twice in a row
+            return self._capture(logits, source)
+        self._source = source
         return self._step(logits)
 
-    def _capture(self, logits):
+    def _capture(self, logits, source):
         import torch
 
         # on a side stream and without `torch.cuda.graph`'s device sync: the decode step before is still running
@@ -80,7 +83,7 @@ class Feed:
             finally:
                 graph.capture_end()
         current.wait_stream(stream)
-        self._graph = graph
+        self._graph, self._captured = graph, source
         graph.replay()  # capturing ran nothing
         return self.tokens
 
