@@ -59,7 +59,8 @@ def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
     out = {}
     for name in settings:
         backend = TorchBackend(ours, info, "cuda", static=True, **SETTINGS[name])
-        capacity = context + 1 + LOOP_STEPS + 3  # room for the loop's steps; the same cache rows (SPLIT) as context + 1
+        # room for the loop's steps; at 8k and 32k the same cache rows (whole SPLITs) as context + 1 would have
+        capacity = context + 1 + LOOP_STEPS + 3
         backend.allocate(1, capacity)
         backend.length = context  # as after a prefill of `context` tokens
         full = torch.ones(1, capacity, dtype=torch.int64, device="cuda")

@@ -8,15 +8,18 @@ import torch
 from videorope_trt.runtime.decode_loop import Feed, decode
 from videorope_trt.runtime.sampling import Sampler, SamplingConfig
 
-PAD, STOP, VOCAB = 0, 7, 16
+PAD, STOP, OTHER_STOP, VOCAB = 0, 7, 9, 16
 
 
 def _script(batch: int, steps: int, seed: int = 0):
-    """Logits per step whose argmax is known: sample 0 hits the stop token at step 3, sample 1 never does."""
+    """Logits per step whose argmax is known: sample 0 hits the stop token at step 3, sample 1 (if any) the other
+    stop token at step 5 (if any)."""
     g = torch.Generator().manual_seed(seed)
     logits = torch.randn(steps, batch, VOCAB, generator=g)
-    logits[:, :, STOP] = -10.0
+    logits[:, :, [STOP, OTHER_STOP]] = -10.0
     logits[3, 0, STOP] = 10.0
+    if batch > 1 and steps > 5:
+        logits[5, 1, OTHER_STOP] = 10.0
     return logits
 
 
@@ -25,7 +28,7 @@ def _plain(logits):
     done, tokens, active = [False] * logits.shape[1], [], []
     for step in logits:
         row = [PAD if d else int(t) for d, t in zip(done, step.argmax(-1))]
-        done = [d or t == STOP for d, t in zip(done, row)]
+        done = [d or t in (STOP, OTHER_STOP) for d, t in zip(done, row)]
         tokens.append(row)
         active.append([not d for d in done])
     return tokens, active
@@ -38,7 +41,7 @@ def test_feed_records_what_a_plain_loop_does(device):
     if device == "cuda" and not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     script = _script(batch=2, steps=8)
-    sampler = Sampler(SamplingConfig(stop_token_ids=(STOP,)), device=device)
+    sampler = Sampler(SamplingConfig(stop_token_ids=(STOP, OTHER_STOP)), device=device)
     feed = Feed(sampler, batch=2, max_new_tokens=8, pad_id=PAD, device=device)
     main, other = torch.empty(2, VOCAB, device=device), torch.empty(2, VOCAB, device=device)
     fed = []
@@ -50,6 +53,9 @@ def test_feed_records_what_a_plain_loop_does(device):
     assert fed == want_tokens
     assert feed.history.tolist() == want_tokens and feed.active.tolist() == want_active
     assert (feed._graph is not None) == (device == "cuda")
+    assert want_active[-1] == [False, False]  # both stop tokens were hit
+    with pytest.raises(ValueError, match="holds 8 steps"):
+        feed(main)
 
 
 class _ScriptedBackend:
@@ -68,7 +74,7 @@ class _ScriptedBackend:
 def test_decode_streams_every_step_and_stops_after_the_read_back_that_finds_all_done(sync_every):
     script = _script(batch=1, steps=8)
     backend, seen = _ScriptedBackend(script), []
-    sampler = Sampler(SamplingConfig(stop_token_ids=(STOP,)))
+    sampler = Sampler(SamplingConfig(stop_token_ids=(STOP, OTHER_STOP)))
     out = decode(backend, sampler, script[0].clone(), 8, lambda s, t, a: seen.append((s, t, a)), sync_every=sync_every)
     tokens, active = _plain(script[:, :1])
     assert out == [[t[0] for t, a in zip(tokens, active) if a[0]]]  # stop token excluded
@@ -76,3 +82,10 @@ def test_decode_streams_every_step_and_stops_after_the_read_back_that_finds_all_
     assert [s for s, _, _ in seen] == list(range(stopped_at + 1))
     # the step after a read-back is queued before it is waited for: one more than the steps read, except at the end
     assert backend.calls == (stopped_at + 1 if stopped_at < 7 else 7)
+
+
+def test_one_new_token_takes_no_step():
+    script = _script(batch=1, steps=4)
+    backend, seen = _ScriptedBackend(script), []
+    out = decode(backend, Sampler(), script[0].clone(), 1, lambda s, t, a: seen.append(s))
+    assert out == [[int(script[0, 0].argmax())]] and seen == [0] and backend.calls == 0

@@ -138,13 +138,17 @@ def test_capacity_too_small_is_a_clear_error(backend, tokenizer, video):
         generate(backend, rows, video, GenerationConfig(max_new_tokens=8, max_context=len(rows[0]) + 2))
 
 
-def test_stop_token_ends_a_sample(backend, tokenizer, video):
+@pytest.mark.parametrize("sync_every", [1, 16])
+def test_stop_token_ends_a_sample(backend, tokenizer, video, sync_every):
+    """Read back every step, the stop is seen mid-way with one more step already queued: the cache (sized to
+    prompt + max_new_tokens) has room for it."""
     rows = _rows(tokenizer, QUESTIONS[:1])
     free = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, **NO_STOP)).tokens[0]
     from videorope_trt.runtime.sampling import SamplingConfig
 
-    stopped = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, sampling=SamplingConfig(
-        stop_token_ids=(free[2],)), **NO_STOP)).tokens[0]
+    stopped = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, sync_every=sync_every,
+                                                               sampling=SamplingConfig(stop_token_ids=(free[2],)),
+                                                               **NO_STOP)).tokens[0]
     assert stopped == free[: free.index(free[2])]
 
 

@@ -4,7 +4,7 @@ Per step the device picks the next token (`Sampler`), swaps in the pad token for
 that just hit a stop token, records both in a history buffer, and the backend runs the next step on it: nothing
 comes back to the host until a read-back. Read-backs (after the first token, every `sync_every` steps, at the
 end) copy the new history rows into page-locked memory and queue the next step before waiting for that copy, so
-the device never drains while the host streams tokens.
+the device has a step to run while the host streams tokens.
 
 On CUDA with greedy sampling the per-step bookkeeping (`Feed`: argmax, the pad and stop checks, the history
 writes) is one CUDA graph, captured at the first step whose logits come from the same buffer as the step before
@@ -45,6 +45,7 @@ class Feed:
         # graphed only where replaying is exact: greedy (no generator state to carry) on CUDA
         self._graphable = graph and sampler.config.greedy and torch.device(device).type == "cuda"
         self._graph = self._source = self._captured = None
+        self.calls = 0
 
     def _step(self, logits):
         import torch
@@ -58,6 +59,9 @@ class Feed:
         return self.tokens
 
     def __call__(self, logits):
+        if self.calls == self.history.shape[0]:  # on CUDA an index past the history is a device-side assert
+            raise ValueError(f"decode: the feed holds {self.calls} steps (max_new_tokens) and got one more")
+        self.calls += 1
         # the graph reads the buffer it was captured on: replayed only for logits in that same buffer
         source = (logits.data_ptr(), logits.shape, logits.stride(), logits.dtype)
         if self._graph is not None:
@@ -103,9 +107,9 @@ class _Readback:
         self.tokens.copy_(tokens, non_blocking=pinned)
         self.active.copy_(active, non_blocking=pinned)
         self.event = None
-        if pinned:
+        if pinned:  # recorded on the stream of the history's own device, where the copies were queued
             self.event = torch.cuda.Event()
-            self.event.record()
+            self.event.record(torch.cuda.current_stream(tokens.device))
 
     def wait(self, out, on_token) -> bool:
         """Record and stream the rows (the sync); True once no sample is active."""

@@ -48,7 +48,8 @@ class GenerationResult:
     prompt_length: int  # padded prompt length L (the first generated token has cache position L)
     #: vision_s (the host builds the positions meanwhile), setup_s (cache allocation, positions and mask to the
     #: device), prefill_s (with the backend's decode preparation, which overlaps it), ttft_s, decode_s,
-    #: decode_tokens (after the first)
+    #: decode_tokens (after the first; a generation that stops early ran one step more than it returns, and
+    #: decode_s holds it)
     timings: dict = field(default_factory=dict)
 
 
@@ -246,7 +247,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
     if video is not None:
         grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)
         visual = encode_video(backend, video.pixel_values, grid, config.vision_chunk, bar)
-    # the positions are host work: built while the device encodes the video
+    # the positions are host work: built while the device encodes the video's last chunk
     bp = build_positions(backend.info, rows, grid, getattr(video, "fps", None))
     if not np.array_equal(np.asarray(bp.attention_mask), mask):
         raise ValueError("generation: rope.batch_positions padded the prompts differently from the token ids")

@@ -184,9 +184,9 @@ class StaticCacheDecoder:
 
             self.kernel = vr_cuda.load(str(kernel_lib))
         self.linear = linear or F.linear
-        # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
         fuse = _compiled if compile else (lambda f, dynamic=False: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
+        # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
         self.mlp_block, self.merge_partials = fuse(mlp_block, None), fuse(merge_partials, None)
         inter = self.layers[0].mlp.down_proj.in_features
         self.mlp_rows = max(1, MLP_BYTES // (2 * inter * dtype.itemsize))
