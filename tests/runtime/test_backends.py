@@ -77,7 +77,7 @@ class Echo(Backend):
     def _allocate_impl(self, batch, capacity):
         pass
 
-    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+    def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
         return torch.nn.functional.one_hot(inputs_embeds[:, -1, 0].long(), 16).float()
 
 
@@ -92,7 +92,8 @@ def test_interface_checks_capacity_mask_and_order():
     be.allocate(1, 4)
     with pytest.raises(ValueError, match=r"attention_mask must cover cached \+ new tokens"):
         be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 3, dtype=torch.int64))
-    be.forward(torch.zeros(1, 3, 8), torch.zeros(3, 1, 3), torch.ones(1, 3, dtype=torch.int64))
+    assert be.forward(torch.zeros(1, 3, 8), torch.zeros(3, 1, 3), torch.ones(1, 3, dtype=torch.int64), logits=False) is None
+    assert be.length == 3  # the tokens went into the cache all the same
     with pytest.raises(ValueError, match="exceed the KV cache capacity 4"):
         be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 5, dtype=torch.int64))
     with pytest.raises(ValueError, match="positions must be"):
@@ -228,6 +229,32 @@ def _assert_unpadded_prefill_matches(fast, ref, length: int, cuts, seed: int):
         a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
         b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
+
+
+def test_prefill_chunks_without_logits_fill_the_same_cache(tiny):
+    """logits=False (every chunk but the last, in `generate`) skips the last layer's attention and MLP and the
+    lm_head: the cache rows are those of chunks run with logits, and the last chunk's logits and the next decode
+    step's are the model decoder's. Two left-padded rows, so the boolean mask's last row is what is attended."""
+    fast, ref = _static_and_reference(tiny)
+    full, _ = _static_and_reference(tiny)
+    g = torch.Generator().manual_seed(4)
+    embeds = torch.randn(2, 30, fast.info.hidden_size, generator=g)
+    pos = torch.arange(30, dtype=torch.float32).expand(3, 2, 30).contiguous()
+    mask = torch.ones(2, 30, dtype=torch.int64)
+    mask[0, :5] = 0
+    for be in (fast, full, ref):
+        be.allocate(2, 40)
+    for s0, s1 in ((0, 13), (13, 30)):
+        args = (embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        a, b, c = fast.forward(*args, logits=s1 == 30), full.forward(*args), ref.forward(*args)
+        assert (a is None) == (s1 < 30) and fast.length == s1
+        torch.testing.assert_close(b, c, atol=2e-5, rtol=1e-5)
+    torch.testing.assert_close(a, c, atol=2e-5, rtol=1e-5)
+    for i in range(len(fast.fast.layers)):  # the same kernels wrote them: equal, not close
+        assert torch.equal(fast.fast.keys[i], full.fast.keys[i]) and torch.equal(fast.fast.values[i], full.fast.values[i])
+    e, p = torch.randn(2, 1, fast.info.hidden_size, generator=g), torch.full((3, 2, 1), 30.0)
+    mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.int64)], 1)
+    torch.testing.assert_close(fast.forward(e, p, mask), ref.forward(e, p, mask), atol=2e-5, rtol=1e-5)
 
 
 def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):

@@ -113,9 +113,9 @@ def test_decode_positions_continue_per_sample_with_left_padding(backend, tokeniz
     rows = _rows(tokenizer, QUESTIONS)
     seen, forward = [], backend.forward
 
-    def spy(embeds, positions, mask):
+    def spy(embeds, positions, mask, **kw):
         seen.append(positions.clone())
-        return forward(embeds, positions, mask)
+        return forward(embeds, positions, mask, **kw)
 
     backend.forward = spy
     try:
@@ -255,9 +255,9 @@ def test_prefill_feeds_each_chunk_exactly_the_rows_of_the_whole_prompt(backend, 
     index = video_rows(backend, ids_t, visual)
     forward, seen = backend.forward, []
 
-    def spy(embeds, positions, mask):
+    def spy(embeds, positions, mask, **kw):
         seen.append(embeds.clone())
-        return forward(embeds, positions, mask)
+        return forward(embeds, positions, mask, **kw)
 
     for chunk in (1, 7, length):
         pieces = [chunk_embeds(backend, ids_t, s, min(length, s + chunk), visual, index) for s in range(0, length, chunk)]
@@ -290,7 +290,7 @@ def test_wrong_number_of_video_tokens_is_a_clear_error(backend, tokenizer, video
     ids, mask = left_pad(rows, backend.info.pad_token_id)
     visual = encode_video(backend, video.pixel_values, GRID)
     calls, forward = [], backend.forward
-    backend.forward = lambda *a: calls.append(a) or forward(*a)
+    backend.forward = lambda *a, **kw: calls.append(a) or forward(*a, **kw)
     try:
         backend.allocate(2, ids.shape[1])
         pos = torch.zeros((3, 2, ids.shape[1]))

@@ -205,7 +205,8 @@ def prefill(backend, ids, visual, positions, mask, chunk: int, bar=_no_bar):
     for s0 in range(0, length, chunk):
         s1 = min(length, s0 + chunk)
         embeds = chunk_embeds(backend, ids, s0, s1, visual, rows)
-        logits = backend.forward(embeds, positions[:, :, s0:s1], mask[:, :s1])
+        # only the last chunk's logits are read: the others only fill the cache
+        logits = backend.forward(embeds, positions[:, :, s0:s1], mask[:, :s1], logits=s1 == length)
         embeds = None  # let the allocator reuse this chunk's buffer for the next one
         progress.update(s1 - s0)
     progress.close()

@@ -121,7 +121,9 @@ class Backend(ABC):
         self.batch, self.capacity, self.length = batch, capacity, 0
         self._decoding = None
 
-    def forward(self, inputs_embeds, positions, attention_mask):
+    def forward(self, inputs_embeds, positions, attention_mask, logits: bool = True):
+        """Append S tokens to the cache; the last token's logits (B, vocab) f32, or None with `logits=False` (a
+        prefill chunk before the last: a backend may then skip the work only the logits need)."""
         b, s = inputs_embeds.shape[:2]
         if self.capacity == 0:
             raise ValueError(f"{self.name}: call allocate(batch, capacity) before forward")
@@ -139,9 +141,9 @@ class Backend(ABC):
                 f"{self.name}: attention_mask must cover cached + new tokens, (B, length + S) = "
                 f"({b}, {self.length + s}); got {tuple(attention_mask.shape)}"
             )
-        logits = self._forward_impl(inputs_embeds, positions, attention_mask)
+        out = self._forward_impl(inputs_embeds, positions, attention_mask, logits)
         self.length += s
-        return logits
+        return out if logits else None
 
     def synchronize(self) -> None:
         """Wait for queued device work, so that host timings are true."""
@@ -190,7 +192,8 @@ class Backend(ABC):
     def _allocate_impl(self, batch: int, capacity: int) -> None: ...
 
     @abstractmethod
-    def _forward_impl(self, inputs_embeds, positions, attention_mask): ...
+    def _forward_impl(self, inputs_embeds, positions, attention_mask, logits: bool):
+        """The last token's logits; with `logits` False the result is dropped (None may be returned)."""
 
 
 def backend_class(name: str):

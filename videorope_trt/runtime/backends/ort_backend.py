@@ -142,7 +142,8 @@ class OrtBackend(Backend):
         empty = OrtValue.ortvalue_from_shape_and_type(shape, self.kv_type, kind, index)
         self.past = [empty] * (2 * self.info.num_layers)
 
-    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+    def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
+        # the exported decoder always computes the logits (`logits` changes nothing here)
         from videorope_trt.export.specs import past_names, present_names
 
         binding, keep = self.decoder.io_binding(), []

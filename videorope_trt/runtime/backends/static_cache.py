@@ -15,7 +15,9 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies), or with
     `split_prefill=True` (CUDA, no padding) the chunk against earlier rows and against itself as two cuDNN
     attentions merged by their log-sum-exps (`prefill_attention.py`);
-  * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits), and the MLP of a
+  * lm_head runs on the last token only (prefill chunks never materialize (S, vocab) logits), and of a prefill
+    chunk the last layer attends and runs its MLP for that token alone (after writing every token's K/V); a
+    chunk whose logits nobody reads (`logits=False`) stops at those K/V writes. The MLP of a
     prefill chunk runs in pieces whose gate/up activation stays under `MLP_BYTES`, each piece one call (with
     `compile=True` one compiled function: norm, product, SwiGLU, product) added into the residual in place;
   * every matrix product goes through `linear` (default `F.linear`; the backend passes `gemv.OneRowLinear`, which
@@ -247,17 +249,22 @@ class StaticCacheDecoder:
                                                                            attn_mask=mask, scale=scale)
         return out
 
-    def _attention(self, i, attn, h, positions, cache_position, mask, keys):
+    def _project(self, i, h, positions, cache_position):
+        """The rotated query (B, Hq, S, D) of h (B, S, hidden); the rotated keys and the values go into the cache."""
         b, s, _ = h.shape
-        d = self.head_dim
         qkv_w, qkv_b, _ = self.fused[i]
-        qkv = self.linear(h, qkv_w, qkv_b).view(b, s, -1, d)  # (B, S, Hq + 2 KV, D)
+        qkv = self.linear(h, qkv_w, qkv_b).view(b, s, -1, self.head_dim)  # (B, S, Hq + 2 KV, D)
         q, k, v = qkv.split([self.q_heads, self.kv_heads, self.kv_heads], dim=2)
         q, k = self._rotate(q, k, positions)
-        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
-        self.keys[i].index_copy_(2, cache_position, k)
-        self.values[i].index_copy_(2, cache_position, v)
-        if s == 1:
+        self.keys[i].index_copy_(2, cache_position, k.transpose(1, 2))
+        self.values[i].index_copy_(2, cache_position, v.transpose(1, 2))
+        return q.transpose(1, 2)
+
+    def _attend(self, i, attn, q, mask, keys, decode: bool):
+        """o_proj(attention of q over the first `keys` cache rows) (B, S, hidden); `decode`: `mask` is the decode
+        bias over the whole cache, else one of the prefill forms (`_mask`, `_last_query`)."""
+        b, _, s, d = q.shape
+        if decode:
             out = self.decode_attention(q, self.keys[i], self.values[i], mask, d**-0.5)
         else:
             out = self._prefill_attention(q, i, mask, keys)
@@ -293,33 +300,42 @@ class StaticCacheDecoder:
         causal = key_idx[None, :] <= cache_position[:, None]  # (S, keys)
         return (causal[None] & attention_mask[:, None, :].bool())[:, None]
 
-    def forward(self, inputs_embeds, positions, attention_mask, cache_position, keys: int):
+    def forward(self, inputs_embeds, positions, attention_mask, cache_position, keys: int, logits: bool = True):
         """Append S tokens at `cache_position` (S,) and attend over the first `keys` cache rows.
 
         attention_mask (B, keys) int64 marks real (1) and padding (0) tokens of the cache rows; returns the
-        last token's logits (B, vocab) in fp32.
+        last token's logits (B, vocab) in fp32, or None with `logits=False` (the cache rows are all that is made).
         """
         s = inputs_embeds.shape[1]
         mask = self._mask(attention_mask, cache_position, s, keys)
         # prefill chunks are slices of the prompt's (A, B, L) positions
-        return self.layers_forward(inputs_embeds, positions.contiguous(), mask, cache_position, keys)
+        return self.layers_forward(inputs_embeds, positions.contiguous(), mask, cache_position, keys, logits)
 
-    def layers_forward(self, inputs_embeds, positions, mask, cache_position, keys: int):
-        """The layers and lm_head with the attention mask already built (`_mask`'s forms)."""
+    def layers_forward(self, inputs_embeds, positions, mask, cache_position, keys: int, logits: bool = True):
+        """The layers and lm_head with the attention mask already built (`_mask`'s forms).
+
+        Nothing reads the last layer's output but the last token's logits: of a prefill chunk, that layer writes
+        every token's key and value, then attends and runs its MLP for the last token only, or for none without
+        `logits` (and no lm_head then). At Qwen2-VL's 28 layers that is 1/28 of a prefill's attention and MLP."""
         s = inputs_embeds.shape[1]
         if s == 1 and self.decode_ops is not None:
             return self._decode_fused(inputs_embeds.to(self.model.dtype), positions, mask, cache_position)
         norm = self.norm  # compiled per shape: one token, a full prefill chunk, the last chunk
         x = inputs_embeds.to(self.model.dtype)
+        last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
             ln = layer.input_layernorm
-            x = x + self._attention(i, layer.self_attn, norm(x, ln.weight, ln.variance_epsilon), positions,
-                                    cache_position, mask, keys)
+            q = self._project(i, norm(x, ln.weight, ln.variance_epsilon), positions, cache_position)
+            if i == last and s > 1:
+                if not logits:
+                    return None
+                q, x, mask = q[:, :, -1:], x[:, -1:], _last_query(mask)
+            x = x + self._attend(i, layer.self_attn, q, mask, keys, decode=s == 1)
             x = self._mlp(i, layer, x)
-        final = self.model.text_model.norm
-        last = norm(x[:, s - 1 :], final.weight, final.variance_epsilon)
-        head = self.model.hf.lm_head
-        return self.linear(last, head.weight, head.bias)[:, 0].float()
+        if not logits:
+            return None
+        final, head = self.model.text_model.norm, self.model.hf.lm_head
+        return self.linear(norm(x[:, -1:], final.weight, final.variance_epsilon), head.weight, head.bias)[:, 0].float()
 
     def _decode_fused(self, x, positions, bias, cache_position):
         """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
@@ -346,6 +362,12 @@ class StaticCacheDecoder:
         final, head = self.model.text_model.norm, self.model.hf.lm_head
         logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl)
         return logits[:, 0].float()
+
+
+def _last_query(mask):
+    """A prefill mask (`StaticCacheDecoder._mask`) cut to the chunk's last query: None for the causal form (the
+    last query sees every key), the last row of a boolean one."""
+    return None if isinstance(mask, CausalBias) else mask[:, :, -1:]
 
 
 def decode_bias(allowed):

@@ -123,12 +123,12 @@ class TorchBackend(Backend):
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
         self.values = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]
 
-    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+    def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
         import torch
 
         if self.static:
             with torch.no_grad():
-                return self._static_forward(inputs_embeds, positions, attention_mask)
+                return self._static_forward(inputs_embeds, positions, attention_mask, logits)
         p, s = self.length, inputs_embeds.shape[1]
         past = None if p == 0 else [(k[:, :, :p], v[:, :, :p]) for k, v in zip(self.keys, self.values)]
         with torch.no_grad():
@@ -138,12 +138,12 @@ class TorchBackend(Backend):
                 buf_v[:, :, p : p + s] = v[:, :, p : p + s]
         return logits[:, -1].float()
 
-    def _static_forward(self, inputs_embeds, positions, attention_mask):
+    def _static_forward(self, inputs_embeds, positions, attention_mask, logits):
         import torch
 
         keys = self.length + inputs_embeds.shape[1]
         cache_position = torch.arange(self.length, keys, device=inputs_embeds.device)
-        return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys)
+        return self.fast.forward(inputs_embeds, positions, attention_mask, cache_position, keys, logits)
 
     def _begin_decode_impl(self, attention_mask, offset, step):
         import torch

@@ -171,7 +171,8 @@ class TrtBackend(Backend):
         self.kv = PingPongKV(self.info.num_layers, batch, self.info.num_kv_heads, capacity, self.info.head_dim,
                              dtype, self.device)
 
-    def _forward_impl(self, inputs_embeds, positions, attention_mask):
+    def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
+        # the exported decoder always computes the logits (`logits` changes nothing here)
         import torch
 
         from videorope_trt.export.specs import past_names, present_names
