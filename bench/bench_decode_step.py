@@ -26,8 +26,7 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options
 SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True},
-            **{f"fused_prefetch{mb}mb": {"prefetch_bytes": mb << 20} for mb in (0, 2, 4, 16, 32)},
-            "fused_nopdl_prefetch0mb": {"pdl": False, "prefetch_bytes": 0}}
+            **{f"fused_prefetch{mb}mb": {"prefetch_bytes": mb << 20} for mb in (0, 4, 16, 32)}}
 
 
 #: steps of the decode loop timed per setting (greedy, with the device-side bookkeeping of `decode_loop.Feed`)
