@@ -25,8 +25,7 @@ from profiling import copy_bandwidth  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options
-SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True},
-            **{f"fused_prefetch{mb}mb": {"prefetch_bytes": mb << 20} for mb in (0, 4, 16, 32)}}
+SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True}}
 
 
 #: steps of the decode loop timed per setting (greedy, with the device-side bookkeeping of `decode_loop.Feed`)

@@ -6,7 +6,7 @@
 #   OUT=out DEADLINE_S=570 STEPS="tests 2b32k vision jetson 2b8k16k 7b32k" bash bench/runtime_h200.sh
 #   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models;
 #   OURS_SETTINGS picks our settings for the 32k steps, default graph,compile; steps gemv and visionfused are the
-#   one-row product and vision tower microbenchmarks, step decode the decode step alone, DECODE_SETTINGS and DECODE_SETTINGS_7B its settings; TESTS narrows the GPU test files; PREFILL_CHUNK_2B, VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 32k steps's calls)
+#   one-row product and vision tower microbenchmarks, step decode the decode step alone; TESTS narrows the GPU test files; PREFILL_CHUNK_2B, VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 32k steps's calls)
 set -u
 OUT=${OUT:-out}
 PY=${PY:-python3}
@@ -38,8 +38,8 @@ for s in $STEPS; do
   case $s in
     tests) step 300 tests $PY -m pytest -q -m gpu -p no:cacheprovider ${TESTS:-tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_decode_loop.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py} ;;
     gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
-    decode) step 150 decode $PY bench/bench_decode_step.py --model 2b --contexts 8k,32k --settings ${DECODE_SETTINGS:-fused,fused_nopdl,layer_by_layer} ${PROFILE:+--profile} --out "$OUT/decode2b"
-            step 150 decode7b $PY bench/bench_decode_step.py --model 7b --contexts 32k --settings ${DECODE_SETTINGS_7B:-fused} ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
+    decode) step 150 decode $PY bench/bench_decode_step.py --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
+            step 150 decode7b $PY bench/bench_decode_step.py --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
     visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;

@@ -69,8 +69,6 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
     got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
-    ahead = torch.ones(4_000_001, dtype=torch.bfloat16, device="cuda")  # the programs' L2 prefetch changes nothing
-    assert torch.equal(flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, prefetch=ahead), got)
 
 
 @pytest.mark.gpu

@@ -68,14 +68,3 @@ def test_one_row_linear_times_each_shape_once_and_stays_exact():
     # several rows (prefill) never take the one-row path
     xs = torch.randn(1, 5, 1536, device="cuda", generator=g).to(torch.bfloat16)
     assert torch.equal(pick(xs, w), F.linear(xs, w))
-
-
-def test_prefetch_arguments_name_whole_lines_of_two_byte_tensors():
-    w = torch.zeros(4, 8, dtype=torch.bfloat16)
-    assert gemv.prefetch_args(None, w) == {"pf_ptr": w, "pf_lines": 0, "PREFETCH": False}
-    ahead = torch.zeros(129, dtype=torch.float16)  # 64 two-byte values per 128-byte line: three lines
-    assert gemv.prefetch_args(ahead, w) == {"pf_ptr": ahead, "pf_lines": 3, "PREFETCH": True}
-    with pytest.raises(ValueError, match=r"contiguous fp16/bf16 tensor, got torch.float32 contiguous \(3,\)"):
-        gemv.prefetch_args(torch.zeros(3), w)
-    with pytest.raises(ValueError, match="strided"):
-        gemv.prefetch_args(torch.zeros(4, 4, dtype=torch.bfloat16).t(), w)

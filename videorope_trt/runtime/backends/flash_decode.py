@@ -20,7 +20,7 @@ import functools
 
 import torch
 
-from videorope_trt.runtime.backends.gemv import _prefetch_l2, launch, prefetch_args
+from videorope_trt.runtime.backends.gemv import launch
 
 #: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_cache.SPLIT)
 SPLIT_ROWS = 256
@@ -52,13 +52,11 @@ def _partial_kernel():
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st)
                for r, w, st in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3)]]
 
-    prefetch_l2 = _prefetch_l2()
-
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, pf_ptr, pf_lines, scale, rows, kv_heads,
-                       n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr):
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+                       G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                       SPLIT: tl.constexpr, PDL: tl.constexpr):
         if PDL:  # the query and this token's cache row come from the kernel before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -88,8 +86,6 @@ def _partial_kernel():
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
         tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
-        if PREFETCH:  # as `gemv.gemv(prefetch=...)`: the output projection's weight, say
-            prefetch_l2(pf_ptr, pf_lines, bh * n_splits + split, tl.num_programs(0) * tl.num_programs(1))
 
     return partial_kernel
 
@@ -130,10 +126,9 @@ def _combine_kernel():
     return combine_kernel
 
 
-def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, prefetch=None):
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches, `prefetch`: what the
-    first kernel's programs ask L2 for when done (both as `gemv.gemv`)."""
+    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
@@ -145,9 +140,8 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, prefetc
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml,
-                                scale=scale, rows=rows, kv_heads=kv, n_splits=n, G=g, GP=16, D=d, SPLIT=SPLIT_ROWS,
-                                PDL=pdl, **prefetch_args(prefetch, keys), **launch(pdl))
+    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
+                                G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl))
     combine_kernel[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=128, PDL=pdl, **launch(pdl),
                                          num_warps=4)
     return out

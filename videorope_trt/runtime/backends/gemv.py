@@ -106,37 +106,6 @@ def _row_sums():
     return row_sums
 
 
-@functools.cache
-def _prefetch_l2():
-    """`prefetch_l2(base, lines, program, programs)`, a Triton function: program `program` of `programs` asks L2
-    for its share of the `lines` 128-byte lines from `base` (2-byte elements), then goes on without waiting."""
-    import triton
-    import triton.language as tl
-
-    @triton.jit
-    def prefetch_l2(base, lines, program, programs, BLOCK: tl.constexpr = 32):
-        per = tl.cdiv(lines, programs)
-        lo = program * per
-        hi = tl.minimum(lo + per, lines)
-        for i in range(lo, hi, BLOCK):
-            line = tl.minimum(i + tl.arange(0, BLOCK), hi - 1)  # the last block's spare lanes repeat a line
-            tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + line * 64],
-                                      dtype=tl.int32, is_pure=False, pack=1)
-
-    return prefetch_l2
-
-
-def prefetch_args(ahead, idle) -> dict:
-    """A kernel's arguments for `prefetch_l2` of `ahead` (a contiguous 2-byte tensor, or None: nothing, and the
-    pointer argument is `idle`, any tensor of the launch)."""
-    if ahead is None or ahead.numel() == 0:
-        return {"pf_ptr": idle, "pf_lines": 0, "PREFETCH": False}
-    if ahead.element_size() != 2 or not ahead.is_contiguous():
-        raise ValueError(f"prefetch: expected a contiguous fp16/bf16 tensor, got {ahead.dtype} "
-                         f"{'contiguous' if ahead.is_contiguous() else 'strided'} {tuple(ahead.shape)}")
-    return {"pf_ptr": ahead, "pf_lines": -(-ahead.numel() // 64), "PREFETCH": True}
-
-
 def autotune_configs():
     import triton
 
@@ -148,13 +117,13 @@ def _kernel():
     import triton
     import triton.language as tl
 
-    row_sums, prefetch_l2 = _row_sums(), _prefetch_l2()
+    row_sums = _row_sums()
 
-    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL", "PREFETCH"])
+    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
-    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, pf_ptr, pf_lines, N, K, eps, HAS_BIAS: tl.constexpr,
+    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
-                    PREFETCH: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_rows = w_ptr + rows[:, None].to(tl.int64) * K
         u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
@@ -170,8 +139,6 @@ def _kernel():
         if RESIDUAL:
             y += tl.load(r_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=out_ok)
-        if PREFETCH:  # this program's weight reads have landed: the memory system has room for the next kernel's
-            prefetch_l2(pf_ptr, pf_lines, tl.program_id(0), tl.num_programs(0))
 
     return gemv_kernel
 
@@ -200,33 +167,30 @@ def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
 
 
 def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-         pdl: bool = False, prefetch=None):
+         pdl: bool = False):
     """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype, with the decoder
     layer's element-wise neighbours folded in:
       * norm (K,): the input is `rms_norm(x, norm, eps)` (fp32 throughout, one rounding at the output);
       * swiglu: weight is gate and up stacked (2M, K) (bias (2M,)); the output (..., M) is silu(gate) * up;
       * residual (..., N): added to the output;
       * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
-        the kernel before it finishes;
-      * prefetch: a contiguous fp16/bf16 tensor (the next kernel's weight, or its first part) that each program,
-        done with its own rows, asks L2 for a share of: a kernel's start and end leave the memory idle, and the
-        next one then finds that part in L2. Changes no result.
+        the kernel before it finishes.
     """
     check_launch("gemv", x, weight, pdl)
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
     _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
-                    residual.contiguous() if residual is not None else y, y, N=n, K=k, eps=float(eps),
+                    residual.contiguous() if residual is not None else y, y, n, k, float(eps),
                     HAS_BIAS=bias is not None, NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None,
-                    PDL=pdl, **prefetch_args(prefetch, weight), **launch(pdl))
+                    PDL=pdl, **launch(pdl))
     return y
 
 
 def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-                   pdl: bool = False, prefetch=None):
+                   pdl: bool = False):
     """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
-    fused decode step and the kernel's oracle. `pdl` and `prefetch` are accepted and mean nothing here."""
+    fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
     _check_epilogue(weight, bias, norm, swiglu, residual)
     h = x.float()
     if norm is not None:

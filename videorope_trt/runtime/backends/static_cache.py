@@ -131,51 +131,32 @@ def _compiled(fn, dynamic: bool | None = False):
     return torch.compile(fn, dynamic=dynamic, options=COMPILE_OPTIONS)
 
 
-#: bytes of the next kernel's weight that each kernel of the fused decode step asks L2 for as its programs finish
-#: (`gemv.gemv(prefetch=...)`): the whole o and q/k/v matrices of a 2B layer, the first part of larger ones
-PREFETCH_BYTES = 8 << 20
-
-
 @dataclass(frozen=True)
 class DecodeOps:
-    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.project_into_cache` and their signatures),
-    whether they, and `flash_decode`, are launched as programmatic dependent launches, and how many bytes of the
-    next kernel's weight each one prefetches into L2 (0: none)."""
+    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.project_into_cache` and their signatures) and
+    whether they, and `flash_decode`, are launched as programmatic dependent launches."""
 
     linear: Callable
     project_into_cache: Callable
     pdl: bool = False
     cuda_half_only: bool = True  # the Triton kernels take fp16/bf16 tensors on a CUDA device
-    prefetch_bytes: int = 0
 
     @classmethod
-    def triton(cls, pdl: bool | None = None, prefetch_bytes: int = PREFETCH_BYTES) -> "DecodeOps":
+    def triton(cls, pdl: bool | None = None) -> "DecodeOps":
         """The Triton kernels (CUDA); `pdl` None: wherever the GPU and Triton have it."""
         from videorope_trt.runtime.backends import gemv, rope_cache
 
         if pdl and not gemv.pdl_supported():
             raise ValueError("pdl=True: programmatic dependent launch needs compute capability 9.0+ and a Triton "
                              f"that has it; this is {torch.cuda.get_device_name()} (pdl=None picks it where it can)")
-        if prefetch_bytes < 0:
-            raise ValueError(f"prefetch_bytes must be >= 0 (0: no prefetch), got {prefetch_bytes}")
-        return cls(gemv.gemv, rope_cache.project_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl),
-                   prefetch_bytes=int(prefetch_bytes))
+        return cls(gemv.gemv, rope_cache.project_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl))
 
     @classmethod
-    def reference(cls, prefetch_bytes: int = 0) -> "DecodeOps":
-        """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder
-        (its products take the prefetch targets and ignore them)."""
+    def reference(cls) -> "DecodeOps":
+        """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
         from videorope_trt.runtime.backends import gemv, rope_cache
 
-        return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference, cuda_half_only=False,
-                   prefetch_bytes=prefetch_bytes)
-
-    def ahead(self, weight):
-        """The first `prefetch_bytes` of `weight` as a flat view (None when prefetching is off)."""
-        if not self.prefetch_bytes:
-            return None
-        flat = weight.reshape(-1)
-        return flat[: self.prefetch_bytes // flat.element_size()]
+        return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference, cuda_half_only=False)
 
     def supports(self, dtype, device) -> bool:
         return not self.cuda_half_only or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16))
@@ -364,24 +345,21 @@ class StaticCacheDecoder:
         """
         ops, d = self.decode_ops, self.head_dim
         attend = self.decode_attention
-        if self.flash:  # the Triton attention takes PDL and prefetches the output projection's weight
-            attend = functools.partial(attend, pdl=ops.pdl)
+        if ops.pdl and self.flash:
+            attend = functools.partial(attend, pdl=True)
         inv_freq, axis_map, attrs = self.rope
         positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
-        final, head = self.model.text_model.norm, self.model.hf.lm_head
         for i, layer in enumerate(self.layers):
             qkv_w, qkv_b, gate_up = self.fused[i]
             ln, o, down = layer.input_layernorm, layer.self_attn.o_proj, layer.mlp.down_proj
-            after = self.fused[i + 1][0] if i + 1 < len(self.layers) else head.weight  # read after this layer
             q = ops.project_into_cache(x, qkv_w, qkv_b, ln.weight, ln.variance_epsilon, positions, inv_freq, axis_map,
                                        attrs, self.keys[i], self.values[i], cache_position, self.q_heads, pdl=ops.pdl)
-            extra = {"prefetch": ops.ahead(o.weight)} if self.flash else {}
-            out = attend(q, self.keys[i], self.values[i], bias, d**-0.5, **extra).reshape(x.shape[:-1] + (-1,))
-            x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl, prefetch=ops.ahead(gate_up))
+            out = attend(q, self.keys[i], self.values[i], bias, d**-0.5).reshape(x.shape[:-1] + (-1,))
+            x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl)
             ln = layer.post_attention_layernorm
-            h = ops.linear(x, gate_up, None, norm=ln.weight, eps=ln.variance_epsilon, swiglu=True, pdl=ops.pdl,
-                           prefetch=ops.ahead(down.weight))
-            x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl, prefetch=ops.ahead(after))
+            h = ops.linear(x, gate_up, None, norm=ln.weight, eps=ln.variance_epsilon, swiglu=True, pdl=ops.pdl)
+            x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl)
+        final, head = self.model.text_model.norm, self.model.hf.lm_head
         logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl)
         return logits[:, 0].float()
 

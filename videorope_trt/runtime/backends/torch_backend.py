@@ -12,8 +12,7 @@ Two paths over the same weights:
     (`gemv=True`, CUDA + Triton) and `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the
     fused decode step (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and
     cache writes folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
-    where the GPU has them, `pdl`, each kernel prefetching part of the next one's weight into L2, `prefetch_bytes`
-    (None: `static_cache.PREFETCH_BYTES`, 0: off)), can split prefill attention over cuDNN (`split_prefill=True`,
+    where the GPU has them, `pdl`), can split prefill attention over cuDNN (`split_prefill=True`,
     `prefill_attention.py`: off by default; it measured faster at 7B with 1024-token chunks and slower at 2B with
     4096-token ones), and with `compile=True` fuses the decode step's element-wise work with torch.compile.
 The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
@@ -49,7 +48,7 @@ class TorchBackend(Backend):
 
     def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
                  compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=False,
-                 fused_decode=True, pdl=None, prefetch_bytes=None):
+                 fused_decode=True, pdl=None):
         super().__init__(info, device)
         self.model = model
         self.dtype = next(model.parameters()).dtype
@@ -67,8 +66,7 @@ class TorchBackend(Backend):
 
             if gemv_module.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
                 self.linear = gemv_module.OneRowLinear() if gemv else None
-                prefetch = {} if prefetch_bytes is None else {"prefetch_bytes": prefetch_bytes}
-                self.decode_ops = DecodeOps.triton(pdl, **prefetch) if fused_decode else None
+                self.decode_ops = DecodeOps.triton(pdl) if fused_decode else None
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
         if (on_cuda if fused_vision is None else fused_vision):
