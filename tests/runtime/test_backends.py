@@ -372,6 +372,33 @@ def _rel(a, b):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("compile", [False, True], ids=["eager", "compiled"])
+def test_split_prefill_on_the_gpu_stays_on_and_matches_fp32(tiny, compile):
+    """Chunks after the first through the split cuDNN form (the query in the projection's layout, the merge in
+    the output projection's): it is not switched off for a layout it refuses, and each chunk's logits stay
+    within bf16 error of the fp32 reference, the trimmed last layer included."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+
+    ref = TorchBackend.load(tiny, device="cuda", dtype="float32", static=False)
+    fast = TorchBackend.load(tiny, device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(), compile=compile)
+    fast = TorchBackend(fast.model, fast.info, "cuda", split_prefill=True, compile=compile, kernel_lib=_kernel_lib())
+    g = torch.Generator().manual_seed(6)
+    n = 200
+    emb = torch.randn(1, n, fast.info.hidden_size, generator=g).cuda()
+    pos = torch.arange(n, dtype=torch.float32, device="cuda").expand(3, 1, n).contiguous()
+    mask = torch.ones(1, n, dtype=torch.int64, device="cuda")
+    for be in (ref, fast):
+        be.allocate(1, n)
+    for s0, s1 in ((0, 64), (64, 128), (128, 200)):
+        a = fast.forward(emb[:, s0:s1].bfloat16(), pos[:, :, s0:s1], mask[:, :s1])
+        b = ref.forward(emb[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
+        assert _rel(a, b) < 3e-2, (s0, _rel(a, b))
+        assert fast.fast.split_prefill, "the split form was switched off"
+
+
+@pytest.mark.gpu
 def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
     """bf16 graph + kernel path vs the fp32 reference model, both fed the same tokens: logits within bf16 error."""
     if not torch.cuda.is_available():

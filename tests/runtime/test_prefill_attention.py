@@ -40,6 +40,7 @@ def test_split_takes_a_compiled_merge():
     merge = torch.compile(merge_partials, dynamic=None)
     got = split_causal_attention(q, k, v, 0.25, partial=_math_partial, merge=merge)
     torch.testing.assert_close(got, split_causal_attention(q, k, v, 0.25, partial=_math_partial), rtol=1e-5, atol=1e-6)
+    assert got.dtype == q.dtype and got.transpose(1, 2).is_contiguous()  # token-major: o_proj reads it as it is
 
 
 def test_merge_partials_weights_by_lse():
@@ -51,6 +52,9 @@ def test_merge_partials_weights_by_lse():
     torch.testing.assert_close(merge_partials(a[0], a[1], b[0], b[1]).double(), whole, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(merge_partials(a[0], a[1][..., None], b[0], b[1][..., None]).double(), whole,
                                rtol=1e-6, atol=1e-6)  # lse given as (B, H, S, 1), as some kernels return it
+    half = merge_partials(a[0].float(), a[1], b[0].float(), b[1], torch.bfloat16)
+    assert half.dtype == torch.bfloat16 and half.shape == whole.shape and half.transpose(1, 2).is_contiguous()
+    torch.testing.assert_close(half.double(), whole, rtol=8e-3, atol=8e-3)  # one bf16 rounding
 
 
 @pytest.mark.gpu
@@ -68,7 +72,11 @@ def test_cudnn_split_matches_sdpa_on_gpu(hq, kv):
     ref = _reference(q.cpu(), k.cpu(), v.cpu(), scale).cuda()
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(256, 1024),
                                                             scale=scale, enable_gqa=True)
-    got = split_causal_attention(q, k, v, scale)
     err = lambda x: float((x.double() - ref).norm() / ref.norm())  # noqa: E731
-    assert got.dtype == torch.bfloat16 and got.shape == q.shape
-    assert err(got) <= 1.5 * err(sdpa) + 1e-3, (err(got), err(sdpa))
+    token_major = q.transpose(1, 2).contiguous().transpose(1, 2)  # the projection's layout, as the decoder gives it
+    merge = torch.compile(merge_partials, dynamic=None)
+    for query, kw in ((q, {}), (token_major, {}), (token_major, {"merge": merge})):
+        got = split_causal_attention(query, k, v, scale, **kw)
+        assert got.dtype == torch.bfloat16 and got.shape == q.shape
+        assert err(got) <= 1.5 * err(sdpa) + 1e-3, (err(got), err(sdpa))
+    assert got.transpose(1, 2).is_contiguous()  # the compiled merge writes it token-major

@@ -13,12 +13,14 @@ from __future__ import annotations
 import torch
 
 
-def merge_partials(out1, lse1, out2, lse2):
+def merge_partials(out1, lse1, out2, lse2, dtype=None):
     """Attention outputs (B, H, S, D) over two disjoint key sets and their log-sum-exps (B, H, S[, 1]) → the
-    output over both, fp32."""
+    output over both (B, H, S, D), computed in fp32 and given in `dtype` (None: fp32), stored token by token
+    ((B, S, H, D) in memory, as the output projection reads it: compiled, one kernel writes it so)."""
     lse1, lse2 = (x.reshape(out1.shape[:-1] + (1,)).float() for x in (lse1, lse2))
     lse = torch.logaddexp(lse1, lse2)
-    return out1.float() * torch.exp(lse1 - lse) + out2.float() * torch.exp(lse2 - lse)
+    out = out1.float() * torch.exp(lse1 - lse) + out2.float() * torch.exp(lse2 - lse)
+    return out.to(dtype or torch.float32).transpose(1, 2).contiguous().transpose(1, 2)
 
 
 def cudnn_partial(q, k, v, causal: bool, scale: float):
@@ -29,10 +31,11 @@ def cudnn_partial(q, k, v, causal: bool, scale: float):
 
 def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial, merge=merge_partials):
     """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key; `merge`
-    is `merge_partials` or a compiled form of it."""
+    is `merge_partials` or a compiled form of it. q may be a (B, S, Hq, D) tensor transposed (the projection's
+    layout, no copy): the kernels take any layout whose channels are contiguous."""
     s, past = q.shape[2], k.shape[2] - q.shape[2]
     if past <= 0:
         return partial(q, k, v, True, scale)[0]
     out1, lse1 = partial(q, k[:, :, :past], v[:, :, :past], False, scale)
     out2, lse2 = partial(q, k[:, :, past:], v[:, :, past:], True, scale)
-    return merge(out1, lse1, out2, lse2).to(q.dtype)
+    return merge(out1, lse1, out2, lse2, q.dtype)

@@ -229,8 +229,7 @@ class StaticCacheDecoder:
             from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
 
             try:
-                return split_causal_attention(q.contiguous(), k, v, scale,  # q as the GPU test gives it
-                                              merge=self.merge_partials)
+                return split_causal_attention(q, k, v, scale, merge=self.merge_partials)
             except (RuntimeError, AttributeError):  # no cuDNN attention in this torch / for these shapes: SDPA
                 self.split_prefill = False
         if self.native_gqa:
