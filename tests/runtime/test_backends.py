@@ -244,7 +244,7 @@ def test_prefill_chunks_without_logits_fill_the_same_cache(tiny):
     mask[0, :5] = 0
     for be in (fast, full, ref):
         be.allocate(2, 40)
-    for s0, s1 in ((0, 13), (13, 30)):
+    for s0, s1 in ((0, 13), (13, 14), (14, 30)):  # a one-token chunk too (the decode form of the mask)
         args = (embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
         a, b, c = fast.forward(*args, logits=s1 == 30), full.forward(*args), ref.forward(*args)
         assert (a is None) == (s1 < 30) and fast.length == s1

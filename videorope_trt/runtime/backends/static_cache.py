@@ -325,14 +325,13 @@ class StaticCacheDecoder:
         for i, layer in enumerate(self.layers):
             ln = layer.input_layernorm
             q = self._project(i, norm(x, ln.weight, ln.variance_epsilon), positions, cache_position)
-            if i == last and s > 1:
+            if i == last:  # from here on only the last token's output is read, and none without logits
                 if not logits:
                     return None
-                q, x, mask = q[:, :, -1:], x[:, -1:], _last_query(mask)
+                if s > 1:
+                    q, x, mask = q[:, :, -1:], x[:, -1:], _last_query(mask)
             x = x + self._attend(i, layer.self_attn, q, mask, keys, decode=s == 1)
             x = self._mlp(i, layer, x)
-        if not logits:
-            return None
         final, head = self.model.text_model.norm, self.model.hf.lm_head
         return self.linear(norm(x[:, -1:], final.weight, final.variance_epsilon), head.weight, head.bias)[:, 0].float()
 
