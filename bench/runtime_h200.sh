@@ -6,7 +6,7 @@
 #   OUT=out DEADLINE_S=570 STEPS="tests 2b32k vision jetson 2b8k16k 7b32k" bash bench/runtime_h200.sh
 #   (HF_SETTINGS=default skips transformers' static cache, which recompiles at every step on these models;
 #   OURS_SETTINGS picks our settings for the 32k steps, default graph,compile; steps gemv and visionfused are the
-#   one-row product and vision tower microbenchmarks, step decode the decode step alone; TESTS narrows the GPU test files; PREFILL_CHUNK_2B, VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 32k steps's calls)
+#   one-row product and vision tower microbenchmarks, step decode the decode step alone, flash the decode attention's options in it (FLASH_VARIANTS, FLASH_VARIANTS_7B); TESTS narrows the GPU test files; PREFILL_CHUNK_2B, VISION_CHUNK_7B and PREFILL_CHUNK_7B size the 32k steps's calls)
 set -u
 OUT=${OUT:-out}
 PY=${PY:-python3}
@@ -40,6 +40,8 @@ for s in $STEPS; do
     gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
     decode) step 150 decode $PY bench/bench_decode_step.py --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
             step 150 decode7b $PY bench/bench_decode_step.py --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
+    flash) step 200 flash $PY bench/bench_flash_decode.py --model 2b --contexts 8k,32k ${FLASH_VARIANTS:+--variants $FLASH_VARIANTS} --out "$OUT/flash2b"
+           step 150 flash7b $PY bench/bench_flash_decode.py --model 7b --contexts 32k --variants ${FLASH_VARIANTS_7B:-no_prefetch,prefetch,no_attention} --out "$OUT/flash7b" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
     visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;

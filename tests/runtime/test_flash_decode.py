@@ -48,9 +48,12 @@ def test_matches_torch_decode_attention(dtype, hq, kv, d):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
-def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
-    """130 splits (the combine reads 128 per step): the running max carries across its steps; empty splits at
-    both ends; with and without programmatic dependent launch."""
+@pytest.mark.parametrize("options", [{}, {"split_rows": 512, "combine_block": 64}, {"combine_block": 256}],
+                         ids=["default", "split512", "one_pass"])
+def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, options):
+    """130 splits (the default combine reads 128 per step): the running max carries across its steps; empty splits
+    at both ends; with and without programmatic dependent launch; a last split shorter than the others (512-row
+    splits) and the combine in one step."""
     from videorope_trt.runtime.backends.gemv import pdl_supported
 
     if not flash_decode.available():
@@ -66,7 +69,7 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
     allowed[0, 600 : rows - 290] = True
     bias, scale = decode_bias(allowed), 128**-0.5
     ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, **options)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
 
@@ -79,3 +82,40 @@ def test_a_query_with_nothing_to_attend_gets_zeros():
                                                                                        dtype=torch.bfloat16)
     bias = decode_bias(torch.zeros(1, 512, dtype=torch.bool, device="cuda"))
     assert torch.equal(flash_decode.flash_decode(q, keys, keys, bias, 0.125), torch.zeros_like(q))
+
+
+@pytest.mark.gpu
+def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before():
+    """With `cache_position`, the attention's first cache tiles are read before the programmatic launch wait, and
+    the tile holding this token's row again after it: that row, written by the q/k/v kernel just before
+    (`rope_cache.project_into_cache`, itself a dependent launch), counts with its new values, at a split's first
+    row and in the middle of one."""
+    from videorope_trt.plugins.contract import RotaryAttrs
+    from videorope_trt.runtime.backends import rope_cache
+    from videorope_trt.runtime.backends.gemv import pdl_supported
+
+    if not flash_decode.available() or not pdl_supported():
+        pytest.skip("needs a CUDA GPU of compute capability 9.0+ and Triton")
+    g = torch.Generator(device="cuda").manual_seed(5)
+    rows, hq, kv, d, k = 1024, 12, 2, 128, 256
+    inv_freq = 1.0 / 10000 ** (torch.arange(64, device="cuda") / 64)
+    axis_map = torch.zeros(64, dtype=torch.int64, device="cuda")
+    for at in (512, 700):
+        keys = torch.randn(1, kv, rows, d, device="cuda", generator=g).to(torch.bfloat16)
+        values = torch.randn(1, kv, rows, d, device="cuda", generator=g).to(torch.bfloat16)
+        x = torch.randn(1, 1, k, device="cuda", generator=g).to(torch.bfloat16)
+        w = (torch.randn((hq + 2 * kv) * d, k, device="cuda", generator=g) * 4 / k**0.5).to(torch.bfloat16)
+        cpos = torch.tensor([at], device="cuda")
+        positions = torch.full((3, 1, 1), float(at), device="cuda")
+        allowed = torch.zeros(1, rows, dtype=torch.bool, device="cuda")
+        allowed[0, : at + 1] = True
+        bias = decode_bias(allowed)
+        stale = keys[:, :, at].clone()
+        q = rope_cache.project_into_cache(x, w, None, None, 0.0, positions, inv_freq, axis_map, RotaryAttrs(), keys,
+                                          values, cpos, hq, pdl=True)
+        got = flash_decode.flash_decode(q, keys, values, bias, d**-0.5, pdl=True, cache_position=cpos)
+        torch.cuda.synchronize()
+        assert not torch.equal(keys[:, :, at], stale)  # the row did change
+        ref = decode_attention(q.float(), keys.float(), values.float(), bias, d**-0.5)
+        torch_err = float((decode_attention(q, keys, values, bias, d**-0.5).float() - ref).norm() / ref.norm())
+        assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)

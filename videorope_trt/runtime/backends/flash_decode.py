@@ -52,35 +52,55 @@ def _partial_kernel():
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st)
                for r, w, st in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3)]]
 
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+    def attend_tile(q, k, v, allowed, m, l, acc, scale):
+        """The online softmax over one tile of cache rows: (running max, sum, output) updated."""
+        s = tl.dot(q, tl.trans(k)) * scale
+        s = tl.where(allowed[None, :], s, float("-inf"))
+        m_new = tl.maximum(m, tl.max(s, axis=1))
+        safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
+        p = tl.exp(s - safe[:, None])
+        alpha = tl.exp(m - safe)
+        l = l * alpha + tl.sum(p, axis=1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+        return m_new, l, acc
+
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH"])
+    @triton.jit
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
                        G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr, PDL: tl.constexpr):
-        if PDL:  # the query and this token's cache row come from the kernel before
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr):
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
+        start = split * SPLIT
+        r = start + tl.arange(0, BLOCK_R)
+        first_k = k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
+        first_v = v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
+        if PREFETCH:
+            # the cache rows and the mask were written before the kernel before this one (which, launched as a
+            # dependent itself, started only once they were), except this token's row: the first tile is read
+            # while that kernel ends, and read again after the wait only where it holds this token's row
+            k, v = tl.load(first_k), tl.load(first_v)
+        if PDL:  # the query and this token's cache row come from the kernel before
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
+        if PREFETCH:
+            pos = tl.load(cpos_ptr)
+            if (pos >= start) & (pos < start + BLOCK_R):
+                k, v = tl.load(first_k), tl.load(first_v)
+        else:
+            k, v = tl.load(first_k), tl.load(first_v)
         q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
         m = tl.full((GP,), float("-inf"), tl.float32)
         l = tl.zeros((GP,), tl.float32)
         acc = tl.zeros((GP, D), tl.float32)
-        for r0 in range(split * SPLIT, split * SPLIT + SPLIT, BLOCK_R):
+        m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+        for r0 in range(start + BLOCK_R, tl.minimum(start + SPLIT, rows), BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
             v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
-            allowed = tl.load(bias_ptr + b * rows + r) > -1e30
-            s = tl.dot(q, tl.trans(k)) * scale
-            s = tl.where(allowed[None, :], s, float("-inf"))
-            m_new = tl.maximum(m, tl.max(s, axis=1))
-            safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
-            p = tl.exp(s - safe[:, None])
-            alpha = tl.exp(m - safe)
-            l = l * alpha + tl.sum(p, axis=1)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-            m = m_new
+            m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
         base = (bh * n_splits + split) * GP
         real = g < G  # the tile's padding rows are never read back
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
@@ -126,22 +146,27 @@ def _combine_kernel():
     return combine_kernel
 
 
-def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False):
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None, prefetch: bool = True,
+                 split_rows: int = SPLIT_ROWS, combine_block: int = 128, combine_channels: int = 32):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`)."""
+    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
+    `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
+    the kernel before, so every other row's first tile is read before the wait."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
-    g, n = hq // kv, rows // SPLIT_ROWS
+    g, n = hq // kv, -(-rows // split_rows)
+    prefetch = prefetch and pdl and cache_position is not None
     partial_kernel, combine_kernel = _partial_kernel(), _combine_kernel()
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), acc, ml, scale, rows, kv, n,
-                                G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl, **launch(pdl))
-    combine_kernel[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=128, PDL=pdl, **launch(pdl),
-                                         num_warps=4)
+    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(),
+                                cache_position if prefetch else bias, acc, ml, scale, rows, kv, n,
+                                G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl, PREFETCH=prefetch, **launch(pdl))
+    combine_kernel[(b * kv, g, d // combine_channels)](acc, ml, out, n, G=g, GP=16, D=d, DB=combine_channels,
+                                                      BLOCK_S=combine_block, PDL=pdl, **launch(pdl), num_warps=4)
     return out

@@ -343,8 +343,8 @@ class StaticCacheDecoder:
         """
         ops, d = self.decode_ops, self.head_dim
         attend = self.decode_attention
-        if ops.pdl and self.flash:
-            attend = functools.partial(attend, pdl=True)
+        if ops.pdl and self.flash:  # its first cache tiles are read while the q/k/v kernel ends
+            attend = functools.partial(attend, pdl=True, cache_position=cache_position)
         inv_freq, axis_map, attrs = self.rope
         positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
         for i, layer in enumerate(self.layers):

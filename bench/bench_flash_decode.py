@@ -1,0 +1,108 @@
+"""The decode attention's options A/B in the real decode step: our PyTorch backend's graphed step at a given cache
+length, with `flash_decode` called with each set of options in `VARIANTS`, in rounds (every variant once per
+round, so a slow spell of the machine touches them all), against the bandwidth roofline.
+
+"no_attention" returns the query as the attention's output: not a result, the step's time without attention, so
+that step − it is what attention costs inside the step.
+
+    python bench/bench_flash_decode.py --model 2b --contexts 8k,32k --out bench-out        # on the GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
+from profiling import copy_bandwidth  # noqa: E402
+from runtime_probes import decode_graph_profile  # noqa: E402
+
+#: variant → flash_decode options (None: no attention at all, see above)
+VARIANTS = {
+    "no_prefetch": {"prefetch": False},
+    "prefetch": {},
+    "one_pass_combine": {"prefetch": False, "combine_block": 256},
+    "prefetch_one_pass": {"combine_block": 256},
+    "split512": {"prefetch": False, "split_rows": 512},
+    "split512_prefetch": {"split_rows": 512},
+    "split128_prefetch": {"split_rows": 128, "combine_block": 256},
+    "prefetch_one_pass_16ch": {"combine_block": 256, "combine_channels": 16},
+    "no_attention": None,
+}
+
+
+def _no_attention(q, keys, values, bias, scale, **_):
+    return q
+
+
+def step_ms(backend, context: int, capacity: int, options) -> float:
+    from videorope_trt.runtime.backends import flash_decode
+
+    backend.fast.decode_attention = (_no_attention if options is None
+                                     else functools.partial(flash_decode.flash_decode, **options))
+    backend.graphed = None  # captured anew with this attention
+    backend.length = context
+    full = torch.ones(1, capacity, dtype=torch.int64, device="cuda")
+    backend.begin_decode(full, torch.zeros(backend.num_axes, 1, 1, device="cuda"), 1.0)
+    return decode_graph_profile(backend.graphed, context, False, replays=200)["graph_step_ms"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="2b", help="2b or 7b")
+    ap.add_argument("--contexts", default="8k,32k")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"some of {', '.join(VARIANTS)}")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", default="bench-out")
+    args = ap.parse_args(argv)
+    from videorope_trt.runtime.backends import ModelInfo
+    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.commands import parse_contexts
+
+    variants = args.variants.split(",")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"--variants: unknown {unknown}; expected some of {sorted(VARIANTS)}")
+    cfg = model_config(args.model)
+    _, ours = build_models(cfg, "cuda", torch.bfloat16)
+    bandwidth = copy_bandwidth("cuda")
+    info = ModelInfo.from_config(cfg, "m_rope")
+    results = []
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    for context in parse_contexts(args.contexts):
+        roof_ms = 1000 * decode_bytes(cfg, ours, context) / bandwidth
+        backend = TorchBackend(ours, info, "cuda", static=True)
+        capacity = context + 4
+        backend.allocate(1, capacity)
+        times = {v: [] for v in variants}
+        for _ in range(args.rounds):
+            for v in variants:
+                times[v].append(step_ms(backend, context, capacity, VARIANTS[v]))
+        backend.allocate(1, 1)
+        for v in variants:
+            ms = statistics.median(times[v])
+            results.append({"context": context, "variant": v, "options": VARIANTS[v], "step_ms": times[v],
+                            "median_ms": ms, "of_roofline": roof_ms / ms})
+            print(f"| {args.model} | {context} | {v} | {ms:.3f} ({', '.join(f'{t:.3f}' for t in times[v])}) | "
+                  f"{100 * roof_ms / ms:.1f} % |", flush=True)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "model": args.model, "copy_bandwidth_Bps": bandwidth,
+            "command": "python bench/bench_flash_decode.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    tmp = out / "bench_flash_decode.json.tmp"
+    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
+    tmp.replace(out / "bench_flash_decode.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
