@@ -27,20 +27,31 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: variant → flash_decode options (None: no attention at all, see above)
 VARIANTS = {
-    "no_prefetch": {"prefetch": False},
-    "prefetch": {},
-    "one_pass_combine": {"prefetch": False, "combine_block": 256},
-    "prefetch_one_pass": {"combine_block": 256},
-    "split512": {"prefetch": False, "split_rows": 512},
-    "split512_prefetch": {"split_rows": 512},
-    "split128_prefetch": {"split_rows": 128, "combine_block": 256},
-    "prefetch_one_pass_16ch": {"combine_block": 256, "combine_channels": 16},
+    "no_prefetch": {"prefetch": False, "combine_block": 256},
+    "prefetch": {"combine_block": 256},
+    "prefetch_64_4_3": {"combine_block": 256, "configs": ((64, 4, 3),)},
+    "prefetch_32_4_4": {"combine_block": 256, "configs": ((32, 4, 4),)},
+    "prefetch_64_4_2": {"combine_block": 256, "configs": ((64, 4, 2),)},
+    "prefetch_128_4_2": {"combine_block": 256, "configs": ((128, 4, 2),)},
+    "l2": {"combine_block": 256, "l2_prefetch": True},
+    "l2_64_4_3": {"combine_block": 256, "l2_prefetch": True, "configs": ((64, 4, 3),)},
+    "l2_32_4_4": {"combine_block": 256, "l2_prefetch": True, "configs": ((32, 4, 4),)},
     "no_attention": None,
 }
 
 
 def _no_attention(q, keys, values, bias, scale, **_):
     return q
+
+
+def tuned(options) -> list:
+    """The partial kernel's configs the autotuner chose so far for these options (every shape it has seen)."""
+    from videorope_trt.runtime.backends import flash_decode
+
+    if options is None:
+        return []
+    kernel = flash_decode._partial_kernel(tuple(options.get("configs", flash_decode.PARTIAL_CONFIGS)))
+    return [f"{key}: {cfg}" for key, cfg in getattr(kernel, "cache", {}).items()]
 
 
 def step_ms(backend, context: int, capacity: int, options) -> float:
@@ -89,10 +100,10 @@ def main(argv=None) -> int:
         backend.allocate(1, 1)
         for v in variants:
             ms = statistics.median(times[v])
-            results.append({"context": context, "variant": v, "options": VARIANTS[v], "step_ms": times[v],
-                            "median_ms": ms, "of_roofline": roof_ms / ms})
+            results.append({"context": context, "variant": v, "options": repr(VARIANTS[v]), "step_ms": times[v],
+                            "median_ms": ms, "of_roofline": roof_ms / ms, "tuned": tuned(VARIANTS[v])})
             print(f"| {args.model} | {context} | {v} | {ms:.3f} ({', '.join(f'{t:.3f}' for t in times[v])}) | "
-                  f"{100 * roof_ms / ms:.1f} % |", flush=True)
+                  f"{100 * roof_ms / ms:.1f} % | {results[-1]['tuned'][-1:]} |", flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -42,15 +42,24 @@ def usable(q, keys) -> bool:
             and supports(q.shape[1], keys.shape[1], q.shape[-1], keys.shape[2]))
 
 
+#: (rows per step, warps, pipeline stages) the partial kernel's autotuner tries; the first is the form measured
+#: before tuning; configs that do not fit the GPU's shared memory are skipped by the autotuner
+PARTIAL_CONFIGS = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3))
+
+
 @functools.cache
-def _partial_kernel():
+def _partial_kernel(configs=PARTIAL_CONFIGS):
     import triton
     import triton.language as tl
 
-    # (rows per step, warps, pipeline stages): the first is the form measured before tuning; configs that do not
-    # fit the GPU's shared memory are skipped by the autotuner
-    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st)
-               for r, w, st in [(64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4), (128, 8, 2), (64, 8, 3)]]
+    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
+
+    @triton.jit
+    def prefetch_l2(base, LINES: tl.constexpr):
+        """Ask L2 for the LINES 128-byte lines from `base` (2-byte elements) and go on without waiting."""
+        line = tl.arange(0, LINES)
+        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + line * 64],
+                                  dtype=tl.int32, is_pure=False, pack=1)
 
     @triton.jit
     def attend_tile(q, k, v, allowed, m, l, acc, scale):
@@ -65,11 +74,11 @@ def _partial_kernel():
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, l, acc
 
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH"])
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH", "L2"])
     @triton.jit
     def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
                        G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr):
+                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, L2: tl.constexpr):
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
@@ -81,14 +90,18 @@ def _partial_kernel():
             # the cache rows and the mask were written before the kernel before this one (which, launched as a
             # dependent itself, started only once they were), except this token's row: the first tile is read
             # while that kernel ends, and read again after the wait only where it holds this token's row
-            k, v = tl.load(first_k), tl.load(first_v)
+            # (past L1, which is not kept coherent with other SMs' writes: the reload below must not hit it)
+            k, v = tl.load(first_k, cache_modifier=".cg"), tl.load(first_v, cache_modifier=".cg")
+        if L2:  # the whole split, into L2 (coherent: this token's row, once written, is read from there)
+            prefetch_l2(k_ptr + (bh * rows + start).to(tl.int64) * D, SPLIT * D // 64)
+            prefetch_l2(v_ptr + (bh * rows + start).to(tl.int64) * D, SPLIT * D // 64)
         if PDL:  # the query and this token's cache row come from the kernel before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
         if PREFETCH:
             pos = tl.load(cpos_ptr)
             if (pos >= start) & (pos < start + BLOCK_R):
-                k, v = tl.load(first_k), tl.load(first_v)
+                k, v = tl.load(first_k, cache_modifier=".cg"), tl.load(first_v, cache_modifier=".cg")
         else:
             k, v = tl.load(first_k), tl.load(first_v)
         q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
@@ -147,7 +160,8 @@ def _combine_kernel():
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None, prefetch: bool = True,
-                 split_rows: int = SPLIT_ROWS, combine_block: int = 128, combine_channels: int = 32):
+                 split_rows: int = SPLIT_ROWS, combine_block: int = 128, combine_channels: int = 32,
+                 configs=PARTIAL_CONFIGS, l2_prefetch: bool = False):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
     `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
@@ -160,13 +174,14 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cach
     kv, rows = keys.shape[1], keys.shape[2]
     g, n = hq // kv, -(-rows // split_rows)
     prefetch = prefetch and pdl and cache_position is not None
-    partial_kernel, combine_kernel = _partial_kernel(), _combine_kernel()
+    partial_kernel, combine_kernel = _partial_kernel(tuple(configs)), _combine_kernel()
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(),
                                 cache_position if prefetch else bias, acc, ml, scale, rows, kv, n,
-                                G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl, PREFETCH=prefetch, **launch(pdl))
+                                G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl, PREFETCH=prefetch,
+                                L2=l2_prefetch and pdl, **launch(pdl))
     combine_kernel[(b * kv, g, d // combine_channels)](acc, ml, out, n, G=g, GP=16, D=d, DB=combine_channels,
                                                       BLOCK_S=combine_block, PDL=pdl, **launch(pdl), num_warps=4)
     return out
