@@ -29,13 +29,14 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 VARIANTS = {
     "no_prefetch": {"prefetch": False, "combine_block": 256},
     "prefetch": {"combine_block": 256},
-    "prefetch_64_4_3": {"combine_block": 256, "configs": ((64, 4, 3),)},
-    "prefetch_32_4_4": {"combine_block": 256, "configs": ((32, 4, 4),)},
-    "prefetch_64_4_2": {"combine_block": 256, "configs": ((64, 4, 2),)},
     "prefetch_128_4_2": {"combine_block": 256, "configs": ((128, 4, 2),)},
-    "l2": {"combine_block": 256, "l2_prefetch": True},
-    "l2_64_4_3": {"combine_block": 256, "l2_prefetch": True, "configs": ((64, 4, 3),)},
-    "l2_32_4_4": {"combine_block": 256, "l2_prefetch": True, "configs": ((32, 4, 4),)},
+    "prefetch_128_8_2": {"combine_block": 256, "configs": ((128, 8, 2),)},
+    "prefetch_128_4_3": {"combine_block": 256, "configs": ((128, 4, 3),)},
+    "prefetch_128_8_3": {"combine_block": 256, "configs": ((128, 8, 3),)},
+    "prefetch_256_8_1": {"combine_block": 256, "configs": ((256, 8, 1),)},
+    "prefetch_256_8_2": {"combine_block": 256, "configs": ((256, 8, 2),)},
+    "split512_128_4_2": {"combine_block": 256, "split_rows": 512, "configs": ((128, 4, 2),)},
+    "split512_256_8_2": {"combine_block": 256, "split_rows": 512, "configs": ((256, 8, 2),)},
     "no_attention": None,
 }
 
