@@ -29,14 +29,13 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 VARIANTS = {
     "no_prefetch": {"prefetch": False, "combine_block": 256},
     "prefetch": {"combine_block": 256},
-    "prefetch_128_4_2": {"combine_block": 256, "configs": ((128, 4, 2),)},
-    "prefetch_128_8_2": {"combine_block": 256, "configs": ((128, 8, 2),)},
-    "prefetch_128_4_3": {"combine_block": 256, "configs": ((128, 4, 3),)},
-    "prefetch_128_8_3": {"combine_block": 256, "configs": ((128, 8, 3),)},
-    "prefetch_256_8_1": {"combine_block": 256, "configs": ((256, 8, 1),)},
-    "prefetch_256_8_2": {"combine_block": 256, "configs": ((256, 8, 2),)},
-    "split512_128_4_2": {"combine_block": 256, "split_rows": 512, "configs": ((128, 4, 2),)},
-    "split512_256_8_2": {"combine_block": 256, "split_rows": 512, "configs": ((256, 8, 2),)},
+    "p128_4_2": {"combine_block": 256, "configs": ((128, 4, 2),)},
+    "p128_4_1": {"combine_block": 256, "configs": ((128, 4, 1),)},
+    "p128_8_1": {"combine_block": 256, "configs": ((128, 8, 1),)},
+    "p128_4_2_count": {"combine_block": 256, "configs": ((128, 4, 2),), "count": True},
+    "p128_4_3_count": {"combine_block": 256, "configs": ((128, 4, 3),), "count": True},
+    "p64_4_4_count": {"combine_block": 256, "configs": ((64, 4, 4),), "count": True},
+    "p32_4_4_count": {"combine_block": 256, "configs": ((32, 4, 4),), "count": True},
     "no_attention": None,
 }
 
@@ -58,8 +57,13 @@ def tuned(options) -> list:
 def step_ms(backend, context: int, capacity: int, options) -> float:
     from videorope_trt.runtime.backends import flash_decode
 
-    backend.fast.decode_attention = (_no_attention if options is None
-                                     else functools.partial(flash_decode.flash_decode, **options))
+    if options is None:
+        backend.fast.decode_attention = _no_attention
+    else:
+        options = dict(options)
+        if options.pop("count", False):  # the combine counts each KV head's splits (zeros kept between calls)
+            options["counters"] = torch.zeros(2, backend.fast.kv_heads, dtype=torch.int32, device="cuda")
+        backend.fast.decode_attention = functools.partial(flash_decode.flash_decode, **options)
     backend.graphed = None  # captured anew with this attention
     backend.length = context
     full = torch.ones(1, capacity, dtype=torch.int64, device="cuda")

@@ -75,6 +75,39 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, options):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+def test_counted_combine_matches_and_sets_its_counters_back(pdl):
+    """The combine that waits for each KV head's splits by counting them (`counters`): right at every call of a
+    row (the counts go back to 0 after each), empty splits at both ends, 4 KV heads of 2 samples."""
+    from videorope_trt.runtime.backends.gemv import pdl_supported
+
+    if not flash_decode.available():
+        pytest.skip("needs a CUDA GPU and Triton")
+    if pdl and not pdl_supported():
+        pytest.skip("programmatic dependent launch needs compute capability 9.0+")
+    rows, g = 256 * 40, torch.Generator(device="cuda").manual_seed(4)
+    q = torch.randn(2, 28, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
+    keys = torch.randn(2, 4, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    values = torch.randn(2, 4, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    allowed = torch.zeros(2, rows, dtype=torch.bool, device="cuda")
+    allowed[0, 600 : rows - 290] = True
+    allowed[1, 3:] = True
+    bias, scale = decode_bias(allowed), 128**-0.5
+    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
+    torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
+    counters = torch.zeros(2, 8, dtype=torch.int32, device="cuda")
+    for config in ((128, 4, 2), (32, 4, 4)):
+        outs = [flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, configs=(config,), counters=counters)
+                for _ in range(3)]
+        torch.cuda.synchronize()
+        assert not counters.any()
+        for got in outs:
+            assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
+    with pytest.raises(ValueError, match=r"counters need one partial config and a \(2, 8\) int32 tensor; got 7"):
+        flash_decode.flash_decode(q, keys, values, bias, scale, counters=counters)
+
+
+@pytest.mark.gpu
 def test_a_query_with_nothing_to_attend_gets_zeros():
     if not flash_decode.available():
         pytest.skip("needs a CUDA GPU and Triton")

@@ -55,13 +55,6 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
 
     @triton.jit
-    def prefetch_l2(base, LINES: tl.constexpr):
-        """Ask L2 for the LINES 128-byte lines from `base` (2-byte elements) and go on without waiting."""
-        line = tl.arange(0, LINES)
-        tl.inline_asm_elementwise("prefetch.global.L2 [$1];\n\tmov.u32 $0, 0;", "=r,l", [base + line * 64],
-                                  dtype=tl.int32, is_pure=False, pack=1)
-
-    @triton.jit
     def attend_tile(q, k, v, allowed, m, l, acc, scale):
         """The online softmax over one tile of cache rows: (running max, sum, output) updated."""
         s = tl.dot(q, tl.trans(k)) * scale
@@ -74,11 +67,11 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, l, acc
 
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH", "L2"])
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH", "COUNT"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
-                       G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, L2: tl.constexpr):
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, cnt_ptr, scale, rows, kv_heads,
+                       n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, COUNT: tl.constexpr):
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
@@ -92,9 +85,6 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
             # while that kernel ends, and read again after the wait only where it holds this token's row
             # (past L1, which is not kept coherent with other SMs' writes: the reload below must not hit it)
             k, v = tl.load(first_k, cache_modifier=".cg"), tl.load(first_v, cache_modifier=".cg")
-        if L2:  # the whole split, into L2 (coherent: this token's row, once written, is read from there)
-            prefetch_l2(k_ptr + (bh * rows + start).to(tl.int64) * D, SPLIT * D // 64)
-            prefetch_l2(v_ptr + (bh * rows + start).to(tl.int64) * D, SPLIT * D // 64)
         if PDL:  # the query and this token's cache row come from the kernel before
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
@@ -119,6 +109,9 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
         tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
+        if COUNT:  # this split is in: every thread's stores first (the barrier), then one release for them all
+            tl.debug_barrier()
+            tl.atomic_add(cnt_ptr + bh, 1, sem="release", scope="gpu")
 
     return partial_kernel
 
@@ -129,13 +122,22 @@ def _combine_kernel():
     import triton.language as tl
 
     @triton.jit
-    def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                       DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
-        if PDL:
-            tl.extra.cuda.gdc_wait()
-            tl.extra.cuda.gdc_launch_dependents()
+    def combine_kernel(acc_ptr, ml_ptr, out_ptr, cnt_ptr, n_splits, programs, G: tl.constexpr, GP: tl.constexpr,
+                       D: tl.constexpr, DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
+                       COUNT: tl.constexpr):
         # one program per (sample x KV head, query head, DB channels); one pass over the splits with a running max
         bh, g, d = tl.program_id(0), tl.program_id(1), tl.program_id(2) * DB + tl.arange(0, DB)
+        if COUNT:
+            # launched once every partial program has started (their trigger comes first): each program waits for
+            # its own KV head's splits only, not for the whole grid to end; the acquire pairs with their releases
+            if PDL:
+                tl.extra.cuda.gdc_launch_dependents()
+            arrived = tl.atomic_add(cnt_ptr + bh, 0, sem="acquire", scope="gpu")
+            while arrived < n_splits:
+                arrived = tl.atomic_add(cnt_ptr + bh, 0, sem="acquire", scope="gpu")
+        elif PDL:
+            tl.extra.cuda.gdc_wait()
+            tl.extra.cuda.gdc_launch_dependents()
         top = tl.full((1,), float("-inf"), tl.float32)
         den = tl.zeros((1,), tl.float32)
         num = tl.zeros((DB,), tl.float32)
@@ -143,45 +145,57 @@ def _combine_kernel():
             s = s0 + tl.arange(0, BLOCK_S)
             ok = s < n_splits
             row = (bh * n_splits + s) * GP + g
-            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"))
+            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
             new_top = tl.maximum(top, tl.max(m, axis=0))
             safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing allowed yet
             w = tl.exp(m - safe)  # 0 for empty splits
             keep = tl.exp(top - safe)
-            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0, cache_modifier=".cg")
             num = num * keep + tl.sum(w[:, None] * part, axis=0)
-            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), axis=0)
+            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg"),
+                                      axis=0)
             top = new_top
         # a query with no allowed row at all (the decode graph's warm-up, all masked) gets 0, not 0/0
         out = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)
         tl.store(out_ptr + (bh * G + g) * D + d, out.to(out_ptr.dtype.element_ty))
+        if COUNT:  # the last of this KV head's programs to be done with the partials sets both counts back to 0
+            if tl.atomic_add(cnt_ptr + bh + tl.num_programs(0), 1, sem="relaxed", scope="gpu") == programs - 1:
+                tl.store(cnt_ptr + bh, 0)
+                tl.store(cnt_ptr + bh + tl.num_programs(0), 0)
 
     return combine_kernel
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None, prefetch: bool = True,
                  split_rows: int = SPLIT_ROWS, combine_block: int = 128, combine_channels: int = 32,
-                 configs=PARTIAL_CONFIGS, l2_prefetch: bool = False):
+                 configs=PARTIAL_CONFIGS, counters=None):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
     `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
-    the kernel before, so every other row's first tile is read before the wait."""
+    the kernel before, so every other row's first tile is read before the wait; `counters` (2, B x KV) int32
+    zeros, kept by the caller: the combine waits for each KV head's splits by counting them, not for the whole
+    first kernel to end (one partial config only: the autotuner's trial runs would count too)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
+    if counters is not None and (len(configs) != 1 or counters.shape != (2, b * kv) or counters.dtype != torch.int32):
+        raise ValueError(f"flash_decode: counters need one partial config and a (2, {b * kv}) int32 tensor; got "
+                         f"{len(configs)} configs, counters {tuple(counters.shape)} {counters.dtype}")
     g, n = hq // kv, -(-rows // split_rows)
     prefetch = prefetch and pdl and cache_position is not None
     partial_kernel, combine_kernel = _partial_kernel(tuple(configs)), _combine_kernel()
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(),
-                                cache_position if prefetch else bias, acc, ml, scale, rows, kv, n,
-                                G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl, PREFETCH=prefetch,
-                                L2=l2_prefetch and pdl, **launch(pdl))
-    combine_kernel[(b * kv, g, d // combine_channels)](acc, ml, out, n, G=g, GP=16, D=d, DB=combine_channels,
-                                                      BLOCK_S=combine_block, PDL=pdl, **launch(pdl), num_warps=4)
+    count = counters is not None
+    cnt = counters if count else ml
+    partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), cache_position if prefetch else bias,
+                                acc, ml, cnt, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl,
+                                PREFETCH=prefetch, COUNT=count, **launch(pdl))
+    combine_kernel[(b * kv, g, d // combine_channels)](acc, ml, out, cnt, n, g * d // combine_channels, G=g, GP=16,
+                                                      D=d, DB=combine_channels, BLOCK_S=combine_block, PDL=pdl,
+                                                      COUNT=count, **launch(pdl), num_warps=4)
     return out
