@@ -25,19 +25,9 @@ from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
 from profiling import copy_bandwidth  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
-#: variant → flash_decode options (None: no attention at all, see above)
-VARIANTS = {
-    "no_prefetch": {"prefetch": False, "combine_block": 256},
-    "prefetch": {"combine_block": 256},
-    "p128_4_2": {"combine_block": 256, "configs": ((128, 4, 2),)},
-    "p128_4_1": {"combine_block": 256, "configs": ((128, 4, 1),)},
-    "p128_8_1": {"combine_block": 256, "configs": ((128, 8, 1),)},
-    "p128_4_2_count": {"combine_block": 256, "configs": ((128, 4, 2),), "count": True},
-    "p128_4_3_count": {"combine_block": 256, "configs": ((128, 4, 3),), "count": True},
-    "p64_4_4_count": {"combine_block": 256, "configs": ((64, 4, 4),), "count": True},
-    "p32_4_4_count": {"combine_block": 256, "configs": ((32, 4, 4),), "count": True},
-    "no_attention": None,
-}
+#: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
+#: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
+VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None}
 
 
 def _no_attention(q, keys, values, bias, scale, **_):
@@ -45,13 +35,13 @@ def _no_attention(q, keys, values, bias, scale, **_):
 
 
 def tuned(options) -> list:
-    """The partial kernel's configs the autotuner chose so far for these options (every shape it has seen)."""
+    """The partial kernel's configs chosen so far (every shape it has seen), for each set of candidates."""
     from videorope_trt.runtime.backends import flash_decode
 
     if options is None:
         return []
-    kernel = flash_decode._partial_kernel(tuple(options.get("configs", flash_decode.PARTIAL_CONFIGS)))
-    return [f"{key}: {cfg}" for key, cfg in getattr(kernel, "cache", {}).items()]
+    return [f"{key}: {cfg}" for cands in (flash_decode.PARTIAL_CONFIGS, (flash_decode.STEP_CONFIG,))
+            for key, cfg in getattr(flash_decode._partial_kernel(cands), "cache", {}).items()]
 
 
 def step_ms(backend, context: int, capacity: int, options) -> float:
@@ -60,9 +50,6 @@ def step_ms(backend, context: int, capacity: int, options) -> float:
     if options is None:
         backend.fast.decode_attention = _no_attention
     else:
-        options = dict(options)
-        if options.pop("count", False):  # the combine counts each KV head's splits (zeros kept between calls)
-            options["counters"] = torch.zeros(2, backend.fast.kv_heads, dtype=torch.int32, device="cuda")
         backend.fast.decode_attention = functools.partial(flash_decode.flash_decode, **options)
     backend.graphed = None  # captured anew with this attention
     backend.length = context

@@ -41,7 +41,7 @@ for s in $STEPS; do
     decode) step 150 decode $PY bench/bench_decode_step.py --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
             step 150 decode7b $PY bench/bench_decode_step.py --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
     flash) step 200 flash $PY bench/bench_flash_decode.py --model 2b --contexts 8k,32k ${FLASH_VARIANTS:+--variants $FLASH_VARIANTS} --out "$OUT/flash2b"
-           step 150 flash7b $PY bench/bench_flash_decode.py --model 7b --contexts 32k --variants ${FLASH_VARIANTS_7B:-no_prefetch,prefetch,prefetch_128_4_2,prefetch_128_8_2,prefetch_256_8_1,no_attention} --out "$OUT/flash7b" ;;
+           step 150 flash7b $PY bench/bench_flash_decode.py --model 7b --contexts 32k ${FLASH_VARIANTS_7B:+--variants $FLASH_VARIANTS_7B} --out "$OUT/flash7b" ;;
     prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
              step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
     visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;

@@ -48,19 +48,16 @@ def test_matches_torch_decode_attention(dtype, hq, kv, d):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
-@pytest.mark.parametrize("options", [{}, {"split_rows": 512, "combine_block": 64}, {"combine_block": 256}],
-                         ids=["default", "split512", "one_pass"])
-def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, options):
-    """130 splits (the default combine reads 128 per step): the running max carries across its steps; empty splits
-    at both ends; with and without programmatic dependent launch; a last split shorter than the others (512-row
-    splits) and the combine in one step."""
+def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
+    """260 splits (the combine reads 256 per step): the running max carries across its steps; empty splits at
+    both ends; with and without programmatic dependent launch."""
     from videorope_trt.runtime.backends.gemv import pdl_supported
 
     if not flash_decode.available():
         pytest.skip("needs a CUDA GPU and Triton")
     if pdl and not pdl_supported():
         pytest.skip("programmatic dependent launch needs compute capability 9.0+")
-    rows, g = 256 * 130, torch.Generator(device="cuda").manual_seed(3)
+    rows, g = 256 * 260, torch.Generator(device="cuda").manual_seed(3)
     q = torch.randn(1, 12, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
     keys = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
     values = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
@@ -69,42 +66,9 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, options):
     allowed[0, 600 : rows - 290] = True
     bias, scale = decode_bias(allowed), 128**-0.5
     ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, **options)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
-
-
-@pytest.mark.gpu
-@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
-def test_counted_combine_matches_and_sets_its_counters_back(pdl):
-    """The combine that waits for each KV head's splits by counting them (`counters`): right at every call of a
-    row (the counts go back to 0 after each), empty splits at both ends, 4 KV heads of 2 samples."""
-    from videorope_trt.runtime.backends.gemv import pdl_supported
-
-    if not flash_decode.available():
-        pytest.skip("needs a CUDA GPU and Triton")
-    if pdl and not pdl_supported():
-        pytest.skip("programmatic dependent launch needs compute capability 9.0+")
-    rows, g = 256 * 40, torch.Generator(device="cuda").manual_seed(4)
-    q = torch.randn(2, 28, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
-    keys = torch.randn(2, 4, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
-    values = torch.randn(2, 4, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
-    allowed = torch.zeros(2, rows, dtype=torch.bool, device="cuda")
-    allowed[0, 600 : rows - 290] = True
-    allowed[1, 3:] = True
-    bias, scale = decode_bias(allowed), 128**-0.5
-    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
-    counters = torch.zeros(2, 8, dtype=torch.int32, device="cuda")
-    for config in ((128, 4, 2), (32, 4, 4)):
-        outs = [flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, configs=(config,), counters=counters)
-                for _ in range(3)]
-        torch.cuda.synchronize()
-        assert not counters.any()
-        for got in outs:
-            assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
-    with pytest.raises(ValueError, match=r"counters need one partial config and a \(2, 8\) int32 tensor; got 7"):
-        flash_decode.flash_decode(q, keys, values, bias, scale, counters=counters)
 
 
 @pytest.mark.gpu
@@ -118,11 +82,12 @@ def test_a_query_with_nothing_to_attend_gets_zeros():
 
 
 @pytest.mark.gpu
-def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before():
+@pytest.mark.parametrize("hq,kv,rows", [(12, 2, 1024), (28, 4, 256 * 80)], ids=["step_config", "autotuned"])
+def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before(hq, kv, rows):
     """With `cache_position`, the attention's first cache tiles are read before the programmatic launch wait, and
     the tile holding this token's row again after it: that row, written by the q/k/v kernel just before
     (`rope_cache.project_into_cache`, itself a dependent launch), counts with its new values, at a split's first
-    row and in the middle of one."""
+    row and in the middle of one; with the in-step config (8 programs) and the autotuner's (320 programs)."""
     from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.runtime.backends import rope_cache
     from videorope_trt.runtime.backends.gemv import pdl_supported
@@ -130,7 +95,10 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
     if not flash_decode.available() or not pdl_supported():
         pytest.skip("needs a CUDA GPU of compute capability 9.0+ and Triton")
     g = torch.Generator(device="cuda").manual_seed(5)
-    rows, hq, kv, d, k = 1024, 12, 2, 128, 256
+    d, k = 128, 256
+    sms = torch.cuda.get_device_properties(0).multi_processor_count
+    step = flash_decode.partial_configs(rows // 256 * kv, True, torch.device("cuda")) == (flash_decode.STEP_CONFIG,)
+    assert step == (rows // 256 * kv <= 2 * sms)
     inv_freq = 1.0 / 10000 ** (torch.arange(64, device="cuda") / 64)
     axis_map = torch.zeros(64, dtype=torch.int64, device="cuda")
     for at in (512, 700):
@@ -152,3 +120,7 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
         ref = decode_attention(q.float(), keys.float(), values.float(), bias, d**-0.5)
         torch_err = float((decode_attention(q, keys, values, bias, d**-0.5).float() - ref).norm() / ref.norm())
         assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
+
+
+def test_partial_configs_without_prefetch_are_the_autotuners():
+    assert flash_decode.partial_configs(8, False, torch.device("cpu")) == flash_decode.PARTIAL_CONFIGS

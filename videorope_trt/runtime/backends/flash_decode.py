@@ -6,7 +6,16 @@ program one KV head of one sample and `SPLIT_ROWS` cache rows: all G query heads
 (padded to 16 rows for the tensor cores), scores stay in fp32 registers, the softmax is online, and it leaves
 a partial output with its running max and sum. A second kernel combines the partials of each query head in one
 pass (a program per head and 32 channels: at 32k rows the first form of it, a program per head and two passes,
-took 7 µs of a 2B layer's 60). The cache is read once, by programs spread over every SM.
+took 7 µs of a 2B layer's 60; its programs take up to 256 splits per step, every split of a 64k cache in one).
+The cache is read once, by programs spread over every SM.
+
+In the decode step both kernels are programmatic dependent launches behind the q/k/v kernel, and the first
+kernel reads its first tile of cache rows before waiting for that kernel (`cache_position`): every row but this
+token's was written before it started. How long the step takes then hangs on how much of each split comes in
+early and how many programs are on the GPU at the launch, which the autotuner, timing the kernel alone, does not
+see: measured in the step (`bench/bench_flash_decode.py`, docs/benchmarks.md), a grid of at most two programs
+per SM (2B at 32k: 258) does best with 128-row tiles in two stages (half of each split early), and larger grids
+(7B at 32k: 516) with the autotuner's pick.
 
 Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
 number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing. A
@@ -67,11 +76,11 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, l, acc
 
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "SPLIT", "PDL", "PREFETCH", "COUNT"])
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, cnt_ptr, scale, rows, kv_heads,
-                       n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
-                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr, COUNT: tl.constexpr):
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+                       G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr):
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
@@ -99,7 +108,7 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         l = tl.zeros((GP,), tl.float32)
         acc = tl.zeros((GP, D), tl.float32)
         m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
-        for r0 in range(start + BLOCK_R, tl.minimum(start + SPLIT, rows), BLOCK_R):
+        for r0 in range(start + BLOCK_R, start + SPLIT, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
             v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
@@ -109,9 +118,6 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
         tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
-        if COUNT:  # this split is in: every thread's stores first (the barrier), then one release for them all
-            tl.debug_barrier()
-            tl.atomic_add(cnt_ptr + bh, 1, sem="release", scope="gpu")
 
     return partial_kernel
 
@@ -122,22 +128,13 @@ def _combine_kernel():
     import triton.language as tl
 
     @triton.jit
-    def combine_kernel(acc_ptr, ml_ptr, out_ptr, cnt_ptr, n_splits, programs, G: tl.constexpr, GP: tl.constexpr,
-                       D: tl.constexpr, DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr,
-                       COUNT: tl.constexpr):
-        # one program per (sample x KV head, query head, DB channels); one pass over the splits with a running max
-        bh, g, d = tl.program_id(0), tl.program_id(1), tl.program_id(2) * DB + tl.arange(0, DB)
-        if COUNT:
-            # launched once every partial program has started (their trigger comes first): each program waits for
-            # its own KV head's splits only, not for the whole grid to end; the acquire pairs with their releases
-            if PDL:
-                tl.extra.cuda.gdc_launch_dependents()
-            arrived = tl.atomic_add(cnt_ptr + bh, 0, sem="acquire", scope="gpu")
-            while arrived < n_splits:
-                arrived = tl.atomic_add(cnt_ptr + bh, 0, sem="acquire", scope="gpu")
-        elif PDL:
+    def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
+                       DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
+        if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
+        # one program per (sample x KV head, query head, DB channels); one pass over the splits with a running max
+        bh, g, d = tl.program_id(0), tl.program_id(1), tl.program_id(2) * DB + tl.arange(0, DB)
         top = tl.full((1,), float("-inf"), tl.float32)
         den = tl.zeros((1,), tl.float32)
         num = tl.zeros((DB,), tl.float32)
@@ -145,57 +142,68 @@ def _combine_kernel():
             s = s0 + tl.arange(0, BLOCK_S)
             ok = s < n_splits
             row = (bh * n_splits + s) * GP + g
-            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
+            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"))
             new_top = tl.maximum(top, tl.max(m, axis=0))
             safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing allowed yet
             w = tl.exp(m - safe)  # 0 for empty splits
             keep = tl.exp(top - safe)
-            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0, cache_modifier=".cg")
+            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
             num = num * keep + tl.sum(w[:, None] * part, axis=0)
-            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg"),
-                                      axis=0)
+            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), axis=0)
             top = new_top
         # a query with no allowed row at all (the decode graph's warm-up, all masked) gets 0, not 0/0
         out = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)
         tl.store(out_ptr + (bh * G + g) * D + d, out.to(out_ptr.dtype.element_ty))
-        if COUNT:  # the last of this KV head's programs to be done with the partials sets both counts back to 0
-            if tl.atomic_add(cnt_ptr + bh + tl.num_programs(0), 1, sem="relaxed", scope="gpu") == programs - 1:
-                tl.store(cnt_ptr + bh, 0)
-                tl.store(cnt_ptr + bh + tl.num_programs(0), 0)
 
     return combine_kernel
 
 
-def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None, prefetch: bool = True,
-                 split_rows: int = SPLIT_ROWS, combine_block: int = 128, combine_channels: int = 32,
-                 configs=PARTIAL_CONFIGS, counters=None):
+#: the partial kernel's config (rows per step, warps, stages) in the decode step when its grid has at most
+#: `STEP_PROGRAMS_PER_SM` programs per SM and its first tile is read before the wait (see the module's doc)
+STEP_CONFIG = (128, 4, 2)
+STEP_PROGRAMS_PER_SM = 2
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+def partial_configs(programs: int, prefetch: bool, device) -> tuple:
+    """The configs the partial kernel chooses from for a grid of `programs` (one: no autotuning)."""
+    if not prefetch:
+        return PARTIAL_CONFIGS
+    index = torch.cuda.current_device() if device.index is None else device.index
+    return (STEP_CONFIG,) if programs <= STEP_PROGRAMS_PER_SM * _sm_count(index) else PARTIAL_CONFIGS
+
+
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
+                 prefetch: bool = True):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
-    `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
-    the kernel before, so every other row's first tile is read before the wait; `counters` (2, B x KV) int32
-    zeros, kept by the caller: the combine waits for each KV head's splits by counting them, not for the whole
-    first kernel to end (one partial config only: the autotuner's trial runs would count too)."""
+    `cache_position` (1,) int64 on the device, with `pdl` (and `prefetch`): the row this token's key and value
+    were written to by the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and
+    `rope_cache`'s kernels do): every other row's first tile is read before the wait."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
-    if counters is not None and (len(configs) != 1 or counters.shape != (2, b * kv) or counters.dtype != torch.int32):
-        raise ValueError(f"flash_decode: counters need one partial config and a (2, {b * kv}) int32 tensor; got "
-                         f"{len(configs)} configs, counters {tuple(counters.shape)} {counters.dtype}")
-    g, n = hq // kv, -(-rows // split_rows)
+    g, n = hq // kv, rows // SPLIT_ROWS
     prefetch = prefetch and pdl and cache_position is not None
-    partial_kernel, combine_kernel = _partial_kernel(tuple(configs)), _combine_kernel()
+    if prefetch and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
+        raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
+                         f"{cache_position.dtype}")
+    partial_kernel = _partial_kernel(partial_configs(n * b * kv, prefetch, q.device))
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
-    count = counters is not None
-    cnt = counters if count else ml
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), cache_position if prefetch else bias,
-                                acc, ml, cnt, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl,
-                                PREFETCH=prefetch, COUNT=count, **launch(pdl))
-    combine_kernel[(b * kv, g, d // combine_channels)](acc, ml, out, cnt, n, g * d // combine_channels, G=g, GP=16,
-                                                      D=d, DB=combine_channels, BLOCK_S=combine_block, PDL=pdl,
-                                                      COUNT=count, **launch(pdl), num_warps=4)
+                                acc, ml, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl,
+                                PREFETCH=prefetch, **launch(pdl))
+    block_s = min(256, max(16, 1 << (n - 1).bit_length()))  # the combine's splits per step: all, up to 256
+    _combine_kernel()[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=block_s, PDL=pdl,
+                                            **launch(pdl), num_warps=4)
     return out
+
