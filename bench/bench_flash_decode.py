@@ -40,7 +40,7 @@ def tuned(options) -> list:
 
     if options is None:
         return []
-    return [f"{key}: {cfg}" for cands in (flash_decode.PARTIAL_CONFIGS, (flash_decode.STEP_CONFIG,))
+    return [f"{key}: {cfg}" for cands in (flash_decode.PARTIAL_CONFIGS,)
             for key, cfg in getattr(flash_decode._partial_kernel(cands), "cache", {}).items()]
 
 

@@ -158,10 +158,9 @@ def _combine_kernel():
     return combine_kernel
 
 
-#: the partial kernel's config (rows per step, warps, stages) in the decode step when its grid has at most
-#: `STEP_PROGRAMS_PER_SM` programs per SM and its first tile is read before the wait (see the module's doc)
-STEP_CONFIG = (128, 4, 2)
-STEP_PROGRAMS_PER_SM = 2
+#: the partial kernel's config (rows per step, warps, stages) in the decode step, when its first tile is read
+#: before the wait, by the most programs per SM its grid has (see the module's doc); larger grids: autotuned
+STEP_CONFIGS = {1: (128, 4, 3), 2: (128, 4, 2)}
 
 
 @functools.cache
@@ -174,7 +173,8 @@ def partial_configs(programs: int, prefetch: bool, device) -> tuple:
     if not prefetch:
         return PARTIAL_CONFIGS
     index = torch.cuda.current_device() if device.index is None else device.index
-    return (STEP_CONFIG,) if programs <= STEP_PROGRAMS_PER_SM * _sm_count(index) else PARTIAL_CONFIGS
+    per_sm = -(-programs // _sm_count(index))
+    return (STEP_CONFIGS[per_sm],) if per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
