@@ -96,9 +96,8 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
         pytest.skip("needs a CUDA GPU of compute capability 9.0+ and Triton")
     g = torch.Generator(device="cuda").manual_seed(5)
     d, k = 128, 256
-    sms = torch.cuda.get_device_properties(0).multi_processor_count
-    configs = flash_decode.partial_configs(rows // 256 * kv, True, torch.device("cuda"))
-    assert configs == ((flash_decode.STEP_CONFIGS[1],) if rows // 256 * kv <= sms else flash_decode.PARTIAL_CONFIGS)
+    programs, sms = rows // 256 * kv, torch.cuda.get_device_properties(0).multi_processor_count
+    assert programs <= sms if hq == 12 else programs > 2 * sms  # a step config, then the autotuner's
     inv_freq = 1.0 / 10000 ** (torch.arange(64, device="cuda") / 64)
     axis_map = torch.zeros(64, dtype=torch.int64, device="cuda")
     for at in (512, 700):
@@ -122,5 +121,8 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
         assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
 
 
-def test_partial_configs_without_prefetch_are_the_autotuners():
-    assert flash_decode.partial_configs(8, False, torch.device("cpu")) == flash_decode.PARTIAL_CONFIGS
+def test_partial_configs_by_programs_per_sm():
+    """One config, not autotuned, for grids of one or two programs per SM that read their first tile early; the
+    autotuner's list for larger grids and without the early read."""
+    assert flash_decode.partial_configs(1) == ((128, 4, 3),) and flash_decode.partial_configs(2) == ((128, 4, 2),)
+    assert flash_decode.partial_configs(3) == flash_decode.partial_configs(None) == flash_decode.PARTIAL_CONFIGS

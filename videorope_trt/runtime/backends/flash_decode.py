@@ -13,9 +13,9 @@ In the decode step both kernels are programmatic dependent launches behind the q
 kernel reads its first tile of cache rows before waiting for that kernel (`cache_position`): every row but this
 token's was written before it started. How long the step takes then hangs on how much of each split comes in
 early and how many programs are on the GPU at the launch, which the autotuner, timing the kernel alone, does not
-see: measured in the step (`bench/bench_flash_decode.py`, docs/benchmarks.md), a grid of at most two programs
-per SM (2B at 32k: 258) does best with 128-row tiles in two stages (half of each split early), and larger grids
-(7B at 32k: 516) with the autotuner's pick.
+see. Measured in the step (`bench/bench_flash_decode.py`, docs/benchmarks.md), 128-row tiles do best where the
+grid has at most one program per SM (2B at 8k: 66 programs; three stages) or two (2B at 32k: 258; two stages, so
+half of each split comes in early), and the autotuner's pick for larger grids (7B at 32k: 516).
 
 Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
 number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing. A
@@ -163,27 +163,24 @@ def _combine_kernel():
 STEP_CONFIGS = {1: (128, 4, 3), 2: (128, 4, 2)}
 
 
+def partial_configs(programs_per_sm: int | None) -> tuple:
+    """The configs the partial kernel chooses from (one: no autotuning), given the most programs per SM of its
+    grid when it reads its first tile before the wait, else None."""
+    return (STEP_CONFIGS[programs_per_sm],) if programs_per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
+
+
 @functools.cache
 def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
-
-
-def partial_configs(programs: int, prefetch: bool, device) -> tuple:
-    """The configs the partial kernel chooses from for a grid of `programs` (one: no autotuning)."""
-    if not prefetch:
-        return PARTIAL_CONFIGS
-    index = torch.cuda.current_device() if device.index is None else device.index
-    per_sm = -(-programs // _sm_count(index))
-    return (STEP_CONFIGS[per_sm],) if per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
                  prefetch: bool = True):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
-    `cache_position` (1,) int64 on the device, with `pdl` (and `prefetch`): the row this token's key and value
-    were written to by the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and
-    `rope_cache`'s kernels do): every other row's first tile is read before the wait."""
+    `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
+    the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
+    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
@@ -195,7 +192,8 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cach
     if prefetch and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
         raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
                          f"{cache_position.dtype}")
-    partial_kernel = _partial_kernel(partial_configs(n * b * kv, prefetch, q.device))
+    per_sm = -(-n * b * kv // _sm_count(q.device.index)) if prefetch else None
+    partial_kernel = _partial_kernel(partial_configs(per_sm))
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
@@ -206,4 +204,3 @@ def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cach
     _combine_kernel()[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=block_s, PDL=pdl,
                                             **launch(pdl), num_warps=4)
     return out
-
