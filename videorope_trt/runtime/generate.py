@@ -76,8 +76,9 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
     patches = _on_device(pixel_values, [(t0 * per_slice, t1 * per_slice) for t0, t1 in spans], backend.device)
     for (t0, t1), pv in zip(spans, patches):
         # copied in its own dtype, converted on the device (a host-side conversion of bf16 patches costs more
-        # than the vision encoder itself)
-        emb = backend.encode_vision(pv.to(torch.float32), torch.tensor([[t1 - t0, h, w]], device=backend.device))
+        # than the vision encoder itself); the grid stays on the host, where every backend reads it (on the
+        # device, reading it back would wait for the chunk before)
+        emb = backend.encode_vision(pv.to(torch.float32), torch.tensor([[t1 - t0, h, w]]))
         if out is None:
             out = torch.empty((t * merged, emb.shape[-1]), dtype=emb.dtype, device=emb.device)
         out[t0 * merged : t1 * merged] = emb

@@ -11,6 +11,7 @@ A backend owns the weights and the KV cache. Generation (`runtime/generate.py`) 
     begin_decode(attention_mask (B, capacity) int64, offset (A, B, 1) f32, step)
     decode_step(tokens (B,) int64)                                       -> next-token logits (B, vocab) f32
 
+Every backend reads `grid_thw` on the host: pass it there (read back from a GPU, it waits for the GPU's queue).
 `forward` and `decode_step` append S (1) tokens to the cache. Decoding keeps everything on the device: the
 token at cache position c has positions offset + step * c (`rope.decode_positions`) and sees the cache rows
 that `attention_mask` marks up to c; the default `decode_step` is `embed` + `forward`, a backend with a

@@ -99,9 +99,10 @@ class TorchBackend(Backend):
         import torch
 
         with torch.no_grad():
-            if self.fused_vision is not None and grid_thw.shape[0] == 1:
+            if self.fused_vision is not None and grid_thw.shape[0] == 1:  # reads the grid on the host
                 return self.fused_vision(pixel_values.to(self.dtype), grid_thw)
-            return self.model.vision(pixel_values.to(self.dtype), grid_thw)
+            # the stock tower builds its slice boundaries and rotary positions on the grid's device
+            return self.model.vision(pixel_values.to(self.dtype), grid_thw.to(pixel_values.device))
 
     def _embed_impl(self, input_ids):
         import torch
