@@ -35,22 +35,21 @@ def _no_attention(q, keys, values, bias, scale, **_):
 
 
 def tuned(options) -> list:
-    """The partial kernel's configs chosen so far (every shape it has seen), for each set of candidates."""
+    """The autotuner's picks so far (every shape it has seen; grids with a step config are not autotuned)."""
     from videorope_trt.runtime.backends import flash_decode
 
     if options is None:
         return []
-    return [f"{key}: {cfg}" for cands in (flash_decode.PARTIAL_CONFIGS,)
-            for key, cfg in getattr(flash_decode._partial_kernel(cands), "cache", {}).items()]
+    kernel = flash_decode._partial_kernel(flash_decode.PARTIAL_CONFIGS)  # as flash_decode makes it (same cache key)
+    return [f"{key}: {cfg}" for key, cfg in getattr(kernel, "cache", {}).items()]
 
 
 def step_ms(backend, context: int, capacity: int, options) -> float:
     from videorope_trt.runtime.backends import flash_decode
 
-    if options is None:
-        backend.fast.decode_attention = _no_attention
-    else:
-        backend.fast.decode_attention = functools.partial(flash_decode.flash_decode, **options)
+    # the decoder's attention function, which the fused step calls with pdl and the cache position
+    attend = _no_attention if options is None else functools.partial(flash_decode.flash_decode, **options)
+    backend.fast.decode_attention = attend
     backend.graphed = None  # captured anew with this attention
     backend.length = context
     full = torch.ones(1, capacity, dtype=torch.int64, device="cuda")
