@@ -57,9 +57,11 @@ PARTIAL_CONFIGS = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4),
 
 
 @functools.cache
-def _attend_tile():
+def _partial_kernel(configs=PARTIAL_CONFIGS):
     import triton
     import triton.language as tl
+
+    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
 
     @triton.jit
     def attend_tile(q, k, v, allowed, m, l, acc, scale):
@@ -73,17 +75,6 @@ def _attend_tile():
         l = l * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, l, acc
-
-    return attend_tile
-
-
-@functools.cache
-def _partial_kernel(configs=PARTIAL_CONFIGS):
-    import triton
-    import triton.language as tl
-
-    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
-    attend_tile = _attend_tile()  # the loop's body, a Triton function (as gemv's row_sums)
 
     @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
     @triton.jit
