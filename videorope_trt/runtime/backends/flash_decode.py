@@ -10,10 +10,11 @@ took 7 µs of a 2B layer's 60; its programs take up to 256 splits per step, ever
 The cache is read once, by programs spread over every SM.
 
 In the decode step both kernels are programmatic dependent launches behind the q/k/v kernel, and the first
-kernel reads its first tile of cache rows before waiting for that kernel (`cache_position`): every row but this
-token's was written before it started. How long the step takes then hangs on how much of each split comes in
-early and how many programs are on the GPU at the launch, which the autotuner, timing the kernel alone, does not
-see. Measured in the step (`bench/bench_flash_decode.py`, docs/benchmarks.md), 128-row tiles do best where the
+kernel reads its first tile of cache rows before waiting for that kernel (`cache_position`): the cache rows and
+the mask were written before the kernel before it (itself a dependent launch, started only once they were),
+except this token's row, so only the tile that holds this token's row is read again after the wait. How long
+the step takes then hangs on how much of each split comes in early and how many programs are on the GPU at the
+launch, which the autotuner, timing the kernel alone, does not see. Measured in the step (`bench/bench_flash_decode.py`, docs/benchmarks.md), 128-row tiles do best where the
 grid has at most one program per SM (2B at 8k: 66 programs; three stages) or two (2B at 32k: 258; two stages, so
 half of each split comes in early), and the autotuner's pick for larger grids (7B at 32k: 516).
 
@@ -88,11 +89,7 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         r = start + tl.arange(0, BLOCK_R)
         first_k = k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
         first_v = v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :]
-        if PREFETCH:
-            # the cache rows and the mask were written before the kernel before this one (which, launched as a
-            # dependent itself, started only once they were), except this token's row: the first tile is read
-            # while that kernel ends, and read again after the wait only where it holds this token's row
-            # (past L1, which is not kept coherent with other SMs' writes: the reload below must not hit it)
+        if PREFETCH:  # see the module's doc; past L1, not kept coherent with other SMs' writes (the reload below)
             k, v = tl.load(first_k, cache_modifier=".cg"), tl.load(first_v, cache_modifier=".cg")
         if PDL:  # the query and this token's cache row come from the kernel before
             tl.extra.cuda.gdc_wait()
