@@ -12,16 +12,14 @@ copy bandwidth measured in the same run.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import copy_bandwidth  # noqa: E402
+from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options
@@ -108,14 +106,9 @@ def main(argv=None) -> int:
             loops = r[name]["loop_step_ms_feed_graph"], r[name]["loop_step_ms_feed_eager"]
             print(f"| {args.model} | {context} | {name} | {ms:.3f} | {1000 / ms:.0f} | {100 * roof_ms / ms:.1f} % | "
                   f"{loops[0]:.3f} / {loops[1]:.3f} |", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "model": args.model, "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
-            "command": "python bench/bench_decode_step.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    tmp = out / "bench_decode_step.json.tmp"
-    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    tmp.replace(out / "bench_decode_step.json")
+    meta = {**run_meta("bench_decode_step.py", argv), "model": args.model, "dtype": args.dtype,
+            "copy_bandwidth_Bps": bandwidth}
+    write_json(Path(args.out) / "bench_decode_step.json", {**meta, "results": results})
     return 0
 
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import copy_bandwidth  # noqa: E402
+from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
@@ -95,14 +93,8 @@ def main(argv=None) -> int:
                             "median_ms": ms, "of_roofline": roof_ms / ms, "tuned": tuned(VARIANTS[v])})
             print(f"| {args.model} | {context} | {v} | {ms:.3f} ({', '.join(f'{t:.3f}' for t in times[v])}) | "
                   f"{100 * roof_ms / ms:.1f} % | {results[-1]['tuned'][-1:]} |", flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "model": args.model, "copy_bandwidth_Bps": bandwidth,
-            "command": "python bench/bench_flash_decode.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    tmp = out / "bench_flash_decode.json.tmp"
-    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    tmp.replace(out / "bench_flash_decode.json")
+    meta = {**run_meta("bench_flash_decode.py", argv), "model": args.model, "copy_bandwidth_Bps": bandwidth}
+    write_json(Path(args.out) / "bench_flash_decode.json", {**meta, "results": results})
     return 0
 
 

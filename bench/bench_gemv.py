@@ -16,16 +16,14 @@ as time per layer and fraction of the copy bandwidth for the weights read.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-import time
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profiling import copy_bandwidth  # noqa: E402
+from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
 
 #: name → (N, K, bias) per model: the decoder's matrices (q/k/v and gate/up fused as the runtime fuses them)
 SHAPES = {
@@ -181,9 +179,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dtype = getattr(torch, args.dtype)
     bandwidth = copy_bandwidth()
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-            "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
-            "command": "python bench/bench_gemv.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta = {**run_meta("bench_gemv.py", argv), "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth}
     results = {}
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | matrix | MB | cuBLAS µs (% copy) | Triton µs (% copy) | x |")
     for model in args.models.split(","):
@@ -209,11 +205,7 @@ def main(argv=None) -> int:
                 print(f"{model} {name} ({row['MB']:.1f} MB): autotuned {row['autotuned']}; best {best[0]} "
                       f"{best[1]['us']:.1f} µs ({100 * best[1]['of_copy']:.0f}%); all: "
                       + ", ".join(f"{c} {v['us']:.1f}" for c, v in row["configs"].items()), flush=True)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "bench_gemv.json.tmp"
-    tmp.write_text(json.dumps({**meta, "results": results, "chains": chains, "configs": configs}, indent=2) + "\n")
-    tmp.replace(out / "bench_gemv.json")
+    write_json(Path(args.out) / "bench_gemv.json", {**meta, "results": results, "chains": chains, "configs": configs})
     return 0
 
 

@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -23,7 +22,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, model_config  # noqa: E402
-from profiling import device_ms, kernels  # noqa: E402
+from profiling import device_ms, kernels, run_meta, write_json  # noqa: E402
 
 
 def _time(fn, repeats: int = 3) -> float:
@@ -163,17 +162,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     dtype, chunks = getattr(torch, args.dtype), [int(c) for c in args.chunks.split(",")]
     cfg = model_config(args.model)
-    result = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name(), "torch": torch.__version__,
-              "model": args.model, "length": args.length,
-              "command": "python bench/bench_prefill.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    result = {**run_meta("bench_prefill.py", argv), "model": args.model, "length": args.length}
     result["attention"] = bench_attention(cfg, args.length, chunks, dtype)
     _, ours = build_models(cfg, "cuda", dtype)
     result["prefill"] = bench_prefill(ours, cfg, args.length, chunks, dtype)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / f"bench_prefill_{args.model}.json.tmp"
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out / f"bench_prefill_{args.model}.json")
+    write_json(Path(args.out) / f"bench_prefill_{args.model}.json", result)
     return 0
 
 

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profiling import copy_bandwidth  # noqa: E402
+from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,  # noqa: E402
                             ttft_flops)
 
@@ -255,11 +255,6 @@ def ratios(r: dict) -> dict:
             "peak_vs_lowest_hf": ours["peak_gb"] / peak if peak == peak and peak else nan}
 
 
-def write_json(out: Path, meta: dict, results: list) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / "bench_runtime.json.tmp"
-    tmp.write_text(json.dumps(_no_nan({**meta, "results": results}), indent=2) + "\n")
-    tmp.replace(out / "bench_runtime.json")
 
 
 def bench_context(cfg, hf, ours, context, bandwidth, args) -> dict:
@@ -316,15 +311,15 @@ def main(argv=None) -> int:
     hf, ours = build_models(cfg, args.device, getattr(torch, args.dtype))
     bandwidth = copy_bandwidth(args.device)
     args.matmul_flops_per_s = matmul_flops_per_s(args.device) if args.device.startswith("cuda") else float("nan")
-    meta = {"matmul_flops_per_s": args.matmul_flops_per_s, "model": args.model, "dtype": args.dtype, "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-            "date": time.strftime("%Y-%m-%d"), "copy_bandwidth_Bps": bandwidth, "torch": torch.__version__,
-            "kernel_lib": os.environ.get("VIDEOROPE_KERNEL_LIB"),
-            "command": "python bench/bench_runtime.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta = {**run_meta("bench_runtime.py", argv, args.device), "matmul_flops_per_s": args.matmul_flops_per_s,
+            "model": args.model, "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
+            "kernel_lib": os.environ.get("VIDEOROPE_KERNEL_LIB")}
     results = []
     for context in parse_contexts(args.contexts):
         r = bench_context(cfg, hf, ours, context, bandwidth, args)
         results.append(r)
-        write_json(Path(args.out), meta, results)  # after every context: a cut-short run keeps what it measured
+        # after every context: a cut-short run keeps what it measured
+        write_json(Path(args.out) / "bench_runtime.json", _no_nan({**meta, "results": results}))
         print(f"\n{args.model} {context} tokens ({r['frames']} frames), roofline {r['roofline_tok_s']:.1f} tok/s, "
               f"ours at {100 * r['ours_vs_roofline']:.0f}% of it; vs transformers: "
               + ", ".join(f"{k} {v:.2f}" for k, v in r.items() if k.endswith("_hf"))

@@ -31,7 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runtime import CONFIGS, build_models, model_config
+from bench_runtime import CONFIGS, build_models, model_config  # noqa: E402
+from profiling import run_meta, write_json  # noqa: E402
 
 GB = 1e9
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"
@@ -227,15 +228,10 @@ def main(argv=None) -> int:
         print("bench_runtime_memory: needs a CUDA GPU (vision runs on the CPU with --device cpu)", file=sys.stderr)
         return 2
     result = COMMANDS[args.what](args)
-    meta = {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch": torch.__version__,
-            "command": "python bench/bench_runtime_memory.py " + " ".join(sys.argv[1:] if argv is None else argv),
+    meta = {**run_meta("bench_runtime_memory.py", argv, "cuda" if torch.cuda.is_available() else "cpu"),
             "allocator": allocator}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     name = f"memory_{args.what}_{args.model}" + (f"_{args.target}_{args.max_context or 'default'}" if args.what == "jetson" else "")
-    tmp = out / f"{name}.json.tmp"
-    tmp.write_text(json.dumps({**meta, **result}, indent=2, default=str) + "\n")
-    tmp.replace(out / f"{name}.json")
+    write_json(Path(args.out) / f"{name}.json", {**meta, **result}, default=str)
     return 0
 
 

@@ -15,7 +15,6 @@ Patches are on the device before timing (host copies are not measured). CUDA eve
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -25,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import model_config, synthetic_inputs  # noqa: E402
-from profiling import device_ms, kernels  # noqa: E402
+from profiling import device_ms, kernels, run_meta, write_json  # noqa: E402
 
 
 def build_tower(cfg: dict, device, dtype):
@@ -117,11 +116,6 @@ def bench_context(visual, cfg, context: int, args) -> dict:
     return r
 
 
-def write_json(path: Path, meta: dict, results: list) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({**meta, "results": results}, indent=2) + "\n")
-    tmp.replace(path)
 
 
 def main(argv=None) -> int:
@@ -143,14 +137,12 @@ def main(argv=None) -> int:
     visual = build_tower(cfg, args.device, getattr(torch, args.dtype))
     import transformers
 
-    meta = {"model": args.model, "dtype": args.dtype, "date": time.strftime("%Y-%m-%d"),
-            "device": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
-            "torch": torch.__version__, "transformers": transformers.__version__,
-            "command": "python bench/bench_vision_attention.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    meta = {**run_meta("bench_vision_attention.py", argv, args.device), "model": args.model, "dtype": args.dtype,
+            "transformers": transformers.__version__}
     results, path = [], Path(args.out) / "bench_vision_attention.json"
     for context in parse_contexts(args.contexts):
         results.append(bench_context(visual, cfg, context, args))
-        write_json(path, meta, results)  # after every context: a cut-short run keeps what it measured
+        write_json(path, {**meta, "results": results})  # after every context: a cut-short run keeps what it measured
         r = results[-1]
         print(f"{args.model} {context} tokens ({r['frames']} frames, grid {r['grid_thw']}, {args.vision_chunk}-slice "
               f"calls): stock {r['stock_per_slice']['s']:.3f} s; " + "; ".join(

@@ -1,11 +1,30 @@
-"""What the bench scripts share: the device's copy bandwidth, and one reading of a torch.profiler run (device time
-per kernel)."""
+"""What the bench scripts share: the device's copy bandwidth, one reading of a torch.profiler run (device time
+per kernel), and how a run's results are written (`run_meta`, `write_json`)."""
 
 from __future__ import annotations
 
+import json
+import sys
 import time
+from pathlib import Path
 
 import torch
+
+
+def run_meta(script: str, argv=None, device="cuda") -> dict:
+    """Date, device, torch and the command line of a bench run (`argv` as `main` got it; None: sys.argv)."""
+    args = sys.argv[1:] if argv is None else argv
+    on_gpu = str(device).startswith("cuda") and torch.cuda.is_available()
+    return {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if on_gpu else "cpu",
+            "torch": torch.__version__, "command": " ".join(["python", f"bench/{script}", *args])}
+
+
+def write_json(path: Path, data: dict, default=None) -> None:
+    """`data` as JSON at `path` (its folder made), through a temporary name: a cut-short run leaves no half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
+    tmp.replace(path)
 
 
 def copy_bandwidth(device="cuda") -> float:
