@@ -19,7 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
+from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options
@@ -86,10 +86,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from videorope_trt.runtime.commands import parse_contexts
 
-    settings = args.settings.split(",")
-    unknown = [s for s in settings if s not in SETTINGS]
-    if unknown:
-        raise SystemExit(f"--settings: unknown {unknown}; expected some of {sorted(SETTINGS)}")
+    settings = chosen(args.settings, SETTINGS, "--settings")
     cfg = model_config(args.model)
     _, ours = build_models(cfg, "cuda", getattr(torch, args.dtype))
     bandwidth = copy_bandwidth("cuda")

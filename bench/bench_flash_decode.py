@@ -20,7 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
+from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
@@ -67,10 +67,7 @@ def main(argv=None) -> int:
     from videorope_trt.runtime.backends.torch_backend import TorchBackend
     from videorope_trt.runtime.commands import parse_contexts
 
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"--variants: unknown {unknown}; expected some of {sorted(VARIANTS)}")
+    variants = chosen(args.variants, VARIANTS, "--variants")
     cfg = model_config(args.model)
     _, ours = build_models(cfg, "cuda", torch.bfloat16)
     bandwidth = copy_bandwidth("cuda")

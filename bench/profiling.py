@@ -19,6 +19,15 @@ def run_meta(script: str, argv=None, device="cuda") -> dict:
             "torch": torch.__version__, "command": " ".join(["python", f"bench/{script}", *args])}
 
 
+def chosen(names: str, known, flag: str) -> list:
+    """A comma-separated list of `known`'s keys (a registry of settings) from the command line, checked."""
+    picked = names.split(",")
+    unknown = [n for n in picked if n not in known]
+    if unknown:
+        raise SystemExit(f"{flag}: unknown {unknown}; expected some of {sorted(known)}")
+    return picked
+
+
 def write_json(path: Path, data: dict, default=None) -> None:
     """`data` as JSON at `path` (its folder made), through a temporary name: a cut-short run leaves no half file."""
     path.parent.mkdir(parents=True, exist_ok=True)
