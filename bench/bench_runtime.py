@@ -255,8 +255,6 @@ def ratios(r: dict) -> dict:
             "peak_vs_lowest_hf": ours["peak_gb"] / peak if peak == peak and peak else nan}
 
 
-
-
 def bench_context(cfg, hf, ours, context, bandwidth, args) -> dict:
     # patches on the host, as a decoded video's are: ours copies each vision chunk; transformers gets them on the
     # device for its run only (so neither peak holds the other's input)

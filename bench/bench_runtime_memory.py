@@ -228,8 +228,7 @@ def main(argv=None) -> int:
         print("bench_runtime_memory: needs a CUDA GPU (vision runs on the CPU with --device cpu)", file=sys.stderr)
         return 2
     result = COMMANDS[args.what](args)
-    meta = {**run_meta("bench_runtime_memory.py", argv, "cuda" if torch.cuda.is_available() else "cpu"),
-            "allocator": allocator}
+    meta = {**run_meta("bench_runtime_memory.py", argv), "allocator": allocator}
     name = f"memory_{args.what}_{args.model}" + (f"_{args.target}_{args.max_context or 'default'}" if args.what == "jetson" else "")
     write_json(Path(args.out) / f"{name}.json", {**meta, **result}, default=str)
     return 0

@@ -116,8 +116,6 @@ def bench_context(visual, cfg, context: int, args) -> dict:
     return r
 
 
-
-
 def main(argv=None) -> int:
     from videorope_trt.runtime.commands import parse_contexts
 
