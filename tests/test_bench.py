@@ -1,0 +1,96 @@
+"""The bench scripts' shared pieces (`bench/profiling.py`) and the scripts' CPU modes on the tiny model: they run
+end to end and write what docs/benchmarks.md quotes from them (their GPU runs are recorded there)."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture
+def bench(monkeypatch):
+    """`bench/` importable as the scripts import each other (their folder on the path)."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    import profiling
+
+    return profiling
+
+
+def test_write_json_goes_through_a_temporary_name(bench, tmp_path):
+    path = tmp_path / "run" / "r.json"
+    bench.write_json(path, {"a": 1.5})
+    assert json.loads(path.read_text()) == {"a": 1.5} and list(path.parent.iterdir()) == [path]
+    with pytest.raises(TypeError):  # not JSON: the earlier file stays whole, and nothing else is left
+        bench.write_json(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1.5} and list(path.parent.iterdir()) == [path]
+    bench.write_json(path, {"a": object()}, default=lambda o: "obj")
+    assert json.loads(path.read_text()) == {"a": "obj"}
+
+
+def test_write_json_cut_short_before_the_rename_leaves_the_old_file(bench, tmp_path, monkeypatch):
+    path = tmp_path / "r.json"
+    bench.write_json(path, {"a": 1})
+
+    def cut(self, target):
+        raise OSError("cut short")
+
+    monkeypatch.setattr(Path, "replace", cut)
+    with pytest.raises(OSError, match="cut short"):
+        bench.write_json(path, {"a": 2})
+    assert json.loads(path.read_text()) == {"a": 1}  # the new numbers went to the temporary name only
+
+
+def test_chosen_names_what_is_unknown(bench):
+    known = {"fused": 1, "layer_by_layer": 2}
+    assert bench.chosen("layer_by_layer,fused", known, "--settings") == ["layer_by_layer", "fused"]
+    with pytest.raises(SystemExit, match=r"--settings: unknown \['fast'\]; expected some of \['fused', 'layer_by_layer'\]"):
+        bench.chosen("fused,fast", known, "--settings")
+
+
+def test_run_meta_names_the_command_and_the_cpu(bench):
+    meta = bench.run_meta("bench_x.py", ["--model", "tiny"], "cpu")
+    assert meta["command"] == "python bench/bench_x.py --model tiny" and meta["device"] == "cpu"
+
+
+def test_runtime_bench_on_the_cpu(bench, tmp_path):
+    import bench_runtime
+
+    args = ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--contexts", "300", "--decode-tokens", "4",
+            "--out", str(tmp_path)]
+    assert bench_runtime.main(args) == 0
+    run = json.loads((tmp_path / "bench_runtime.json").read_text())
+    assert run["command"] == "python bench/bench_runtime.py " + " ".join(args) and run["device"] == "cpu"
+    r = run["results"][0]
+    assert r["context"] == r["tokens"] == 300 and r["frames"] >= 1
+    hf = [v for k, v in r.items() if k.startswith("transformers_")]
+    assert r["ours"]["decode_tokens"] > 0 and hf and all(v["decode_tok_s"] > 0 for v in hf)
+    assert r["decode_vs_best_hf"] == pytest.approx(r["ours"]["decode_tok_s"] / max(v["decode_tok_s"] for v in hf))
+    assert r["ttft_vs_best_hf"] == pytest.approx(r["ours"]["ttft_s"] / min(v["ttft_s"] for v in hf))
+    assert r["roofline_tok_s"] is None  # no copy bandwidth off a GPU: NaN, written as null
+
+
+def test_vision_bench_on_the_cpu(bench, tmp_path):
+    import bench_vision_attention
+
+    args = ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--contexts", "512", "--frame-side", "56",
+            "--repeats", "1", "--out", str(tmp_path)]
+    assert bench_vision_attention.main(args) == 0
+    r = json.loads((tmp_path / "bench_vision_attention.json").read_text())["results"][0]
+    t, h, w = r["grid_thw"]
+    assert t == (512 - 40) // (h * w // 4) and r["frames"] == 2 * t  # whole slices fill all but 40 text tokens
+    for form in ("batched", "fused"):  # fp32 on the CPU: the same numbers as the stock tower
+        assert r[f"rel_err_{form}_vs_stock"] < 1e-5 and r[form]["s"] > 0
+
+
+def test_vision_memory_bench_on_the_cpu(bench, tmp_path):
+    import bench_runtime_memory
+
+    args = ["vision", "--model", "tiny", "--device", "cpu", "--dtype", "float32", "--minutes", "0.1", "--frame-side",
+            "56", "--out", str(tmp_path)]
+    assert bench_runtime_memory.main(args) == 0
+    run = json.loads((tmp_path / "memory_vision_tiny.json").read_text())
+    assert run["command"] == "python bench/bench_runtime_memory.py " + " ".join(args)
+    row = run["rows"][0]
+    assert row["frames"] == 6 and row["tokens"] == row["patches"] // 4  # 0.1 min at 1 fps; 2x2 patches merged
