@@ -23,10 +23,9 @@ from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
 from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
-#: variant → flash_decode options (None: no attention at all, see above; "merged": with `counters`, the combine
-#: inside the first kernel). The configs, split sizes, L2 prefetch, counted combine and the first tile read after
-#: the wait, measured on the way to the defaults, are in docs/benchmarks.md with the commits that had them.
-VARIANTS = {"two_kernels": {}, "merged": {"merged": True}, "no_attention": None}
+#: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
+#: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
+VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None}
 
 
 def _no_attention(q, keys, values, bias, scale, **_):
@@ -47,10 +46,6 @@ def step_ms(backend, context: int, capacity: int, options) -> float:
     from videorope_trt.runtime.backends import flash_decode
 
     # the decoder's attention function, which the fused step calls with pdl and the cache position
-    if options is not None and options.get("merged"):
-        keys = backend.fast.keys[0]
-        options = {**options, "counters": flash_decode.merge_counters(*keys.shape[:3], keys.device)}
-        del options["merged"]
     attend = _no_attention if options is None else functools.partial(flash_decode.flash_decode, **options)
     backend.fast.decode_attention = attend
     backend.graphed = None  # captured anew with this attention

@@ -7,19 +7,6 @@ from videorope_trt.runtime.backends import flash_decode
 from videorope_trt.runtime.backends.static_cache import decode_attention, decode_bias
 
 
-def attend(combine, q, keys, values, bias, scale, **options):
-    """`flash_decode` with the combine as its own kernel or inside the first (`counters`), which it leaves at 0."""
-    if combine == "kernel":
-        return flash_decode.flash_decode(q, keys, values, bias, scale, **options)
-    counts = flash_decode.merge_counters(keys.shape[0], keys.shape[1], keys.shape[2], keys.device)
-    out = flash_decode.flash_decode(q, keys, values, bias, scale, counters=counts, **options)
-    assert torch.equal(counts, torch.zeros_like(counts))  # ready for the next call
-    return out
-
-
-COMBINES = pytest.mark.parametrize("combine", ["kernel", "merged"])
-
-
 def test_supported_shapes():
     assert flash_decode.supports(12, 2, 128, 1024) and flash_decode.supports(28, 4, 128, 256)
     assert not flash_decode.supports(12, 2, 80, 1024)  # head dim
@@ -32,17 +19,12 @@ def test_refuses_what_it_cannot_take():
     assert not flash_decode.usable(q, keys)
     with pytest.raises(ValueError, match=r"got q \(1, 4, 1, 64\) torch.float32, keys \(1, 2, 256, 64\)"):
         flash_decode.flash_decode(q, keys, keys, torch.zeros(1, 1, 1, 256), 0.125)
-    # counters for another cache shape: 1 sample x 2 KV heads x (1 group + 1) = 4 counts, not 8
-    with pytest.raises(ValueError, match=r"merge_counters\(1, 2, 256, ...\)` makes them, \(4,\) int32 on cpu; got \(8,\)"):
-        flash_decode.flash_decode(q, keys, keys, torch.zeros(1, 1, 1, 256), 0.125,
-                                  counters=flash_decode.merge_counters(2, 2, 256, "cpu"))
 
 
 @pytest.mark.gpu
-@COMBINES
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("hq,kv,d", [(12, 2, 128), (28, 4, 128), (4, 2, 64)], ids=["2b", "7b", "tiny"])
-def test_matches_torch_decode_attention(dtype, hq, kv, d, combine):
+def test_matches_torch_decode_attention(dtype, hq, kv, d):
     if not flash_decode.available():
         pytest.skip("needs a CUDA GPU and Triton")
     rows, g = 1024, torch.Generator(device="cuda").manual_seed(hq)
@@ -54,23 +36,21 @@ def test_matches_torch_decode_attention(dtype, hq, kv, d, combine):
     allowed[1, :] = True
     bias, scale = decode_bias(allowed), d**-0.5
     ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    got = attend(combine, q, keys, values, bias, scale)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     err = float((got.float() - ref).norm() / ref.norm())
     assert got.shape == q.shape and got.dtype == dtype
     assert err <= max(torch_err, 1e-3), (err, torch_err)
     # a row nothing may attend never leaks in: changing it changes nothing
     keys[0, :, 50] += 100
-    assert torch.equal(attend(combine, q, keys, values, bias, scale), got)
+    assert torch.equal(flash_decode.flash_decode(q, keys, values, bias, scale), got)
 
 
 @pytest.mark.gpu
-@COMBINES
 @pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
-def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, combine):
-    """260 splits (the combine kernel reads 256 per step; merged, 17 groups of up to 16, two steps of the last
-    merge): the running max carries across steps; empty splits at both ends; with and without programmatic
-    dependent launch."""
+def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
+    """260 splits (the combine reads 256 per step): the running max carries across its steps; empty splits at
+    both ends; with and without programmatic dependent launch."""
     from videorope_trt.runtime.backends.gemv import pdl_supported
 
     if not flash_decode.available():
@@ -86,26 +66,24 @@ def test_long_cache_combines_more_splits_than_one_pass_holds(pdl, combine):
     allowed[0, 600 : rows - 290] = True
     bias, scale = decode_bias(allowed), 128**-0.5
     ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
-    got = attend(combine, q, keys, values, bias, scale, pdl=pdl)
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl)
     torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
     assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
 
 
 @pytest.mark.gpu
-@COMBINES
-def test_a_query_with_nothing_to_attend_gets_zeros(combine):
+def test_a_query_with_nothing_to_attend_gets_zeros():
     if not flash_decode.available():
         pytest.skip("needs a CUDA GPU and Triton")
     q, keys = torch.ones(1, 4, 1, 64, device="cuda", dtype=torch.bfloat16), torch.ones(1, 2, 512, 64, device="cuda",
                                                                                        dtype=torch.bfloat16)
     bias = decode_bias(torch.zeros(1, 512, dtype=torch.bool, device="cuda"))
-    assert torch.equal(attend(combine, q, keys, keys, bias, 0.125), torch.zeros_like(q))
+    assert torch.equal(flash_decode.flash_decode(q, keys, keys, bias, 0.125), torch.zeros_like(q))
 
 
 @pytest.mark.gpu
-@COMBINES
 @pytest.mark.parametrize("hq,kv,rows", [(12, 2, 1024), (28, 4, 256 * 80)], ids=["step_config", "autotuned"])
-def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before(hq, kv, rows, combine):
+def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before(hq, kv, rows):
     """With `cache_position`, the attention's first cache tiles are read before the programmatic launch wait, and
     the tile holding this token's row again after it: that row, written by the q/k/v kernel just before
     (`rope_cache.project_into_cache`, itself a dependent launch), counts with its new values, at a split's first
@@ -135,7 +113,7 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
         stale = keys[:, :, at].clone()
         q = rope_cache.project_into_cache(x, w, None, None, 0.0, positions, inv_freq, axis_map, RotaryAttrs(), keys,
                                           values, cpos, hq, pdl=True)
-        got = attend(combine, q, keys, values, bias, d**-0.5, pdl=True, cache_position=cpos)
+        got = flash_decode.flash_decode(q, keys, values, bias, d**-0.5, pdl=True, cache_position=cpos)
         torch.cuda.synchronize()
         assert not torch.equal(keys[:, :, at], stale)  # the row did change
         ref = decode_attention(q.float(), keys.float(), values.float(), bias, d**-0.5)

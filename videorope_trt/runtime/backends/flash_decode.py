@@ -59,84 +59,11 @@ PARTIAL_CONFIGS = ((64, 4, 3), (128, 4, 3), (128, 8, 3), (64, 4, 4), (32, 4, 4),
 
 
 @functools.cache
-def _merge():
-    """The partials' merge, a Triton function: `merge(acc_ptr, ml_ptr, row0, count, d, ...)` → (max, sum, output
-    channels d) of the partials at rows row0 + s * GP, s < count, S at a time, one pass with a running max."""
+def _partial_kernel(configs=PARTIAL_CONFIGS):
     import triton
     import triton.language as tl
 
-    @triton.jit
-    def merge(acc_ptr, ml_ptr, row0, count, d, D: tl.constexpr, DB: tl.constexpr, S: tl.constexpr,
-              GP: tl.constexpr):
-        top = tl.full((1,), float("-inf"), tl.float32)
-        den = tl.zeros((1,), tl.float32)
-        num = tl.zeros((DB,), tl.float32)
-        for s0 in range(0, count, S):
-            s = s0 + tl.arange(0, S)
-            ok = s < count
-            row = row0 + s * GP
-            # past L1: other programs of the same grid may have written them (the merge in the partial kernel)
-            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"), cache_modifier=".cg")
-            new_top = tl.maximum(top, tl.max(m, axis=0))
-            safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing allowed yet
-            w = tl.exp(m - safe)  # 0 for empty splits
-            keep = tl.exp(top - safe)
-            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0, cache_modifier=".cg")
-            num = num * keep + tl.sum(w[:, None] * part, axis=0)
-            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0, cache_modifier=".cg"),
-                                      axis=0)
-            top = new_top
-        return top, den, num
-
-    return merge
-
-
-@functools.cache
-def _merge_in():
-    """The combine inside the partial kernel, a Triton function (`merge_in(...)`, after a program's stores)."""
-    import triton
-    import triton.language as tl
-
-    merge = _merge()
-
-    @triton.jit
-    def arrived_last(counter, expected):
-        """Count this program in (after every thread's stores: one release for them all); True for the last of
-        `expected`, which sets the count back to 0 for the next launch and sees every other's stores."""
-        tl.debug_barrier()
-        last = tl.atomic_add(counter, 1, sem="acq_rel", scope="gpu") == expected - 1
-        if last:
-            tl.store(counter, 0)
-        return last
-
-    @triton.jit
-    def merge_in(acc_ptr, ml_ptr, gacc_ptr, gml_ptr, cnt_ptr, out_ptr, split, bh, n_splits, d, G: tl.constexpr,
-                 GP: tl.constexpr, D: tl.constexpr, GROUP: tl.constexpr):
-        """The combine inside the partial kernel: the last split of each GROUP to finish merges the group, and the
-        last group merged merges the KV head's groups into its output (no second kernel, no program waits)."""
-        grp, n_groups = split // GROUP, tl.cdiv(n_splits, GROUP)
-        if arrived_last(cnt_ptr + bh * n_groups + grp, tl.minimum(GROUP, n_splits - grp * GROUP)):
-            one = tl.arange(0, 1)
-            for i in tl.static_range(G):
-                top, den, num = merge(acc_ptr, ml_ptr, (bh * n_splits + grp * GROUP) * GP + i,
-                                      tl.minimum(GROUP, n_splits - grp * GROUP), d, D, D, GROUP, GP)
-                row = (bh * n_groups + grp) * GP + i
-                tl.store(gacc_ptr + row * D + d, num)
-                tl.store(gml_ptr + row * 2 + one, top)
-                tl.store(gml_ptr + row * 2 + 1 + one, den)
-            if arrived_last(cnt_ptr + n_groups * tl.num_programs(1) + bh, n_groups):
-                for i in tl.static_range(G):
-                    top, den, num = merge(gacc_ptr, gml_ptr, bh * n_groups * GP + i, n_groups, d, D, D, GROUP, GP)
-                    out = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)
-                    tl.store(out_ptr + (bh * G + i) * D + d, out.to(out_ptr.dtype.element_ty))
-
-    return merge_in
-
-
-@functools.cache
-def _attend_tile():
-    import triton
-    import triton.language as tl
+    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
 
     @triton.jit
     def attend_tile(q, k, v, allowed, m, l, acc, scale):
@@ -151,23 +78,11 @@ def _attend_tile():
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         return m_new, l, acc
 
-    return attend_tile
-
-
-@functools.cache
-def _partial_kernel(configs=PARTIAL_CONFIGS):
-    import triton
-    import triton.language as tl
-
-    configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
-    attend_tile, merge_in = _attend_tile(), _merge_in()
-
-    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH", "MERGE"])
+    @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
     @triton.jit
-    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, gacc_ptr, gml_ptr, cnt_ptr, out_ptr,
-                       scale, rows, kv_heads, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
-                       BLOCK_R: tl.constexpr, SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr,
-                       MERGE: tl.constexpr, GROUP: tl.constexpr):
+    def partial_kernel(q_ptr, k_ptr, v_ptr, bias_ptr, cpos_ptr, acc_ptr, ml_ptr, scale, rows, kv_heads, n_splits,
+                       G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr, BLOCK_R: tl.constexpr,
+                       SPLIT: tl.constexpr, PDL: tl.constexpr, PREFETCH: tl.constexpr):
         split, bh = tl.program_id(0), tl.program_id(1)  # bh = b * kv_heads + h
         b = bh // kv_heads
         g, d = tl.arange(0, GP), tl.arange(0, D)
@@ -201,8 +116,6 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
         tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
-        if MERGE:
-            merge_in(acc_ptr, ml_ptr, gacc_ptr, gml_ptr, cnt_ptr, out_ptr, split, bh, n_splits, d, G, GP, D, GROUP)
 
     return partial_kernel
 
@@ -212,17 +125,30 @@ def _combine_kernel():
     import triton
     import triton.language as tl
 
-    merge = _merge()
-
     @triton.jit
     def combine_kernel(acc_ptr, ml_ptr, out_ptr, n_splits, G: tl.constexpr, GP: tl.constexpr, D: tl.constexpr,
                        DB: tl.constexpr, BLOCK_S: tl.constexpr, PDL: tl.constexpr):
         if PDL:
             tl.extra.cuda.gdc_wait()
             tl.extra.cuda.gdc_launch_dependents()
-        # one program per (sample x KV head, query head, DB channels)
+        # one program per (sample x KV head, query head, DB channels); one pass over the splits with a running max
         bh, g, d = tl.program_id(0), tl.program_id(1), tl.program_id(2) * DB + tl.arange(0, DB)
-        top, den, num = merge(acc_ptr, ml_ptr, bh * n_splits * GP + g, n_splits, d, D, DB, BLOCK_S, GP)
+        top = tl.full((1,), float("-inf"), tl.float32)
+        den = tl.zeros((1,), tl.float32)
+        num = tl.zeros((DB,), tl.float32)
+        for s0 in range(0, n_splits, BLOCK_S):
+            s = s0 + tl.arange(0, BLOCK_S)
+            ok = s < n_splits
+            row = (bh * n_splits + s) * GP + g
+            m = tl.load(ml_ptr + row * 2, mask=ok, other=float("-inf"))
+            new_top = tl.maximum(top, tl.max(m, axis=0))
+            safe = tl.where(new_top == float("-inf"), 0.0, new_top)  # nothing allowed yet
+            w = tl.exp(m - safe)  # 0 for empty splits
+            keep = tl.exp(top - safe)
+            part = tl.load(acc_ptr + row[:, None] * D + d[None, :], mask=ok[:, None], other=0.0)
+            num = num * keep + tl.sum(w[:, None] * part, axis=0)
+            den = den * keep + tl.sum(w * tl.load(ml_ptr + row * 2 + 1, mask=ok, other=0.0), axis=0)
+            top = new_top
         # a query with no allowed row at all (the decode graph's warm-up, all masked) gets 0, not 0/0
         out = tl.where(den > 0, num / tl.where(den > 0, den, 1.0), 0.0)
         tl.store(out_ptr + (bh * G + g) * D + d, out.to(out_ptr.dtype.element_ty))
@@ -246,64 +172,33 @@ def _sm_count(index: int) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-#: splits per group of the combine inside the partial kernel (`counters`): a 32k cache's 128 splits per KV head
-#: are merged 16 at a time, then their 8 groups, rather than all 128 by one program
-MERGE_GROUP = 16
-
-
-def merge_counters(batch: int, kv_heads: int, rows: int, device) -> torch.Tensor:
-    """The zeroed int32 counts `flash_decode(..., counters=)` takes for this cache shape: one per group of
-    MERGE_GROUP splits and one per KV head, of each sample. Each call leaves them at 0 again, so one tensor serves
-    every layer's call, one call after the other (not two calls at once)."""
-    groups = -(-(rows // SPLIT_ROWS) // MERGE_GROUP)
-    return torch.zeros(batch * kv_heads * (groups + 1), dtype=torch.int32, device=device)
-
-
-def _check(q, keys, cache_position, counts) -> None:
-    b, kv, rows = keys.shape[0], keys.shape[1], keys.shape[2]
-    want = merge_counters(b, kv, rows, "meta")
-    if counts is not None and (counts.shape != want.shape or counts.dtype != torch.int32 or counts.device != q.device):
-        raise ValueError(f"flash_decode: expected counters as `merge_counters({b}, {kv}, {rows}, ...)` makes them, "
-                         f"{tuple(want.shape)} int32 on {q.device}; got {tuple(counts.shape)} {counts.dtype} on "
-                         f"{counts.device}")
+def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
+                 prefetch: bool = True):
+    """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
+    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
+    `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
+    the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
+    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
-    if cache_position is not None and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
-        raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
-                         f"{cache_position.dtype}")
-
-
-def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
-                 prefetch: bool = True, counters=None):
-    """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`); `pdl`: launched as programmatic dependent launches (`gemv.gemv`);
-    `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
-    the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
-    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it);
-    `counters` (from `merge_counters`, zeroed): the partials are combined inside the first kernel by the last
-    program of each group of splits to finish, with no second kernel."""
-    _check(q, keys, cache_position, counters)
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
     g, n = hq // kv, rows // SPLIT_ROWS
     prefetch = prefetch and pdl and cache_position is not None
+    if prefetch and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
+        raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
+                         f"{cache_position.dtype}")
     per_sm = -(-n * b * kv // _sm_count(q.device.index)) if prefetch else None
     partial_kernel = _partial_kernel(partial_configs(per_sm))
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
-    merge = counters is not None
-    groups = -(-n // MERGE_GROUP) if merge else 1
-    group_acc = torch.empty((b * kv, groups, 16, d), dtype=torch.float32, device=q.device) if merge else acc
-    group_ml = torch.empty((b * kv, groups, 16, 2), dtype=torch.float32, device=q.device) if merge else ml
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), cache_position if prefetch else bias,
-                                acc, ml, group_acc, group_ml, counters if merge else ml, out, scale, rows, kv, n, G=g,
-                                GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl, PREFETCH=prefetch, MERGE=merge,
-                                GROUP=MERGE_GROUP, **launch(pdl))
-    if not merge:
-        block_s = min(256, max(16, 1 << (n - 1).bit_length()))  # the combine's splits per step: all, up to 256
-        _combine_kernel()[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=block_s, PDL=pdl,
-                                                **launch(pdl), num_warps=4)
+                                acc, ml, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl,
+                                PREFETCH=prefetch, **launch(pdl))
+    block_s = min(256, max(16, 1 << (n - 1).bit_length()))  # the combine's splits per step: all, up to 256
+    _combine_kernel()[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=block_s, PDL=pdl,
+                                            **launch(pdl), num_warps=4)
     return out

@@ -9,7 +9,7 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * decode (S = 1) is grouped-query attention written as batched matrix products over the whole cache, split
     into `SPLIT`-row blocks so that one token's attention spreads over the whole GPU (SDPA's kernels give a
     single query only batch x heads thread blocks, and its GQA support does not take a mask); with
-    `triton_decode=True` on CUDA it is `flash_decode` (the same split, one fused kernel that also combines the splits);
+    `triton_decode=True` on CUDA it is `flash_decode` (the same split, one fused kernel and a combine);
   * q/k/v and gate/up are one matrix product each (`fuse_projections`: the separate weights become views of one
     buffer, so memory does not grow and the model's own decoder reads the same numbers);
   * prefill attention is SDPA with grouped-query heads (`enable_gqa`: no repeated K/V copies), or with
@@ -197,10 +197,7 @@ class StaticCacheDecoder:
             from videorope_trt.runtime.backends import flash_decode
 
             if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
-                # its partials combined inside its one kernel (counts shared by the layers, which run in turn)
-                counts = flash_decode.merge_counters(batch, self.kv_heads, self.rows, device)
-                self.decode_attention = functools.partial(flash_decode.flash_decode, counters=counts)
-                self.flash = True
+                self.decode_attention, self.flash = flash_decode.flash_decode, True
         # the fused step takes one row, a power-of-two head dim (the attention kernel's tiles), its kernels' dtypes
         # and device, and folds no gate/up bias (Qwen2's MLP has none)
         mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
@@ -339,7 +336,7 @@ class StaticCacheDecoder:
         return self.linear(norm(x[:, -1:], final.weight, final.variance_epsilon), head.weight, head.bias)[:, 0].float()
 
     def _decode_fused(self, x, positions, bias, cache_position):
-        """One token (batch 1) through the layers and lm_head, five kernels per layer (flash_decode is one):
+        """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
 
             q = rotate(GEMV(rms(x))), k and v into the cache ─ attention ─ x = x + GEMV(attention)
             h = SwiGLU(GEMV(rms(x))) ─ x = x + GEMV(h)          logits = GEMV(rms(x)) with lm_head
