@@ -1,7 +1,6 @@
-"""The decode step's options A/B in the real decode step: our PyTorch backend's graphed step at a given cache
-length, with `flash_decode` called with each set of options in `VARIANTS` (and the MLP as one kernel or two), in
-rounds (every variant once per round, so a slow spell of the machine touches them all), against the bandwidth
-roofline.
+"""The decode attention's options A/B in the real decode step: our PyTorch backend's graphed step at a given cache
+length, with `flash_decode` called with each set of options in `VARIANTS`, in rounds (every variant once per
+round, so a slow spell of the machine touches them all), against the bandwidth roofline.
 
 "no_attention" returns the query as the attention's output: not a result, the step's time without attention, so
 that step − it is what attention costs inside the step.
@@ -15,7 +14,6 @@ import argparse
 import functools
 import statistics
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -25,11 +23,9 @@ from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
 from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
-#: variant → flash_decode options (None: no attention at all, see above; "mlp": False, the MLP as two products
-#: rather than `fused_mlp`). The configs, split sizes, L2 prefetch, counted combine and the combine inside the first
-#: kernel measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
-VARIANTS = {"no_prefetch": {"prefetch": False}, "default": {}, "two_mlp_kernels": {"mlp": False},
-            "no_attention": None}
+#: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
+#: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
+VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None}
 
 
 def _no_attention(q, keys, values, bias, scale, **_):
@@ -46,12 +42,9 @@ def tuned(options) -> list:
     return [f"{key}: {cfg}" for key, cfg in getattr(kernel, "cache", {}).items()]
 
 
-def step_ms(backend, context: int, capacity: int, options, ops) -> float:
+def step_ms(backend, context: int, capacity: int, options) -> float:
     from videorope_trt.runtime.backends import flash_decode
 
-    options = dict(options or {}) if options is not None else None
-    mlp = ops.mlp if options is None or options.pop("mlp", True) else None
-    backend.fast.decode_ops = replace(ops, mlp=mlp)
     # the decoder's attention function, which the fused step calls with pdl and the cache position
     attend = _no_attention if options is None else functools.partial(flash_decode.flash_decode, **options)
     backend.fast.decode_attention = attend
@@ -87,10 +80,9 @@ def main(argv=None) -> int:
         capacity = context + 4
         backend.allocate(1, capacity)
         times = {v: [] for v in variants}
-        ops = backend.fast.decode_ops
         for _ in range(args.rounds):
             for v in variants:
-                times[v].append(step_ms(backend, context, capacity, VARIANTS[v], ops))
+                times[v].append(step_ms(backend, context, capacity, VARIANTS[v]))
         backend.allocate(1, 1)
         for v in variants:
             ms = statistics.median(times[v])

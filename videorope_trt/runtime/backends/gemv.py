@@ -63,14 +63,13 @@ def launch(pdl: bool) -> dict:
 @functools.cache
 def _row_sums():
     """The products' shared main loop, a Triton function: `row_sums(...)` → (Σ w·h, Σ u·h) over K for a tile of
-    BLOCK_N weight rows (and, with PAIRED, a second tile `u_rows`), h = x or, with NORM, rms_norm(x) * g; fp32.
-    With X_ADD, x is x + xa (xa fp32, the sum rounded to x's dtype, as an unfused residual add would)."""
+    BLOCK_N weight rows (and, with PAIRED, a second tile `u_rows`), h = x or, with NORM, rms_norm(x) * g; fp32."""
     import triton
     import triton.language as tl
 
     @triton.jit
-    def row_sums(x_ptr, xa_ptr, g_ptr, w_rows, u_rows, row_ok, K, eps, X_ADD: tl.constexpr, NORM: tl.constexpr,
-                 PAIRED: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def row_sums(x_ptr, g_ptr, w_rows, u_rows, row_ok, K, eps, NORM: tl.constexpr, PAIRED: tl.constexpr,
+                 PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         ks = tl.arange(0, BLOCK_K)
         # the first weight tiles depend on no earlier kernel: with PDL they are read while that kernel finishes
         w = tl.load(w_rows + ks[None, :], mask=row_ok & (ks[None, :] < K), other=0.0, eviction_policy="evict_first")
@@ -85,10 +84,7 @@ def _row_sums():
         squares = tl.zeros((BLOCK_K,), dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
             kk = k0 + ks
-            x = tl.load(x_ptr + kk, mask=kk < K, other=0.0)
-            if X_ADD:
-                x = (x.to(tl.float32) + tl.load(xa_ptr + kk, mask=kk < K, other=0.0)).to(x_ptr.dtype.element_ty)
-            x = x.to(tl.float32)
+            x = tl.load(x_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
             if NORM:  # rms_norm(x) * g = x * g / rms(x): the 1 / rms factor is applied to the sums at the end
                 squares += x * x
                 x = x * tl.load(g_ptr + kk, mask=kk < K, other=0.0).to(tl.float32)
@@ -123,16 +119,16 @@ def _kernel():
 
     row_sums = _row_sums()
 
-    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "X_ADD", "R_ADD", "PDL"])
+    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
-    def gemv_kernel(x_ptr, xa_ptr, w_ptr, b_ptr, g_ptr, r_ptr, ra_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
-                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, X_ADD: tl.constexpr,
-                    R_ADD: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
+                    BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
         w_rows = w_ptr + rows[:, None].to(tl.int64) * K
         u_rows = w_ptr + (rows[:, None] + N).to(tl.int64) * K  # SWIGLU: the up half of a (2N, K) gate/up weight
-        y, y_u = row_sums(x_ptr, xa_ptr, g_ptr, w_rows, u_rows, rows[:, None] < N, K, eps, X_ADD, NORM, SWIGLU, PDL,
-                          BLOCK_N, BLOCK_K)
+        y, y_u = row_sums(x_ptr, g_ptr, w_rows, u_rows, rows[:, None] < N, K, eps, NORM, SWIGLU, PDL, BLOCK_N,
+                          BLOCK_K)
         out_ok = rows < N
         if HAS_BIAS:
             y += tl.load(b_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
@@ -141,10 +137,7 @@ def _kernel():
         if SWIGLU:
             y = y / (1.0 + tl.exp(-y)) * y_u
         if RESIDUAL:
-            r = tl.load(r_ptr + rows, mask=out_ok, other=0.0)
-            if R_ADD:  # as X_ADD, for the residual
-                r = (r.to(tl.float32) + tl.load(ra_ptr + rows, mask=out_ok, other=0.0)).to(r_ptr.dtype.element_ty)
-            y += r.to(tl.float32)
+            y += tl.load(r_ptr + rows, mask=out_ok, other=0.0).to(tl.float32)
         tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=out_ok)
 
     return gemv_kernel
@@ -161,55 +154,45 @@ def check_launch(who: str, x, weight, pdl: bool) -> None:
                          f"launch; {torch.cuda.get_device_name(x.device)} / this Triton has not both")
 
 
-def _check_epilogue(weight, bias, norm, swiglu: bool, residual, x_add=None, residual_add=None):
+def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
     """The lengths the kernel reads without bounds of their own; returns (output length, K)."""
     n, k = weight.shape
     if swiglu and n % 2:
         raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
-    out = n // 2 if swiglu else n
-    if residual_add is not None and residual is None:
-        raise ValueError("gemv: residual_add is added to the residual; got no residual")
-    for name, t, want in (("bias", bias, n), ("norm", norm, k), ("residual", residual, out), ("x_add", x_add, k),
-                          ("residual_add", residual_add, out)):
+    for name, t, want in (("bias", bias, n), ("norm", norm, k), ("residual", residual, n // 2 if swiglu else n)):
         if t is not None and t.numel() != want:
             raise ValueError(f"gemv: {name} must hold {want} values for weight {tuple(weight.shape)}"
                              f"{' with swiglu' if swiglu else ''}; got shape {tuple(t.shape)}")
-    for name, t in (("x_add", x_add), ("residual_add", residual_add)):
-        if t is not None and t.dtype != torch.float32:
-            raise ValueError(f"gemv: {name} must be fp32 (a sum not yet rounded); got {t.dtype}")
-    return out, k
+    return (n // 2 if swiglu else n), k
 
 
 def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-         x_add=None, residual_add=None, pdl: bool = False):
+         pdl: bool = False):
     """x (..., K) holding one row, weight (N, K), bias (N,) or None → (..., N) in x's dtype, with the decoder
     layer's element-wise neighbours folded in:
       * norm (K,): the input is `rms_norm(x, norm, eps)` (fp32 throughout, one rounding at the output);
       * swiglu: weight is gate and up stacked (2M, K) (bias (2M,)); the output (..., M) is silu(gate) * up;
       * residual (..., N): added to the output;
-      * x_add (K,) / residual_add (N,) fp32: a sum the input / the residual still lacks (`fused_mlp`), added and
-        rounded to x's dtype first, as the unfused residual add would have;
       * pdl: launched as a programmatic dependent launch (`pdl_supported`): its first weight tile is read while
         the kernel before it finishes.
     """
     check_launch("gemv", x, weight, pdl)
-    n, k = _check_epilogue(weight, bias, norm, swiglu, residual, x_add, residual_add)
+    n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
-    _kernel()[grid](x.contiguous(), x_add if x_add is not None else y, weight, bias if bias is not None else weight,
-                    norm if norm is not None else weight, residual.contiguous() if residual is not None else y,
-                    residual_add if residual_add is not None else y, y, n, k, float(eps), HAS_BIAS=bias is not None,
-                    NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None, X_ADD=x_add is not None,
-                    R_ADD=residual_add is not None, PDL=pdl, **launch(pdl))
+    _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
+                    residual.contiguous() if residual is not None else y, y, n, k, float(eps),
+                    HAS_BIAS=bias is not None, NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None,
+                    PDL=pdl, **launch(pdl))
     return y
 
 
 def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = False, residual=None,
-                   x_add=None, residual_add=None, pdl: bool = False):
+                   pdl: bool = False):
     """`gemv` in torch, fp32 throughout and one rounding (any number of rows, any device): the CPU form of the
     fused decode step and the kernel's oracle. `pdl` is accepted and means nothing here."""
-    _check_epilogue(weight, bias, norm, swiglu, residual, x_add, residual_add)
-    h = add_rounded(x, x_add).float()
+    _check_epilogue(weight, bias, norm, swiglu, residual)
+    h = x.float()
     if norm is not None:
         h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps) * norm.float()
     y = F.linear(h, weight.float(), None if bias is None else bias.float())
@@ -217,13 +200,8 @@ def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu:
         gate, up = y.chunk(2, dim=-1)
         y = F.silu(gate) * up
     if residual is not None:
-        y = y + add_rounded(residual, residual_add).float()
+        y = y + residual.float()
     return y.to(x.dtype)
-
-
-def add_rounded(x, add):
-    """x + add (fp32, or None: x as it is) rounded to x's dtype: a residual add that `gemv`'s x_add deferred."""
-    return x if add is None else (x.float() + add.reshape(x.shape)).to(x.dtype)
 
 
 def _triton_is_faster(x, weight, bias) -> bool:

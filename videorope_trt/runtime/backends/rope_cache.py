@@ -39,12 +39,12 @@ def _kernel():
 
     row_sums = gemv._row_sums()
 
-    @triton.autotune(configs=gemv.autotune_configs(), key=["K", "HQ", "KV", "D", "NORM", "X_ADD", "PDL"])
+    @triton.autotune(configs=gemv.autotune_configs(), key=["K", "HQ", "KV", "D", "NORM", "PDL"])
     @triton.jit
-    def project_kernel(x_ptr, xa_ptr, w_ptr, b_ptr, g_ptr, pos_ptr, freq_ptr, map_ptr, cpos_ptr, q_ptr, k_ptr, v_ptr,
-                       K, eps, rows, scale, HQ, KV, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, X_ADD: tl.constexpr,
-                       F: tl.constexpr, D: tl.constexpr, INTERLEAVED: tl.constexpr, PDL: tl.constexpr,
-                       BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    def project_kernel(x_ptr, w_ptr, b_ptr, g_ptr, pos_ptr, freq_ptr, map_ptr, cpos_ptr, q_ptr, k_ptr, v_ptr, K, eps,
+                       rows, scale, HQ, KV, HAS_BIAS: tl.constexpr, NORM: tl.constexpr, F: tl.constexpr,
+                       D: tl.constexpr, INTERLEAVED: tl.constexpr, PDL: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_K: tl.constexpr):
         half: tl.constexpr = D // 2
         pair = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)  # over the (HQ + 2 KV) x D/2 channel pairs
         ok = pair < (HQ + 2 * KV) * half
@@ -62,9 +62,8 @@ def _kernel():
         half_turns = (tl.load(pos_ptr + axis) * inv_freq).to(tl.float64) * 0.3183098861837907  # the fp32 angle / pi
         turns = (half_turns - 2.0 * libdevice.rint(half_turns * 0.5)).to(tl.float32)  # in [-1, 1]
         cos, sin = libdevice.cospi(turns), libdevice.sinpi(turns)
-        ya, yb = row_sums(x_ptr, xa_ptr, g_ptr, w_ptr + ra[:, None].to(tl.int64) * K,
-                          w_ptr + rb[:, None].to(tl.int64) * K, ok[:, None], K, eps, X_ADD, NORM, True, PDL, BLOCK_N,
-                          BLOCK_K)
+        ya, yb = row_sums(x_ptr, g_ptr, w_ptr + ra[:, None].to(tl.int64) * K, w_ptr + rb[:, None].to(tl.int64) * K,
+                          ok[:, None], K, eps, NORM, True, PDL, BLOCK_N, BLOCK_K)
         if HAS_BIAS:
             ya += tl.load(b_ptr + ra, mask=ok, other=0.0).to(tl.float32)
             yb += tl.load(b_ptr + rb, mask=ok, other=0.0).to(tl.float32)
@@ -102,30 +101,28 @@ def _check(channels: int, positions, inv_freq, keys, values, cache_position, q_h
 
 
 def project_into_cache(x, weight, bias, norm, eps: float, positions, inv_freq, axis_map, attrs, keys, values,
-                       cache_position, q_heads: int, pdl: bool = False, x_add=None):
+                       cache_position, q_heads: int, pdl: bool = False):
     """x (1, 1, K) the layer's input; weight ((Hq + 2 KV) * D, K) and bias the fused q/k/v projection, `norm` (K,)
     or None its input RMS norm (`gemv.gemv`); positions (A, 1, 1) fp32, cache_position (1,) int64 on the device →
-    the rotated query (1, Hq, 1, D); keys/values (1, KV, rows, D) get this token's row. `pdl`, `x_add`: as
-    `gemv.gemv`."""
+    the rotated query (1, Hq, 1, D); keys/values (1, KV, rows, D) get this token's row. `pdl`: as `gemv.gemv`."""
     gemv.check_launch("project_into_cache", x, weight, pdl)
-    _, k = gemv._check_epilogue(weight, bias, norm, False, None, x_add)
+    _, k = gemv._check_epilogue(weight, bias, norm, False, None)
     kv, rows, d = _check(weight.shape[0], positions, inv_freq, keys, values, cache_position, q_heads)
     q = torch.empty((1, q_heads, 1, d), dtype=x.dtype, device=x.device)
     positions = positions.float().contiguous()  # the kernel reads axis a at offset a (no copy when already so)
     pairs = (q_heads + 2 * kv) * d // 2
     grid = lambda meta: ((pairs + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
-    _kernel()[grid](x.contiguous(), x_add if x_add is not None else q, weight, bias if bias is not None else weight,
-                    norm if norm is not None else weight, positions, inv_freq, axis_map, cache_position, q, keys,
-                    values, k, float(eps), rows, float(attrs.scale), q_heads, kv, HAS_BIAS=bias is not None,
-                    NORM=norm is not None, X_ADD=x_add is not None, F=inv_freq.shape[0], D=d,
-                    INTERLEAVED=bool(attrs.interleaved), PDL=pdl, **gemv.launch(pdl))
+    _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
+                    positions, inv_freq, axis_map, cache_position, q, keys, values, k, float(eps), rows,
+                    float(attrs.scale), q_heads, kv, HAS_BIAS=bias is not None, NORM=norm is not None,
+                    F=inv_freq.shape[0], D=d, INTERLEAVED=bool(attrs.interleaved), PDL=pdl, **gemv.launch(pdl))
     return q
 
 
 def project_into_cache_reference(x, weight, bias, norm, eps: float, positions, inv_freq, axis_map, attrs, keys,
-                                 values, cache_position, q_heads: int, pdl: bool = False, x_add=None):
+                                 values, cache_position, q_heads: int, pdl: bool = False):
     """`project_into_cache` in torch: `gemv.gemv_reference` (one rounding), then `rotate_into_cache_reference`."""
-    qkv = gemv.gemv_reference(x, weight, bias, norm=norm, eps=eps, x_add=x_add)
+    qkv = gemv.gemv_reference(x, weight, bias, norm=norm, eps=eps)
     return rotate_into_cache_reference(qkv, positions, inv_freq, axis_map, attrs, keys, values, cache_position, q_heads)
 
 

@@ -133,34 +133,30 @@ def _compiled(fn, dynamic: bool | None = False):
 
 @dataclass(frozen=True)
 class DecodeOps:
-    """The fused decode step's kernels (`gemv.gemv`, `rope_cache.project_into_cache`, `fused_mlp.mlp` and their
-    signatures; `mlp` None: the MLP as two `linear` calls) and whether they, and `flash_decode`, are launched as
-    programmatic dependent launches."""
+    """The fused decode step's two kernels (`gemv.gemv`, `rope_cache.project_into_cache` and their signatures) and
+    whether they, and `flash_decode`, are launched as programmatic dependent launches."""
 
     linear: Callable
     project_into_cache: Callable
-    mlp: Callable | None = None
     pdl: bool = False
     cuda_half_only: bool = True  # the Triton kernels take fp16/bf16 tensors on a CUDA device
 
     @classmethod
-    def triton(cls, pdl: bool | None = None, fused_mlp: bool = True) -> "DecodeOps":
+    def triton(cls, pdl: bool | None = None) -> "DecodeOps":
         """The Triton kernels (CUDA); `pdl` None: wherever the GPU and Triton have it."""
-        from videorope_trt.runtime.backends import fused_mlp as mlp_module, gemv, rope_cache
+        from videorope_trt.runtime.backends import gemv, rope_cache
 
         if pdl and not gemv.pdl_supported():
             raise ValueError("pdl=True: programmatic dependent launch needs compute capability 9.0+ and a Triton "
                              f"that has it; this is {torch.cuda.get_device_name()} (pdl=None picks it where it can)")
-        return cls(gemv.gemv, rope_cache.project_into_cache, mlp_module.mlp if fused_mlp else None,
-                   gemv.pdl_supported() if pdl is None else bool(pdl))
+        return cls(gemv.gemv, rope_cache.project_into_cache, gemv.pdl_supported() if pdl is None else bool(pdl))
 
     @classmethod
-    def reference(cls, fused_mlp: bool = True) -> "DecodeOps":
+    def reference(cls) -> "DecodeOps":
         """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
-        from videorope_trt.runtime.backends import fused_mlp as mlp_module, gemv, rope_cache
+        from videorope_trt.runtime.backends import gemv, rope_cache
 
-        return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference,
-                   mlp_module.mlp_reference if fused_mlp else None, cuda_half_only=False)
+        return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference, cuda_half_only=False)
 
     def supports(self, dtype, device) -> bool:
         return not self.cuda_half_only or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16))
@@ -207,12 +203,6 @@ class StaticCacheDecoder:
         mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
         fits = batch == 1 and self.head_dim & (self.head_dim - 1) == 0 and not mlp_bias
         self.decode_ops = decode_ops if decode_ops is not None and fits and decode_ops.supports(dtype, device) else None
-        if self.decode_ops is not None and any(layer.mlp.down_proj.bias is not None for layer in self.layers):
-            self.decode_ops = replace(self.decode_ops, mlp=None)  # the fused MLP folds no down bias either
-        # the fused MLP's outputs, one fp32 sum per layer, zeroed at the start of each step (`fused_mlp`)
-        use_mlp = self.decode_ops is not None and self.decode_ops.mlp is not None
-        self.mlp_sums = torch.zeros((len(self.layers), attn.o_proj.out_features), dtype=torch.float32,
-                                    device=device) if use_mlp else None
         # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
         # cleared, and the repeated form used, if this torch's SDPA refuses it
         self.native_gqa = True
@@ -346,14 +336,10 @@ class StaticCacheDecoder:
         return self.linear(norm(x[:, -1:], final.weight, final.variance_epsilon), head.weight, head.bias)[:, 0].float()
 
     def _decode_fused(self, x, positions, bias, cache_position):
-        """One token (batch 1) through the layers and lm_head, five kernels per layer (two of them flash_decode's):
+        """One token (batch 1) through the layers and lm_head, six kernels per layer (flash_decode is two):
 
             q = rotate(GEMV(rms(x))), k and v into the cache ─ attention ─ x = x + GEMV(attention)
-            x = x + GEMV(SwiGLU(GEMV(rms(x))))          logits = GEMV(rms(x)) with lm_head
-
-        With `DecodeOps.mlp` the MLP's two products are one kernel that adds its output into `mlp_sums[i]`; the
-        next kernels that read x add it on the way in (`x_add`, `residual_add`). Without, they are two `linear`s
-        (six kernels per layer).
+            h = SwiGLU(GEMV(rms(x))) ─ x = x + GEMV(h)          logits = GEMV(rms(x)) with lm_head
         """
         ops, d = self.decode_ops, self.head_dim
         attend = self.decode_attention
@@ -361,32 +347,19 @@ class StaticCacheDecoder:
             attend = functools.partial(attend, pdl=True, cache_position=cache_position)
         inv_freq, axis_map, attrs = self.rope
         positions = positions.float().contiguous()  # once per step (no copy when it already is), not per layer
-        if ops.mlp is not None:
-            self.mlp_sums.zero_()
-        add = None  # the previous layer's MLP output, not yet in x
         for i, layer in enumerate(self.layers):
             qkv_w, qkv_b, gate_up = self.fused[i]
             ln, o, down = layer.input_layernorm, layer.self_attn.o_proj, layer.mlp.down_proj
             q = ops.project_into_cache(x, qkv_w, qkv_b, ln.weight, ln.variance_epsilon, positions, inv_freq, axis_map,
-                                       attrs, self.keys[i], self.values[i], cache_position, self.q_heads, pdl=ops.pdl,
-                                       **_added("x_add", add))
+                                       attrs, self.keys[i], self.values[i], cache_position, self.q_heads, pdl=ops.pdl)
             out = attend(q, self.keys[i], self.values[i], bias, d**-0.5).reshape(x.shape[:-1] + (-1,))
-            x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl, **_added("residual_add", add))
+            x = ops.linear(out, o.weight, o.bias, residual=x, pdl=ops.pdl)
             ln = layer.post_attention_layernorm
-            if ops.mlp is not None:
-                add = ops.mlp(x, gate_up, down.weight, ln.weight, ln.variance_epsilon, self.mlp_sums[i], pdl=ops.pdl)
-                continue
             h = ops.linear(x, gate_up, None, norm=ln.weight, eps=ln.variance_epsilon, swiglu=True, pdl=ops.pdl)
             x = ops.linear(h, down.weight, down.bias, residual=x, pdl=ops.pdl)
         final, head = self.model.text_model.norm, self.model.hf.lm_head
-        logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl,
-                            **_added("x_add", add))
+        logits = ops.linear(x, head.weight, head.bias, norm=final.weight, eps=final.variance_epsilon, pdl=ops.pdl)
         return logits[:, 0].float()
-
-
-def _added(name: str, add) -> dict:
-    """The keyword that hands a kernel the MLP sum its input lacks, where there is one (older ops take none)."""
-    return {} if add is None else {name: add}
 
 
 def _last_query(mask):
