@@ -1,6 +1,7 @@
 """The one-row products' configs measured in the real decode step rather than alone: the fused, CUDA-graphed step
 of our PyTorch backend, with the autotuner's pick for one product shape replaced by each of `gemv.CONFIGS` in turn
-(every other shape keeps its pick), in rounds, against the step with every pick as the autotuner made it.
+(every other shape keeps its pick), and the deep products' step config (`gemv.DEEP_STEP_CONFIG`, not autotuned)
+by each of them too, in rounds, against the step as it is.
 
 The autotuner times each kernel alone with the L2 cache flushed; in the step each kernel is a programmatic
 dependent launch whose first weight tiles are read while the kernel before it ends, which it does not see (the
@@ -55,24 +56,29 @@ def main(argv=None) -> int:
     backend.allocate(1, capacity)
     step_ms(backend, context, capacity, {})  # every shape tuned as usual
     picks = {(name, key): cfg for name, k in _kernels().items() for key, cfg in k.cache.items()}
+    deep = gemv.DEEP_STEP_CONFIG
+    picks[("deep", ())] = gemv.autotune_configs((deep,))[0]
     tries = [(None, None)] + [(shape, c) for shape in picks for c in gemv.autotune_configs()]
     times = {i: [] for i in range(len(tries))}
     for _ in range(args.rounds):
         for i, (shape, config) in enumerate(tries):
-            if shape is not None:
+            if shape is not None and shape[0] == "deep":  # gemv reads it at each call
+                gemv.DEEP_STEP_CONFIG = (config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.num_warps)
+            elif shape is not None:
                 _kernels()[shape[0]].cache[shape[1]] = config
             times[i].append(step_ms(backend, context, capacity, {}))
-            if shape is not None:
+            gemv.DEEP_STEP_CONFIG = deep
+            if shape is not None and shape[0] != "deep":
                 _kernels()[shape[0]].cache[shape[1]] = picks[shape]
     results = []
     for i, (shape, config) in enumerate(tries):
         ms = statistics.median(times[i])
-        row = {"shape": "autotuned" if shape is None else _shape(*shape), "config": str(config),
-               "autotuned_config": "" if shape is None else str(picks[shape]), "step_ms": times[i], "median_ms": ms,
+        row = {"shape": "as in use" if shape is None else _shape(*shape), "config": str(config),
+               "config_in_use": "" if shape is None else str(picks[shape]), "step_ms": times[i], "median_ms": ms,
                "of_roofline": roof_ms / ms}
         results.append(row)
         print(f"| {row['shape']} | {row['config']} | {ms:.3f} ({', '.join(f'{t:.3f}' for t in times[i])}) | "
-              f"{100 * roof_ms / ms:.1f} % |{' autotuned' if str(config) == row['autotuned_config'] else ''}",
+              f"{100 * roof_ms / ms:.1f} % |{' (in use)' if str(config) == row['config_in_use'] else ''}",
               flush=True)
     meta = {**run_meta("bench_gemv_step.py", argv), "model": args.model, "context": context}
     write_json(Path(args.out) / "bench_gemv_step.json", {**meta, "results": results})

@@ -68,3 +68,11 @@ def test_one_row_linear_times_each_shape_once_and_stays_exact():
     # several rows (prefill) never take the one-row path
     xs = torch.randn(1, 5, 1536, device="cuda", generator=g).to(torch.bfloat16)
     assert torch.equal(pick(xs, w), F.linear(xs, w))
+
+
+def test_deep_products_take_the_step_config_in_the_decode_step_only():
+    """One row per program for a product at least 4x as deep as tall (the MLP's down projection) launched in the
+    decode step (pdl); the autotuner's list for everything else."""
+    assert gemv.step_configs(1536, 8960, pdl=True) == gemv.step_configs(3584, 18944, pdl=True) == ((1, 1024, 4),)
+    assert gemv.step_configs(1536, 8960, pdl=False) is None  # alone: what the autotuner measures is what runs
+    assert gemv.step_configs(8960, 1536, pdl=True) is None and gemv.step_configs(1536, 1536, pdl=True) is None

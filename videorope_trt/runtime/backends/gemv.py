@@ -106,20 +106,33 @@ def _row_sums():
     return row_sums
 
 
-def autotune_configs():
+def autotune_configs(configs=None):
     import triton
 
-    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in CONFIGS]
+    return [triton.Config({"BLOCK_N": n, "BLOCK_K": k}, num_warps=w, num_stages=1) for n, k, w in configs or CONFIGS]
+
+
+#: the config of a product at least 4x as deep as it is tall (K >= 4N: the MLP's down projection) in the decode step
+#: (`pdl`). The autotuner times each kernel alone with L2 flushed; in the step, where the first weight tiles come in
+#: while the kernel before ends, one row per program beat its pick (two) at both 2B and 7B
+#: (`bench/bench_gemv_step.py`, docs/benchmarks.md); the other shapes' picks were within 0.5 % of their best there.
+DEEP_STEP_CONFIG = (1, 1024, 4)
+
+
+def step_configs(n: int, k: int, pdl: bool) -> tuple | None:
+    """The configs `gemv` chooses from for an (n, k) product: one for a deep product in the decode step, else
+    None (the autotuner's `CONFIGS`)."""
+    return (DEEP_STEP_CONFIG,) if pdl and k >= 4 * n else None
 
 
 @functools.cache
-def _kernel():
+def _kernel(configs: tuple | None = None):
     import triton
     import triton.language as tl
 
     row_sums = _row_sums()
 
-    @triton.autotune(configs=autotune_configs(), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
+    @triton.autotune(configs=autotune_configs(configs), key=["N", "K", "NORM", "SWIGLU", "RESIDUAL", "PDL"])
     @triton.jit
     def gemv_kernel(x_ptr, w_ptr, b_ptr, g_ptr, r_ptr, y_ptr, N, K, eps, HAS_BIAS: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr,
@@ -180,10 +193,10 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
     grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
-    _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
-                    residual.contiguous() if residual is not None else y, y, n, k, float(eps),
-                    HAS_BIAS=bias is not None, NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None,
-                    PDL=pdl, **launch(pdl))
+    kernel = _kernel(step_configs(n, k, pdl))
+    kernel[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
+                 residual.contiguous() if residual is not None else y, y, n, k, float(eps), HAS_BIAS=bias is not None,
+                 NORM=norm is not None, SWIGLU=swiglu, RESIDUAL=residual is not None, PDL=pdl, **launch(pdl))
     return y
 
 
