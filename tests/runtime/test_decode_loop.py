@@ -93,17 +93,3 @@ def test_one_new_token_takes_no_step():
     backend, seen = _ScriptedBackend(script), []
     out = decode(backend, Sampler(), script[0].clone(), 1, lambda s, t, a: seen.append(s))
     assert out == [[int(script[0, 0].argmax())]] and seen == [0] and backend.calls == 0
-
-
-@pytest.mark.gpu
-def test_compiled_feed_takes_another_length_without_compiling_again():
-    """A generation's first token waits for its feed's first step: a new max_new_tokens must not recompile it."""
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    sampler = Sampler(SamplingConfig(stop_token_ids=(STOP, OTHER_STOP)), device="cuda")
-    script = _script(batch=1, steps=9).cuda()
-    Feed(sampler, batch=1, max_new_tokens=4, pad_id=PAD, device="cuda", compile=True)(script[0])
-    feed = Feed(sampler, batch=1, max_new_tokens=9, pad_id=PAD, device="cuda", compile=True)
-    with torch._dynamo.config.patch(error_on_recompile=True):
-        fed = [feed(step).tolist() for step in script]
-    assert fed == _plain(script)[0]

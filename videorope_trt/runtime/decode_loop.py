@@ -11,7 +11,7 @@ writes) is one CUDA graph, captured at the first step whose logits come from the
 (a graphed backend's), rather than about ten small kernels launched one by one between two replays of the
 decode step. On an H200 it adds 0.023 ms to a 2B step graphed, 0.028 ms eagerly (`bench/bench_decode_step.py`).
 With `compile` (a backend that compiles its steps) those ten kernels are first fused by torch.compile
-(`greedy_step`, compiled once per process for any history length).
+(`greedy_step`, compiled once per process and shape).
 """
 
 from __future__ import annotations
@@ -53,11 +53,9 @@ def greedy_step(logits, *state):
 
 @functools.cache
 def _compiled_greedy_step():
-    """`greedy_step` through torch.compile, once per process: with dynamic sizes, so that another max_new_tokens
-    (the history's length) or vocabulary does not compile it again inside a generation's first token."""
     import torch
 
-    return torch.compile(greedy_step, dynamic=True)
+    return torch.compile(greedy_step, dynamic=False)
 
 
 class Feed:

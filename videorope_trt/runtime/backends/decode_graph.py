@@ -20,9 +20,8 @@ def step_inputs(tokens, embed_weight, offset, step, cache_position, mask, rows):
 
 @functools.cache
 def _compiled_step_inputs():
-    """`step_inputs` through torch.compile: a few fused kernels for its seven small ones (made once per process;
-    with dynamic sizes, so that a cache of another length does not compile it again while a prefill waits)."""
-    return compiled(step_inputs, dynamic=True)
+    """`step_inputs` through torch.compile: a few fused kernels for its seven small ones (made once per process)."""
+    return compiled(step_inputs)
 
 
 class GraphedDecode:
