@@ -23,8 +23,7 @@ from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: setting → TorchBackend options
-SETTINGS = {"fused": {}, "fused_compiled": {"compile": True}, "fused_nopdl": {"pdl": False},
-            "layer_by_layer": {"fused_decode": False, "compile": True}}
+SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True}}
 
 
 #: steps of the decode loop timed per setting (greedy, with the device-side bookkeeping of `decode_loop.Feed`)
@@ -37,7 +36,7 @@ def loop_step_ms(backend, graph_feed: bool) -> float:
     from videorope_trt.runtime.decode_loop import Feed
     from videorope_trt.runtime.sampling import Sampler
 
-    feed = Feed(Sampler(), 1, LOOP_STEPS + 3, 0, "cuda", graph=graph_feed, compile=backend.compile)
+    feed = Feed(Sampler(), 1, LOOP_STEPS + 3, 0, "cuda", graph=graph_feed)
     logits = torch.zeros(1, backend.info.vocab_size, device="cuda")
     for _ in range(3):  # the feed is captured at its second step on the graph's logits
         logits = backend.decode_step(feed(logits))

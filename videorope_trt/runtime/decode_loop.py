@@ -10,13 +10,9 @@ On CUDA with greedy sampling the per-step bookkeeping (`Feed`: argmax, the pad a
 writes) is one CUDA graph, captured at the first step whose logits come from the same buffer as the step before
 (a graphed backend's), rather than about ten small kernels launched one by one between two replays of the
 decode step. On an H200 it adds 0.023 ms to a 2B step graphed, 0.028 ms eagerly (`bench/bench_decode_step.py`).
-With `compile` (a backend that compiles its steps) those ten kernels are first fused by torch.compile
-(`greedy_step`, compiled once per process and shape).
 """
 
 from __future__ import annotations
-
-import functools
 
 
 def _no_bar(**_):
@@ -30,41 +26,12 @@ def _no_bar(**_):
     return _Bar()
 
 
-def record(chosen, done, pad, stops, history, active, step, tokens):
-    """`Feed`'s step in place, from the chosen tokens (B,) int64: each (the pad token once its sample is done)
-    into `tokens`, `done` updated by the stop tokens, both recorded in `history` / `active` at row `step`, which
-    advances."""
-    import torch
-
-    tok = torch.where(done, pad, chosen)
-    done |= (tok[:, None] == stops).any(-1)
-    history.index_copy_(0, step, tok[None])
-    active.index_copy_(0, step, ~done[None])
-    step += 1
-    tokens.copy_(tok)
-
-
-def greedy_step(logits, *state):
-    """`record` of the argmax tokens of logits (B, V) (`state`: as `record`'s arguments after the first)."""
-    import torch
-
-    record(torch.argmax(logits, dim=-1), *state)
-
-
-@functools.cache
-def _compiled_greedy_step():
-    import torch
-
-    return torch.compile(greedy_step, dynamic=False)
-
-
 class Feed:
     """The device side of each step: logits (B, V) → the next tokens (B,) int64 (the pad token once a sample is
     done), recorded in `history` / `active` (max_new_tokens, B) at the device's own step counter. `graph`: capture
-    it where it can be (False: always eager); `compile`: greedy steps on CUDA through torch.compile."""
+    it where it can be (False: always eager)."""
 
-    def __init__(self, sampler, batch: int, max_new_tokens: int, pad_id: int, device, graph: bool = True,
-                 compile: bool = False):
+    def __init__(self, sampler, batch: int, max_new_tokens: int, pad_id: int, device, graph: bool = True):
         import torch
 
         self.sampler = sampler
@@ -78,20 +45,17 @@ class Feed:
         # graphed only where replaying is exact: greedy (no generator state to carry) on CUDA
         self._graphable = graph and sampler.config.greedy and torch.device(device).type == "cuda"
         self._graph = self._source = self._captured = None
-        compiled = compile and sampler.config.greedy and torch.device(device).type == "cuda"
-        self._compiled = _compiled_greedy_step() if compiled else None
         self.calls = 0
 
     def _step(self, logits):
         import torch
 
-        state = (self.done, self.pad, self.stops, self.history, self.active, self.step, self.tokens)
-        if self._compiled is None:
-            record(self.sampler(logits).to(torch.int64), *state)
-        elif logits.dim() != 2:  # as the sampler checks
-            raise ValueError(f"sampling: logits must be (batch, vocab), got shape {tuple(logits.shape)}")
-        else:
-            self._compiled(logits, *state)
+        tok = torch.where(self.done, self.pad, self.sampler(logits).to(torch.int64))
+        self.done |= (tok[:, None] == self.stops).any(-1)
+        self.history.index_copy_(0, self.step, tok[None])
+        self.active.index_copy_(0, self.step, ~self.done[None])
+        self.step += 1
+        self.tokens.copy_(tok)
         return self.tokens
 
     def __call__(self, logits):
@@ -161,8 +125,7 @@ class _Readback:
         return not any(active[-1])
 
 
-def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no_bar, sync_every: int = 16,
-           compile: bool = False):
+def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no_bar, sync_every: int = 16):
     """Sample, feed back, repeat, from the prefill's `logits` (after `backend.begin_decode(*decode_inputs(...))`).
 
     The host reads the tokens after the first one, then every `sync_every` steps, where it streams them
@@ -173,7 +136,7 @@ def decode(backend, sampler, logits, max_new_tokens: int, on_token=None, bar=_no
     """
     batch = logits.shape[0]
     out = [[] for _ in range(batch)]
-    feed = Feed(sampler, batch, max_new_tokens, backend.info.pad_token_id, logits.device, compile=compile)
+    feed = Feed(sampler, batch, max_new_tokens, backend.info.pad_token_id, logits.device)
     progress, read = bar(total=max_new_tokens, desc="decode", unit="tok"), 0
     for step in range(max_new_tokens):
         tok = feed(logits)

@@ -279,8 +279,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
 
     stops = set(config.sampling.stop_token_ids) | (set(backend.info.eos_token_ids) if config.stop_at_eos else set())
     sampler = Sampler(replace(config.sampling, stop_token_ids=tuple(sorted(stops))), device=logits.device)
-    tokens = decode(backend, sampler, logits, config.max_new_tokens, _timed, bar, config.sync_every,
-                    compile=bool(getattr(backend, "compile", False)))  # a backend that compiles its steps
+    tokens = decode(backend, sampler, logits, config.max_new_tokens, _timed, bar, config.sync_every)
     backend.synchronize()
     total = time.perf_counter() - clock
     timings.update(ttft_s=first["t"], decode_s=total - first["t"], decode_tokens=first["steps"] - 1)

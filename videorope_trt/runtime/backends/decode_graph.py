@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import torch.nn.functional as F
 
-from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder, compiled, decode_bias
-
-
-def step_inputs(tokens, embed_weight, offset, step, cache_position, mask, rows):
-    """The decode step's inputs from `GraphedDecode`'s buffers: token embeddings (B, 1, H), positions (A, B, 1)
-    (offset + step x cache position) and the attention bias (B, 1, 1, rows) (`static_cache.decode_bias`)."""
-    embeds = F.embedding(tokens[:, None], embed_weight)
-    positions = offset + step * cache_position.float()
-    return embeds, positions, decode_bias(mask & (rows <= cache_position))
-
-
-@functools.cache
-def _compiled_step_inputs():
-    """`step_inputs` through torch.compile: a few fused kernels for its seven small ones (made once per process)."""
-    return compiled(step_inputs)
+from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder, decode_bias
 
 
 class GraphedDecode:
@@ -49,7 +33,6 @@ class GraphedDecode:
         self.mask = torch.zeros((batch, rows), dtype=torch.bool, device=device)
         self.rows = torch.arange(rows, device=device)
         self.cache_position = torch.zeros(1, dtype=torch.int64, device=device)
-        self._inputs = _compiled_step_inputs() if dec.compile and device.type == "cuda" else step_inputs
         self.graph = None
         if not capture:  # the same step run eagerly (checks on the CPU)
             return
@@ -69,8 +52,9 @@ class GraphedDecode:
 
     def _step(self):
         dec = self.dec
-        embeds, positions, bias = self._inputs(self.tokens, dec.model.text_model.embed_tokens.weight, self.offset,
-                                               self.step, self.cache_position, self.mask, self.rows)
+        embeds = F.embedding(self.tokens[:, None], dec.model.text_model.embed_tokens.weight)
+        positions = self.offset + self.step * self.cache_position.float()
+        bias = decode_bias(self.mask & (self.rows <= self.cache_position))
         logits = dec.layers_forward(embeds, positions, bias, self.cache_position, dec.rows)
         self.cache_position.add_(1)
         return logits

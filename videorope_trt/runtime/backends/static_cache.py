@@ -125,7 +125,7 @@ def fuse_projections(layers) -> list:
 
 
 @functools.cache
-def compiled(fn, dynamic: bool | None = False):
+def _compiled(fn, dynamic: bool | None = False):
     """`fn` through torch.compile with the vision tower's inductor settings, made once per process: with options,
     making the wrapper copies inductor's configuration (20 ms for a decoder's five, at every cache allocation)."""
     return torch.compile(fn, dynamic=dynamic, options=COMPILE_OPTIONS)
@@ -186,8 +186,7 @@ class StaticCacheDecoder:
 
             self.kernel = vr_cuda.load(str(kernel_lib))
         self.linear = linear or F.linear
-        self.compile = compile
-        fuse = compiled if compile else (lambda f, dynamic=False: f)
+        fuse = _compiled if compile else (lambda f, dynamic=False: f)
         self.norm, self.swiglu, self.decode_attention = fuse(rms_norm), fuse(swiglu), fuse(decode_attention)
         # prefill pieces come in as many lengths as prompts do: compiled for any length after the second
         self.mlp_block, self.merge_partials = fuse(mlp_block, None), fuse(merge_partials, None)
