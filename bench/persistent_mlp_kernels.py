@@ -43,17 +43,22 @@ def rows_stream(x_ptr, g_ptr, r_ptr, y_ptr, w_ptr, w0, u0, w1, u1, row0, nrows, 
                 SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr,
                 KT: tl.constexpr):
     """Rows [row0, row0 + nrows) of y = (x [normed]) · Wᵀ [SwiGLU] [+ r], tiles (BN, BK) in order, each
-    requested two tiles ahead (the first two, w0/u0 and w1/u1, by the caller)."""
+    requested four tiles ahead (the first two, w0/u0 and w1/u1, by the caller); sums kept per lane and reduced
+    once per row block (no cross-warp reduction per tile)."""
     T = tl.cdiv(tl.maximum(nrows, 0), BN) * KT
+    w2, u2 = load_w(w_ptr, row0, nrows, N, K, 2, T, SWIGLU, BN, BK, KT)
+    w3, u3 = load_w(w_ptr, row0, nrows, N, K, 3, T, SWIGLU, BN, BK, KT)
     x0 = load_x(x_ptr, 0, T, K, BK, KT)
     x1 = load_x(x_ptr, 1, T, K, BK, KT)
-    acc = tl.zeros((BN,), tl.float32)
-    acc_u = tl.zeros((BN,), tl.float32)
+    x2 = load_x(x_ptr, 2, T, K, BK, KT)
+    x3 = load_x(x_ptr, 3, T, K, BK, KT)
+    acc = tl.zeros((BN, BK), tl.float32)
+    acc_u = tl.zeros((BN, BK), tl.float32)
     squares = tl.zeros((BK,), tl.float32)
     inv_rms = tl.sum(squares, axis=0) + 1.0
     for t in range(T):
-        w2, u2 = load_w(w_ptr, row0, nrows, N, K, t + 2, T, SWIGLU, BN, BK, KT)
-        x2 = load_x(x_ptr, t + 2, T, K, BK, KT)
+        w4, u4 = load_w(w_ptr, row0, nrows, N, K, t + 4, T, SWIGLU, BN, BK, KT)
+        x4 = load_x(x_ptr, t + 4, T, K, BK, KT)
         j = t // KT
         kt = t - j * KT
         xv = x0.to(tl.float32)
@@ -61,11 +66,11 @@ def rows_stream(x_ptr, g_ptr, r_ptr, y_ptr, w_ptr, w0, u0, w1, u1, row0, nrows, 
             squares += tl.where(j == 0, xv * xv, 0.0)  # the first row block walks all of K once
             cols = kt * BK + tl.arange(0, BK)
             xv = xv * tl.load(g_ptr + cols, mask=cols < K, other=0.0).to(tl.float32)
-        acc += tl.sum(w0.to(tl.float32) * xv[None, :], axis=1)
+        acc += w0.to(tl.float32) * xv[None, :]
         if SWIGLU:
-            acc_u += tl.sum(u0.to(tl.float32) * xv[None, :], axis=1)
+            acc_u += u0.to(tl.float32) * xv[None, :]
         if kt == KT - 1:
-            y, y_u = acc, acc_u
+            y, y_u = tl.sum(acc, axis=1), tl.sum(acc_u, axis=1)
             if NORM:
                 inv_rms = tl.where(j == 0, tl.rsqrt(tl.sum(squares, axis=0) / K + eps), inv_rms)
                 y, y_u = y * inv_rms, y_u * inv_rms
@@ -76,10 +81,10 @@ def rows_stream(x_ptr, g_ptr, r_ptr, y_ptr, w_ptr, w0, u0, w1, u1, row0, nrows, 
             if RESIDUAL:
                 y += tl.load(r_ptr + rows, mask=ok, other=0.0, cache_modifier=".cg").to(tl.float32)
             tl.store(y_ptr + rows, y.to(y_ptr.dtype.element_ty), mask=ok)
-            acc = tl.zeros((BN,), tl.float32)
-            acc_u = tl.zeros((BN,), tl.float32)
-        w0, u0, w1, u1 = w1, u1, w2, u2
-        x0, x1 = x1, x2
+            acc = tl.zeros((BN, BK), tl.float32)
+            acc_u = tl.zeros((BN, BK), tl.float32)
+        w0, u0, w1, u1, w2, u2, w3, u3 = w1, u1, w2, u2, w3, u3, w4, u4
+        x0, x1, x2, x3 = x1, x2, x3, x4
 
 
 @triton.jit
