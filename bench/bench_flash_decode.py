@@ -25,7 +25,13 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
 #: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
-VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None}
+VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None,
+            # one tile per program, all of it read before the wait: more, shorter programs
+            "split128_8w": {"split_rows": 128, "config": (128, 8, 1)},
+            "split128_4w": {"split_rows": 128, "config": (128, 4, 1)},
+            "split64_4w": {"split_rows": 64, "config": (64, 4, 1)},
+            "split64_2w": {"split_rows": 64, "config": (64, 2, 1)},
+            "split32_4w": {"split_rows": 32, "config": (32, 4, 1)}}
 
 
 def _no_attention(q, keys, values, bias, scale, **_):

@@ -126,3 +126,30 @@ def test_partial_configs_by_programs_per_sm():
     autotuner's list for larger grids and without the early read."""
     assert flash_decode.partial_configs(1) == ((128, 4, 3),) and flash_decode.partial_configs(2) == ((128, 4, 2),)
     assert flash_decode.partial_configs(3) == flash_decode.partial_configs(None) == flash_decode.PARTIAL_CONFIGS
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("split_rows,config", [(128, (128, 8, 1)), (64, (64, 4, 1)), (32, (32, 4, 1))])
+@pytest.mark.parametrize("pdl", [False, True], ids=["plain", "pdl"])
+def test_shorter_splits_match(split_rows, config, pdl):
+    """One tile per program (the whole split read before the wait with `pdl`): the same attention, empty splits
+    and a cache position inside a split included."""
+    from videorope_trt.runtime.backends.gemv import pdl_supported
+
+    if not flash_decode.available() or (pdl and not pdl_supported()):
+        pytest.skip("needs a CUDA GPU and Triton (with pdl: compute capability 9.0+)")
+    rows, g = 2048, torch.Generator(device="cuda").manual_seed(split_rows)
+    q = torch.randn(1, 12, 1, 128, device="cuda", generator=g).to(torch.bfloat16)
+    keys = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    values = torch.randn(1, 2, rows, 128, device="cuda", generator=g).to(torch.bfloat16)
+    allowed = torch.zeros(1, rows, dtype=torch.bool, device="cuda")
+    allowed[0, 70:1500] = True
+    bias, scale = decode_bias(allowed), 128**-0.5
+    ref = decode_attention(q.float(), keys.float(), values.float(), bias, scale)
+    cpos = torch.tensor([1499], device="cuda")
+    got = flash_decode.flash_decode(q, keys, values, bias, scale, pdl=pdl, cache_position=cpos if pdl else None,
+                                    split_rows=split_rows, config=config)
+    torch_err = float((decode_attention(q, keys, values, bias, scale).float() - ref).norm() / ref.norm())
+    assert float((got.float() - ref).norm() / ref.norm()) <= max(torch_err, 1e-3)
+    with pytest.raises(ValueError, match="split_rows must be a power of two"):
+        flash_decode.flash_decode(q, keys, values, bias, scale, split_rows=48)

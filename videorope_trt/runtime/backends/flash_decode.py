@@ -173,30 +173,35 @@ def _sm_count(index: int) -> int:
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
-                 prefetch: bool = True):
+                 prefetch: bool = True, split_rows: int = SPLIT_ROWS, config: tuple | None = None):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
     `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
     the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
-    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it)."""
+    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it).
+    `split_rows` (a power of two dividing the cache's rows) and `config` ((rows per step, warps, stages): no
+    autotuning) are there to measure other forms (bench/bench_flash_decode.py)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
-    g, n = hq // kv, rows // SPLIT_ROWS
+    if split_rows & (split_rows - 1) or rows % split_rows or (config is not None and config[0] > split_rows):
+        raise ValueError(f"flash_decode: split_rows must be a power of two dividing the cache's {rows} rows, and "
+                         f"at least the config's rows per step; got {split_rows}, config {config}")
+    g, n = hq // kv, rows // split_rows
     prefetch = prefetch and pdl and cache_position is not None
     if prefetch and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
         raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
                          f"{cache_position.dtype}")
     per_sm = -(-n * b * kv // _sm_count(q.device.index)) if prefetch else None
-    partial_kernel = _partial_kernel(partial_configs(per_sm))
+    partial_kernel = _partial_kernel((tuple(config),) if config is not None else partial_configs(per_sm))
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
     partial_kernel[(n, b * kv)](q.contiguous(), keys, values, bias.contiguous(), cache_position if prefetch else bias,
-                                acc, ml, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=SPLIT_ROWS, PDL=pdl,
+                                acc, ml, scale, rows, kv, n, G=g, GP=16, D=d, SPLIT=split_rows, PDL=pdl,
                                 PREFETCH=prefetch, **launch(pdl))
     block_s = min(256, max(16, 1 << (n - 1).bit_length()))  # the combine's splits per step: all, up to 256
     _combine_kernel()[(b * kv, g, d // 32)](acc, ml, out, n, G=g, GP=16, D=d, DB=32, BLOCK_S=block_s, PDL=pdl,
