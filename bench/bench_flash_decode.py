@@ -26,6 +26,7 @@ from runtime_probes import decode_graph_profile  # noqa: E402
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
 #: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
 VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None,
+            "split256": {"split_rows": 256},  # the step's form before `flash_decode.step_split`
             # one tile per program, all of it read before the wait: more, shorter programs
             "split128_8w": {"split_rows": 128, "config": (128, 8, 1)},
             "split128_4w": {"split_rows": 128, "config": (128, 4, 1)},

@@ -82,12 +82,14 @@ def test_a_query_with_nothing_to_attend_gets_zeros():
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("split_rows", [None, 256], ids=["step_split", "split256"])
 @pytest.mark.parametrize("hq,kv,rows", [(12, 2, 1024), (28, 4, 256 * 80)], ids=["step_config", "autotuned"])
-def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before(hq, kv, rows):
+def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_before(hq, kv, rows, split_rows):
     """With `cache_position`, the attention's first cache tiles are read before the programmatic launch wait, and
     the tile holding this token's row again after it: that row, written by the q/k/v kernel just before
     (`rope_cache.project_into_cache`, itself a dependent launch), counts with its new values, at a split's first
-    row and in the middle of one; with the in-step config (8 programs) and the autotuner's (320 programs)."""
+    row and in the middle of one; with the in-step config (8 programs in 256-row splits; `step_split` makes
+    them 64-row ones) and the autotuner's (320 programs)."""
     from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.runtime.backends import rope_cache
     from videorope_trt.runtime.backends.gemv import pdl_supported
@@ -113,7 +115,8 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
         stale = keys[:, :, at].clone()
         q = rope_cache.project_into_cache(x, w, None, None, 0.0, positions, inv_freq, axis_map, RotaryAttrs(), keys,
                                           values, cpos, hq, pdl=True)
-        got = flash_decode.flash_decode(q, keys, values, bias, d**-0.5, pdl=True, cache_position=cpos)
+        got = flash_decode.flash_decode(q, keys, values, bias, d**-0.5, pdl=True, cache_position=cpos,
+                                        split_rows=split_rows)
         torch.cuda.synchronize()
         assert not torch.equal(keys[:, :, at], stale)  # the row did change
         ref = decode_attention(q.float(), keys.float(), values.float(), bias, d**-0.5)
@@ -126,6 +129,20 @@ def test_partial_configs_by_programs_per_sm():
     autotuner's list for larger grids and without the early read."""
     assert flash_decode.partial_configs(1) == ((128, 4, 3),) and flash_decode.partial_configs(2) == ((128, 4, 2),)
     assert flash_decode.partial_configs(3) == flash_decode.partial_configs(None) == flash_decode.PARTIAL_CONFIGS
+    assert flash_decode.partial_configs(2, 64) == ((64, 4, 1),)  # a one-tile split in the step
+    assert flash_decode.partial_configs(None, 64) == flash_decode.PARTIAL_CONFIGS
+
+
+@pytest.mark.parametrize("rows,heads,split", [
+    (8448, 2, 64),  # 2B at 8k: 66 programs in 256-row splits, 264 in 64-row ones
+    (16640, 2, 128),  # 2B at 16k: 130 / 260
+    (33024, 2, 256),  # 2B at 32k: 258
+    (33024, 4, 256),  # 7B at 32k: 516
+    (1024, 2, 64),  # a short cache: the shortest split, whatever its grid
+])
+def test_step_split_gives_about_two_programs_per_sm(rows, heads, split):
+    assert flash_decode.step_split(rows, heads, 132) == split
+    assert flash_decode.step_split(rows + 64, heads, 132) == 64  # only a split that divides the rows
 
 
 @pytest.mark.gpu

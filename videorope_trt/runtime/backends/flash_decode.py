@@ -160,11 +160,28 @@ def _combine_kernel():
 #: before the wait, by the most programs per SM its grid has (see the module's doc); larger grids: autotuned
 STEP_CONFIGS = {1: (128, 4, 3), 2: (128, 4, 2)}
 
+#: the split lengths the decode step chooses from, longest first; below SPLIT_ROWS a split is one tile, read whole
+#: before the wait
+STEP_SPLITS = (SPLIT_ROWS, 128, 64)
 
-def partial_configs(programs_per_sm: int | None) -> tuple:
+
+def partial_configs(programs_per_sm: int | None, split_rows: int = SPLIT_ROWS) -> tuple:
     """The configs the partial kernel chooses from (one: no autotuning), given the most programs per SM of its
     grid when it reads its first tile before the wait, else None."""
+    if programs_per_sm is not None and split_rows < SPLIT_ROWS:
+        return ((split_rows, 4, 1),)
     return (STEP_CONFIGS[programs_per_sm],) if programs_per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
+
+
+def step_split(rows: int, heads: int, sms: int) -> int:
+    """Cache rows per program in the decode step: the longest of `STEP_SPLITS` whose grid (rows / split x heads
+    programs, heads = samples x KV heads) gives two programs per SM or more, rounded; else the shortest. In the
+    step on an H200 (docs/benchmarks.md) about two per SM did best: at 2B, 8k rows in 64-row splits (264 programs)
+    took 1.215 ms against 1.263 in 256-row ones (66), while at 32k 256-row splits (258) beat shorter ones."""
+    for split in STEP_SPLITS:
+        if rows % split == 0 and round(rows // split * heads / sms) >= 2:
+            return split
+    return STEP_SPLITS[-1]
 
 
 @functools.cache
@@ -173,30 +190,34 @@ def _sm_count(index: int) -> int:
 
 
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
-                 prefetch: bool = True, split_rows: int = SPLIT_ROWS, config: tuple | None = None):
+                 prefetch: bool = True, split_rows: int | None = None, config: tuple | None = None):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
     `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
     `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
     the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
-    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it).
-    `split_rows` (a power of two dividing the cache's rows) and `config` ((rows per step, warps, stages): no
-    autotuning) are there to measure other forms (bench/bench_flash_decode.py)."""
+    kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it), and the
+    split length follows `step_split`. `split_rows` (a power of two dividing the cache's rows; None: as said) and
+    `config` ((rows per step, warps, stages): no autotuning) are there to measure other forms
+    (bench/bench_flash_decode.py)."""
     if not usable(q, keys):
         raise ValueError(f"flash_decode: expected one fp16/bf16 CUDA query token, head dim 64 or 128, at most 16 query "
                          f"heads per KV head and cache rows a multiple of {SPLIT_ROWS}; got q {tuple(q.shape)} "
                          f"{q.dtype}, keys {tuple(keys.shape)}")
     b, hq, _, d = q.shape
     kv, rows = keys.shape[1], keys.shape[2]
-    if split_rows & (split_rows - 1) or rows % split_rows or (config is not None and config[0] > split_rows):
-        raise ValueError(f"flash_decode: split_rows must be a power of two dividing the cache's {rows} rows, and "
-                         f"at least the config's rows per step; got {split_rows}, config {config}")
-    g, n = hq // kv, rows // split_rows
     prefetch = prefetch and pdl and cache_position is not None
     if prefetch and (cache_position.numel() != 1 or cache_position.dtype != torch.int64):
         raise ValueError(f"flash_decode: expected the cache position as one int64; got {tuple(cache_position.shape)} "
                          f"{cache_position.dtype}")
-    per_sm = -(-n * b * kv // _sm_count(q.device.index)) if prefetch else None
-    partial_kernel = _partial_kernel((tuple(config),) if config is not None else partial_configs(per_sm))
+    sms = _sm_count(q.device.index)
+    if split_rows is None:
+        split_rows = step_split(rows, b * kv, sms) if prefetch else SPLIT_ROWS
+    if split_rows & (split_rows - 1) or rows % split_rows or (config is not None and config[0] > split_rows):
+        raise ValueError(f"flash_decode: split_rows must be a power of two dividing the cache's {rows} rows, and "
+                         f"at least the config's rows per step; got {split_rows}, config {config}")
+    g, n = hq // kv, rows // split_rows
+    per_sm = -(-n * b * kv // sms) if prefetch else None
+    partial_kernel = _partial_kernel((tuple(config),) if config is not None else partial_configs(per_sm, split_rows))
     acc = torch.empty((b * kv, n, 16, d), dtype=torch.float32, device=q.device)
     ml = torch.empty((b * kv, n, 16, 2), dtype=torch.float32, device=q.device)
     out = torch.empty_like(q)
