@@ -15,9 +15,11 @@ the mask were written before the kernel before it (itself a dependent launch, st
 except this token's row, so only the tile that holds this token's row is read again after the wait. How long
 the step takes then hangs on how much of each split comes in early and how many programs are on the GPU at the
 launch, which the autotuner, timing the kernel alone, does not see. Measured in the step
-(`bench/bench_flash_decode.py`, docs/benchmarks.md), 128-row tiles do best where the grid has at most one program
-per SM (2B at 8k: 66 programs; three stages) or two (2B at 32k: 258; two stages, so half of each split comes in
-early), and the autotuner's pick for larger grids (7B at 32k: 516).
+(`bench/bench_flash_decode.py`, docs/benchmarks.md), grids of about two programs per SM do best, so the step
+cuts the cache into the longest splits that give that many (`step_split`): 256 rows at 32k (2B: 258 programs, two
+128-row tiles in two stages, so half of each split comes in early; 7B: 516, the autotuner's pick), and at shorter
+caches one-tile splits of 128 or 64 rows read whole before the wait (2B at 8k: 264 programs of 64 rows, a step
+1.211 ms against 1.258 in 256-row splits).
 
 Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
 number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing. A
