@@ -169,7 +169,8 @@ STEP_SPLITS = (SPLIT_ROWS, 128, 64)
 
 def partial_configs(programs_per_sm: int | None, split_rows: int = SPLIT_ROWS) -> tuple:
     """The configs the partial kernel chooses from (one: no autotuning), given the most programs per SM of its
-    grid when it reads its first tile before the wait, else None."""
+    grid when it reads its first tile before the wait, else None, and its split length (shorter than SPLIT_ROWS
+    in the step: one tile of the whole split, four warps)."""
     if programs_per_sm is not None and split_rows < SPLIT_ROWS:
         return ((split_rows, 4, 1),)
     return (STEP_CONFIGS[programs_per_sm],) if programs_per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
@@ -179,7 +180,7 @@ def step_split(rows: int, heads: int, sms: int) -> int:
     """Cache rows per program in the decode step: the longest of `STEP_SPLITS` whose grid (rows / split x heads
     programs, heads = samples x KV heads) gives two programs per SM or more, rounded; else the shortest. In the
     step on an H200 (docs/benchmarks.md) about two per SM did best: at 2B, 8k rows in 64-row splits (264 programs)
-    took 1.215 ms against 1.263 in 256-row ones (66), while at 32k 256-row splits (258) beat shorter ones."""
+    took 1.211 ms against 1.258 in 256-row ones (66), while at 32k 256-row splits (258) beat shorter ones."""
     for split in STEP_SPLITS:
         if rows % split == 0 and round(rows // split * heads / sms) >= 2:
             return split
