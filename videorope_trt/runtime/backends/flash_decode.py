@@ -169,9 +169,9 @@ STEP_SPLITS = (SPLIT_ROWS, 128, 64)
 
 def partial_configs(programs_per_sm: int | None, split_rows: int = SPLIT_ROWS) -> tuple:
     """The configs the partial kernel chooses from (one: no autotuning), given the most programs per SM of its
-    grid when it reads its first tile before the wait, else None, and its split length (shorter than SPLIT_ROWS
-    in the step: one tile of the whole split, four warps)."""
-    if programs_per_sm is not None and split_rows < SPLIT_ROWS:
+    grid when it reads its first tile before the wait, else None, and its split length (shorter than SPLIT_ROWS:
+    one tile of the whole split, four warps; a longer tile would read the next split's rows too)."""
+    if split_rows < SPLIT_ROWS:
         return ((split_rows, 4, 1),)
     return (STEP_CONFIGS[programs_per_sm],) if programs_per_sm in STEP_CONFIGS else PARTIAL_CONFIGS
 
