@@ -71,7 +71,7 @@ def build_model(ckpt: Path):
 
 def make_inputs(root: Path, n_videos: int) -> tuple:
     """(videos dir, prompts file): synthetic MP4s and three prompts."""
-    from videorope_trt.runtime.synthetic import make_synthetic_video
+    from videorope_trt.media.synthetic import make_synthetic_video
 
     videos = root / "videos"
     videos.mkdir()

@@ -51,7 +51,7 @@ def loop_step_ms(backend, graph_feed: bool) -> float:
 
 def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     info = ModelInfo.from_config(cfg, "m_rope")
     out = {}
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true", help="list the step's kernels (torch.profiler)")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
-    from videorope_trt.runtime.commands import parse_contexts
+    from videorope_trt.commands.run import parse_contexts
 
     settings = chosen(args.settings, SETTINGS, "--settings")
     cfg = model_config(args.model)

@@ -41,7 +41,7 @@ def _no_attention(q, keys, values, bias, scale, **_):
 
 def tuned(options) -> list:
     """The autotuner's picks so far (every shape it has seen; grids with a step config are not autotuned)."""
-    from videorope_trt.runtime.backends import flash_decode
+    from videorope_trt.runtime.kernels import flash_decode
 
     if options is None:
         return []
@@ -50,7 +50,7 @@ def tuned(options) -> list:
 
 
 def step_ms(backend, context: int, capacity: int, options) -> float:
-    from videorope_trt.runtime.backends import flash_decode
+    from videorope_trt.runtime.kernels import flash_decode
 
     # the decoder's attention function, which the fused step calls with pdl and the cache position
     attend = _no_attention if options is None else functools.partial(flash_decode.flash_decode, **options)
@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
-    from videorope_trt.runtime.commands import parse_contexts
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.commands.run import parse_contexts
 
     variants = chosen(args.variants, VARIANTS, "--variants")
     cfg = model_config(args.model)

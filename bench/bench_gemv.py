@@ -37,7 +37,7 @@ SHAPES = {
 def bench_shape(n: int, k: int, bias: bool, dtype, bandwidth: float) -> dict:
     from triton.testing import do_bench
 
-    from videorope_trt.runtime.backends.gemv import gemv
+    from videorope_trt.runtime.kernels.gemv import gemv
 
     g = torch.Generator(device="cuda").manual_seed(0)
     w = (torch.randn(n, k, device="cuda", generator=g) * 0.02).to(dtype)
@@ -52,7 +52,7 @@ def bench_shape(n: int, k: int, bias: bool, dtype, bandwidth: float) -> dict:
         err = float((y.double() - ref).norm() / ref.norm())
         out[name] = {"us": 1000 * ms, "TBps": nbytes / (ms / 1000) / 1e12, "of_copy": nbytes / (ms / 1000) / bandwidth,
                      "rel_err": err}
-    from videorope_trt.runtime.backends.gemv import _kernel
+    from videorope_trt.runtime.kernels.gemv import _kernel
 
     out["triton"]["config"] = str(getattr(_kernel(), "best_config", None))
     out["speedup"] = out["cublas"]["us"] / out["triton"]["us"]
@@ -86,7 +86,7 @@ def _graph_ms(fn, replays: int = 20) -> float:
 def bench_chain(model: str, layers: int, dtype, bandwidth: float) -> dict:
     """The decode step's four products per layer over `layers` layers of distinct weights, in one CUDA graph."""
     from videorope_trt.models.decoder import rms_norm
-    from videorope_trt.runtime.backends.gemv import gemv, pdl_supported
+    from videorope_trt.runtime.kernels.gemv import gemv, pdl_supported
 
     shapes = SHAPES[model]
     hidden, inter = shapes["o"][0], shapes["down"][1]
@@ -137,7 +137,7 @@ def bench_configs(model: str, dtype, bandwidth: float) -> dict:
     flushed) and fraction of the copy bandwidth; and the config the autotuner picks."""
     from triton.testing import do_bench
 
-    from videorope_trt.runtime.backends import gemv
+    from videorope_trt.runtime.kernels import gemv
 
     shapes = SHAPES[model]
     hidden = shapes["o"][0]

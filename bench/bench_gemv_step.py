@@ -27,7 +27,7 @@ from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
 
 def _kernels() -> dict:
     """name → the autotuned Triton kernels of the fused step's products (their `.cache`: key → config)."""
-    from videorope_trt.runtime.backends import gemv, rope_cache
+    from videorope_trt.runtime.kernels import gemv, rope_cache
 
     return {"gemv": gemv._kernel(), "qkv": rope_cache._kernel()}
 
@@ -43,9 +43,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
-    from videorope_trt.runtime.backends import ModelInfo, gemv
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
-    from videorope_trt.runtime.commands import parse_contexts
+    from videorope_trt.runtime.backends import ModelInfo
+    from videorope_trt.runtime.kernels import gemv
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.commands.run import parse_contexts
 
     cfg = model_config(args.model)
     _, ours = build_models(cfg, "cuda", torch.bfloat16)

@@ -67,7 +67,7 @@ def _flash_op(q, k, v):
 
 def _split(q, k, v):
     """The runtime's split form: earlier rows and the chunk itself as two cuDNN attentions, merged."""
-    from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
+    from videorope_trt.runtime.kernels.prefill_attention import split_causal_attention
 
     return split_causal_attention(q, k, v, q.shape[-1] ** -0.5)
 
@@ -122,7 +122,7 @@ def _category(name: str) -> str:
 def bench_prefill(ours, cfg: dict, length: int, chunks: list, dtype) -> list:
     from torch.profiler import ProfilerActivity, profile
 
-    from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
+    from videorope_trt.runtime.backends.torch.static_decoder import StaticCacheDecoder
 
     g = torch.Generator(device="cuda").manual_seed(1)
     embeds = torch.randn(1, length, cfg["hidden_size"], device="cuda", dtype=dtype, generator=g) * 0.02

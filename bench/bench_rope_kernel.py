@@ -142,7 +142,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     import torch
 
-    from videorope_trt.atomic import write_atomic
+    from videorope_trt.artifact.atomic import write_atomic
     from videorope_trt.plugins.cuda import load
 
     lib = load(args.lib)

@@ -147,7 +147,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     from types import SimpleNamespace
 
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
@@ -303,7 +303,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 
-    from videorope_trt.runtime.commands import parse_contexts
+    from videorope_trt.commands.run import parse_contexts
 
     cfg = model_config(args.model)
     hf, ours = build_models(cfg, args.device, getattr(torch, args.dtype))

@@ -86,7 +86,7 @@ class CyclingPatches:
 
 def _backend(ours, cfg, device):
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     return TorchBackend(ours, ModelInfo.from_config(cfg, "m_rope"), device)
 
@@ -152,7 +152,7 @@ def bench_jetson(args) -> dict:
     from types import SimpleNamespace
 
     from videorope_trt.runtime.generate import GenerationConfig, generate
-    from videorope_trt.runtime.plan import PlanRequest, plan_memory
+    from videorope_trt.build.plan import PlanRequest, plan_memory
 
     cfg, device, mem = CONFIGS[args.model], "cuda", Mem("cuda")
     plan = plan_memory(f"qwen2-vl-{args.model}", args.target, PlanRequest(

@@ -167,15 +167,15 @@ def ttft_flops(cfg: dict, tokens: int, grid) -> dict:
     products (patch embedding, 32 blocks, merger) and its attention within each temporal slice, the decoder's
     products over every prompt token and its causal attention (QKᵀ and PV over the lower triangle). lm_head
     (last token only) and all element-wise work are left out, so this undercounts: a true lower bound."""
-    from videorope_trt.runtime.model_dims import ModelDims
+    from videorope_trt.artifact.model_config import ModelConfig
 
-    dims, (t, h, w) = ModelDims.from_config(cfg), grid
-    patches, per_slice, q_dim = t * h * w, h * w, dims.heads * dims.head_dim
+    dims, (t, h, w) = ModelConfig.from_config(cfg), grid
+    patches, per_slice, q_dim = t * h * w, h * w, dims.num_heads * dims.head_dim
     return {"vision_products": 2 * patches * dims.vision_patch_gemm_params()
-            + 2 * patches // dims.merge_size**2 * dims.vision_merger_params(),
+            + 2 * patches // dims.spatial_merge_size**2 * dims.vision_merger_params(),
             "vision_attention": 4 * per_slice * per_slice * dims.vision_dim * dims.vision_depth * t,
             "decoder_products": 2 * dims.llm_gemm_params() * tokens,
-            "decoder_attention": 4 * (tokens * (tokens + 1) / 2) * q_dim * dims.layers}
+            "decoder_attention": 4 * (tokens * (tokens + 1) / 2) * q_dim * dims.num_layers}
 
 
 def matmul_flops_per_s(device, n: int = 8192) -> float:

@@ -65,8 +65,12 @@ def test_runtime_bench_on_the_cpu(bench, tmp_path):
     r = run["results"][0]
     assert r["context"] == r["tokens"] == 300 and r["frames"] >= 1
     hf = [v for k, v in r.items() if k.startswith("transformers_")]
-    assert r["ours"]["decode_tokens"] > 0 and hf and all(v["decode_tok_s"] > 0 for v in hf)
-    assert r["decode_vs_best_hf"] == pytest.approx(r["ours"]["decode_tok_s"] / max(v["decode_tok_s"] for v in hf))
+    # transformers' decode rate is the difference of two timed runs: on a loaded machine it can be lost in the noise,
+    # which the bench records as null rather than a made-up rate
+    rates = [v["decode_tok_s"] for v in hf if v["decode_tok_s"] is not None]
+    assert r["ours"]["decode_tokens"] > 0 and hf and all(rate > 0 for rate in rates)
+    if rates:
+        assert r["decode_vs_best_hf"] == pytest.approx(r["ours"]["decode_tok_s"] / max(rates))
     assert r["ttft_vs_best_hf"] == pytest.approx(r["ours"]["ttft_s"] / min(v["ttft_s"] for v in hf))
     assert r["roofline_tok_s"] is None  # no copy bandwidth off a GPU: NaN, written as null
 

@@ -2,7 +2,7 @@
 
 import json
 
-from videorope_trt import demo
+from videorope_trt.commands import demo
 from videorope_trt.cli import main
 
 

@@ -54,7 +54,7 @@ def test_every_command_has_help(command):
 
 def test_command_modules_expose_the_command_interface():
     for name, (module, _) in COMMANDS.items():
-        mod = importlib.import_module(module)
+        mod = importlib.import_module(f"videorope_trt.commands.{module}")
         assert callable(getattr(mod, "add_arguments", None)) and callable(getattr(mod, "run", None)), name
 
 
@@ -94,4 +94,54 @@ def test_tensorrt_is_imported_in_one_place():
                 names = [node.module]
             if any(n.split(".")[0] in ("tensorrt", "tensorrt_rtx") for n in names):
                 importers.append(str(path.relative_to(ROOT)))
-    assert set(importers) <= {"runtime/trt.py"}, importers
+    assert set(importers) <= {"trt.py"}, importers
+
+
+def _imports(path: Path) -> set:
+    """The videorope_trt modules a file imports (at module level or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names if a.name.startswith("videorope_trt")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("videorope_trt"):
+            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
+    return out
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+#: package → the packages it must never import (layers point downward: artifact at the bottom, then rope, media,
+#: models and plugins, then export, calibration, build, runtime, and the command line on top).
+FORBIDDEN = {
+    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "commands", "cli"},
+    "rope": {"media", "models", "export", "calibration", "build", "runtime", "commands", "cli"},
+    "media": {"models", "export", "calibration", "build", "runtime", "commands", "cli"},
+    "export": {"calibration", "build", "runtime", "commands", "cli"},
+    "calibration": {"build", "runtime", "commands", "cli"},
+    "build": {"calibration", "runtime", "commands", "cli"},
+    "runtime": {"export", "calibration", "build", "commands", "cli"},
+    "models": {"export", "calibration", "build", "runtime", "commands", "cli"},
+    "plugins": {"export", "calibration", "build", "runtime", "commands", "cli"},
+    "commands": {"cli"},
+}
+
+
+def test_layers_import_only_downward():
+    wrong = []
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        package = rel.parts[0] if len(rel.parts) > 1 else rel.stem
+        for module in _imports(path):
+            if _package(module) in FORBIDDEN.get(package, ()):
+                wrong.append(f"{rel} imports {module}")
+    assert not wrong, "\n".join(sorted(wrong))
+
+
+def test_layer_test_sees_a_forbidden_import(tmp_path):
+    """The import-edge check itself: a runtime module importing export is found."""
+    bad = tmp_path / "x.py"
+    bad.write_text("def f():\n    from videorope_trt.export.exporter import export_checkpoint\n")
+    assert _package(next(iter(sorted(_imports(bad))))) in FORBIDDEN["runtime"]

@@ -27,7 +27,7 @@ PROMPTS = ["What happens in the video?", "Describe the moving shapes.", "Which n
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
     from videorope_trt.models import make_tiny
-    from videorope_trt.runtime.synthetic import make_synthetic_video
+    from videorope_trt.media.synthetic import make_synthetic_video
 
     root = tmp_path_factory.mktemp("calibration")
     ckpt = make_tiny(root / "tiny", seed=0)
@@ -53,16 +53,16 @@ def _load(inputs):
 
 
 def test_samples_are_the_runtime_inputs(inputs, samples):
-    from videorope_trt.runtime import streaming
-    from videorope_trt.runtime.video import ProcessorConfig, load_video
+    from videorope_trt.media import prompt
+    from videorope_trt.media.video import ProcessorConfig, load_video
 
     calib, held = samples
     assert [s.video for s in calib] == ["clip0.mp4"] * 2 + ["clip1.mp4"] * 2 and [s.video for s in held] == ["clip2.mp4"]
     video = load_video(inputs["videos"] / "clip2.mp4", fps=2.0, processor=ProcessorConfig.from_checkpoint(inputs["ckpt"]))
     np.testing.assert_array_equal(held[0].pixel_values, video.pixel_values)
-    tok = streaming.load_tokenizer_json(inputs["ckpt"])
-    n = streaming.video_token_count(video.grid_thw)
-    assert held[0].input_ids[0].tolist() == streaming.prompt_ids(tok, held[0].prompt, n) and n > 0
+    tok = prompt.load_tokenizer_json(inputs["ckpt"])
+    n = prompt.video_token_count(video.grid_thw)
+    assert held[0].input_ids[0].tolist() == prompt.prompt_ids(tok, held[0].prompt, n) and n > 0
     assert held[0].fps == video.fps
 
 
@@ -153,7 +153,7 @@ def artifact(inputs, tmp_path_factory):
 
 
 def test_calibrated_graphs_are_registered_in_the_manifest(inputs, artifact):
-    from videorope_trt.export.manifest import checkpoint_sha256, read_manifest
+    from videorope_trt.artifact.manifest import checkpoint_sha256, read_manifest
 
     out, reports = artifact
     manifest = read_manifest(out)
@@ -205,10 +205,10 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, capsys):
     """TensorRT-RTX (ahead of time, no GPU) parses and builds every quantized decoder: int8-wo beside the float
     vision graph through the command, fp8 for compute capabilities 8.9 and 12.0 only, int8-sq by the builder
     itself (the rtx preset does not offer it: TensorRT-RTX documents INT8 GEMMs as weight-only)."""
-    from videorope_trt.runtime import build as B
-    from videorope_trt.runtime import trt as T
-    from videorope_trt.runtime.plan import PlanRequest, plan_memory
-    from videorope_trt.runtime.presets import get_preset
+    from videorope_trt.build import engine as B
+    from videorope_trt import trt as T
+    from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.build.presets import get_preset
 
     if not T.available("rtx"):
         pytest.skip("TensorRT-RTX wheels not installed (requirements/rtx.txt)")
@@ -238,7 +238,7 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, capsys):
 
 
 def test_build_checks_the_graph_precision_against_the_target(artifact, capsys):
-    from videorope_trt.runtime import trt as T
+    from videorope_trt import trt as T
 
     out, _ = artifact
     assert main(_build_args(out, "orin-nano-8gb", "vision", "decoder.fp8")) == 2
@@ -252,7 +252,7 @@ def test_build_checks_the_graph_precision_against_the_target(artifact, capsys):
 
 def test_another_checkpoints_directory_is_refused(inputs, tmp_path):
     from videorope_trt.calibration import artifact as art
-    from videorope_trt.export.manifest import write_manifest
+    from videorope_trt.artifact.manifest import write_manifest
 
     write_manifest(tmp_path, {"source": {"sha256": "0" * 64}, "graphs": {}})
     with pytest.raises(FileExistsError, match="holds the export of another checkpoint"):
@@ -282,7 +282,6 @@ def test_smoothquant_alpha_reaches_modelopt():
 
 @pytest.mark.parametrize("change,message", [
     ({"precision": "int4"}, "unknown precision 'int4'; expected one of int8-sq, int8-wo, fp8"),
-    ({"precision": "fp8", "target": "agx-orin-64gb"}, "does not support precision 'fp8'"),
     ({"videos": "EMPTY"}, "holds no video file"),
     ({"prompts": "MISSING"}, "prompts file .* does not exist"),
     ({"prompts": "BLANK"}, "has no prompt"),

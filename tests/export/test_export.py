@@ -180,9 +180,9 @@ def test_validate_writes_polygraphy_results_and_plot(exports):
 def test_tensorrt_rtx_builds(exports, form, precision):
     """Both graphs parse and build ahead of time (TensorRT-RTX, strongly typed, compute capability 8.6) through the
     project's builder with profiles from the memory plan."""
-    from videorope_trt.runtime import trt as trt_mod
-    from videorope_trt.runtime.build import BuildRequest, build_engines
-    from videorope_trt.runtime.plan import PlanRequest
+    from videorope_trt import trt as trt_mod
+    from videorope_trt.build.engine import BuildRequest, build_engines
+    from videorope_trt.build.plan import PlanRequest
 
     if not trt_mod.available("rtx"):
         pytest.skip("TensorRT-RTX wheels not installed")

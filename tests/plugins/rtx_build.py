@@ -17,7 +17,7 @@ import os
 import sys
 from pathlib import Path
 
-from videorope_trt.atomic import write_atomic
+from videorope_trt.artifact.atomic import write_atomic
 
 
 def rtx_env(link_dir: Path) -> dict:

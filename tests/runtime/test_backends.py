@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class
-from videorope_trt.runtime.backends.trt_backend import PingPongKV, find_engine_dir, torch_dtype
+from videorope_trt.artifact.engine_info import find_engine_dir
+from videorope_trt.runtime.backends.trt_backend import PingPongKV, torch_dtype
 from videorope_trt.runtime.generate import GenerationConfig, generate
 
 GRID = (3, 4, 6)
@@ -33,10 +34,10 @@ def artifact(request, tiny, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(tiny):
-    from videorope_trt.runtime import streaming
+    from videorope_trt.media import prompt
 
-    tok = streaming.load_tokenizer_json(tiny)
-    rows = [streaming.prompt_ids(tok, q, 18) for q in ("What moves?", "How many shapes are visible at the start?")]
+    tok = prompt.load_tokenizer_json(tiny)
+    rows = [prompt.prompt_ids(tok, q, 18) for q in ("What moves?", "How many shapes are visible at the start?")]
     rng = np.random.default_rng(5)
     video = SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), 1176), dtype=np.float32), grid_thw=GRID)
     return rows, video
@@ -81,8 +82,10 @@ class Echo(Backend):
         return torch.nn.functional.one_hot(inputs_embeds[:, -1, 0].long(), 16).float()
 
 
-INFO = ModelInfo(num_layers=1, num_kv_heads=1, head_dim=8, hidden_size=8, vocab_size=16, pad_token_id=0,
-                 eos_token_ids=(15,), video_token_id=14)
+_VISION = {"depth": 1, "embed_dim": 8, "num_heads": 1, "spatial_merge_size": 2}
+INFO = ModelInfo.from_config({"hidden_size": 8, "num_attention_heads": 1, "num_hidden_layers": 1, "intermediate_size": 8,
+                              "vocab_size": 16, "pad_token_id": 0, "eos_token_id": 15, "video_token_id": 14,
+                              "vision_config": _VISION})
 
 
 def test_interface_checks_capacity_mask_and_order():
@@ -113,7 +116,7 @@ def test_registry_names_every_backend_and_rejects_unknown():
 def test_model_info_from_qwen2vl_config():
     config = {"hidden_size": 1536, "num_attention_heads": 12, "num_key_value_heads": 2, "num_hidden_layers": 28,
               "vocab_size": 151936, "bos_token_id": 151643, "eos_token_id": [151645, 151643],
-              "video_token_id": 151656, "vision_config": {"spatial_merge_size": 2}}
+              "video_token_id": 151656, "intermediate_size": 8960, "vision_config": _VISION}
     info = ModelInfo.from_config(config, "videorope", {"delta": 2.0})
     assert (info.head_dim, info.num_kv_heads, info.num_layers) == (128, 2, 28)
     assert info.eos_token_ids == (151645, 151643) and info.pad_token_id == 151643
@@ -163,13 +166,13 @@ def test_find_engine_dir(tmp_path):
 @pytest.mark.tensorrt
 @pytest.mark.gpu
 def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
-    from videorope_trt.runtime import trt as trtmod
+    from videorope_trt import trt as trtmod
 
     if not trtmod.available("tensorrt") or not torch.cuda.is_available():
         pytest.skip("needs full TensorRT and a CUDA GPU")
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
     from videorope_trt.runtime.backends import open_backend
-    from videorope_trt.runtime.build import BuildRequest, build_engines
+    from videorope_trt.build.engine import BuildRequest, build_engines
 
     out = tmp_path / "out"
     export_checkpoint(tiny, out, ExportConfig(rotary_form="decomposed"))
@@ -184,7 +187,7 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
 # -- PyTorch static-cache fast path --------------------------------------------------------------------------------
 
 def _static_and_reference(tiny, device="cpu", **static_options):
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     ref = TorchBackend.load(tiny, device=device, static=False)
     fast = TorchBackend(ref.model, ref.info, device, static=True, **static_options)
@@ -286,7 +289,7 @@ def test_split_prefill_falls_back_to_sdpa_where_cudnn_attention_is_missing(tiny)
 
 def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
     """A chunk's MLP run a few tokens per call, in place (4 here, pieces of 4, 4, 4, 1 and a whole 3): same logits."""
-    from videorope_trt.runtime.backends import static_cache
+    from videorope_trt.runtime.backends.torch import static_decoder as static_cache
 
     fast, ref = _static_and_reference(tiny)
     inter = ref.model.text_model.layers[0].mlp.down_proj.in_features
@@ -296,7 +299,7 @@ def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monk
 
 
 def test_split_decode_attention_matches_repeated_heads_softmax():
-    from videorope_trt.runtime.backends.static_cache import SPLIT, decode_attention
+    from videorope_trt.runtime.backends.torch.static_decoder import SPLIT, decode_attention
 
     g = torch.Generator().manual_seed(3)
     b, kv, groups, d, rows = 2, 3, 4, 16, 2 * SPLIT
@@ -343,7 +346,7 @@ def test_decode_graph_captured_after_the_prefill_leaves_its_cache_rows_alone(tin
     cache's last row, never a prompt row, even with the prompt one token short of the capacity."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from videorope_trt.runtime.backends.static_cache import SPLIT
+    from videorope_trt.runtime.backends.torch.static_decoder import SPLIT
 
     be, _ = _static_and_reference(tiny, "cuda", cuda_graph=True)
     n = SPLIT - 1  # capacity SPLIT: the cache has no spare rows, the warm-ups write row SPLIT - 1
@@ -379,7 +382,7 @@ def test_split_prefill_on_the_gpu_stays_on_and_matches_fp32(tiny, compile):
     within bf16 error of the fp32 reference, the trimmed last layer included."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     ref = TorchBackend.load(tiny, device="cuda", dtype="float32", static=False)
     fast = TorchBackend.load(tiny, device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(), compile=compile)
@@ -403,7 +406,7 @@ def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
     """bf16 graph + kernel path vs the fp32 reference model, both fed the same tokens: logits within bf16 error."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     rows, video = inputs
     ref = TorchBackend.load(tiny, device="cuda", dtype="float32", static=False)
@@ -431,7 +434,7 @@ def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
 
 
 def test_fused_projections_are_views_and_change_nothing(tiny):
-    from videorope_trt.runtime.backends.static_cache import fuse_projections
+    from videorope_trt.runtime.backends.torch.static_decoder import fuse_projections
 
     fast, ref = _static_and_reference(tiny)
     fast.allocate(1, 40)  # fuses the model's projections (shared with `ref`)
@@ -457,7 +460,7 @@ def test_fused_projections_are_views_and_change_nothing(tiny):
 def test_device_side_decode_step_matches_forward(tiny):
     """The graphed step's computation (run eagerly: token ids in, positions and mask built on the device)
     gives the logits of `forward` fed the embeddings, positions and grown mask; the default decode_step too."""
-    from videorope_trt.runtime.backends.decode_graph import GraphedDecode
+    from videorope_trt.runtime.backends.torch.decode_graph import GraphedDecode
 
     fast, ref = _static_and_reference(tiny)
     g = torch.Generator().manual_seed(2)

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from videorope_trt.export.manifest import FORMAT_VERSION, KIND, checkpoint_of
-from videorope_trt.runtime.commands import resolve_checkpoint
+from videorope_trt.artifact.manifest import FORMAT_VERSION, KIND, checkpoint_of
+from videorope_trt.commands.run import resolve_checkpoint
 
 
 def _ckpt(path):
@@ -46,7 +46,7 @@ def test_neither_is_a_clear_error(tmp_path):
 
 
 def test_manifest_reader_errors(tmp_path):
-    from videorope_trt.export.manifest import read_manifest
+    from videorope_trt.artifact.manifest import read_manifest
 
     with pytest.raises(FileNotFoundError, match=r"manifest.json is missing; expected a directory written by"):
         read_manifest(tmp_path)

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from videorope_trt.runtime.backends import flash_decode
-from videorope_trt.runtime.backends.static_cache import decode_attention, decode_bias
+from videorope_trt.runtime.kernels import flash_decode
+from videorope_trt.runtime.backends.torch.static_decoder import decode_attention, decode_bias
 
 
 def test_supported_shapes():
@@ -51,7 +51,7 @@ def test_matches_torch_decode_attention(dtype, hq, kv, d):
 def test_long_cache_combines_more_splits_than_one_pass_holds(pdl):
     """260 splits (the combine reads 256 per step): the running max carries across its steps; empty splits at
     both ends; with and without programmatic dependent launch."""
-    from videorope_trt.runtime.backends.gemv import pdl_supported
+    from videorope_trt.runtime.kernels.gemv import pdl_supported
 
     if not flash_decode.available():
         pytest.skip("needs a CUDA GPU and Triton")
@@ -91,8 +91,8 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
     row and in the middle of one; with the in-step config (8 programs in 256-row splits; `step_split` makes
     them 64-row ones) and the autotuner's (320 programs)."""
     from videorope_trt.plugins.contract import RotaryAttrs
-    from videorope_trt.runtime.backends import rope_cache
-    from videorope_trt.runtime.backends.gemv import pdl_supported
+    from videorope_trt.runtime.kernels import rope_cache
+    from videorope_trt.runtime.kernels.gemv import pdl_supported
 
     if not flash_decode.available() or not pdl_supported():
         pytest.skip("needs a CUDA GPU of compute capability 9.0+ and Triton")
@@ -152,7 +152,7 @@ def test_step_split_gives_about_two_programs_per_sm(rows, heads, split):
 def test_shorter_splits_match(split_rows, config, pdl):
     """One tile per program (the whole split read before the wait with `pdl`): the same attention, empty splits
     and a cache position inside a split included."""
-    from videorope_trt.runtime.backends.gemv import pdl_supported
+    from videorope_trt.runtime.kernels.gemv import pdl_supported
 
     if not flash_decode.available() or (pdl and not pdl_supported()):
         pytest.skip("needs a CUDA GPU and Triton (with pdl: compute capability 9.0+)")

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from videorope_trt.models.decoder import rms_norm
 from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope.apply import video_rope_torch
-from videorope_trt.runtime.backends import gemv, rope_cache
-from videorope_trt.runtime.backends.decode_graph import GraphedDecode
-from videorope_trt.runtime.backends.static_cache import DecodeOps, swiglu
+from videorope_trt.runtime.kernels import gemv, rope_cache
+from videorope_trt.runtime.backends.torch.decode_graph import GraphedDecode
+from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps, swiglu
 
 
 def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:
@@ -30,7 +30,7 @@ def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:
 
 
 def _backends(tiny_ckpt, ops):
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     ref = TorchBackend.load(tiny_ckpt, device="cpu", static=False)
     fast = TorchBackend(ref.model, ref.info, "cpu", static=True)
@@ -66,7 +66,7 @@ def test_fused_step_in_torch_matches_the_model_decoder(tiny_ckpt):
 
 
 def test_fused_step_is_taken_only_where_it_applies(tiny_ckpt):
-    from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
+    from videorope_trt.runtime.backends.torch.static_decoder import StaticCacheDecoder
 
     fast, _ = _backends(tiny_ckpt, DecodeOps.reference())
     fast.allocate(2, 16)
@@ -274,7 +274,7 @@ def test_projection_kernel_matches_the_torch_form(pdl, interleaved, freqs, scale
 def test_fused_decode_on_the_gpu_matches_the_layer_by_layer_step(tiny_ckpt, pdl):
     """The CUDA-graphed fused step (Triton kernels) against the same backend's unfused step, bf16, same tokens fed."""
     _gpu(pdl)
-    from videorope_trt.runtime.backends.torch_backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend
 
     fused = TorchBackend.load(tiny_ckpt, device="cuda", dtype="bfloat16")
     fused = TorchBackend(fused.model, fused.info, "cuda", pdl=pdl)

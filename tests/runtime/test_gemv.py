@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from videorope_trt.runtime.backends import gemv
+from videorope_trt.runtime.kernels import gemv
 
 
 def _rel(a, b):

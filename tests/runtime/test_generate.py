@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from videorope_trt import rope
+from videorope_trt.media import prompt
 from videorope_trt.runtime import streaming
-from videorope_trt.runtime.backends.torch_backend import TorchBackend
+from videorope_trt.runtime.backends.torch.backend import TorchBackend
 from videorope_trt.runtime.generate import (
     GenerationConfig, build_positions, chunk_embeds, encode_video, generate, left_pad, prefill,
     video_rows)
@@ -30,7 +31,7 @@ def backend(request, ckpt):
 
 @pytest.fixture(scope="module")
 def tokenizer(ckpt):
-    return streaming.load_tokenizer_json(ckpt)
+    return prompt.load_tokenizer_json(ckpt)
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +45,7 @@ def video(ckpt):
 
 
 def _rows(tokenizer, questions, n_video=18):
-    return [streaming.prompt_ids(tokenizer, q, n_video) for q in questions]
+    return [prompt.prompt_ids(tokenizer, q, n_video) for q in questions]
 
 
 def reference_greedy(model, rows, video, steps):
@@ -171,8 +172,8 @@ def test_text_stream_writes_the_answer_without_splitting_characters(tokenizer):
 
 def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
     from videorope_trt.cli import main
-    from videorope_trt.runtime.synthetic import make_synthetic_video
-    from videorope_trt.runtime.video import ProcessorConfig, load_video
+    from videorope_trt.media.synthetic import make_synthetic_video
+    from videorope_trt.media.video import ProcessorConfig, load_video
 
     clip = tmp_path / "clip.mp4"
     make_synthetic_video(clip, seconds=2, fps=4, width=112, height=84)
@@ -180,9 +181,9 @@ def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
                  "--no-progress", "--device", "cpu", "--prefill-chunk", "8"]) == 0
     streamed = capsys.readouterr().out.strip()
     # the same answer through the library, default (eos-stopping) settings
-    be, tok = TorchBackend.load(ckpt), streaming.load_tokenizer_json(ckpt)
+    be, tok = TorchBackend.load(ckpt), prompt.load_tokenizer_json(ckpt)
     video = load_video(clip, fps=2.0, processor=ProcessorConfig.from_checkpoint(ckpt))
-    rows = [streaming.prompt_ids(tok, "What moves?", streaming.video_token_count(video.grid_thw))]
+    rows = [prompt.prompt_ids(tok, "What moves?", prompt.video_token_count(video.grid_thw))]
     ids = generate(be, rows, video, GenerationConfig(max_new_tokens=5)).tokens[0]
     assert streamed == tok.decode(ids, skip_special_tokens=True).strip()
 
@@ -207,7 +208,7 @@ def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
 
 
 def test_reading_tokens_back_every_few_steps_changes_nothing(backend, tokenizer, video):
-    rows = [streaming.prompt_ids(tokenizer, q, 18) for q in ("What is shown?", "Describe the motion in the video.")]
+    rows = [prompt.prompt_ids(tokenizer, q, 18) for q in ("What is shown?", "Describe the motion in the video.")]
     results = []
     for every in (1, 3, 16):
         seen = []
@@ -225,7 +226,7 @@ LONG_QUESTION = "How many shapes are visible at the start of the clip, and which
 
 def _mixed_batch(backend, tokenizer):
     """Two left-padded prompts over one video: the first has the 18 video tokens (and padding), the second none."""
-    rows = [streaming.prompt_ids(tokenizer, "What moves?", 18), streaming.prompt_ids(tokenizer, LONG_QUESTION, 0)]
+    rows = [prompt.prompt_ids(tokenizer, "What moves?", 18), prompt.prompt_ids(tokenizer, LONG_QUESTION, 0)]
     ids, mask = left_pad(rows, backend.info.pad_token_id)
     assert mask[0, 0] == 0 and mask[1].all()  # the video prompt is the padded one
     return rows, ids, mask
@@ -286,7 +287,7 @@ def test_greedy_tokens_unchanged_when_prefill_chunks_split_the_video(backend, to
 
 
 def test_wrong_number_of_video_tokens_is_a_clear_error(backend, tokenizer, video):
-    rows = [streaming.prompt_ids(tokenizer, "What moves?", n) for n in (18, 17)]
+    rows = [prompt.prompt_ids(tokenizer, "What moves?", n) for n in (18, 17)]
     ids, mask = left_pad(rows, backend.info.pad_token_id)
     visual = encode_video(backend, video.pixel_values, GRID)
     calls, forward = [], backend.forward
@@ -307,7 +308,7 @@ def test_compile_flag_reaches_the_torch_backend_and_is_refused_elsewhere(ckpt, t
     import argparse
 
     from videorope_trt.cli import main
-    from videorope_trt.runtime import commands
+    from videorope_trt.commands import run as commands
 
     seen = {}
     monkeypatch.setattr("videorope_trt.runtime.backends.open_backend",

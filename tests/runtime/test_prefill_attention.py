@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from videorope_trt.runtime.backends.prefill_attention import merge_partials, split_causal_attention
+from videorope_trt.runtime.kernels.prefill_attention import merge_partials, split_causal_attention
 
 
 def _math_partial(q, k, v, causal: bool, scale: float):

@@ -20,14 +20,14 @@ def graph_name(role: str, precision: str) -> str:
 
 
 def has_manifest(out: Path) -> bool:
-    from videorope_trt.export import manifest as mf
+    from videorope_trt.artifact import manifest as mf
 
     return (Path(out) / mf.NAME).is_file()
 
 
 def check_out_dir(out: Path, ckpt_dir) -> None:
     """Refuse, before any work, a directory that holds the export of another checkpoint, or unrelated files."""
-    from videorope_trt.export import manifest as mf
+    from videorope_trt.artifact import manifest as mf
 
     out = Path(out)
     if has_manifest(out):
@@ -72,8 +72,8 @@ def check_rope(model, manifest: dict) -> None:
 
 def register(out: Path, entries: dict) -> dict:
     """Add (or replace) graph entries in OUT/manifest.json, rewritten atomically; returns the new manifest."""
-    from videorope_trt.atomic import write_atomic
-    from videorope_trt.export import manifest as mf
+    from videorope_trt.artifact.atomic import write_atomic
+    from videorope_trt.artifact import manifest as mf
 
     manifest = mf.read_manifest(out)
     graphs = {**(manifest.get("graphs") or {}), **entries}

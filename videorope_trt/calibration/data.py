@@ -1,7 +1,7 @@
 """Calibration samples from real videos and prompts, prepared exactly as the runtime prepares its inputs.
 
     VIDEOS/*.mp4 ── runtime.video.load_video (decode, sample, Qwen2-VL preprocessing; the checkpoint's settings)
-    PROMPTS file ── one prompt per line ── runtime.streaming.prompt_ids (chat template, video tokens expanded)
+    PROMPTS file ── one prompt per line ── runtime.prompt.prompt_ids (chat template, video tokens expanded)
                  ──► Sample(input_ids, pixel_values_videos, video_grid_thw, fps)
     prefill(model, sample): model.positions (rope.batch_positions, with the sampled fps) → model.embed → decoder
 
@@ -75,19 +75,19 @@ def split_videos(videos: list, holdout: int) -> tuple:
 def make_samples(ckpt_dir, videos: list, prompts: list, settings: VideoSettings, *, prompts_per_video: int = 1,
                  offset: int = 0, bar=None) -> list:
     """One Sample per (video, prompt) pair; video k takes prompts k+offset, k+offset+1, ... (cycling)."""
-    from videorope_trt.runtime import streaming
-    from videorope_trt.runtime.video import ProcessorConfig, load_video
+    from videorope_trt.media import prompt
+    from videorope_trt.media.video import ProcessorConfig, load_video
 
     processor = ProcessorConfig.from_checkpoint(ckpt_dir)
-    tokenizer = streaming.load_tokenizer_json(ckpt_dir)
+    tokenizer = prompt.load_tokenizer_json(ckpt_dir)
     samples = []
     for k, path in enumerate(videos if bar is None else bar(videos, desc="videos", unit="video")):
         video = load_video(path, fps=settings.fps, max_frames=settings.max_frames,
                            token_budget=settings.token_budget, processor=processor)
-        n_video = streaming.video_token_count(video.grid_thw, processor.merge_size)
+        n_video = prompt.video_token_count(video.grid_thw, processor.merge_size)
         for j in range(prompts_per_video):
             text = prompts[(k + offset + j) % len(prompts)]
-            ids = np.asarray([streaming.prompt_ids(tokenizer, text, n_video)], dtype=np.int64)
+            ids = np.asarray([prompt.prompt_ids(tokenizer, text, n_video)], dtype=np.int64)
             samples.append(Sample(Path(path).name, text, ids, video.pixel_values,
                                   np.asarray(video.grid_thw, np.int64), float(video.fps)))
     return samples

@@ -25,7 +25,6 @@ class CalibrationConfig:
     precision: str
     videos: str
     prompts: str
-    target: str | None = None  # a build preset: its precisions are checked (no FP8 on Orin)
     video: VideoSettings = field(default_factory=VideoSettings)
     holdout: int = 1  # videos kept out of calibration for the report
     prompts_per_video: int = 1
@@ -42,7 +41,7 @@ class CalibrationConfig:
         from videorope_trt.calibration.quantize import get_mode
         from videorope_trt.export.rotary import FORMS
 
-        get_mode(self.precision, self.target)
+        get_mode(self.precision)
         if self.alpha is not None and (self.precision != "int8-sq" or not 0.0 <= self.alpha <= 1.0):
             raise ValueError(f"alpha {self.alpha!r} with precision {self.precision!r}: expected a number in [0, 1], "
                              "and only for int8-sq (SmoothQuant)")
@@ -84,7 +83,7 @@ def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) 
     from videorope_trt.calibration import quantize, report
     from videorope_trt.calibration.data import prefill
 
-    mode = quantize.get_mode(cfg.precision, cfg.target)
+    mode = quantize.get_mode(cfg.precision)
     start = time.perf_counter()
     reference = report.measure(model, held, cfg.greedy_tokens, bar)
     _log(f"reference measured on {len(held)} held-out sample(s) in {time.perf_counter() - start:.1f} s")
@@ -120,7 +119,7 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir` and register them in its manifest;
     returns the report."""
     from videorope_trt.calibration import artifact, export
-    from videorope_trt.export.manifest import read_manifest
+    from videorope_trt.artifact.manifest import read_manifest
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video

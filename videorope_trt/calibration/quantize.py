@@ -17,6 +17,8 @@ import copy
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from videorope_trt.artifact.precisions import get_precision
+
 if TYPE_CHECKING:  # annotations only: importing torch here would make `calibrate --help` heavy
     from videorope_trt.calibration.qdq import QDQLinear
 
@@ -42,14 +44,9 @@ MODES = {m.name: m for m in [
 ]}
 
 
-def get_mode(name: str, target: str | None = None) -> QuantMode:
-    """The mode, checked against a build target's precisions when one is given (no FP8 on Orin)."""
-    if name not in MODES:
-        raise ValueError(f"unknown precision {name!r}; expected one of {', '.join(MODES)}")
-    if target is not None:
-        from videorope_trt.runtime.presets import get_preset
-
-        get_preset(target).check_precision(name)
+def get_mode(name: str) -> QuantMode:
+    """The quantization mode of a precision `calibrate` writes (a ValueError names the others)."""
+    get_precision(name, made_by="calibrate")
     return MODES[name]
 
 

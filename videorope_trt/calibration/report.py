@@ -86,7 +86,7 @@ def onnx_logits(onnx_path, feeds: list, num_layers: int, kv_shape: tuple) -> lis
     """Logits of the exported decoder graph in ONNX Runtime (CPU) for first-prefill feeds (empty past)."""
     import onnxruntime as ort
 
-    from videorope_trt.export.specs import past_names
+    from videorope_trt.artifact.specs import past_names
     from videorope_trt.plugins import ort_op
 
     options = ort_op.session_options()

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import torch
 
-from videorope_trt.export.specs import ModelDims, decoder_spec
+from videorope_trt.artifact.model_config import ModelConfig
+from videorope_trt.artifact.specs import decoder_spec
 
 
 class DecoderGraph(torch.nn.Module):
@@ -36,36 +37,26 @@ class DecoderGraph(torch.nn.Module):
         return (logits, *[t for kv in present for t in kv])
 
 
-def model_dims(model) -> ModelDims:
-    """The graph-shaping sizes of a loaded `VideoRopeQwen2VL`."""
-    text = model.text_model.config
-    vc = model.config.vision_config
-    return ModelDims(
-        num_layers=int(text.num_hidden_layers),
-        num_kv_heads=int(text.num_key_value_heads),
-        head_dim=int(model.rope.head_dim),
-        hidden_size=int(text.hidden_size),
-        vocab_size=int(text.vocab_size),
-        num_axes=int(model.rope.num_axes),
-        patch_dim=int(vc.in_channels * vc.temporal_patch_size * vc.patch_size**2),
-        spatial_merge_size=int(vc.spatial_merge_size),
-    )
+def model_config(model) -> ModelConfig:
+    """The `ModelConfig` of a loaded `VideoRopeQwen2VL` (its config.json as transformers holds it)."""
+    return ModelConfig.from_config(model.config.to_dict(), name=str(getattr(model.config, "_name_or_path", "") or "model"))
 
 
-def example_inputs(dims: ModelDims, *, batch=2, seq=5, past=3, dtype=torch.float32) -> tuple:
+def example_inputs(cfg: ModelConfig, num_axes: int, *, batch=2, seq=5, past=3, dtype=torch.float32) -> tuple:
     """Traced inputs. torch.export cannot keep dims of size 0 or 1 symbolic, so every traced dim is >= 2."""
     g = torch.Generator().manual_seed(0)
-    embeds = torch.randn(batch, seq, dims.hidden_size, generator=g, dtype=dtype)
-    positions = torch.arange(past, past + seq, dtype=torch.float32).expand(dims.num_axes, batch, seq).contiguous()
+    embeds = torch.randn(batch, seq, cfg.hidden_size, generator=g, dtype=dtype)
+    positions = torch.arange(past, past + seq, dtype=torch.float32).expand(num_axes, batch, seq).contiguous()
     mask = torch.ones(batch, past + seq, dtype=torch.int64)
-    kv = [torch.randn(batch, dims.num_kv_heads, past, dims.head_dim, generator=g, dtype=dtype)
-          for _ in range(2 * dims.num_layers)]
+    kv = [torch.randn(batch, cfg.num_kv_heads, past, cfg.head_dim, generator=g, dtype=dtype)
+          for _ in range(2 * cfg.num_layers)]
     return (embeds, positions, mask, *kv)
 
 
-def dynamic_shapes(dims: ModelDims) -> tuple:
-    """torch.export dims from the spec's symbolic names (seq, past and total independent: see trt_facts §15)."""
-    spec = decoder_spec(dims)
+def dynamic_shapes(cfg: ModelConfig, num_axes: int) -> tuple:
+    """torch.export dims from the spec's symbolic names. seq, past and total are independent dims: tied together,
+    torch.export would specialise the graph to the traced sizes (docs/architecture.md, Export)."""
+    spec = decoder_spec(cfg, num_axes)
     made = {}
 
     def dim(name):

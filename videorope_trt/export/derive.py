@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from videorope_trt.atomic import atomic_dir
-from videorope_trt.export import manifest as mf
+from videorope_trt.artifact.atomic import atomic_dir
+from videorope_trt.artifact import manifest as mf
 
 
 def _check_source(manifest: dict, form: str, precision: str) -> None:
@@ -31,7 +31,7 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
     from videorope_trt.export import rotary
     from videorope_trt.export.exporter import ExportConfig, _name_dims, _save
     from videorope_trt.export.fp16 import PRECISIONS
-    from videorope_trt.export.specs import GraphSpec, TensorSpec
+    from videorope_trt.artifact.specs import GraphSpec, TensorSpec
 
     src, dst = Path(src_dir), Path(dst_dir)
     manifest = mf.read_manifest(src)

@@ -16,7 +16,7 @@ import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from videorope_trt.export import manifest as mf
+from videorope_trt.artifact import manifest as mf
 from videorope_trt.export.fp16 import PRECISIONS
 from videorope_trt.export.rotary import FORMS
 
@@ -129,48 +129,49 @@ def _precision(onnx_model, raw_data: Path, precision: str):
     return PRECISIONS[precision](onnx_model)
 
 
-def _vision(model, dims, tmp, cfg, translation=None):
+def _vision(model, mcfg, tmp, cfg, translation=None):
     import torch
 
-    from videorope_trt.export.specs import vision_spec
-    from videorope_trt.export.vision import VisionGraph, example_grid, host_inputs
+    from videorope_trt.artifact.specs import vision_spec
+    from videorope_trt.artifact.vision_inputs import example_grid, host_inputs
+    from videorope_trt.export.vision import VisionGraph
 
-    spec = vision_spec(dims)
-    grid = example_grid(dims.spatial_merge_size)
-    host = host_inputs(grid, dims.spatial_merge_size)
-    pixels = torch.randn(int(grid.prod(1).sum()), dims.patch_dim, generator=torch.Generator().manual_seed(0))
-    n = torch.export.Dim("num_patches", min=dims.spatial_merge_size**2)
+    spec = vision_spec(mcfg)
+    grid = example_grid(mcfg.spatial_merge_size)
+    host = host_inputs(grid, mcfg.spatial_merge_size)
+    pixels = torch.randn(int(grid.prod(1).sum()), mcfg.patch_dim, generator=torch.Generator().manual_seed(0))
+    n = torch.export.Dim("num_patches", min=mcfg.spatial_merge_size**2)
     onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
                               torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp,
                               translation=translation)
     return _precision(onnx_model, raw, cfg.precision), spec, raw
 
 
-def _decoder(model, dims, tmp, cfg, translation=None):
+def _decoder(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.export import decoder as dec
     from videorope_trt.export import rotary
-    from videorope_trt.export.specs import decoder_spec
+    from videorope_trt.artifact.specs import decoder_spec
 
-    spec = decoder_spec(dims, last_only=cfg.last_only)
-    onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(dims), spec,
-                              dec.dynamic_shapes(dims), tmp,
+    axes = model.rope.num_axes
+    spec = decoder_spec(mcfg, axes, last_only=cfg.last_only)
+    onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(mcfg, axes),
+                              spec, dec.dynamic_shapes(mcfg, axes), tmp,
                               translation={**rotary.translation_table(), **(translation or {})})
-    if rotary.rotary_node_count(onnx_model) != 2 * dims.num_layers:
-        raise RuntimeError(f"decoder export: expected {2 * dims.num_layers} VideoRope nodes (q and k per layer), "
+    if rotary.rotary_node_count(onnx_model) != 2 * mcfg.num_layers:
+        raise RuntimeError(f"decoder export: expected {2 * mcfg.num_layers} VideoRope nodes (q and k per layer), "
                            f"found {rotary.rotary_node_count(onnx_model)}")
     onnx_model = _precision(onnx_model, raw, cfg.precision)
     return rotary.switch_form(onnx_model, cfg.rotary_form), spec, raw
 
 
-def _manifest(model, dims, specs, cfg, source: dict) -> dict:
+def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:
     from videorope_trt.plugins import contract
 
     c = model.config
     graphs = {name: {"file": f"{name}.onnx", "external_data": f"{name}.onnx.data", "precision": cfg.precision,
                      **spec.to_json()} for name, spec in specs.items()}
     return {
-        "model": {"model_type": c.model_type, **dims.to_json(), "image_token_id": c.image_token_id,
-                  "video_token_id": c.video_token_id, "vision_start_token_id": c.vision_start_token_id,
+        "model": {"model_type": c.model_type, **mcfg.to_json(), "num_axes": model.rope.num_axes,
                   "config": c.to_dict()},  # the whole HF config: the memory plan and the builder read it
         "rope": {**model.rope.record(), "num_axes": model.rope.num_axes, "decode_step": model.rope.decode_step,
                  "attrs": asdict(model.rope.attrs)},
@@ -201,17 +202,17 @@ def export_checkpoint(ckpt_dir, out_dir, cfg: ExportConfig = ExportConfig()) -> 
 def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     """Export a loaded `VideoRopeQwen2VL` (cfg.variant/delta are already applied to it); `source` is recorded in
     the manifest ({"checkpoint", "sha256"}: the sha256 decides whether `out_dir` may be overwritten)."""
-    from videorope_trt.export.decoder import model_dims
+    from videorope_trt.export.decoder import model_config
 
     out = Path(out_dir)
     _check_out_dir(out, source["sha256"])
-    dims = model_dims(model)
+    mcfg = model_config(model)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact directory is for sharing
     try:
-        specs = {name: _write_graph(model, dims, name, tmp / f"{name}.onnx", cfg) for name in cfg.graphs}
-        manifest = _manifest(model, dims, specs, cfg, source)
+        specs = {name: _write_graph(model, mcfg, name, tmp / f"{name}.onnx", cfg) for name in cfg.graphs}
+        manifest = _manifest(model, mcfg, specs, cfg, source)
         _move_into_place(tmp, out)
         mf.write_manifest(out, manifest)
     finally:
@@ -222,9 +223,9 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
 STEPS = {"vision": _vision, "decoder": _decoder}
 
 
-def _write_graph(model, dims, graph: str, path: Path, cfg: ExportConfig, translation=None):
+def _write_graph(model, mcfg, graph: str, path: Path, cfg: ExportConfig, translation=None):
     """Trace, convert and save one graph at `path` (+ `path.name`.data, written beside it); returns its spec."""
-    onnx_model, spec, raw = STEPS[graph](model, dims, path.parent, cfg, translation)
+    onnx_model, spec, raw = STEPS[graph](model, mcfg, path.parent, cfg, translation)
     _name_dims(onnx_model, spec)
     _save(onnx_model, path, raw)
     return spec
@@ -234,7 +235,7 @@ def export_graph(model, graph: str, path, cfg: ExportConfig = ExportConfig(), tr
     """One graph of a loaded model written to `path` and `path`.data through the exporter's own steps (trace,
     precision, rotary form, dim names); `translation` adds torch op → ONNX entries (the calibration's Q/DQ ops).
     Returns the graph's `GraphSpec`. Atomic: both files appear together or not at all."""
-    from videorope_trt.export.decoder import model_dims
+    from videorope_trt.export.decoder import model_config
 
     if graph not in STEPS:
         raise ValueError(f"graph {graph!r}: expected one of {list(STEPS)}")
@@ -242,7 +243,7 @@ def export_graph(model, graph: str, path, cfg: ExportConfig = ExportConfig(), tr
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.export-", dir=path.parent))
     try:
-        spec = _write_graph(model, model_dims(model), graph, tmp / path.name, cfg, translation)
+        spec = _write_graph(model, model_config(model), graph, tmp / path.name, cfg, translation)
         data = path.name + ".data"
         if (tmp / data).exists():  # a graph whose tensors are all small has none
             os.replace(tmp / data, path.with_name(data))

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.atomic import write_atomic
-from videorope_trt.export.manifest import read_manifest
+from videorope_trt.artifact.atomic import write_atomic
+from videorope_trt.artifact.manifest import read_manifest
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.export.specs import past_names, present_names
+from videorope_trt.artifact.specs import past_names, present_names
 
 LAYOUT_PARTS = ("text:N", "video", "image")
 
@@ -50,8 +50,8 @@ def parse_layout(layout: str) -> list:
 
 def make_media(processor_dir, work: Path, *, seconds: float, frame_size: tuple, sample_fps: float, seed: int) -> tuple:
     """({"video": Media, "image": Media}, sampled fps) from one generated clip."""
-    from videorope_trt.runtime.synthetic import make_synthetic_video, synthetic_frames
-    from videorope_trt.runtime.video import ProcessorConfig, load_video, preprocess_frames, resize_frame
+    from videorope_trt.media.synthetic import make_synthetic_video, synthetic_frames
+    from videorope_trt.media.video import ProcessorConfig, load_video, preprocess_frames, resize_frame
 
     width, height = frame_size
     clip = work / "clip.mp4"
@@ -142,7 +142,7 @@ def decoder_steps(model, prompt: Prompt, layout: str, decode_steps: int, last_on
 
 def vision_chunks(media: Media, merge: int, slices_per_call: int) -> list:
     """Feeds of the vision graph for `media`, a few temporal slices per call (the graph's bias is N × N)."""
-    from videorope_trt.export.vision import host_inputs
+    from videorope_trt.artifact.vision_inputs import host_inputs
 
     t, h, w = (int(v) for v in media.grid)
     per_slice = h * w

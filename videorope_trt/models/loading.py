@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from videorope_trt.atomic import atomic_dir, read_json
+from videorope_trt.artifact.atomic import atomic_dir, read_json
 
 from videorope_trt.models.rope_settings import CONFIG_FIELD, make_rope_settings, resolve_rope_choice
 

@@ -19,7 +19,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from videorope_trt.atomic import atomic_dir
+from videorope_trt.artifact.atomic import atomic_dir
 
 import numpy as np
 

@@ -1,7 +1,6 @@
 """Compile the VideoRope plugin library (CUDA kernel + TensorRT IPluginV3) with nvcc, without CMake.
 
     videorope-trt build-plugin --out build/plugins --trt-include /usr/include/x86_64-linux-gnu
-    (or python -m videorope_trt.plugins.build with the same options)
 
 Two libraries can come out of `csrc/`:
 - `libvideorope_trt_plugins.so`: kernel + plugin, exports `getCreators`/`setLoggerFinder` (TensorRT loads it) and
@@ -15,7 +14,6 @@ The CMake project beside this file (`plugins/CMakeLists.txt`) builds the same li
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -130,33 +128,3 @@ def build(cfg: BuildConfig) -> Path:
         link(nvcc, objects, partial)
         os.replace(partial, target)
     return target
-
-
-def add_arguments(ap, name: str = "build-plugin") -> None:
-    ap.add_argument("--out", required=True, type=Path, help="output folder")
-    ap.add_argument("--trt-include", type=Path, default=os.environ.get("TENSORRT_INCLUDE"),
-                    help="folder with NvInferRuntime.h (default: $TENSORRT_INCLUDE)")
-    ap.add_argument("--archs", default=",".join(DEFAULT_ARCHS), help="compute capabilities, e.g. 87,90,110")
-    ap.add_argument("--no-ptx", action="store_true", help=f"omit the compute_{PTX_ARCH} PTX")
-    ap.add_argument("--kernel-only", action="store_true", help=f"build {KERNEL_LIB} (no TensorRT headers needed)")
-
-
-def run(args, name: str = "build-plugin") -> int:
-    cfg = BuildConfig(args.out, args.trt_include, tuple(a.strip() for a in args.archs.split(",") if a.strip()),
-                      not args.no_ptx, args.kernel_only)
-    try:
-        print(build(cfg))
-    except BuildError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Build the VideoRope TensorRT plugin library with nvcc.")
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

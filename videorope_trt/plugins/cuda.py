@@ -38,7 +38,7 @@ def load(path=None) -> ctypes.CDLL:
     path = path or os.environ.get(LIB_ENV)
     if not path:
         raise FileNotFoundError(f"no VideoRope kernel library given: pass a path or set {LIB_ENV} (build one with "
-                                "`python -m videorope_trt.plugins.build --kernel-only --out DIR`)")
+                                "`videorope-trt build-plugin --kernel-only --out DIR`)")
     path = Path(path).resolve()
     if not path.is_file():
         raise FileNotFoundError(f"VideoRope kernel library not found: {path}")

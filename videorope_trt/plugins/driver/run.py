@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.atomic import write_atomic
+from videorope_trt.artifact.atomic import write_atomic
 from videorope_trt.plugins import build as plugin_build
 from videorope_trt.plugins.contract import LAYOUT_BHSD, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope

@@ -23,63 +23,34 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+
+from videorope_trt.artifact.model_config import ModelConfig
 
 #: backend name → "module:Class", imported only when chosen.
 BACKENDS = {
-    "torch": "videorope_trt.runtime.backends.torch_backend:TorchBackend",
+    "torch": "videorope_trt.runtime.backends.torch.backend:TorchBackend",
     "onnxruntime": "videorope_trt.runtime.backends.ort_backend:OrtBackend",
     "tensorrt": "videorope_trt.runtime.backends.trt_backend:TrtBackend",
 }
 
 
 @dataclass(frozen=True)
-class ModelInfo:
-    """What generation needs to know about the model, whichever backend runs it."""
+class ModelInfo(ModelConfig):
+    """What generation needs to know about the model, whichever backend runs it: the checkpoint's config record and
+    the RoPE variant the artifact (or the loaded model) runs."""
 
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
     variant: str = "m_rope"
     #: keyword arguments of `videorope_trt.rope.batch_positions` (e.g. delta for VideoRoPE's ATS)
     position_params: dict = field(default_factory=dict)
-    image_token_id: int = 151655
-    video_token_id: int = 151656
-    vision_start_token_id: int = 151652
-    vision_end_token_id: int = 151653
-    eos_token_ids: tuple = (151645,)
-    pad_token_id: int = 151643
-    spatial_merge_size: int = 2
 
     @classmethod
-    def from_config(cls, config: dict, variant: str = "m_rope", position_params: dict | None = None) -> "ModelInfo":
+    def from_config(cls, config: dict, variant: str = "m_rope", position_params: dict | None = None,
+                    name: str = "checkpoint") -> "ModelInfo":
         """From a Qwen2-VL config.json dict (text fields at the top level or under `text_config`)."""
-        text = {**config, **config.get("text_config", {})}
-        heads = text["num_attention_heads"]
-        eos = text.get("eos_token_id", config.get("eos_token_id", 151645))
-        vision = config.get("vision_config", {})
-        get = lambda k, d: config.get(k, text.get(k, d))  # noqa: E731
-        eos = tuple(eos) if isinstance(eos, (list, tuple)) else (int(eos),)
-        # Qwen2-VL pads with <|endoftext|>, which its config records as bos_token_id
-        pad = next(v for v in (get("pad_token_id", None), get("bos_token_id", None), eos[0]) if v is not None)
-        return cls(
-            num_layers=text["num_hidden_layers"],
-            num_kv_heads=text.get("num_key_value_heads", heads),
-            head_dim=text.get("head_dim") or text["hidden_size"] // heads,
-            hidden_size=text["hidden_size"],
-            vocab_size=text["vocab_size"],
-            variant=variant,
-            position_params=dict(position_params or {}),
-            image_token_id=get("image_token_id", 151655),
-            video_token_id=get("video_token_id", 151656),
-            vision_start_token_id=get("vision_start_token_id", 151652),
-            vision_end_token_id=get("vision_end_token_id", 151653),
-            eos_token_ids=eos,
-            pad_token_id=pad,
-            spatial_merge_size=vision.get("spatial_merge_size", 2),
-        )
+        base = ModelConfig.from_config(config, name=name)
+        return cls(**{f.name: getattr(base, f.name) for f in fields(ModelConfig)}, variant=variant,
+                   position_params=dict(position_params or {}))
 
 
 class Backend(ABC):

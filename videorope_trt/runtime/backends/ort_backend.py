@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.export.manifest import checkpoint_of, read_manifest  # the checked reader; the TensorRT backend uses it too
+from videorope_trt.artifact.manifest import checkpoint_of, read_manifest  # the checked reader; the TensorRT backend uses it too
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
 
 
@@ -120,7 +120,7 @@ class OrtBackend(Backend):
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
 
-        from videorope_trt.export.vision import host_inputs
+        from videorope_trt.artifact.vision_inputs import host_inputs
 
         host = host_inputs(grid_thw.cpu().numpy(), self.info.spatial_merge_size)
         binding, keep = self.vision.io_binding(), []
@@ -144,7 +144,7 @@ class OrtBackend(Backend):
 
     def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
         # the exported decoder always computes the logits (`logits` changes nothing here)
-        from videorope_trt.export.specs import past_names, present_names
+        from videorope_trt.artifact.specs import past_names, present_names
 
         binding, keep = self.decoder.io_binding(), []
         keep.append(self._bind(binding, "inputs_embeds", inputs_embeds, self.float_type))

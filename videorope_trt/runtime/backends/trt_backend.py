@@ -2,7 +2,7 @@
 
 Works with TensorRT 10.x (Jetson's 10.3 included) and 11.x: only the name-based tensor API is used
 (`num_io_tensors`, `get_tensor_name`, `set_input_shape`, `set_tensor_address`, `execute_async_v3`), which both
-have. TensorRT itself is imported through `videorope_trt.runtime.trt`, the one module allowed to.
+have. TensorRT itself is imported through `videorope_trt.trt`, the one module allowed to.
 
 KV cache: the decoder graph reads past (B, KV, P, D) and writes present (B, KV, P+S, D), both dense. Two
 preallocated buffers per layer, each of B*KV*capacity*D elements, take turns: the past is a dense view of the
@@ -53,18 +53,6 @@ class PingPongKV:
 
     def advance(self, total):
         self.current, self.length = 1 - self.current, total
-
-
-def find_engine_dir(artifact, target=None) -> Path:
-    """engines/<target> under the artifact directory; the only one there when no target is named."""
-    root = Path(artifact) / "engines"
-    if target:
-        return root / target
-    found = sorted(p for p in root.glob("*") if (p / "engine.json").is_file()) if root.is_dir() else []
-    if len(found) != 1:
-        raise FileNotFoundError(f"tensorrt backend: expected one engine directory under {root}, found "
-                                f"{[p.name for p in found]}; pass --target or run `videorope-trt build`")
-    return found[0]
 
 
 class Engine:
@@ -119,22 +107,24 @@ class TrtBackend(Backend):
 
     @classmethod
     def load(cls, artifact, *, device="cuda", checkpoint=None, target=None, **_):
-        from videorope_trt.runtime import build
-        from videorope_trt.runtime import trt as trtmod
+        from videorope_trt import trt as trtmod
+        from videorope_trt.artifact import engine_info
+        from videorope_trt.artifact.manifest import checkpoint_of
         from videorope_trt.runtime.backends import ort_backend as ob
 
-        engine_dir = find_engine_dir(artifact, target)
-        info = build.check_engine_dir(engine_dir)  # TensorRT version, GPU and plugin checked against this machine
-        trt = trtmod.import_trt(info["flavour"])
+        engine_dir = engine_info.find_engine_dir(artifact, target)
+        flavour = engine_info.read_engine_info(engine_dir)["flavour"]
+        trt = trtmod.import_trt(flavour)
+        # the TensorRT version and GPU of this machine against the build's
+        info = engine_info.check_engine_dir(engine_dir, running_version=trtmod.version(trt), gpu=trtmod.current_gpu())
         if info.get("plugin_library"):
             trtmod.load_plugin_library(trt, info["plugin_library"]["path"])
-        from videorope_trt.export.manifest import checkpoint_of
 
         manifest = ob.read_manifest(artifact)
         ckpt = checkpoint or checkpoint_of(artifact, manifest)
         table = ob.load_embedding_table(ckpt).to(device)
         model = ob.info_from_artifact(manifest, ckpt)
-        return cls(trt, engine_dir, table, model, build.engine_plan(engine_dir), device)
+        return cls(trt, engine_dir, table, model, engine_info.engine_plan(engine_dir), device)
 
     def _stream(self):
         # torch's current stream: the inputs torch just wrote are ordered before the engine reads them
@@ -145,7 +135,7 @@ class TrtBackend(Backend):
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
 
-        from videorope_trt.export.vision import host_inputs
+        from videorope_trt.artifact.vision_inputs import host_inputs
 
         host = host_inputs(grid_thw.cpu().numpy(), self.info.spatial_merge_size)
         e = self.vision
@@ -175,12 +165,12 @@ class TrtBackend(Backend):
         # the exported decoder always computes the logits (`logits` changes nothing here)
         import torch
 
-        from videorope_trt.export.specs import past_names, present_names
+        from videorope_trt.artifact.specs import past_names, present_names
 
         e, kv = self.decoder, self.kv
         s = inputs_embeds.shape[1]
         total = kv.length + s
-        e.use_profile(1 if s == 1 else 0, self._stream())  # profiles: 0 prefill, 1 decode (runtime/build.py)
+        e.use_profile(1 if s == 1 else 0, self._stream())  # profiles: 0 prefill, 1 decode (build/engine.py)
         feeds = {"inputs_embeds": inputs_embeds.to(e.dtypes["inputs_embeds"]).contiguous(),
                  "positions": positions.to(torch.float32).contiguous(),
                  "attention_mask": attention_mask.to(torch.int64).contiguous()}

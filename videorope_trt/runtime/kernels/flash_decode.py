@@ -33,14 +33,14 @@ import functools
 
 import torch
 
-from videorope_trt.runtime.backends.gemv import launch
+from videorope_trt.runtime.kernels.gemv import launch
 
 #: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_cache.SPLIT)
 SPLIT_ROWS = 256
 
 
 def available() -> bool:
-    from videorope_trt.runtime.backends.gemv import available as triton_and_cuda
+    from videorope_trt.runtime.kernels.gemv import available as triton_and_cuda
 
     return triton_and_cuda()
 

@@ -9,7 +9,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from videorope_trt.atomic import read_json, write_atomic
+from videorope_trt.artifact.atomic import read_json, write_atomic
 
 FORMAT_VERSION = 1
 KIND = "videorope-trt-export"

@@ -61,8 +61,8 @@ class TorchBackend(Backend):
         # one per backend: OneRowLinear's per-shape choices outlive every cache allocation
         self.linear = self.decode_ops = None
         if on_cuda and self.static:
-            from videorope_trt.runtime.backends import gemv as gemv_module
-            from videorope_trt.runtime.backends.static_cache import DecodeOps
+            from videorope_trt.runtime.kernels import gemv as gemv_module
+            from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps
 
             if gemv_module.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
                 self.linear = gemv_module.OneRowLinear() if gemv else None
@@ -115,7 +115,7 @@ class TorchBackend(Backend):
 
         self.keys = self.values = self.fast = self.graphed = None  # release the old cache before the new one
         if self.static:
-            from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder
+            from videorope_trt.runtime.backends.torch.static_decoder import StaticCacheDecoder
 
             self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
                                            self.triton_decode, self.split_prefill, self.decode_ops)
@@ -153,7 +153,7 @@ class TorchBackend(Backend):
         # work runs while the device works through it (the first token waits for its one warm-up step on the device);
         # not with the cache full (no step follows, and the warm-up writes the last row)
         if self.cuda_graph and self.graphed is None and self.length < self.capacity:
-            from videorope_trt.runtime.backends.decode_graph import GraphedDecode
+            from videorope_trt.runtime.backends.torch.decode_graph import GraphedDecode
 
             with torch.no_grad():
                 self.graphed = GraphedDecode(self.fast, self.batch, self.num_axes)

@@ -53,7 +53,7 @@ from videorope_trt.models.decoder import rms_norm
 from videorope_trt.models.vision_fast import COMPILE_OPTIONS
 from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
-from videorope_trt.runtime.backends.prefill_attention import merge_partials
+from videorope_trt.runtime.kernels.prefill_attention import merge_partials
 
 #: cache rows per block of the split decode attention (and the cache's row granularity)
 SPLIT = 256
@@ -144,7 +144,7 @@ class DecodeOps:
     @classmethod
     def triton(cls, pdl: bool | None = None) -> "DecodeOps":
         """The Triton kernels (CUDA); `pdl` None: wherever the GPU and Triton have it."""
-        from videorope_trt.runtime.backends import gemv, rope_cache
+        from videorope_trt.runtime.kernels import gemv, rope_cache
 
         if pdl and not gemv.pdl_supported():
             raise ValueError("pdl=True: programmatic dependent launch needs compute capability 9.0+ and a Triton "
@@ -154,7 +154,7 @@ class DecodeOps:
     @classmethod
     def reference(cls) -> "DecodeOps":
         """The same math in torch: the fused step's CPU form, which the tests hold against the model's decoder."""
-        from videorope_trt.runtime.backends import gemv, rope_cache
+        from videorope_trt.runtime.kernels import gemv, rope_cache
 
         return cls(gemv.gemv_reference, rope_cache.project_into_cache_reference, cuda_half_only=False)
 
@@ -194,7 +194,7 @@ class StaticCacheDecoder:
         self.mlp_rows = max(1, MLP_BYTES // (2 * inter * dtype.itemsize))
         self.flash = False
         if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
-            from videorope_trt.runtime.backends import flash_decode
+            from videorope_trt.runtime.kernels import flash_decode
 
             if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
                 self.decode_attention, self.flash = flash_decode.flash_decode, True
@@ -226,7 +226,7 @@ class StaticCacheDecoder:
     def _prefill_attention(self, q, i, mask, keys: int):
         k, v, scale = self.keys[i][:, :, :keys], self.values[i][:, :, :keys], self.head_dim**-0.5
         if self.split_prefill and isinstance(mask, CausalBias):  # no padding: the causal form (a Tensor subclass)
-            from videorope_trt.runtime.backends.prefill_attention import split_causal_attention
+            from videorope_trt.runtime.kernels.prefill_attention import split_causal_attention
 
             try:
                 return split_causal_attention(q, k, v, scale, merge=self.merge_partials)

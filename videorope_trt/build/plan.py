@@ -15,10 +15,12 @@ What differs between runtimes (a separate lm_head copy, logits for a whole prefi
 from __future__ import annotations
 
 import math
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import dataclass
 
-from videorope_trt.runtime.model_dims import MODELS, ModelDims, resolve_model  # noqa: F401  (plan's public names)
-from videorope_trt.runtime.presets import GiB, PRECISIONS, Preset, get_preset
+from videorope_trt.artifact.engine_info import MemoryPlan
+from videorope_trt.artifact.model_config import ModelConfig, read_model_config
+from videorope_trt.artifact.precisions import FLOAT_BYTES, PRECISIONS
+from videorope_trt.build.presets import GiB, Preset, get_preset
 
 #: The prompt and answer text around the video, in tokens.
 TEXT_RESERVE = 512
@@ -65,7 +67,6 @@ class PlanRequest:
     """What the user asks for; None means the preset's default (clipped to what fits)."""
 
     precision: str = "fp16"
-    kv_precision: str = "fp16"
     vision_precision: str | None = None  # default: the float type of `precision` (FP16 for quantized modes)
     max_context: int | None = None
     max_frames: int | None = None
@@ -79,134 +80,40 @@ class PlanRequest:
     runtime: str = "tensorrt"  # a key of RUNTIMES: what the plan counts for lm_head and logits
 
 
-@dataclass(frozen=True)
-class MemoryPlan:
-    """All byte counts are for the whole batch. JSON-friendly: plain ints, floats and strings."""
-
-    model: str
-    target: str
-    precision: str
-    kv_precision: str
-    vision_precision: str
-    batch: int
-    memory_bytes: int
-    reserved_bytes: int
-    headroom_bytes: int
-    budget_bytes: int
-    decoder_weight_bytes: int
-    vision_weight_bytes: int
-    embedding_bytes: int
-    overhead_bytes: int
-    workspace_bytes: int
-    decoder_activation_bytes: int
-    vision_activation_bytes: int
-    kv_bytes_per_token: int
-    per_token_bytes: int
-    capacity_context: int
-    capacity_frames: int
-    max_context: int
-    max_frames: int
-    prefill_chunk: int
-    frames_per_chunk: int
-    patches_per_chunk: int
-    tokens_per_slice: int
-    frame_size: tuple
-    text_reserve: int
-    runtime: str = "tensorrt"  # plans written before runtimes were told apart were TensorRT's
-
-    @property
-    def fixed_bytes(self) -> int:
-        return (self.decoder_weight_bytes + self.vision_weight_bytes + self.embedding_bytes + self.overhead_bytes
-                + self.workspace_bytes + self.decoder_activation_bytes + self.vision_activation_bytes)
-
-    @property
-    def kv_cache_bytes(self) -> int:
-        """The KV cache the runtime allocates: every layer's K and V for `max_context` tokens."""
-        return self.kv_bytes_per_token * self.max_context
-
-    @property
-    def total_bytes(self) -> int:
-        return self.fixed_bytes + self.per_token_bytes * self.max_context
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["frame_size"] = list(self.frame_size)
-        d.update(fixed_bytes=self.fixed_bytes, kv_cache_bytes=self.kv_cache_bytes, total_bytes=self.total_bytes)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MemoryPlan":
-        names = {f.name for f in fields(cls)}
-        missing = {f.name for f in fields(cls) if f.default is MISSING} - set(d)
-        if missing:
-            raise ValueError(f"memory plan: missing fields {sorted(missing)}")
-        kw = {k: d[k] for k in names & set(d)}
-        kw["frame_size"] = tuple(kw["frame_size"])
-        return cls(**kw)
-
-    def table(self) -> str:
-        """A table a person reads: one line per cost, then what fits."""
-        g = lambda b: f"{b / GiB:9.2f} GiB"  # noqa: E731
-        rows = [
-            ("memory", g(self.memory_bytes)),
-            ("reserved (OS, carve-outs)", g(self.reserved_bytes)),
-            ("headroom", g(self.headroom_bytes)),
-            ("budget", g(self.budget_bytes)),
-            (f"decoder weights ({self.precision})", g(self.decoder_weight_bytes)),
-            (f"vision weights ({self.vision_precision})", g(self.vision_weight_bytes)),
-            ("embedding table", g(self.embedding_bytes)),
-            ("CUDA + TensorRT overhead", g(self.overhead_bytes)),
-            ("workspace", g(self.workspace_bytes)),
-            (f"decoder activations ({self.prefill_chunk}-token chunk)", g(self.decoder_activation_bytes)),
-            (f"vision activations ({self.patches_per_chunk} patches)", g(self.vision_activation_bytes)),
-            (f"KV cache per token ({self.kv_precision})", f"{self.kv_bytes_per_token / 1024:9.2f} KiB"),
-            ("per token (KV + embeddings)", f"{self.per_token_bytes / 1024:9.2f} KiB"),
-            ("largest context / frames", f"{self.capacity_context} tokens / {self.capacity_frames} frames"),
-            ("planned context / frames", f"{self.max_context} tokens / {self.max_frames} frames"),
-            (f"KV cache at {self.max_context} tokens", g(self.kv_cache_bytes)),
-            ("planned total", g(self.total_bytes)),
-        ]
-        width = max(len(k) for k, _ in rows)
-        head = (f"{self.model} on {self.target} ({self.runtime} runtime): batch {self.batch}, frames {self.frame_size[0]}x{self.frame_size[1]} "
-                f"px = {self.tokens_per_slice} tokens per temporal slice")
-        return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
-
-
 def _vision_precision(req: PlanRequest) -> str:
     if req.vision_precision is not None:
         return req.vision_precision
     return req.precision if req.precision in ("fp32", "bf16") else "fp16"
 
 
-def _frame_grid(model: ModelDims, frame_size) -> int:
+def _frame_grid(model: ModelConfig, frame_size) -> int:
     """LLM tokens per temporal slice (temporal_patch_size frames) at this frame size, after the 2x2 merge."""
-    unit = model.patch_size * model.merge_size
+    unit = model.patch_size * model.spatial_merge_size
     h, w = (max(unit, round(s / unit) * unit) for s in frame_size)
     return (h // unit) * (w // unit)
 
 
-def _weights(model: ModelDims, precision: str, vision_precision: str, runtime: RuntimeCosts) -> tuple:
+def _weights(model: ModelConfig, precision: str, vision_precision: str, runtime: RuntimeCosts) -> tuple:
     p, vp = PRECISIONS[precision], PRECISIONS[vision_precision]
-    own_head = runtime.separate_lm_head or not model.tie_embeddings
+    own_head = runtime.separate_lm_head or not model.tie_word_embeddings
     head = model.embed_params() * p.act_bytes if own_head else 0  # the lm_head stays in float (never quantized)
     decoder = int(model.llm_gemm_params() * p.weight_bytes + model.llm_other_params() * p.act_bytes + head)
     vision = int(model.vision_gemm_params() * vp.weight_bytes + model.vision_other_params() * vp.act_bytes)
     return decoder, vision, model.embed_params() * p.act_bytes
 
 
-def decoder_activation_bytes(model: ModelDims, chunk: int, act: int, batch: int = 1, chunk_logits: bool = True) -> int:
+def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: int = 1, chunk_logits: bool = True) -> int:
     """One prefill step of `chunk` tokens: hidden states, q/k/v, MLP intermediates, and logits for every position
     of the chunk (`chunk_logits`) or for the last one."""
-    per_token = act * (4 * model.hidden + 2 * model.kv_dim + 3 * model.intermediate)
+    per_token = act * (4 * model.hidden_size + 2 * model.kv_dim + 3 * model.intermediate_size)
     logit_rows = chunk if chunk_logits else 1
-    return batch * (chunk * per_token + logit_rows * LOGIT_BYTES * model.vocab)
+    return batch * (chunk * per_token + logit_rows * LOGIT_BYTES * model.vocab_size)
 
 
-def vision_activation_bytes(model: ModelDims, patches: int, act: int, fused_attention: bool = True) -> int:
+def vision_activation_bytes(model: ModelConfig, patches: int, act: int, fused_attention: bool = True) -> int:
     """One vision-encoder call over `patches` patches: the input, block intermediates and the dense mask bias."""
     e = model.vision_dim
-    flat = model.in_channels * model.temporal_patch_size * model.patch_size ** 2
-    per_patch = 4 * flat + act * e * (6 + model.vision_mlp_ratio) + act * model.hidden // model.merge_size ** 2
+    per_patch = 4 * model.patch_dim + act * e * (6 + model.vision_mlp_ratio) + act * model.hidden_size // model.spatial_merge_size ** 2
     square = patches * patches * act * (1 if fused_attention else 1 + 2 * model.vision_heads)
     return patches * per_patch + square
 
@@ -221,14 +128,14 @@ def _context_for(frames: int, tokens_per_slice: int, tp: int, text_reserve: int)
 
 
 def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: bool = True) -> MemoryPlan:
-    """The memory plan of `model` (ModelDims, a known name or a checkpoint) on `target` (a preset or its name).
+    """The memory plan of `model` (a ModelConfig, a published name or a checkpoint) on `target` (a preset or its name).
 
     Raises ValueError when the precision is not offered by the target or the request does not fit; the message
     says what would fit."""
-    model = resolve_model(model)
+    model = read_model_config(model)
     preset = target if isinstance(target, Preset) else get_preset(target)
     prec = preset.check_precision(request.precision)
-    kv_bytes = preset.check_kv_precision(request.kv_precision)
+    kv_type = prec.float_type  # the graph's float type: caches are graph inputs and outputs
     vprec = _vision_precision(request)
     preset.check_precision(vprec)
     runtime = get_runtime(request.runtime)
@@ -241,7 +148,7 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     if frames_per_chunk % tp:
         raise ValueError(f"frames per chunk must be a multiple of temporal_patch_size={tp}, got {frames_per_chunk}")
     tokens_per_slice = _frame_grid(model, request.frame_size)
-    patches = frames_per_chunk // tp * tokens_per_slice * model.merge_size ** 2
+    patches = frames_per_chunk // tp * tokens_per_slice * model.spatial_merge_size ** 2
 
     usable = preset.memory_bytes - preset.reserved_bytes
     headroom = preset.headroom if request.headroom is None else request.headroom
@@ -251,15 +158,15 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     dec_act = decoder_activation_bytes(model, chunk, act, request.batch, runtime.chunk_logits)
     vis_act = vision_activation_bytes(model, patches, PRECISIONS[vprec].act_bytes, request.fused_attention)
     fixed = dec_w + vis_w + emb + preset.overhead_bytes + preset.workspace_bytes + dec_act + vis_act
-    kv_token = model.kv_bytes_per_token(kv_bytes) * request.batch
-    per_token = kv_token + request.batch * act * model.hidden  # + the prompt's inputs_embeds row
+    kv_token = model.kv_bytes_per_token(FLOAT_BYTES[kv_type]) * request.batch
+    per_token = kv_token + request.batch * act * model.hidden_size  # + the prompt's inputs_embeds row
     if not request.fused_attention:
-        per_token += request.batch * model.heads * chunk * act * 2  # scores and probabilities of one layer
+        per_token += request.batch * model.num_heads * chunk * act * 2  # scores and probabilities of one layer
 
     room = budget - fixed
     capacity = min(model.max_positions, max(0, room // per_token) // CONTEXT_ALIGN * CONTEXT_ALIGN)
     capacity_frames = _frames_for(capacity, tokens_per_slice, tp, request.text_reserve)
-    where = f"{model.name} {request.precision} (KV {request.kv_precision}) on {preset.name}"
+    where = f"{model.name} {request.precision} (KV {kv_type}) on {preset.name}"
     if capacity < chunk:
         raise ValueError(
             f"{where} does not fit: fixed costs {fixed / GiB:.2f} GiB (weights {(dec_w + vis_w + emb) / GiB:.2f}) "
@@ -268,7 +175,7 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
 
     context, frames = _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capacity_frames)
     return MemoryPlan(
-        model=model.name, target=preset.name, precision=request.precision, kv_precision=request.kv_precision,
+        model=model.name, target=preset.name, precision=request.precision, kv_precision=kv_type,
         vision_precision=vprec, batch=request.batch, memory_bytes=preset.memory_bytes,
         reserved_bytes=preset.reserved_bytes, headroom_bytes=usable - budget, budget_bytes=budget,
         decoder_weight_bytes=dec_w, vision_weight_bytes=vis_w, embedding_bytes=emb,
@@ -301,7 +208,7 @@ def _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capac
     return context, frames
 
 
-def _what_fits(model: ModelDims, preset: Preset, request: PlanRequest) -> str:
+def _what_fits(model: ModelConfig, preset: Preset, request: PlanRequest) -> str:
     """A hint naming the precisions of this target that do fit, or saying none does."""
     from dataclasses import replace  # noqa: PLC0415
 

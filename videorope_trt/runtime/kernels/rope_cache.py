@@ -28,7 +28,7 @@ import torch
 
 from videorope_trt.plugins.contract import LAYOUT_BHSD
 from videorope_trt.rope.apply import video_rope_torch
-from videorope_trt.runtime.backends import gemv
+from videorope_trt.runtime.kernels import gemv
 
 
 @functools.cache

@@ -13,11 +13,11 @@ import time
 
 
 def add_arguments(parser, name: str) -> None:
-    from videorope_trt.calibration.quantize import MODES
+    from videorope_trt.artifact.precisions import names
 
     parser.add_argument("checkpoint", metavar="CKPT", help="Qwen2-VL checkpoint directory (HF layout)")
     parser.add_argument("out", metavar="OUT", help="artifact directory to write the Q/DQ ONNX and the report into")
-    parser.add_argument("--precision", required=True, help=f"one of {', '.join(MODES)}")
+    parser.add_argument("--precision", required=True, help=f"one of {', '.join(names('calibrate'))}")
     parser.add_argument("--videos", required=True, help="directory of calibration videos (the last ones are held out)")
     parser.add_argument("--prompts", required=True, help="text file, one prompt per line")
     parser.add_argument("--target", default=None, help="build preset the result is for (checks FP8 support)")
@@ -54,9 +54,13 @@ def run(args, name: str) -> int:
     from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_checkpoint
     from videorope_trt.calibration.report import table
 
+    if args.target is not None:  # the target's precisions, before any work (no FP8 on Orin)
+        from videorope_trt.build.presets import get_preset
+
+        get_preset(args.target).check_precision(args.precision)
     start = time.perf_counter()
     cfg = CalibrationConfig(
-        precision=args.precision, videos=args.videos, prompts=args.prompts, target=args.target,
+        precision=args.precision, videos=args.videos, prompts=args.prompts,
         video=VideoSettings(args.fps, args.max_frames, args.token_budget), holdout=args.holdout,
         prompts_per_video=args.prompts_per_video, greedy_tokens=args.greedy_tokens,
         quantize_vision=args.quantize_vision, rotary_form=args.rotary_form, onnx_check=not args.no_onnx_check,

@@ -14,7 +14,7 @@ Symbolic dims:
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -57,22 +57,11 @@ class GraphSpec:
     def to_json(self) -> dict:
         return {"inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
 
-
-@dataclass(frozen=True)
-class ModelDims:
-    """The sizes of a Qwen2-VL checkpoint that shape its graphs."""
-
-    num_layers: int
-    num_kv_heads: int
-    head_dim: int
-    hidden_size: int
-    vocab_size: int
-    num_axes: int  # rows of `positions`: 3 for Qwen-style variants, 4 for vrope
-    patch_dim: int  # C * temporal_patch * patch²
-    spatial_merge_size: int
-
-    def to_json(self) -> dict:
-        return asdict(self)
+    @classmethod
+    def from_json(cls, name: str, entry: dict) -> "GraphSpec":
+        """The spec of a manifest's graph entry (`to_json`'s form)."""
+        tensors = lambda key: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[key])  # noqa: E731
+        return cls(name, tensors("inputs"), tensors("outputs"))
 
 
 def past_names(layer: int) -> tuple:
@@ -83,34 +72,36 @@ def present_names(layer: int) -> tuple:
     return f"present_key_{layer}", f"present_value_{layer}"
 
 
-def vision_spec(dims: ModelDims, float_dtype: str = "float32") -> GraphSpec:
+def vision_spec(model, float_dtype: str = "float32") -> GraphSpec:
+    """`model`: an `artifact.model_config.ModelConfig`."""
     return GraphSpec(
         "vision",
         inputs=(
-            TensorSpec("pixel_values", float_dtype, ("num_patches", dims.patch_dim)),
+            TensorSpec("pixel_values", float_dtype, ("num_patches", model.patch_dim)),
             TensorSpec("rotary_pos_ids", "int64", ("num_patches", 2)),
             TensorSpec("segment_ids", "int64", ("num_patches",)),
         ),
-        outputs=(TensorSpec("image_embeds", float_dtype, ("num_merged", dims.hidden_size)),),
+        outputs=(TensorSpec("image_embeds", float_dtype, ("num_merged", model.hidden_size)),),
     )
 
 
-def decoder_spec(dims: ModelDims, float_dtype: str = "float32", kv_dtype: str | None = None,
+def decoder_spec(model, num_axes: int, float_dtype: str = "float32", kv_dtype: str | None = None,
                  last_only: bool = False) -> GraphSpec:
+    """`model`: an `artifact.model_config.ModelConfig`; `num_axes`: rows of `positions` (the RoPE variant's)."""
     kv_dtype = kv_dtype or float_dtype
-    kv = ("batch", dims.num_kv_heads, "past", dims.head_dim)
-    kv_out = ("batch", dims.num_kv_heads, "total", dims.head_dim)
+    kv = ("batch", model.num_kv_heads, "past", model.head_dim)
+    kv_out = ("batch", model.num_kv_heads, "total", model.head_dim)
     inputs = [
-        TensorSpec("inputs_embeds", float_dtype, ("batch", "seq", dims.hidden_size)),
-        TensorSpec("positions", "float32", (dims.num_axes, "batch", "seq")),  # always fp32: exact fractional positions
+        TensorSpec("inputs_embeds", float_dtype, ("batch", "seq", model.hidden_size)),
+        TensorSpec("positions", "float32", (num_axes, "batch", "seq")),  # always fp32: exact fractional positions
         TensorSpec("attention_mask", "int64", ("batch", "total")),
     ]
-    outputs = [TensorSpec("logits", float_dtype, ("batch", 1 if last_only else "seq", dims.vocab_size))]
-    for i in range(dims.num_layers):
+    outputs = [TensorSpec("logits", float_dtype, ("batch", 1 if last_only else "seq", model.vocab_size))]
+    for i in range(model.num_layers):
         inputs += [TensorSpec(n, kv_dtype, kv) for n in past_names(i)]
         outputs += [TensorSpec(n, kv_dtype, kv_out) for n in present_names(i)]
     return GraphSpec("decoder", tuple(inputs), tuple(outputs))
 
 
-def graph_specs(dims: ModelDims, float_dtype: str = "float32") -> dict:
-    return {"vision": vision_spec(dims, float_dtype), "decoder": decoder_spec(dims, float_dtype)}
+def graph_specs(model, num_axes: int, float_dtype: str = "float32") -> dict:
+    return {"vision": vision_spec(model, float_dtype), "decoder": decoder_spec(model, num_axes, float_dtype)}

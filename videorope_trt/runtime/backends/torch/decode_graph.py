@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from videorope_trt.runtime.backends.static_cache import StaticCacheDecoder, decode_bias
+from videorope_trt.runtime.backends.torch.static_decoder import StaticCacheDecoder, decode_bias
 
 
 class GraphedDecode:

@@ -24,7 +24,7 @@ from typing import Iterator
 
 import numpy as np
 
-from videorope_trt.runtime.video_io import VideoInfo, iter_frames, probe_video
+from videorope_trt.media.video_io import VideoInfo, iter_frames, probe_video
 
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

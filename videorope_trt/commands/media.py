@@ -24,7 +24,7 @@ def add_arguments(parser, name: str) -> None:
 
 
 def run(args, name: str) -> int:
-    from videorope_trt.runtime.synthetic import make_synthetic_video
+    from videorope_trt.media.synthetic import make_synthetic_video
 
     width, height = parse_size(args.size)
     began = time.perf_counter()

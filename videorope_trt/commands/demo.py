@@ -35,7 +35,7 @@ def _trt_headers() -> Path | None:
 def _build_blocker(skip: bool) -> str | None:
     """Why the engine build step cannot run here, or None."""
     from videorope_trt.plugins.build import BuildError, find_nvcc
-    from videorope_trt.runtime import trt
+    from videorope_trt import trt
 
     if skip:
         return "--skip-build given"
@@ -52,7 +52,7 @@ def _build_blocker(skip: bool) -> str | None:
 
 def _video_layout(ckpt: Path, clip: Path) -> str:
     """The positions layout of the demo prompt: text, the video on the LLM grid, text (as `run` builds it)."""
-    from videorope_trt.runtime.video import ProcessorConfig, load_video
+    from videorope_trt.media.video import ProcessorConfig, load_video
 
     proc = ProcessorConfig.from_checkpoint(ckpt)
     t, h, w = (int(v) for v in load_video(clip, processor=proc).grid_thw)
@@ -83,7 +83,7 @@ def _steps(args, out: Path) -> list:
 
 
 def run(args, name: str) -> int:
-    from videorope_trt.cli import main as cli
+    from videorope_trt.commands import main as cli
 
     out = Path(args.out)
     if out.exists():

@@ -138,7 +138,7 @@ def load_plugin_library(trt, path, creator: tuple = ("VideoRope", "1", "videorop
     path = Path(path).resolve()  # load_library treats a name without "/" as a bare soname
     if not path.is_file():
         raise FileNotFoundError(f"plugin library {path} does not exist; build it with "
-                                "`python -m videorope_trt.plugins.build` (see docs/deployment.md)")
+                                "`videorope-trt build-plugin` (see docs/deployment.md)")
     registry = trt.get_plugin_registry()
     if registry.get_creator(*creator) is not None:
         return

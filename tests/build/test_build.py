@@ -9,12 +9,14 @@ import numpy as np
 import onnx
 import pytest
 
-from videorope_trt.export.manifest import FORMAT_VERSION, KIND
 from onnx import TensorProto, helper, numpy_helper
 
-from videorope_trt.runtime import build as B
-from videorope_trt.runtime import trt as T
-from videorope_trt.runtime.plan import ModelDims, PlanRequest, plan_memory
+from videorope_trt import trt as T
+from videorope_trt.artifact import engine_info as EI
+from videorope_trt.artifact.manifest import FORMAT_VERSION, KIND
+from videorope_trt.artifact.model_config import ModelConfig
+from videorope_trt.build import engine as B
+from videorope_trt.build.plan import PlanRequest, plan_memory
 
 H, KV, D, V, E = 32, 2, 8, 48, 16  # hidden, kv heads, head dim, vocab, vision width
 CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
@@ -22,7 +24,7 @@ CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
     "intermediate_size": 64, "vocab_size": V, "max_position_embeddings": 4096, "tie_word_embeddings": True,
     "vision_config": {"depth": 1, "embed_dim": E, "num_heads": 2, "mlp_ratio": 2, "hidden_size": H},
 }
-MODELS_TINY = ModelDims.from_config(CONFIG, name="tiny")
+MODELS_TINY = ModelConfig.from_config(CONFIG, name="tiny")
 needs_rtx = pytest.mark.skipif(not T.available("rtx"), reason="TensorRT-RTX wheels not installed (requirements/rtx.txt)")
 
 
@@ -154,14 +156,14 @@ def test_rtx_builds_engines_and_engine_json(tmp_path, dtype, precision):
     for graph in ("decoder", "vision"):
         entry = on_disk["engines"][graph]
         assert (out / entry["file"]).stat().st_size == entry["bytes"] > 1000
-        assert entry["onnx_sha256"] == B.sha256(art / f"{graph}.onnx")
+        assert entry["onnx_sha256"] == EI.sha256(art / f"{graph}.onnx")
     pre = on_disk["engines"]["decoder"]["profiles"][0]
     assert pre["name"] == "prefill" and pre["shapes"]["past_key_0"] == [[1, KV, 0, D], [1, KV, 0, D], [1, KV, 2047, D]]
-    assert B.engine_plan(out).max_context == 2048 and not list(out.glob("*.tmp*"))
+    assert EI.engine_plan(out).max_context == 2048 and not list(out.glob("*.tmp*"))
 
 
 def _engine_dir(tmp_path, **over):
-    info = {"format_version": B.ENGINE_FORMAT, "target": "orin-nx-16gb", "flavour": "tensorrt",
+    info = {"format_version": EI.ENGINE_FORMAT, "target": "orin-nx-16gb", "flavour": "tensorrt",
             "tensorrt_version": "10.3.0.30", "compute_capabilities": ["8.7"], "plan": {},
             "plugin_library": {"path": "/x/libvideorope_trt_plugins.so", "sha256": "0" * 64}, **over}
     (tmp_path / "engine.json").write_text(json.dumps(info))
@@ -171,28 +173,29 @@ def _engine_dir(tmp_path, **over):
 def test_engine_dir_checks_say_what_mismatched(tmp_path):
     d = _engine_dir(tmp_path)
     orin = {"name": "Orin", "compute_capability": "8.7"}
-    assert B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)["target"] == "orin-nx-16gb"
-    with pytest.raises(B.EngineMismatch, match="built with tensorrt 10.3.0.30, this machine runs 11.4.0.106"):
-        B.check_engine_dir(d, running_version="11.4.0.106", gpu=orin)
-    with pytest.raises(B.EngineMismatch, match=r"compute capability 8.7 \(target orin-nx-16gb\), this GPU \(H200\) is 9.0"):
-        B.check_engine_dir(d, running_version="10.3.0.30", gpu={"name": "H200", "compute_capability": "9.0"})
-    with pytest.raises(B.EngineMismatch, match="has no CUDA GPU"):
-        B.check_engine_dir(d, running_version="10.3.0.30", gpu=None)
+    assert EI.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)["target"] == "orin-nx-16gb"
+    with pytest.raises(EI.EngineMismatch, match="built with tensorrt 10.3.0.30, this machine runs 11.4.0.106"):
+        EI.check_engine_dir(d, running_version="11.4.0.106", gpu=orin)
+    with pytest.raises(EI.EngineMismatch, match=r"compute capability 8.7 \(target orin-nx-16gb\), this GPU \(H200\) is 9.0"):
+        EI.check_engine_dir(d, running_version="10.3.0.30", gpu={"name": "H200", "compute_capability": "9.0"})
+    with pytest.raises(EI.EngineMismatch, match="has no CUDA GPU"):
+        EI.check_engine_dir(d, running_version="10.3.0.30", gpu=None)
     lib = tmp_path / "lib.so"
     lib.write_bytes(b"not the same library")
-    with pytest.raises(B.EngineMismatch, match="plugin library .*lib.so differs"):
-        B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin, plugin_library=lib)
+    with pytest.raises(EI.EngineMismatch, match="plugin library .*lib.so differs"):
+        EI.check_engine_dir(d, running_version="10.3.0.30", gpu=orin, plugin_library=lib)
     _engine_dir(tmp_path, format_version=99)
-    with pytest.raises(B.EngineMismatch, match="format_version 99"):
-        B.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)
+    with pytest.raises(EI.EngineMismatch, match="format_version 99"):
+        EI.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)
 
 
 def test_every_symbolic_dim_of_the_export_specs_has_a_range():
-    from videorope_trt.export import specs
-    dims = specs.ModelDims(num_layers=2, num_kv_heads=KV, head_dim=D, hidden_size=H, vocab_size=V, num_axes=4,
-                           patch_dim=1176, spatial_merge_size=2)
+    from dataclasses import replace
+
+    from videorope_trt.artifact import specs
+    model = replace(MODELS_TINY, num_layers=2)
     plan = plan_memory(MODELS_TINY, "h100", PlanRequest(max_context=1024, prefill_chunk=128))
-    for graph, spec in specs.graph_specs(dims).items():
+    for graph, spec in specs.graph_specs(model, num_axes=4).items():
         inputs = spec.to_json()["inputs"]
         for name, shapes in B.profile_shapes(inputs, graph, plan):
             assert set(shapes) == {t["name"] for t in inputs if any(isinstance(d, str) for d in t["shape"])}
@@ -242,5 +245,5 @@ def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
         B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
     lib = pb.build(pb.BuildConfig(out_dir=tmp_path / "plugins", trt_include=headers, archs=("89",), ptx=False))
     info = B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
-    assert info["plugin_library"]["sha256"] == B.sha256(lib) and Path(info["plugin_library"]["path"]) == lib.resolve()
+    assert info["plugin_library"]["sha256"] == EI.sha256(lib) and Path(info["plugin_library"]["path"]) == lib.resolve()
     assert info["engines"]["decoder"]["bytes"] > 1000

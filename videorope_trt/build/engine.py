@@ -12,21 +12,20 @@ one frame chunk. Symbolic dims are read from the manifest's input specs, else fr
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from videorope_trt.atomic import write_atomic
-from videorope_trt.export.manifest import read_manifest
+from videorope_trt import trt as trtmod
+from videorope_trt.artifact.atomic import write_atomic
+from videorope_trt.artifact.engine_info import MemoryPlan, sha256, write_engine_info
+from videorope_trt.artifact.manifest import read_manifest
+from videorope_trt.artifact.model_config import ModelConfig
+from videorope_trt.artifact.precisions import PRECISIONS
+from videorope_trt.build.plan import PlanRequest, plan_memory
+from videorope_trt.build.presets import get_preset
+from videorope_trt.plugins.build import PLUGIN_LIB
 from videorope_trt.plugins.contract import OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
-from videorope_trt.runtime import trt as trtmod
-from videorope_trt.runtime.plan import MemoryPlan, PlanRequest, plan_memory, ModelDims
-from videorope_trt.runtime.presets import get_preset
-
-ENGINE_FORMAT = 1
-PLUGIN_LIB = "libvideorope_trt_plugins.so"
 
 #: Symbolic dim names the exporter may use, by role. Add a name here when an exporter uses a new one.
 DIM_ROLES = {
@@ -64,10 +63,6 @@ def graph_role(graph: str) -> str:
     return graph.split(".", 1)[0]
 
 
-class EngineMismatch(ValueError):
-    """An engine directory does not belong to this TensorRT / GPU; the message says what differs."""
-
-
 @dataclass(frozen=True)
 class BuildRequest:
     target: str
@@ -78,20 +73,12 @@ class BuildRequest:
     verbose: bool = False
 
 
-def sha256(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def manifest_model(manifest: dict) -> ModelDims:
+def manifest_model(manifest: dict) -> ModelConfig:
     """The model's dims from the manifest's config (`model.config`, `model_config` or `config`)."""
     model = manifest.get("model") if isinstance(manifest.get("model"), dict) else {}
     for cfg in (model.get("config"), manifest.get("model_config"), manifest.get("config")):
         if isinstance(cfg, dict):
-            return ModelDims.from_config(cfg, name=model.get("name") or manifest.get("name", "checkpoint"))
+            return ModelConfig.from_config(cfg, name=model.get("name") or manifest.get("name", "checkpoint"))
     raise ValueError(f"manifest.json has no model config (looked for model.config, model_config, config); keys {sorted(manifest)}")
 
 
@@ -165,8 +152,6 @@ def _target_ccs(preset, request: BuildRequest) -> tuple:
 def _check_fp8_ccs(precisions: list, ccs: tuple) -> None:
     """FP8 GEMMs exist from compute capability 8.9: an ahead-of-time build of an FP8 graph for an older one fails
     deep in TensorRT-RTX's compiler ("HW-specific datatypes: fp8_e4m3"), so say it first, with what would build."""
-    from videorope_trt.runtime.presets import PRECISIONS
-
     old = [cc for cc in ccs if tuple(int(v) for v in cc.split(".")) < (8, 9)]
     if old and any(PRECISIONS[p].needs_fp8 for p in precisions if p in PRECISIONS):
         newer = [cc for cc in ccs if cc not in old] or ["8.9", "12.0"]
@@ -255,7 +240,7 @@ def _plugin_for(artifact: Path, request: BuildRequest, onnx_paths: list) -> Path
     path = Path(request.plugin_library) if request.plugin_library else artifact / "plugins" / PLUGIN_LIB
     if not path.is_file():
         raise FileNotFoundError(f"the ONNX has {OP_NAME} nodes, which need the plugin library, and {path} does not exist; "
-                                "build it with `python -m videorope_trt.plugins.build --out <artifact>/plugins` "
+                                "build it with `videorope-trt build-plugin --out <artifact>/plugins` "
                                 "or pass --plugin")
     return path
 
@@ -302,53 +287,10 @@ def build_engines(artifact, request: BuildRequest) -> dict:
                           "profiles": [{"name": n, "shapes": {k: [list(s) for s in v] for k, v in sh.items()}}
                                        for n, sh in profiles]}
     info = {
-        "format_version": ENGINE_FORMAT, "target": preset.name, "flavour": flavour.name,
+        "target": preset.name, "flavour": flavour.name,
         "tensorrt_version": trtmod.version(trt), "gpu": gpu, "compute_capabilities": list(ccs),
         "precision": precision, "engines": engines, "plan": plan.to_dict(),
         "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256(plugin)},
         "timing_cache": None if cache is None else cache.name,
     }
-    write_atomic(out / "engine.json", (json.dumps(info, indent=2) + "\n").encode())
-    return info
-
-
-def read_engine_info(engine_dir) -> dict:
-    path = Path(engine_dir) / "engine.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{engine_dir} has no engine.json; expected a directory written by `videorope-trt build`")
-    info = json.loads(path.read_text())
-    if info.get("format_version") != ENGINE_FORMAT:
-        raise EngineMismatch(f"{path}: format_version {info.get('format_version')!r}, this reader expects {ENGINE_FORMAT}; rebuild")
-    return info
-
-
-def check_engine_dir(engine_dir, *, running_version: str | None = None, gpu="detect", plugin_library=None) -> dict:
-    """engine.json of a directory, after checking it against this machine; EngineMismatch says what differs.
-
-    `running_version` defaults to the installed TensorRT of the engine's flavour, `gpu` to this machine's GPU
-    ({"name", "compute_capability"}); `plugin_library` is compared by sha256 with the one the engine was built with."""
-    info = read_engine_info(engine_dir)
-    rebuild = f"rebuild with `videorope-trt build <artifact> --target {info['target']}` on this machine"
-    if running_version is None:
-        running_version = trtmod.version(trtmod.import_trt(info["flavour"]))
-    if running_version != info["tensorrt_version"]:
-        raise EngineMismatch(f"{engine_dir}: engines were built with {info['flavour']} {info['tensorrt_version']}, "
-                             f"this machine runs {running_version}; {rebuild}")
-    if gpu == "detect":
-        gpu = trtmod.current_gpu()
-    ccs = info["compute_capabilities"]
-    if gpu is None:
-        raise EngineMismatch(f"{engine_dir}: engines run on compute capability {' or '.join(ccs)}, and this machine has no CUDA GPU")
-    if gpu["compute_capability"] not in ccs:
-        raise EngineMismatch(f"{engine_dir}: engines were built for compute capability {' or '.join(ccs)} "
-                             f"(target {info['target']}), this GPU ({gpu['name']}) is {gpu['compute_capability']}; {rebuild}")
-    built = info.get("plugin_library")
-    if built and plugin_library is not None and sha256(plugin_library) != built["sha256"]:
-        raise EngineMismatch(f"{engine_dir}: plugin library {plugin_library} differs from the one the engines were built "
-                             f"with ({built['path']}, sha256 {built['sha256'][:12]}…); {rebuild}")
-    return info
-
-
-def engine_plan(engine_dir) -> MemoryPlan:
-    """The memory plan the engines were built for: the runtime sizes its KV cache from `max_context`."""
-    return MemoryPlan.from_dict(read_engine_info(engine_dir)["plan"])
+    return write_engine_info(out, info)

@@ -1,5 +1,5 @@
 """`videorope-trt plan CKPT --target T` and `videorope-trt build OUT --target T`: thin shells over
-`runtime.plan.plan_memory` and `runtime.build.build_engines`."""
+`build.plan.plan_memory` and `build.engine.build_engines`."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from videorope_trt.runtime.plan import RUNTIMES  # light: the standard library and the presets
-from videorope_trt.runtime.presets import KV_BYTES, PRECISIONS, PRESETS
+from videorope_trt.artifact.precisions import PRECISIONS
+from videorope_trt.build.plan import RUNTIMES  # light: the standard library and the presets
+from videorope_trt.build.presets import PRESETS
+from videorope_trt.commands import UserError
 
 
 def _frame_size(text: str) -> tuple:
@@ -25,7 +27,6 @@ def _plan_arguments(p) -> None:
     p.add_argument("--target", required=True, choices=sorted(PRESETS), help="target preset")
     p.add_argument("--precision", choices=sorted(PRECISIONS), default=None,
                    help="weights/activations precision (default: fp16; build: the manifest's)")
-    p.add_argument("--kv-precision", choices=sorted(KV_BYTES), default="fp16", help="KV cache element type")
     p.add_argument("--vision-precision", choices=sorted(PRECISIONS), default=None,
                    help="vision tower precision (default: fp16 for quantized modes)")
     p.add_argument("--max-context", type=int, default=None, help="context budget in tokens (default: preset's, within what fits)")
@@ -56,9 +57,9 @@ def add_arguments(parser, name: str) -> None:
 
 
 def _request(args, precision: str):
-    from videorope_trt.runtime.plan import PlanRequest  # noqa: PLC0415
+    from videorope_trt.build.plan import PlanRequest
 
-    return PlanRequest(precision=precision, kv_precision=args.kv_precision, vision_precision=args.vision_precision,
+    return PlanRequest(precision=precision, vision_precision=args.vision_precision,
                        max_context=args.max_context, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk,
                        frames_per_chunk=args.frames_per_chunk, frame_size=args.frame_size, batch=args.batch,
                        headroom=args.headroom, fused_attention=not args.unfused_attention,
@@ -66,7 +67,7 @@ def _request(args, precision: str):
 
 
 def _run_plan(args) -> int:
-    from videorope_trt.runtime.plan import plan_memory  # noqa: PLC0415
+    from videorope_trt.build.plan import plan_memory
 
     plan = plan_memory(args.ckpt, args.target, _request(args, args.precision or "fp16"))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
@@ -74,10 +75,8 @@ def _run_plan(args) -> int:
 
 
 def _run_build(args) -> int:
-    from videorope_trt.runtime import build as B  # noqa: PLC0415
-
-    from videorope_trt.cli import UserError  # noqa: PLC0415
-    from videorope_trt.runtime.trt import TensorRTMissing  # noqa: PLC0415
+    from videorope_trt.build import engine as B
+    from videorope_trt.trt import TensorRTMissing
 
     manifest = B.read_manifest(Path(args.out))
     graphs = manifest.get("graphs") or {}

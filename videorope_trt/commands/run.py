@@ -55,7 +55,7 @@ def add_arguments(parser, name: str) -> None:
 def resolve_checkpoint(out, given=None) -> Path:
     """The checkpoint directory: --checkpoint, else what OUT/manifest.json records (as the ONNX Runtime and
     TensorRT backends find it), else OUT itself."""
-    from videorope_trt.export.manifest import checkpoint_of, read_manifest
+    from videorope_trt.artifact.manifest import checkpoint_of, read_manifest
 
     if given:
         return Path(given)
@@ -102,21 +102,22 @@ def _bar(enabled: bool):
 
 
 def _run(args) -> int:
+    from videorope_trt.media import prompt
     from videorope_trt.runtime import streaming
     from videorope_trt.runtime.generate import GenerationConfig, generate
     from videorope_trt.runtime.sampling import SamplingConfig
 
     t0 = time.perf_counter()
     backend, ckpt = open_from_args(args)
-    tokenizer = streaming.load_tokenizer_json(ckpt)
+    tokenizer = prompt.load_tokenizer_json(ckpt)
     video, n_video = None, 0
     if args.video:
-        from videorope_trt.runtime.video import ProcessorConfig, load_video
+        from videorope_trt.media.video import ProcessorConfig, load_video
 
         video = load_video(args.video, fps=args.fps, max_frames=args.max_frames, start=args.start, end=args.end,
                            token_budget=args.token_budget, processor=ProcessorConfig.from_checkpoint(ckpt))
-        n_video = streaming.video_token_count(video.grid_thw, backend.info.spatial_merge_size)
-    rows = [streaming.prompt_ids(tokenizer, p, n_video) for p in args.prompt]
+        n_video = prompt.video_token_count(video.grid_thw, backend.info.spatial_merge_size)
+    rows = [prompt.prompt_ids(tokenizer, p, n_video) for p in args.prompt]
     config = GenerationConfig(
         max_new_tokens=args.max_new_tokens, prefill_chunk=args.prefill_chunk, vision_chunk=args.vision_chunk,
         max_context=args.max_context,
@@ -193,12 +194,12 @@ def _peak_memory(device) -> dict:
 
 
 def bench_context(backend, tokenizer, ckpt, context: int, args) -> dict:
-    from videorope_trt.runtime import streaming
+    from videorope_trt.media import prompt
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
-    text = len(streaming.prompt_ids(tokenizer, "Describe the video.", 0)) + 2
+    text = len(prompt.prompt_ids(tokenizer, "Describe the video.", 0)) + 2
     video, frames, n_video = synthetic_video(context, text, ckpt, args.frame_size, backend.info.spatial_merge_size)
-    rows = [streaming.prompt_ids(tokenizer, "Describe the video.", n_video)]
+    rows = [prompt.prompt_ids(tokenizer, "Describe the video.", n_video)]
     config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=args.prefill_chunk,
                               vision_chunk=args.vision_chunk, max_context=args.max_context, stop_at_eos=False)
     tm = generate(backend, rows, video, config).timings
@@ -241,11 +242,11 @@ def write_bench(results: list, meta: dict, json_path: Path, plot_path: Path) -> 
 
 
 def _bench(args) -> int:
-    from videorope_trt.runtime import streaming
+    from videorope_trt.media import prompt
 
     contexts = parse_contexts(args.contexts)
     backend, ckpt = open_from_args(args)
-    tokenizer = streaming.load_tokenizer_json(ckpt)
+    tokenizer = prompt.load_tokenizer_json(ckpt)
     results = []
     for context in contexts:
         r = bench_context(backend, tokenizer, ckpt, context, args)

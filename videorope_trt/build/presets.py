@@ -1,5 +1,5 @@
-"""Build targets and precisions as data: what a GPU offers (memory, compute capability, TensorRT flavour and
-versions, precisions) and the budgets the memory plan and the engine builder start from.
+"""Build targets as data: what a GPU offers (memory, compute capability, TensorRT flavour and versions,
+precisions from `artifact.precisions`) and the budgets the memory plan and the engine builder start from.
 
 Memory figures are the module's total; `reserved_bytes` is what the OS, the display stack and carve-outs keep on
 Jetson's unified memory (shared by CPU and GPU), `overhead_bytes` what the CUDA context and TensorRT's runtime
@@ -11,38 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from videorope_trt.artifact.precisions import PRECISIONS, Precision
+
 GiB = 1 << 30
 MiB = 1 << 20
-
-
-@dataclass(frozen=True)
-class Precision:
-    """A precision mode of an exported graph: how its GEMM weights and activations are stored.
-
-    Strongly typed engines take their types from the ONNX, so the mode names the ONNX the calibrator or exporter
-    wrote (an FP16 graph, or Q/DQ over FP16), not a builder flag.
-    """
-
-    name: str
-    weight_bytes: float  # per parameter of a quantized GEMM weight
-    act_bytes: int  # activations outside quantized GEMMs
-    needs_fp8: bool = False  # FP8 tensor cores (Ada, Hopper, Blackwell; not Ampere/Orin)
-    description: str = ""
-
-
-PRECISIONS = {
-    "fp32": Precision("fp32", 4, 4, description="FP32 graph"),
-    "fp16": Precision("fp16", 2, 2, description="FP16 graph"),
-    "bf16": Precision("bf16", 2, 2, description="BF16 graph"),
-    "int8-wo": Precision("int8-wo", 1, 2, description="INT8 weight-only (Q/DQ weights, FP16 activations)"),
-    "int8-sq": Precision("int8-sq", 1, 2, description="INT8 SmoothQuant W8A8 (Q/DQ on GEMM inputs)"),
-    "fp8": Precision("fp8", 1, 2, needs_fp8=True, description="FP8 E4M3 W8A8 (Q/DQ on GEMM inputs)"),
-    # Block-quantized INT4 weights with one FP16 scale per 128 weights (AWQ-style), FP16 activations.
-    "int4-wo": Precision("int4-wo", 0.5 + 2 / 128, 2, description="INT4 weight-only, groups of 128 (Q/DQ weights)"),
-}
-
-#: KV cache element types the runtime can hold; FP8 needs FP8 hardware.
-KV_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "fp8": 1}
 
 
 @dataclass(frozen=True)
@@ -90,17 +62,10 @@ class Preset:
             )
         return PRECISIONS[precision]
 
-    def check_kv_precision(self, kv: str) -> int:
-        if kv not in KV_BYTES:
-            raise ValueError(f"unknown KV cache precision {kv!r}; expected one of {sorted(KV_BYTES)}")
-        if kv == "fp8" and not self.has_fp8:
-            raise ValueError(f"target {self.name} has no FP8 (compute capability {self.compute_capability}); "
-                             f"use a KV cache precision among {[k for k in KV_BYTES if k != 'fp8']}")
-        return KV_BYTES[kv]
 
 
-_DATACENTER = ("fp32", "fp16", "bf16", "int8-wo", "int8-sq", "fp8", "int4-wo")
-_ORIN = ("fp32", "fp16", "bf16", "int8-wo", "int8-sq", "int4-wo")
+_DATACENTER = ("fp32", "fp16", "int8-wo", "int8-sq", "fp8")
+_ORIN = ("fp32", "fp16", "int8-wo", "int8-sq")
 _ORIN_TRT = ("10.3", "10.16")  # JetPack 6.2 and 7.2 (TensorRT 11.4.1 supports AGX Orin only)
 
 PRESETS = {p.name: p for p in [
@@ -120,7 +85,7 @@ PRESETS = {p.name: p for p in [
            ("10.13", "10.16", "11.4"), "11.0", 128 * GiB, _DATACENTER, 4 * GiB, 32768, 240, 4096, 16,
            reserved_bytes=4 * GiB, unified_memory=True),
     Preset("rtx", "GeForce/RTX GPU with 24GB through TensorRT-RTX (engines built ahead of time)", "rtx",
-           ("1.",), "8.9", 24 * GiB, ("fp32", "fp16", "bf16", "int8-wo", "fp8", "int4-wo"), 2 * GiB, 16384, 120, 2048, 8,
+           ("1.",), "8.9", 24 * GiB, ("fp32", "fp16", "int8-wo", "fp8"), 2 * GiB, 16384, 120, 2048, 8,
            aot_compute_capabilities=("8.0", "8.6", "8.9", "12.0"),
            notes="INT8 is weight-only in TensorRT-RTX; FP8 runs on compute capability 8.9 and newer"),
 ]}

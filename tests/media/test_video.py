@@ -13,11 +13,11 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from videorope_trt.runtime.synthetic import make_synthetic_video, read_counter
-from videorope_trt.runtime.video import (
+from videorope_trt.media.synthetic import make_synthetic_video, read_counter
+from videorope_trt.media.video import (
     ProcessorConfig, iter_video_chunks, load_video, preprocess_frames, resize_frame, sample_indices,
 )
-from videorope_trt.runtime.video_io import iter_frames, probe_video
+from videorope_trt.media.video_io import iter_frames, probe_video
 
 CFG = ProcessorConfig(min_pixels=28 * 28 * 4, max_pixels=28 * 28 * 12)  # small: fast tests
 ATOL = 1e-6

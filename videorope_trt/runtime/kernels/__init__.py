@@ -1,0 +1,2 @@
+"""GPU kernels of the PyTorch backend (Triton): one-row products, split decode attention, rotation with the
+cache write, and chunked-prefill attention merged by log-sum-exp."""
