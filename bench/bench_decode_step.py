@@ -22,8 +22,10 @@ from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
 from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
 from runtime_probes import decode_graph_profile  # noqa: E402
 
-#: setting → TorchBackend options
-SETTINGS = {"fused": {}, "fused_nopdl": {"pdl": False}, "layer_by_layer": {"fused_decode": False, "compile": True}}
+#: setting → (TorchBackend options, the decode ops the step runs): the fused step with and without programmatic
+#: dependent launch, and the layer-by-layer step (what batch > 1 runs), compiled
+SETTINGS = {"fused": ({}, {"pdl": None}), "fused_nopdl": ({}, {"pdl": False}),
+            "layer_by_layer": ({"compile": True}, None)}
 
 
 #: steps of the decode loop timed per setting (greedy, with the device-side bookkeeping of `decode_loop.Feed`)
@@ -51,12 +53,15 @@ def loop_step_ms(backend, graph_feed: bool) -> float:
 
 def step_times(ours, cfg, context: int, settings: list, profile: bool) -> dict:
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
+    from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps
 
     info = ModelInfo.from_config(cfg, "m_rope")
     out = {}
     for name in settings:
-        backend = TorchBackend(ours, info, "cuda", static=True, **SETTINGS[name])
+        options, ops = SETTINGS[name]
+        backend = TorchBackend(ours, info, TorchOptions(device="cuda", **{"compile": False, **options}))
+        backend.decode_ops = None if ops is None else DecodeOps.triton(**ops)
         # room for the loop's steps; at 8k and 32k the same cache rows (whole SPLITs) as context + 1 would have
         capacity = context + 1 + LOOP_STEPS + 3
         backend.allocate(1, capacity)
@@ -84,7 +89,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", action="store_true", help="list the step's kernels (torch.profiler)")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
-    from videorope_trt.commands.run import parse_contexts
+    from videorope_trt.runtime.benchmark import parse_contexts
 
     settings = chosen(args.settings, SETTINGS, "--settings")
     cfg = model_config(args.model)

@@ -71,8 +71,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
-    from videorope_trt.commands.run import parse_contexts
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
+    from videorope_trt.runtime.benchmark import parse_contexts
 
     variants = chosen(args.variants, VARIANTS, "--variants")
     cfg = model_config(args.model)
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
     for context in parse_contexts(args.contexts):
         roof_ms = 1000 * decode_bytes(cfg, ours, context) / bandwidth
-        backend = TorchBackend(ours, info, "cuda", static=True)
+        backend = TorchBackend(ours, info, TorchOptions(device="cuda", compile=False))
         capacity = context + 4
         backend.allocate(1, capacity)
         times = {v: [] for v in variants}

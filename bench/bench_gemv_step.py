@@ -45,14 +45,14 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from videorope_trt.runtime.backends import ModelInfo
     from videorope_trt.runtime.kernels import gemv
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
-    from videorope_trt.commands.run import parse_contexts
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
+    from videorope_trt.runtime.benchmark import parse_contexts
 
     cfg = model_config(args.model)
     _, ours = build_models(cfg, "cuda", torch.bfloat16)
     context = parse_contexts(args.context)[0]
     roof_ms = 1000 * decode_bytes(cfg, ours, context) / copy_bandwidth("cuda")
-    backend = TorchBackend(ours, ModelInfo.from_config(cfg, "m_rope"), "cuda", static=True)
+    backend = TorchBackend(ours, ModelInfo.from_config(cfg, "m_rope"), TorchOptions(device="cuda", compile=False))
     capacity = context + 4
     backend.allocate(1, capacity)
     step_ms(backend, context, capacity, {})  # every shape tuned as usual

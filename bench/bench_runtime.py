@@ -7,7 +7,7 @@ peak device memory; plus vision ms per frame and prefill tokens/s for ours, and 
 ((weight bytes + KV bytes read per token) / device copy bandwidth measured in this run).
 
     python bench/bench_runtime.py --model 2b --contexts 8k,16k,32k,64k --out bench-out     # on the GPU
-    (VIDEOROPE_KERNEL_LIB=<libvideorope_kernel.so> selects the fused rotary kernel; --ours-settings graph,compile
+    (--kernel-lib <libvideorope_kernel.so> selects the CUDA rotary kernel for prefill; --ours-settings graph,compile
     adds the torch.compile-fused decode step)
     python bench/bench_runtime.py --model tiny --device cpu --dtype float32 --contexts 300 --decode-tokens 4 \\
         --hf-settings default --out /tmp/bench                                            # dry run anywhere
@@ -124,20 +124,13 @@ def _peak_gb(device) -> float:
     return torch.cuda.max_memory_allocated() / 1e9 if torch.device(device).type == "cuda" else float("nan")
 
 
-#: --ours-settings name → TorchBackend options (graph: the CUDA-graphed decode step with the Triton GEMV and the
-#: written-out vision tower; compile: plus torch.compile; *_cublas: cuBLAS for the one-row products; *_stock_vision:
-#: the model's own vision call; *_torch_attention: decode attention as torch products instead of flash_decode;
-#: *_split_prefill: each prefill chunk's attention as two cuDNN parts merged, instead of one SDPA call;
-#: *_unfused: the decode step layer by layer instead of the fused step; *_nopdl: the fused step without
-#: programmatic dependent launch)
+#: --ours-settings name → TorchOptions (graph: the CUDA-graphed decode step; compile: plus torch.compile;
+#: *_split_prefill: each prefill chunk's attention as two cuDNN parts merged, instead of one SDPA call). The
+#: kernels themselves are not settings: the backend runs the ones these benches chose (docs/benchmark-log.md)
 OURS_SETTINGS = {
-    "graph": {}, "compile": {"compile": True},
-    "graph_cublas": {"gemv": False}, "compile_cublas": {"compile": True, "gemv": False},
-    "compile_stock_vision": {"compile": True, "fused_vision": False},
-    "compile_torch_attention": {"compile": True, "triton_decode": False},
+    "graph": {"compile": False}, "compile": {"compile": True},
+    "split_prefill": {"compile": False, "split_prefill": True},
     "compile_split_prefill": {"compile": True, "split_prefill": True},
-    "compile_unfused": {"compile": True, "fused_decode": False}, "compile_nopdl": {"compile": True, "pdl": False},
-    "compile_split_prefill_unfused": {"compile": True, "split_prefill": True, "fused_decode": False},
 }
 
 
@@ -147,12 +140,13 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
     from types import SimpleNamespace
 
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
     from videorope_trt.runtime.generate import GenerationConfig, generate
 
     info = ModelInfo.from_config(cfg, "m_rope")
-    backend = phase_peaks(TorchBackend)(ours, info, device, static=True, cuda_graph=not args.no_cuda_graph,
-                                         **OURS_SETTINGS[setting])
+    options = TorchOptions(device=device, cuda_graph=not args.no_cuda_graph, kernel_lib=args.kernel_lib,
+                           **OURS_SETTINGS[setting])
+    backend = phase_peaks(TorchBackend)(ours, info, options)
     pixels = pixels.cpu()
     video = SimpleNamespace(pixel_values=pixels, grid_thw=grid)
     config = GenerationConfig(max_new_tokens=decode_tokens, prefill_chunk=args.prefill_chunk,
@@ -178,7 +172,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": peak,
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "phase_gb": dict(backend.phases), "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "prefill_native_gqa": backend.fast.native_gqa, "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "phase_gb": dict(backend.phases), "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
            "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
            "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
            "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
@@ -299,11 +293,12 @@ def main(argv=None) -> int:
     ap.add_argument("--ours-settings", default="graph",
                     help=f"ours, comma-separated: {', '.join(OURS_SETTINGS)} (graph: CUDA graph; compile: plus torch.compile)")
     ap.add_argument("--no-cuda-graph", action="store_true")
+    ap.add_argument("--kernel-lib", default=None, help="libvideorope_kernel.so for the prefill rotation (build-plugin --kernel-only)")
     ap.add_argument("--snapshot", action="store_true", help="list the largest live allocations when prefill starts")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
 
-    from videorope_trt.commands.run import parse_contexts
+    from videorope_trt.runtime.benchmark import parse_contexts
 
     cfg = model_config(args.model)
     hf, ours = build_models(cfg, args.device, getattr(torch, args.dtype))
@@ -311,7 +306,7 @@ def main(argv=None) -> int:
     args.matmul_flops_per_s = matmul_flops_per_s(args.device) if args.device.startswith("cuda") else float("nan")
     meta = {**run_meta("bench_runtime.py", argv, args.device), "matmul_flops_per_s": args.matmul_flops_per_s,
             "model": args.model, "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth,
-            "kernel_lib": os.environ.get("VIDEOROPE_KERNEL_LIB")}
+            "kernel_lib": args.kernel_lib}
     results = []
     for context in parse_contexts(args.contexts):
         r = bench_context(cfg, hf, ours, context, bandwidth, args)

@@ -86,9 +86,9 @@ class CyclingPatches:
 
 def _backend(ours, cfg, device):
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 
-    return TorchBackend(ours, ModelInfo.from_config(cfg, "m_rope"), device)
+    return TorchBackend(ours, ModelInfo.from_config(cfg, "m_rope"), TorchOptions(device=device, compile=False))
 
 
 def _weights_bytes(model) -> int:

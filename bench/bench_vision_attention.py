@@ -117,7 +117,7 @@ def bench_context(visual, cfg, context: int, args) -> dict:
 
 
 def main(argv=None) -> int:
-    from videorope_trt.commands.run import parse_contexts
+    from videorope_trt.runtime.benchmark import parse_contexts
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="2b", help="2b, 7b or tiny")

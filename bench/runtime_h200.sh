@@ -30,9 +30,9 @@ step() {  # step SECONDS NAME COMMAND...: run within SECONDS and the deadline, l
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.mem --format=csv | tee -a "$LOG"
 $PY -c "import torch, transformers, triton; print('torch', torch.__version__, 'transformers', transformers.__version__, 'triton', triton.__version__)" | tee -a "$LOG"
 step 120 kernel $PY -m videorope_trt.cli build-plugin --kernel-only --out /tmp/vr-kernel --archs 90 --no-ptx
-[ -f /tmp/vr-kernel/libvideorope_kernel.so ] && export VIDEOROPE_KERNEL_LIB=/tmp/vr-kernel/libvideorope_kernel.so
+[ -f /tmp/vr-kernel/libvideorope_kernel.so ] && export VIDEOROPE_KERNEL_LIB=/tmp/vr-kernel/libvideorope_kernel.so  # the GPU tests read it
 
-B="$PY bench/bench_runtime.py"
+B="$PY bench/bench_runtime.py ${VIDEOROPE_KERNEL_LIB:+--kernel-lib $VIDEOROPE_KERNEL_LIB}"
 M="$PY bench/bench_runtime_memory.py"
 for s in $STEPS; do
   case $s in

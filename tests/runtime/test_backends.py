@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class
+from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.artifact.engine_info import find_engine_dir
 from videorope_trt.runtime.backends.trt_backend import PingPongKV, torch_dtype
 from videorope_trt.runtime.generate import GenerationConfig, generate
@@ -179,7 +179,7 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
     target = build_engines(out, BuildRequest(target="h200"))["target"]
     rows, video = inputs
     config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
-    a = generate(open_backend("torch", tiny, device="cuda"), rows, video, config)
+    a = generate(open_backend("torch", tiny, device="cuda", dtype="float32", compile=False), rows, video, config)
     b = generate(open_backend("tensorrt", out, target=target), rows, video, config)
     assert a.tokens == b.tokens
 
@@ -187,10 +187,10 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
 # -- PyTorch static-cache fast path --------------------------------------------------------------------------------
 
 def _static_and_reference(tiny, device="cpu", **static_options):
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 
-    ref = TorchBackend.load(tiny, device=device, static=False)
-    fast = TorchBackend(ref.model, ref.info, device, static=True, **static_options)
+    ref = TorchBackend.load(tiny, TorchOptions(device=device, dtype="float32", reference=True))
+    fast = TorchBackend(ref.model, ref.info, TorchOptions(device=device, **{"compile": False, **static_options}))
     return fast, ref
 
 
@@ -271,20 +271,25 @@ def test_static_cache_prefill_without_padding_uses_the_causal_form(tiny):
     _assert_unpadded_prefill_matches(fast, ref, 27, (9, 26), seed=1)
 
 
-def test_split_prefill_falls_back_to_sdpa_where_cudnn_attention_is_missing(tiny):
-    """The CPU has no cuDNN attention: the split form fails once, is switched off, and SDPA gives the answer."""
-    fast, ref = _static_and_reference(tiny)
-    g = torch.Generator().manual_seed(3)
-    embeds = torch.randn(1, 12, fast.info.hidden_size, generator=g)
-    pos = torch.arange(12, dtype=torch.float32).expand(3, 1, 12).contiguous()
-    mask = torch.ones(1, 12, dtype=torch.int64)
-    for be in (fast, ref):
-        be.allocate(1, 32)
-    fast.fast.split_prefill = True  # as on CUDA
-    for s0, s1 in ((0, 5), (5, 12)):
-        a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
-        torch.testing.assert_close(a, ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1]), atol=2e-5, rtol=1e-5)
-    assert fast.fast.split_prefill is False
+def test_split_prefill_is_refused_where_cudnn_attention_cannot_run(tiny):
+    """The CPU has no cuDNN attention: asking for the split form is an error that says so, never a silent other path."""
+    with pytest.raises(ValueError, match="split_prefill runs cuDNN's attention, which needs a CUDA device"):
+        _static_and_reference(tiny, split_prefill=True)
+    from videorope_trt.runtime.kernels.prefill_attention import cudnn_attention_problem
+
+    assert "needs a CUDA device" in cudnn_attention_problem(4, 2, 8, torch.float32, "cpu")
+
+
+def test_backend_options_are_checked_by_name(tiny, artifact):
+    """An option a backend does not have is refused with the ones it takes, on every backend."""
+    with pytest.raises(ValueError, match=r"the onnxruntime backend has no option dtype; it takes device, checkpoint"):
+        open_backend("onnxruntime", artifact, dtype="float16")
+    with pytest.raises(ValueError, match=r"the torch backend has no option gemv; it takes device, dtype, compile"):
+        open_backend("torch", tiny, gemv=False)
+    with pytest.raises(ValueError, match=r"the tensorrt backend has no option compile"):
+        open_backend("tensorrt", artifact, compile=True)
+    with pytest.raises(ValueError, match=r"dtype 'int8' is not one of"):
+        open_backend("torch", tiny, dtype="int8")
 
 
 def test_static_cache_prefill_mlp_in_pieces_matches_the_model_decoder(tiny, monkeypatch):
@@ -330,8 +335,10 @@ def test_cuda_graph_decode_matches_eager_on_gpu(tiny, inputs, fast):
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
     rows, video = inputs
+    from videorope_trt.runtime.backends.torch.backend import TorchOptions
+
     graphed, ref = _static_and_reference(tiny, "cuda", cuda_graph=True, kernel_lib=_kernel_lib(), **fast)
-    eager = type(graphed)(ref.model, ref.info, "cuda", static=True, cuda_graph=False)
+    eager = type(graphed)(ref.model, ref.info, TorchOptions(device="cuda", compile=False, cuda_graph=False))
     config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
     tokens = [generate(be, rows, video, config).tokens for be in (graphed, eager, ref)]
     assert tokens[0] == tokens[1] == tokens[2]
@@ -367,7 +374,7 @@ def test_decode_graph_captured_after_the_prefill_leaves_its_cache_rows_alone(tin
 def open_backend_cpu(tiny):
     from videorope_trt.runtime.backends import open_backend
 
-    return open_backend("torch", tiny, device="cpu", static=False)
+    return open_backend("torch", tiny, device="cpu", reference=True)
 
 
 def _rel(a, b):
@@ -382,11 +389,11 @@ def test_split_prefill_on_the_gpu_stays_on_and_matches_fp32(tiny, compile):
     within bf16 error of the fp32 reference, the trimmed last layer included."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 
-    ref = TorchBackend.load(tiny, device="cuda", dtype="float32", static=False)
-    fast = TorchBackend.load(tiny, device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(), compile=compile)
-    fast = TorchBackend(fast.model, fast.info, "cuda", split_prefill=True, compile=compile, kernel_lib=_kernel_lib())
+    ref = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="float32", reference=True))
+    fast = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(),
+                                                compile=compile, split_prefill=True))
     g = torch.Generator().manual_seed(6)
     n = 200
     emb = torch.randn(1, n, fast.info.hidden_size, generator=g).cuda()
@@ -406,11 +413,11 @@ def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
     """bf16 graph + kernel path vs the fp32 reference model, both fed the same tokens: logits within bf16 error."""
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 
     rows, video = inputs
-    ref = TorchBackend.load(tiny, device="cuda", dtype="float32", static=False)
-    fast = TorchBackend.load(tiny, device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib())
+    ref = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="float32", reference=True))
+    fast = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(), compile=False))
     assert fast.static and fast.cuda_graph
     config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
     want = generate(ref, rows, video, config).tokens
@@ -488,18 +495,3 @@ def test_device_side_decode_step_matches_forward(tiny):
         tok = a.argmax(-1)
 
 
-def test_prefill_attention_one_kv_head_at_a_time_matches_the_model_decoder(tiny):
-    # the form used where SDPA takes no grouped-query heads: same logits as the model's own decoder
-    fast, ref = _static_and_reference(tiny)
-    g = torch.Generator().manual_seed(6)
-    embeds = torch.randn(2, 21, fast.info.hidden_size, generator=g)
-    pos = torch.arange(21, dtype=torch.float32).expand(3, 2, 21).contiguous()
-    for mask in (torch.ones(2, 21, dtype=torch.int64), torch.tensor([[1] * 21, [0] * 5 + [1] * 16])):
-        for be in (fast, ref):
-            be.allocate(2, 32)
-        fast.fast.native_gqa = False
-        for s0, s1 in ((0, 8), (8, 21)):
-            a = fast.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
-            b = ref.forward(embeds[:, s0:s1], pos[:, :, s0:s1], mask[:, :s1])
-            torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5)
-        assert fast.fast.native_gqa is False

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from videorope_trt.artifact.manifest import FORMAT_VERSION, KIND, checkpoint_of
-from videorope_trt.commands.run import resolve_checkpoint
+from videorope_trt.runtime.session import resolve_checkpoint
 
 
 def _ckpt(path):

@@ -30,11 +30,11 @@ def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:
 
 
 def _backends(tiny_ckpt, ops):
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 
-    ref = TorchBackend.load(tiny_ckpt, device="cpu", static=False)
-    fast = TorchBackend(ref.model, ref.info, "cpu", static=True)
-    fast.decode_ops = ops
+    ref = TorchBackend.load(tiny_ckpt, TorchOptions(device="cpu", reference=True))
+    fast = TorchBackend(ref.model, ref.info, TorchOptions(device="cpu"))
+    fast.decode_ops = ops  # the CPU has no Triton: the fused step's torch form, injected
     return fast, ref
 
 
@@ -274,11 +274,14 @@ def test_projection_kernel_matches_the_torch_form(pdl, interleaved, freqs, scale
 def test_fused_decode_on_the_gpu_matches_the_layer_by_layer_step(tiny_ckpt, pdl):
     """The CUDA-graphed fused step (Triton kernels) against the same backend's unfused step, bf16, same tokens fed."""
     _gpu(pdl)
-    from videorope_trt.runtime.backends.torch.backend import TorchBackend
+    from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
+    from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps
 
-    fused = TorchBackend.load(tiny_ckpt, device="cuda", dtype="bfloat16")
-    fused = TorchBackend(fused.model, fused.info, "cuda", pdl=pdl)
-    plain = TorchBackend(fused.model, fused.info, "cuda", fused_decode=False)
+    options = TorchOptions(device="cuda", dtype="bfloat16", compile=False)
+    fused = TorchBackend.load(tiny_ckpt, options)
+    fused.decode_ops = DecodeOps.triton(pdl)
+    plain = TorchBackend(fused.model, fused.info, options)
+    plain.decode_ops = None  # the layer-by-layer step, as batch > 1 runs it
     g = torch.Generator().manual_seed(8)
     ids = torch.randint(100, 400, (1, 540), generator=g).cuda()
     t = torch.arange(540, dtype=torch.float32, device="cuda")

@@ -10,7 +10,7 @@ import torch
 from videorope_trt import rope
 from videorope_trt.media import prompt
 from videorope_trt.runtime import streaming
-from videorope_trt.runtime.backends.torch.backend import TorchBackend
+from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 from videorope_trt.runtime.generate import (
     GenerationConfig, build_positions, chunk_embeds, encode_video, generate, left_pad, prefill,
     video_rows)
@@ -26,7 +26,7 @@ def ckpt(tiny_ckpt):
 
 @pytest.fixture(scope="module", params=["videorope", "m_rope"])
 def backend(request, ckpt):
-    return TorchBackend.load(ckpt, variant=request.param)
+    return TorchBackend.load(ckpt, TorchOptions(device="cpu", variant=request.param))
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +181,7 @@ def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
                  "--no-progress", "--device", "cpu", "--prefill-chunk", "8"]) == 0
     streamed = capsys.readouterr().out.strip()
     # the same answer through the library, default (eos-stopping) settings
-    be, tok = TorchBackend.load(ckpt), prompt.load_tokenizer_json(ckpt)
+    be, tok = TorchBackend.load(ckpt, TorchOptions(device="cpu")), prompt.load_tokenizer_json(ckpt)
     video = load_video(clip, fps=2.0, processor=ProcessorConfig.from_checkpoint(ckpt))
     rows = [prompt.prompt_ids(tok, "What moves?", prompt.video_token_count(video.grid_thw))]
     ids = generate(be, rows, video, GenerationConfig(max_new_tokens=5)).tokens[0]
@@ -304,18 +304,23 @@ def test_wrong_number_of_video_tokens_is_a_clear_error(backend, tokenizer, video
         generate(backend, rows, video, GenerationConfig(max_new_tokens=2))
 
 
-def test_compile_flag_reaches_the_torch_backend_and_is_refused_elsewhere(ckpt, tmp_path, monkeypatch, capsys):
+def test_command_line_options_reach_the_backend_and_others_are_refused(ckpt, tmp_path, capsys):
+    """Only the options given reach the backend (a single `run` does not compile unless asked); a torch-only
+    option on another backend is an error naming it."""
     import argparse
 
     from videorope_trt.cli import main
     from videorope_trt.commands import run as commands
 
-    seen = {}
-    monkeypatch.setattr("videorope_trt.runtime.backends.open_backend",
-                        lambda name, path, **options: seen.update(name=name, **options) or "backend")
-    args = argparse.Namespace(out=str(ckpt), checkpoint=None, backend="torch", device="cpu", dtype="float32",
-                              target=None, compile=True)
-    assert commands.open_from_args(args)[0] == "backend" and seen["compile"] is True
+    base = dict(out=str(ckpt), checkpoint=None, backend="torch", device="cpu", dtype=None, target=None,
+                compile=None, split_prefill=False)
+    assert commands.backend_options(argparse.Namespace(**base), "run") == {"device": "cpu", "compile": False}
+    assert commands.backend_options(argparse.Namespace(**base), "bench") == {"device": "cpu"}
+    got = commands.backend_options(argparse.Namespace(**{**base, "compile": True, "dtype": "bfloat16"}), "run")
+    assert got == {"device": "cpu", "compile": True, "dtype": "bfloat16"}
+    with pytest.raises(ValueError, match="--dtype, --compile applies to the torch backend"):
+        commands.backend_options(argparse.Namespace(**{**base, "backend": "onnxruntime", "compile": True,
+                                                       "dtype": "float16"}), "run")
     assert main(["run", str(tmp_path), "--backend", "onnxruntime", "--compile", "--checkpoint", str(ckpt),
                  "--prompt", "hi", "--no-progress"]) == 2
-    assert "--compile applies to the torch backend; got --backend onnxruntime" in capsys.readouterr().err
+    assert "--compile applies to the torch backend; --backend onnxruntime runs" in capsys.readouterr().err

@@ -223,3 +223,27 @@ def _what_fits(model: ModelConfig, preset: Preset, request: PlanRequest) -> str:
             continue
         ok.append(f"{name} holds {p.capacity_context} tokens")
     return ("on this target " + ", ".join(ok)) if ok else "no precision of this target holds the model; use a larger target"
+
+
+def largest_prefill_chunk(model, target, request: PlanRequest, context: int, align: int = 256) -> int:
+    """The most prompt tokens one prefill call can take on `target` with a KV cache of `context` tokens: what the
+    budget leaves after every fixed cost but the chunk's activations, divided by one chunk token's activations
+    (at most `context`, a multiple of `align` when larger than it). Fewer, larger calls are faster as long as
+    they fit (docs/benchmarks.md, Runtime)."""
+    from dataclasses import replace
+
+    model = read_model_config(model)
+    one = plan_memory(model, target, replace(request, prefill_chunk=align, max_context=None, max_frames=None))
+    runtime = get_runtime(request.runtime)
+    act = PRECISIONS[request.precision].act_bytes
+    per_token = decoder_activation_bytes(model, 1, act, request.batch, chunk_logits=True) - (
+        0 if runtime.chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size)
+    room = one.budget_bytes - (one.fixed_bytes - one.decoder_activation_bytes) - one.per_token_bytes * context
+    room -= 0 if runtime.chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size  # the last token's logits
+    chunk = max(0, room // per_token)
+    if chunk >= context:
+        return context
+    if chunk < align:
+        raise ValueError(f"{model.name} on {one.target}: a {context}-token context leaves room for prefill calls of "
+                         f"{chunk} tokens, under {align}; use a shorter context or a larger device")
+    return chunk // align * align

@@ -96,3 +96,10 @@ def get_preset(name: str) -> Preset:
         return PRESETS[name]
     except KeyError:
         raise ValueError(f"unknown target {name!r}; expected one of {', '.join(PRESETS)}") from None
+
+
+def device_preset(name: str, memory_bytes: int, compute_capability: str) -> Preset:
+    """A preset for a GPU no preset names (the one a PyTorch run finds itself on): datacenter budgets, its memory."""
+    fp8 = tuple(int(v) for v in compute_capability.split(".")) >= (8, 9)
+    return Preset(name, f"{name} (this machine)", "tensorrt", ("11",), compute_capability, memory_bytes,
+                  _DATACENTER if fp8 else _ORIN, 2 * GiB, 32768, 240, 4096, 16, overhead_bytes=2 * GiB)

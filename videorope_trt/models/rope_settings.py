@@ -54,17 +54,27 @@ class RopeSettings:
 def resolve_rope_choice(config_field: dict | None, variant: str | None, rope_params: dict | None) -> tuple[str, dict]:
     """(variant, params): the argument wins, then the config field, then M-RoPE.
 
-    Parameters from the config are kept only when the variant comes from the config too: a variant chosen on
-    the command line starts from its own defaults plus `rope_params`.
+    Parameters from the config are kept when the variant is the config's (named or not): a checkpoint trained with
+    δ = 0.5 keeps it. Another variant chosen on the command line starts from its own defaults plus `rope_params`.
     """
     recorded = dict(config_field or {})
-    if variant is None:
-        variant = recorded.pop("variant", DEFAULT_VARIANT)
+    recorded_variant = recorded.pop("variant", DEFAULT_VARIANT)
+    if variant is None or _same_variant(variant, recorded_variant):
+        variant = recorded_variant
         params = {k: v for k, v in recorded.items() if k not in ("theta", "head_dim", "axis_map")}
     else:
         params = {}
     params.update(rope_params or {})
     return variant, params
+
+
+def _same_variant(a: str, b: str) -> bool:
+    from videorope_trt import rope
+
+    try:
+        return rope.get_variant(a).name == rope.get_variant(b).name
+    except ValueError:
+        return False
 
 
 def make_rope_settings(variant: str, params: dict, theta: float, head_dim: int) -> RopeSettings:
@@ -76,7 +86,10 @@ def make_rope_settings(variant: str, params: dict, theta: float, head_dim: int) 
     v = rope.get_variant(variant)  # ValueError listing the known variants
     if head_dim % 2:
         raise ValueError(f"rope: head_dim must be even, got {head_dim}")
-    settings = RopeSettings(variant=v.name, params=dict(params), theta=float(theta), head_dim=int(head_dim))
+    params = dict(params)
+    if v.default_delta is not None:
+        params.setdefault("delta", float(v.default_delta))  # recorded as the value in force, never implicit
+    settings = RopeSettings(variant=v.name, params=params, theta=float(theta), head_dim=int(head_dim))
     freq_params = settings.frequency_params
     if freq_params.get("scaling"):  # scalings that treat the time axis apart read the variant's axis map
         freq_params = {"variant": v.name} | freq_params
@@ -86,7 +99,7 @@ def make_rope_settings(variant: str, params: dict, theta: float, head_dim: int) 
     amap = rope.axis_map(v.name, head_dim)
     return RopeSettings(
         variant=v.name,
-        params=dict(params),
+        params=params,
         theta=float(theta),
         head_dim=int(head_dim),
         inv_freq=torch.as_tensor(np.asarray(inv, dtype=np.float32)),

@@ -176,6 +176,18 @@ def backend_class(name: str):
     return getattr(importlib.import_module(module), cls)
 
 
+def make_options(options_type, backend: str, given: dict):
+    """`options_type(**given)` (a frozen dataclass), or a ValueError naming the options this backend lacks and those
+    it takes: an option one backend has and another lacks is refused, never dropped."""
+    known = [f.name for f in fields(options_type)]
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise ValueError(f"the {backend} backend has no option {', '.join(unknown)}; it takes {', '.join(known)}")
+    return options_type(**given)
+
+
 def open_backend(name: str, path, **options) -> Backend:
-    """Load backend `name` from `path` (a checkpoint for torch, an artifact directory for the others)."""
-    return backend_class(name).load(path, **options)
+    """Load backend `name` from `path` (a checkpoint for torch, an artifact directory for the others) with its
+    options (`Options` of the backend class; an unknown one is an error)."""
+    cls = backend_class(name)
+    return cls.load(path, make_options(cls.Options, name, options))

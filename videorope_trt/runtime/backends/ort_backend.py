@@ -10,6 +10,7 @@ parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +70,15 @@ def make_session(path, device: str):
     return ort.InferenceSession(str(path), session_options(), providers=_providers(device))
 
 
+@dataclass(frozen=True)
+class OrtOptions:
+    device: str = "cpu"  # cpu, or cuda[:N] with onnxruntime-gpu
+    checkpoint: str | None = None  # tokenizer and embedding table; default: the one the manifest records
+
+
 class OrtBackend(Backend):
     name = "onnxruntime"
+    Options = OrtOptions
 
     def __init__(self, vision, decoder, embeddings, info: ModelInfo, device="cpu"):
         super().__init__(info, device)
@@ -81,9 +89,10 @@ class OrtBackend(Backend):
         self.past = None
 
     @classmethod
-    def load(cls, artifact, *, device="cpu", checkpoint=None, **_):
+    def load(cls, artifact, options: OrtOptions = OrtOptions()):
+        device = options.device
         manifest = read_manifest(artifact)
-        ckpt = checkpoint or checkpoint_of(artifact, manifest)
+        ckpt = options.checkpoint or checkpoint_of(artifact, manifest)
         graphs = manifest.get("graphs") or {}
         files = {g: Path(artifact) / (graphs.get(g) or {}).get("file", f"{g}.onnx") for g in ("vision", "decoder")}
         for g, f in files.items():

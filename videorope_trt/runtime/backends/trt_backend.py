@@ -11,6 +11,7 @@ front of one, the present is written into the other, then they swap. Nothing is 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
@@ -89,8 +90,16 @@ class Engine:
         return tuple(self.context.get_tensor_shape(name))
 
 
+@dataclass(frozen=True)
+class TrtOptions:
+    device: str = "cuda"
+    checkpoint: str | None = None  # tokenizer and embedding table; default: the one the manifest records
+    target: str | None = None  # engines/<target> under the artifact; default: the only one there
+
+
 class TrtBackend(Backend):
     name = "tensorrt"
+    Options = TrtOptions
 
     def __init__(self, trt, engine_dir: Path, embeddings, info: ModelInfo, plan, device="cuda"):
         super().__init__(info, device)
@@ -106,7 +115,8 @@ class TrtBackend(Backend):
         self.kv = None
 
     @classmethod
-    def load(cls, artifact, *, device="cuda", checkpoint=None, target=None, **_):
+    def load(cls, artifact, options: TrtOptions = TrtOptions()):
+        device, checkpoint, target = options.device, options.checkpoint, options.target
         from videorope_trt import trt as trtmod
         from videorope_trt.artifact import engine_info
         from videorope_trt.artifact.manifest import checkpoint_of

@@ -29,6 +29,22 @@ def cudnn_partial(q, k, v, causal: bool, scale: float):
     return out[0], out[1]
 
 
+def cudnn_attention_problem(q_heads: int, kv_heads: int, head_dim: int, dtype, device) -> str | None:
+    """Why cuDNN's fused attention cannot run these heads here (None: it can), found by one small call."""
+    device = torch.device(device)
+    if device.type != "cuda":
+        return f"cuDNN attention needs a CUDA device, the device is {device}"
+    if not hasattr(torch.ops.aten, "_scaled_dot_product_cudnn_attention"):
+        return f"this torch ({torch.__version__}) has no cuDNN attention"
+    q = torch.zeros(1, q_heads, 2, head_dim, dtype=dtype, device=device)
+    k = torch.zeros(1, kv_heads, 2, head_dim, dtype=dtype, device=device)
+    try:
+        cudnn_partial(q, k, k, True, head_dim**-0.5)
+    except RuntimeError as e:
+        return f"cuDNN attention refuses {q_heads} query / {kv_heads} key heads of {head_dim} in {dtype}: {e}"[:300]
+    return None
+
+
 def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial, merge=merge_partials):
     """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key; `merge`
     is `merge_partials` or a compiled form of it. q may be a (B, S, Hq, D) tensor transposed (the projection's

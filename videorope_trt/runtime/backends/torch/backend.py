@@ -1,75 +1,129 @@
 """PyTorch backend: our model (`videorope_trt.models`) on CPU or GPU, with a preallocated KV cache.
 
-Two paths over the same weights:
-  * reference (`static=False`): the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and
-    one for values; each forward hands the model's own `decoder` views of the filled part as `past` and writes the
-    new rows of `present` back in place, so the cache never reallocates;
-  * static (`static=True`, the default on CUDA): `static_cache.StaticCacheDecoder` writes K/V in place, runs
-    SDPA for prefill chunks and a block-split grouped-query attention for decode, lm_head on the last token only,
-    uses the fused rotary kernel when a kernel library is given (`kernel_lib` or $VIDEOROPE_KERNEL_LIB), on CUDA
-    replays `decode_step` (token ids in, logits out) as one CUDA graph captured at the cache's first
-    `begin_decode` (`forward` with one token stays eager), decodes layer by layer through `gemv.OneRowLinear`
-    (`gemv=True`, CUDA + Triton) and `flash_decode` (`triton_decode=True`, CUDA + Triton), for batch 1 runs the
-    fused decode step (`fused_decode=True`, CUDA + Triton, fp16/bf16: norms, SwiGLU, residual adds, rotation and
-    cache writes folded into six kernels per layer, its own Triton GEMV whatever `gemv` says, programmatic dependent launches
-    where the GPU has them, `pdl`), can split prefill attention over cuDNN (`split_prefill=True`,
-    `prefill_attention.py`: off by default; it measured faster at 7B with 1024-token chunks and slower at 2B with
-    4096-token ones), and with `compile=True` fuses the decode step's element-wise work with torch.compile.
-The vision tower runs as `models.vision_fast.FusedVision` on CUDA (`fused_vision`; compiled with `compile=True`),
-else as the model's own vision call.
+Two paths over the same weights, chosen by `TorchOptions.reference`:
+  * static (the default): `static_decoder.StaticCacheDecoder` writes K/V in place, runs SDPA for prefill chunks and a
+    split grouped-query attention for decode, lm_head on the last token only; on CUDA it decodes through the Triton
+    kernels (`runtime.kernels`: one-row products, split decode attention, and for batch 1 the fused decode step with
+    rotation and cache writes folded in), replays the decode step as one CUDA graph captured at the cache's first
+    `begin_decode`, and runs the vision tower as `models.vision_fast.FusedVision`;
+  * reference: the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and one for values;
+    each forward hands the model's own `decoder` views of the filled part as `past` and writes the new rows of
+    `present` back in place: the model's own code path, the parity oracle.
+
+Which kernels run is not an option: each was chosen by the benchmarks in bench/ (docs/benchmarks.md). What stays an
+option is what a user trades: the dtype, compiling (faster after a slower first generation), the prefill attention
+split over cuDNN (`split_prefill`), the CUDA graph, and the CUDA rotary kernel library for prefill.
 """
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
+from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
 
-DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16", "bf16": "bfloat16"}
+#: dtype names → torch dtype names
+DTYPES = {"float32": "float32", "fp32": "float32", "float16": "float16", "fp16": "float16", "bfloat16": "bfloat16",
+          "bf16": "bfloat16"}
 
 
-def _variant_name(rope) -> str:
-    variant = getattr(rope, "variant", "m_rope")
-    return getattr(variant, "name", variant)
+@dataclass(frozen=True)
+class TorchOptions:
+    """What the PyTorch backend runs; `None` means the default for the device."""
+
+    device: str | None = None  # None: cuda when available, else cpu
+    dtype: str | None = None  # None: bfloat16 on CUDA, float32 on the CPU
+    compile: bool | None = None  # torch.compile the vision blocks and the per-token work; None: on CUDA
+    split_prefill: bool = False  # prefill attention as two cuDNN attentions merged by log-sum-exp (CUDA)
+    cuda_graph: bool = True  # replay the decode step as one CUDA graph (CUDA)
+    reference: bool = False  # the model's own decoder over a plain cache (the parity oracle)
+    kernel_lib: str | None = None  # libvideorope_kernel.so: the CUDA rotation for prefill chunks
+    variant: str | None = None  # RoPE variant; None: the checkpoint's
+    rope_params: dict | None = None  # the variant's parameters (e.g. {"delta": 2.0}); None: the checkpoint's
+    checkpoint: str | None = None  # weights to load when the path given is an artifact (else the path itself)
+
+    def __post_init__(self):
+        if self.dtype is not None and self.dtype not in DTYPES:
+            raise ValueError(f"torch backend: dtype {self.dtype!r} is not one of {sorted(DTYPES)}")
+
+    def resolved(self) -> "TorchOptions":
+        """The options with the device's defaults filled in."""
+        import torch
+        from dataclasses import replace
+
+        device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        on_cuda = str(device).startswith("cuda")
+        return replace(self, device=device, dtype=DTYPES[self.dtype or ("bfloat16" if on_cuda else "float32")],
+                       compile=on_cuda if self.compile is None else self.compile)
+
+
+#: the artifact's precision → the dtype that runs it in torch
+ARTIFACT_DTYPES = {"fp32": "float32", "fp16": "float16"}
+#: manifest rope record fields that describe the frequencies, not the variant's parameters
+_ROPE_RECORD = ("variant", "theta", "head_dim", "axis_map", "num_axes", "decode_step", "attrs")
+
+
+def artifact_options(artifact, options: TorchOptions) -> tuple:
+    """(checkpoint, options) that run an artifact's model: its checkpoint, its variant and parameters, its float type.
+    An option that asks for something else is refused, never silently applied or dropped."""
+    from dataclasses import replace
+
+    from videorope_trt.artifact.manifest import checkpoint_of, read_manifest
+
+    manifest = read_manifest(artifact)
+    rope = manifest.get("rope") or {}
+    variant, params = rope.get("variant"), {k: v for k, v in rope.items() if k not in _ROPE_RECORD}
+    precision = manifest.get("precision", "fp32")
+    where = f"{artifact} was exported with variant {variant} {params} at {precision}"
+    if options.variant not in (None, variant) or options.rope_params not in (None, params):
+        raise ValueError(f"{where}; the torch backend runs what the artifact records (drop --variant/--rope-params, "
+                         "or export again)")
+    if precision not in ARTIFACT_DTYPES:
+        raise ValueError(f"{where}: the torch backend runs float artifacts ({', '.join(ARTIFACT_DTYPES)}); run this "
+                         "one with --backend onnxruntime or tensorrt")
+    if options.dtype is not None and DTYPES[options.dtype] != ARTIFACT_DTYPES[precision]:
+        raise ValueError(f"{where}: the torch backend runs it in {ARTIFACT_DTYPES[precision]}, not {options.dtype} "
+                         "(drop --dtype, or export at another precision)")
+    ckpt = options.checkpoint or checkpoint_of(artifact, manifest)
+    return ckpt, replace(options, checkpoint=str(ckpt), variant=variant, rope_params=params,
+                         dtype=ARTIFACT_DTYPES[precision])
 
 
 def info_from_model(model, ckpt_dir) -> ModelInfo:
     """ModelInfo from the checkpoint's config.json and the loaded model's rope settings."""
     from videorope_trt.models.loading import read_config
 
-    config = read_config(ckpt_dir)
-    rope = getattr(model, "rope", None)
-    params = dict(getattr(rope, "position_params", None) or {})
-    return ModelInfo.from_config(config, variant=_variant_name(rope), position_params=params)
+    return ModelInfo.from_config(read_config(ckpt_dir), variant=model.rope.variant,
+                                 position_params=dict(model.rope.position_params))
 
 
 class TorchBackend(Backend):
     name = "torch"
+    Options = TorchOptions
 
-    def __init__(self, model, info: ModelInfo, device="cpu", *, static=None, cuda_graph=True, kernel_lib=None,
-                 compile=False, gemv=True, fused_vision=None, triton_decode=True, split_prefill=False,
-                 fused_decode=True, pdl=None):
-        super().__init__(info, device)
-        self.model = model
+    def __init__(self, model, info: ModelInfo, options: TorchOptions = TorchOptions()):
+        options = options.resolved()
+        super().__init__(info, options.device)
+        self.model, self.options = model, options
         self.dtype = next(model.parameters()).dtype
-        on_cuda = str(device).startswith("cuda")
-        self.static = on_cuda if static is None else bool(static)
-        self.cuda_graph = bool(cuda_graph) and on_cuda and self.static
-        self.kernel_lib = kernel_lib or os.environ.get("VIDEOROPE_KERNEL_LIB")
-        self.compile = bool(compile) and self.static
-        self.triton_decode, self.split_prefill = bool(triton_decode), bool(split_prefill)
+        on_cuda = str(self.device).startswith("cuda")
+        self.static = not options.reference
+        self.cuda_graph = options.cuda_graph and on_cuda and self.static
+        self.compile = bool(options.compile) and self.static
+        if options.split_prefill and not on_cuda:
+            raise ValueError("torch backend: split_prefill runs cuDNN's attention, which needs a CUDA device; "
+                             f"the device is {self.device}")
         # one per backend: OneRowLinear's per-shape choices outlive every cache allocation
         self.linear = self.decode_ops = None
         if on_cuda and self.static:
-            from videorope_trt.runtime.kernels import gemv as gemv_module
             from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps
+            from videorope_trt.runtime.kernels import gemv
 
-            if gemv_module.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
-                self.linear = gemv_module.OneRowLinear() if gemv else None
-                self.decode_ops = DecodeOps.triton(pdl) if fused_decode else None
+            if gemv.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
+                self.linear, self.decode_ops = gemv.OneRowLinear(), DecodeOps.triton()
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
-        if (on_cuda if fused_vision is None else fused_vision):
+        if on_cuda:
             from videorope_trt.models.vision_fast import FusedVision
 
             if FusedVision.supports(model.visual) is None:
@@ -83,17 +137,21 @@ class TorchBackend(Backend):
         return get_variant(self.info.variant).num_axes
 
     @classmethod
-    def load(cls, ckpt_dir, *, device="cpu", dtype="float32", variant=None, static=None, cuda_graph=True,
-             kernel_lib=None, compile=False, **_):
+    def load(cls, path, options: TorchOptions = TorchOptions()):
+        """From a checkpoint, or from an artifact directory: then the weights are its checkpoint's (`checkpoint`,
+        else the one its manifest records) and the RoPE variant, its parameters and the float type are the
+        artifact's, so that every backend answers the same from one artifact."""
         import torch
 
         from videorope_trt.models import load_model
 
-        if dtype not in DTYPES:
-            raise ValueError(f"torch backend: dtype {dtype!r} is not one of {sorted(DTYPES)}")
-        model = load_model(ckpt_dir, variant=variant, dtype=getattr(torch, DTYPES[dtype])).to(device).eval()
-        return cls(model, info_from_model(model, ckpt_dir), device, static=static, cuda_graph=cuda_graph,
-                   kernel_lib=kernel_lib, compile=compile)
+        if (Path(path) / "manifest.json").is_file():
+            path, options = artifact_options(path, options)
+        options = options.resolved()
+        ckpt_dir = options.checkpoint or path
+        model = load_model(ckpt_dir, variant=options.variant, rope_params=options.rope_params,
+                           dtype=getattr(torch, options.dtype)).to(options.device).eval()
+        return cls(model, info_from_model(model, ckpt_dir), options)
 
     def _encode_vision_impl(self, pixel_values, grid_thw):
         import torch
@@ -117,8 +175,9 @@ class TorchBackend(Backend):
         if self.static:
             from videorope_trt.runtime.backends.torch.static_decoder import StaticCacheDecoder
 
-            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.kernel_lib, self.compile, self.linear,
-                                           self.triton_decode, self.split_prefill, self.decode_ops)
+            self.fast = StaticCacheDecoder(self.model, batch, capacity, self.options.kernel_lib, self.compile,
+                                           self.linear, triton_decode=True, split_prefill=self.options.split_prefill,
+                                           decode_ops=self.decode_ops)
             return
         shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
         self.keys = [torch.empty(shape, dtype=self.dtype, device=self.device) for _ in range(self.info.num_layers)]

@@ -203,11 +203,15 @@ class StaticCacheDecoder:
         mlp_bias = any(p.bias is not None for layer in self.layers for p in (layer.mlp.gate_proj, layer.mlp.up_proj))
         fits = batch == 1 and self.head_dim & (self.head_dim - 1) == 0 and not mlp_bias
         self.decode_ops = decode_ops if decode_ops is not None and fits and decode_ops.supports(dtype, device) else None
-        # grouped-query prefill attention without repeated K/V (flash attention takes fewer K/V heads natively);
-        # cleared, and the repeated form used, if this torch's SDPA refuses it
-        self.native_gqa = True
-        # prefill chunks after the first as two cuDNN attentions merged (`prefill_attention`); CUDA only
-        self.split_prefill = split_prefill and device.type == "cuda"
+        # prefill chunks after the first as two cuDNN attentions merged (`prefill_attention`): CUDA, and a cuDNN
+        # attention that takes these heads and this dtype (asked once, here, rather than found out mid-prefill)
+        self.split_prefill = bool(split_prefill)
+        if self.split_prefill:
+            from videorope_trt.runtime.kernels.prefill_attention import cudnn_attention_problem
+
+            problem = cudnn_attention_problem(self.q_heads, self.kv_heads, self.head_dim, dtype, device)
+            if problem:
+                raise ValueError(f"split_prefill: {problem}; run without it")
 
     def _rotate(self, q, k, positions):
         """q (B, S, Hq, D), k (B, S, KV, D) as the projections give them → rotated, in the same layout."""
@@ -228,25 +232,9 @@ class StaticCacheDecoder:
         if self.split_prefill and isinstance(mask, CausalBias):  # no padding: the causal form (a Tensor subclass)
             from videorope_trt.runtime.kernels.prefill_attention import split_causal_attention
 
-            try:
-                return split_causal_attention(q, k, v, scale, merge=self.merge_partials)
-            except (RuntimeError, AttributeError):  # no cuDNN attention in this torch / for these shapes: SDPA
-                self.split_prefill = False
-        if self.native_gqa:
-            try:
-                return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
-            except RuntimeError:
-                self.native_gqa = False
-        # one KV head at a time, its query heads against a broadcast (not copied) view: at most one head's
-        # K/V is ever repeated, where repeating all of them costs (B, Hq, keys, D) twice at the last chunk
-        b, g = q.shape[0], q.shape[1] // self.kv_heads
-        out = torch.empty_like(q)
-        for j in range(self.kv_heads):
-            kj = k[:, j : j + 1].expand(b, g, keys, self.head_dim)
-            vj = v[:, j : j + 1].expand(b, g, keys, self.head_dim)
-            out[:, j * g : (j + 1) * g] = F.scaled_dot_product_attention(q[:, j * g : (j + 1) * g], kj, vj,
-                                                                           attn_mask=mask, scale=scale)
-        return out
+            return split_causal_attention(q, k, v, scale, merge=self.merge_partials)
+        # grouped-query heads without repeated K/V: flash attention takes fewer K/V heads natively
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale, enable_gqa=True)
 
     def _project(self, i, h, positions, cache_position):
         """The rotated query (B, Hq, S, D) of h (B, S, hidden); the rotated keys and the values go into the cache."""
