@@ -79,8 +79,9 @@ def test_qwen2_vl_2b_int8_on_orin_nano_by_hand():
     assert p.vision_weight_bytes == 665_271_296 * 2 and p.embedding_bytes == embed * 2
     budget = int((8 * GiB - 1792 * MiB) * 0.9)
     assert p.budget_bytes == budget
-    assert p.decoder_activation_bytes == 512 * (2 * (4 * 1536 + 2 * 256 + 3 * 8960) + 4 * 151936)
-    assert p.per_token_bytes == 28672 + 2 * 1536
+    # one 512-token chunk's activations and the logits of its last position only (the export's default)
+    assert p.decoder_activation_bytes == 512 * 2 * (4 * 1536 + 2 * 256 + 3 * 8960) + 4 * 151936
+    assert p.per_token_bytes == 2 * 28672 + 2 * 1536  # the engine keeps past and present K/V, and one embeddings row
     cap = (budget - p.fixed_bytes) // p.per_token_bytes // 16 * 16
     assert p.capacity_context == min(32768, cap)
     assert (p.max_context, p.max_frames) == (4096, 24)  # the preset's budget
@@ -135,7 +136,7 @@ def test_does_not_fit_names_the_precisions_that_do():
 def test_json_round_trip_and_table():
     p = plan_memory("qwen2-vl-7b", "thor", PlanRequest(precision="fp8"))
     d = json.loads(json.dumps(p.to_dict()))
-    assert MemoryPlan.from_dict(d) == p and d["kv_cache_bytes"] == p.max_context * 57344
+    assert MemoryPlan.from_dict(d) == p and d["kv_cache_bytes"] == 2 * p.max_context * 57344  # two copies
     text = p.table()
     assert "largest context / frames" in text and f"{p.capacity_context} tokens" in text
 
@@ -155,22 +156,28 @@ def _plans(model, target, **kw) -> dict:
     return {rt: plan_memory(model, target, PlanRequest(runtime=rt, **kw)) for rt in sorted(RUNTIMES)}
 
 
-def test_torch_runtime_shares_a_tied_head_and_keeps_last_logits_only():
+def test_torch_runtime_shares_a_tied_head_and_keeps_one_cache():
     plans = _plans("qwen2-vl-2b", "orin-nx-16gb", precision="fp16", batch=2)
     trt, torch_ = plans["tensorrt"], plans["torch"]
     head = 151936 * 1536 * 2  # the tied lm_head in fp16: one copy fewer under PyTorch
     chunk = 1024  # orin-nx-16gb's prefill chunk
-    logits = 2 * (chunk - 1) * 151936 * 4  # fp32 logits of every position but the last, for a batch of 2
-    assert trt.prefill_chunk == torch_.prefill_chunk == chunk
+    kv = 2 * 28672  # one cache's bytes per token, for a batch of 2
+    assert trt.prefill_chunk == torch_.prefill_chunk == chunk and trt.max_context == torch_.max_context == 16384
     assert trt.decoder_weight_bytes - torch_.decoder_weight_bytes == head
-    assert trt.decoder_activation_bytes - torch_.decoder_activation_bytes == logits
-    assert trt.fixed_bytes - torch_.fixed_bytes == head + logits
-    assert trt.total_bytes - torch_.total_bytes == head + logits  # same context, same per-token cost
-    assert (trt.embedding_bytes, trt.per_token_bytes, trt.max_context) == (
-        torch_.embedding_bytes, torch_.per_token_bytes, torch_.max_context)
+    assert trt.decoder_activation_bytes == torch_.decoder_activation_bytes  # last-position logits in both
+    assert trt.fixed_bytes - torch_.fixed_bytes == head
+    assert (trt.kv_copies, torch_.kv_copies) == (2, 1) and trt.per_token_bytes - torch_.per_token_bytes == kv
+    assert trt.kv_cache_bytes == 2 * kv * 16384 and torch_.kv_cache_bytes == kv * 16384  # 16384 rows: whole splits
+    assert trt.total_bytes - torch_.total_bytes == head + kv * 16384
     assert (trt.runtime, torch_.runtime) == ("tensorrt", "torch")
     # ONNX Runtime runs the same decoder graph as TensorRT: the same numbers
     assert plans["onnxruntime"] == MemoryPlan(**{**trt.__dict__, "runtime": "onnxruntime"})
+    # a graph exported with every position's logits: fp32 logits of every position but the last, batch of 2
+    full = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(precision="fp16", batch=2, all_logits=True))
+    assert full.decoder_activation_bytes - trt.decoder_activation_bytes == 2 * (chunk - 1) * 151936 * 4
+    full_torch = plan_memory("qwen2-vl-2b", "orin-nx-16gb",
+                             PlanRequest(precision="fp16", batch=2, all_logits=True, runtime="torch"))
+    assert full_torch == torch_  # PyTorch never makes them
 
 
 def test_untied_head_is_counted_by_every_runtime():
@@ -181,7 +188,7 @@ def test_untied_head_is_counted_by_every_runtime():
     gemm = 28 * (2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944)
     other = 28 * (3584 + 2 * 512 + 2 * 3584) + 3584
     assert torch_.decoder_weight_bytes == gemm * 1 + other * 2 + 152064 * 3584 * 2
-    assert trt.decoder_activation_bytes - torch_.decoder_activation_bytes == (trt.prefill_chunk - 1) * 152064 * 4
+    assert trt.decoder_activation_bytes == torch_.decoder_activation_bytes  # last-position logits in both
     # the smaller fixed cost leaves the torch plan at least as much context
     assert torch_.capacity_context >= trt.capacity_context
 

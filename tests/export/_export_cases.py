@@ -1,4 +1,6 @@
 """The RoPE variants the export targets cover (with their parameters), shared by conftest and the target tests."""
 
 VARIANTS = {"m_rope": {}, "videorope": {"delta": 2.0}, "videorope_pp": {}, "vrope": {}, "tad_rope": {}}
-LAST_ONLY = {"tad_rope"}  # one variant exports last-position logits, so the targets cover that graph too
+ALL_LOGITS = {"tad_rope"}  # one variant exports every position's logits, so the targets cover that graph too
+#: (rotary form, parser generation) pairs a target covers: both forms of the opset-18 graphs, the native one of 23
+FORMS = (("plugin", "opset18"), ("decomposed", "opset18"), ("native", "opset23"))

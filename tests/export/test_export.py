@@ -1,6 +1,7 @@
-"""Export on the tiny checkpoint: manifest and files, derived forms equal to direct exports, last-position logits,
-bad input, the fp16 type pass, the first diverging node on an injected error, and TensorRT-RTX builds of both
-graphs (native and decomposed, fp32 and fp16) through the project's builder, ahead of time on the CPU."""
+"""Export on the tiny checkpoint: manifest and files (a self-contained directory), derived forms equal to direct
+exports, last-position and every-position logits, fp16 I/O, bad input, the fp16 type pass, the first diverging
+node on an injected error, and TensorRT-RTX builds of both graphs (both generations, fp32 and fp16) through the
+project's builder, ahead of time on the CPU."""
 
 import json
 import shutil
@@ -16,11 +17,24 @@ from videorope_trt.export.parity import ParityRequest, validate
 SHORT = dict(backends=("torch", "onnxruntime"), video_seconds=4.0, decode_steps=2)
 
 
-def test_manifest_and_graphs(exports):
+def test_manifest_and_graphs(exports, tiny):
     out = exports("videorope")
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rope"]["variant"] == "videorope" and manifest["rope"]["delta"] == 2.0
-    assert manifest["logits"] == "all" and manifest["graphs"]["decoder"]["precision"] == "fp32"
+    assert manifest["logits"] == "last" and manifest["graphs"]["decoder"]["precision"] == "fp32"
+    assert (manifest["generation"], manifest["opset"]) == ("opset18", 18)
+    # what the runtime needs besides the graphs, named relative to the directory
+    files = manifest["files"]
+    assert files["embeddings"] == "embeddings.safetensors" and {"tokenizer.json", "preprocessor_config.json",
+                                                                "generation_config.json"} <= set(files["model"])
+    for name in files["model"]:
+        assert (out / name).read_bytes() == (tiny / name).read_bytes()
+    from videorope_trt.artifact.embeddings import read_table
+    from videorope_trt.models import load_model
+
+    table = read_table(out / files["embeddings"])
+    want = load_model(tiny).text_model.embed_tokens.weight.detach().numpy()
+    assert table.dtype == np.float32 and np.array_equal(table, want)
     dec = onnx.load(str(out / "decoder.onnx"), load_external_data=False)
     assert [i.name for i in dec.graph.input] == [t["name"] for t in manifest["graphs"]["decoder"]["inputs"]]
     dims = [d.dim_param for d in dec.graph.output[1].type.tensor_type.shape.dim]
@@ -46,30 +60,52 @@ def test_derived_form_equals_direct_export(exports, tiny, tmp_path):
     from videorope_trt.plugins.ort_op import session_options
 
     direct = tmp_path / "direct"
-    manifest = export_checkpoint(tiny, direct, ExportConfig(rotary_form="native", precision="fp16", graphs=("decoder",)))
+    manifest = export_checkpoint(tiny, direct, ExportConfig(rotary_form="native", precision="fp16", graphs=("decoder",),
+                                                            generation="opset23"))
     derived = exports("videorope", "native", "fp16")
     a, b = (onnx.load(str(d / "decoder.onnx"), load_external_data=False) for d in (direct, derived))
     assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
     assert any(n.op_type == "RotaryEmbedding" for n in a.graph.node)
-    feeds = _feeds(manifest)
+    from videorope_trt.export.parity import typed_feeds
+
+    feeds = typed_feeds(_feeds(manifest), manifest["graphs"]["decoder"])
     run = [ort.InferenceSession(str(d / "decoder.onnx"), session_options(), providers=["CPUExecutionProvider"])
            .run(None, feeds) for d in (direct, derived)]
     for x, y in zip(*run):
         np.testing.assert_array_equal(x, y)
 
 
-def test_last_only_logits(exports):
-    out = exports("tad_rope")
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["logits"] == "last" and manifest["export"]["last_only"] is True
-    assert manifest["graphs"]["decoder"]["outputs"][0]["shape"] == ["batch", 1, manifest["model"]["vocab_size"]]
-    assert list(manifest["graphs"]) == ["decoder"]
+def test_logits_of_the_last_position_by_default_and_of_every_one_on_request(exports):
     from videorope_trt.plugins.ort_op import session_options
 
-    native = exports("tad_rope", "native")
-    sess = ort.InferenceSession(str(native / "decoder.onnx"), session_options(), providers=["CPUExecutionProvider"])
-    logits = sess.run(["logits"], _feeds(manifest, seq=7))[0]
-    assert logits.shape == (2, 1, manifest["model"]["vocab_size"])
+    vocab = None
+    for variant, logits, positions in (("videorope", "last", 1), ("tad_rope", "all", "seq")):
+        manifest = json.loads((exports(variant) / "manifest.json").read_text())
+        vocab = manifest["model"]["vocab_size"]
+        assert manifest["logits"] == manifest["export"]["logits"] == logits
+        assert manifest["graphs"]["decoder"]["outputs"][0]["shape"] == ["batch", positions, vocab]
+        decomposed = exports(variant, "decomposed")
+        sess = ort.InferenceSession(str(decomposed / "decoder.onnx"), session_options(),
+                                    providers=["CPUExecutionProvider"])
+        got = sess.run(["logits"], _feeds(manifest, seq=7))[0]
+        assert got.shape == (2, 1 if logits == "last" else 7, vocab) and got.dtype == np.float32
+
+
+def test_fp16_export_keeps_embeddings_and_cache_in_fp16(exports):
+    """The cache and the embeddings cross the graph boundary in fp16 (half the bytes); positions and logits in fp32."""
+    out = exports("videorope", "decomposed", "fp16")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for graph in ("vision", "decoder"):
+        model = onnx.load(str(out / f"{graph}.onnx"), load_external_data=False)
+        types = {v.name: onnx.helper.tensor_dtype_to_np_dtype(v.type.tensor_type.elem_type).name
+                 for v in list(model.graph.input) + list(model.graph.output)}
+        spec = {t["name"]: t["dtype"] for e in ("inputs", "outputs") for t in manifest["graphs"][graph][e]}
+        assert types == spec
+    assert spec["inputs_embeds"] == spec["past_key_0"] == spec["present_value_1"] == "float16"
+    assert spec["positions"] == spec["logits"] == "float32"
+    from videorope_trt.artifact.embeddings import read_table
+
+    assert read_table(out / "embeddings.safetensors").dtype == np.float16
 
 
 def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
@@ -88,9 +124,15 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         ExportConfig(delta=-1.0)
     with pytest.raises(ValueError, match=r"graphs \('text',\): expected a non-empty selection"):
         ExportConfig(graphs=("text",))
+    with pytest.raises(ValueError, match="rotary form 'native' is not read by TensorRT 10.x before 10.15"):
+        ExportConfig(rotary_form="native", generation="opset18")
+    with pytest.raises(ValueError, match="unknown parser generation 'opset20'"):
+        ExportConfig(generation="opset20")
+    with pytest.raises(ValueError, match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
+        ExportConfig(precision="int8-sq")
     other = tmp_path / "other"
     other.mkdir()
-    (other / "manifest.json").write_text(json.dumps({"kind": "videorope-trt-export", "format_version": 1,
+    (other / "manifest.json").write_text(json.dumps({"kind": "videorope-trt-export", "format_version": 2,
                                                      "source": {"sha256": "0" * 64}}))
     with pytest.raises(FileExistsError, match="another checkpoint"):
         export_checkpoint(tiny, other)
@@ -179,7 +221,8 @@ def test_validate_writes_polygraphy_results_and_plot(exports):
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_rtx_builds(exports, form, precision):
     """Both graphs parse and build ahead of time (TensorRT-RTX, strongly typed, compute capability 8.6) through the
-    project's builder with profiles from the memory plan."""
+    project's builder with profiles from the memory plan: the opset-23 family (native) and the opset-18 one
+    (decomposed: what Jetson's TensorRT reads)."""
     from videorope_trt import trt as trt_mod
     from videorope_trt.build.engine import BuildRequest, build_engines
     from videorope_trt.build.plan import PlanRequest

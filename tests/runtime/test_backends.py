@@ -282,7 +282,7 @@ def test_split_prefill_is_refused_where_cudnn_attention_cannot_run(tiny):
 
 def test_backend_options_are_checked_by_name(tiny, artifact):
     """An option a backend does not have is refused with the ones it takes, on every backend."""
-    with pytest.raises(ValueError, match=r"the onnxruntime backend has no option dtype; it takes device, checkpoint"):
+    with pytest.raises(ValueError, match=r"the onnxruntime backend has no option dtype; it takes device, decoder"):
         open_backend("onnxruntime", artifact, dtype="float16")
     with pytest.raises(ValueError, match=r"the torch backend has no option gemv; it takes device, dtype, compile"):
         open_backend("torch", tiny, gemv=False)

@@ -1,12 +1,12 @@
-"""Which checkpoint a command or backend reads for OUT: one rule everywhere (`--checkpoint`, else the manifest's
-source, else OUT itself)."""
+"""Which directory a command reads for OUT: the tokenizer and preprocessor are OUT's own (an artifact carries them);
+the PyTorch weights of an artifact are the checkpoint its manifest records, else OUT itself."""
 
 import json
 
 import pytest
 
 from videorope_trt.artifact.manifest import FORMAT_VERSION, KIND, checkpoint_of
-from videorope_trt.runtime.session import resolve_checkpoint
+from videorope_trt.runtime.session import model_dir
 
 
 def _ckpt(path):
@@ -25,24 +25,26 @@ def _manifest(out, source):
 def test_the_manifest_source_comes_before_out_itself(tmp_path):
     source, out = _ckpt(tmp_path / "ckpt"), _ckpt(tmp_path / "out")
     data = _manifest(out, source)
-    assert resolve_checkpoint(out) == checkpoint_of(out, data) == source
-    assert resolve_checkpoint(out, tmp_path / "given") == tmp_path / "given"
+    assert checkpoint_of(out, data) == source
+    assert model_dir(out) == out  # the tokenizer and preprocessor are the artifact's own
 
 
-def test_out_itself_when_the_recorded_source_is_gone_or_there_is_no_manifest(tmp_path):
+def test_out_itself_when_the_recorded_source_is_gone(tmp_path):
     out = _ckpt(tmp_path / "out")
-    assert resolve_checkpoint(out) == out
-    _manifest(out, tmp_path / "moved")
-    assert resolve_checkpoint(out) == out
+    data = _manifest(out, tmp_path / "moved")
+    assert checkpoint_of(out, data) == out
 
 
 def test_neither_is_a_clear_error(tmp_path):
     out = tmp_path / "out"
-    _manifest(out, tmp_path / "moved")
+    data = _manifest(out, tmp_path / "moved")
     with pytest.raises(FileNotFoundError, match=r"checkpoint recorded in manifest.json \(.*moved\) is not there"):
-        resolve_checkpoint(out)
-    with pytest.raises(FileNotFoundError, match="pass --checkpoint DIR"):
-        resolve_checkpoint(tmp_path / "empty")
+        checkpoint_of(out, data)
+    with pytest.raises(FileNotFoundError, match="expected an artifact directory .* or a checkpoint directory"):
+        model_dir(tmp_path / "empty")
+    (out / "manifest.json").write_text(json.dumps({"kind": KIND, "format_version": 1}))
+    with pytest.raises(ValueError, match=r"format_version=1; expected .* \(export it again with this version\)"):
+        model_dir(out)
 
 
 def test_manifest_reader_errors(tmp_path):

@@ -313,7 +313,7 @@ def test_command_line_options_reach_the_backend_and_others_are_refused(ckpt, tmp
     from videorope_trt.commands import run as commands
 
     base = dict(out=str(ckpt), checkpoint=None, backend="torch", device="cpu", dtype=None, target=None,
-                compile=None, split_prefill=False)
+                compile=None, split_prefill=False, decoder=None)
     assert commands.backend_options(argparse.Namespace(**base), "run") == {"device": "cpu", "compile": False}
     assert commands.backend_options(argparse.Namespace(**base), "bench") == {"device": "cpu"}
     got = commands.backend_options(argparse.Namespace(**{**base, "compile": True, "dtype": "bfloat16"}), "run")
@@ -323,4 +323,4 @@ def test_command_line_options_reach_the_backend_and_others_are_refused(ckpt, tmp
                                                        "dtype": "float16"}), "run")
     assert main(["run", str(tmp_path), "--backend", "onnxruntime", "--compile", "--checkpoint", str(ckpt),
                  "--prompt", "hi", "--no-progress"]) == 2
-    assert "--compile applies to the torch backend; --backend onnxruntime runs" in capsys.readouterr().err
+    assert "--compile, --checkpoint applies to the torch backend; --backend onnxruntime runs" in capsys.readouterr().err

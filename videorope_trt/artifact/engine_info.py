@@ -60,6 +60,8 @@ class MemoryPlan:
     frame_size: tuple
     text_reserve: int
     runtime: str = "tensorrt"  # plans written before runtimes were told apart were TensorRT's
+    kv_copies: int = 1  # KV caches the runtime keeps alive at once
+    kv_rows_align: int = 1  # the cache's rows: the context rounded up to this
 
     @property
     def fixed_bytes(self) -> int:
@@ -67,13 +69,19 @@ class MemoryPlan:
                 + self.workspace_bytes + self.decoder_activation_bytes + self.vision_activation_bytes)
 
     @property
+    def kv_rows(self) -> int:
+        return -(-self.max_context // self.kv_rows_align) * self.kv_rows_align
+
+    @property
     def kv_cache_bytes(self) -> int:
-        """The KV cache the runtime allocates: every layer's K and V for `max_context` tokens."""
-        return self.kv_bytes_per_token * self.max_context
+        """The KV caches the runtime allocates: every layer's K and V for `max_context` tokens (its rows rounded as
+        the runtime rounds them), times the copies it keeps."""
+        return self.kv_copies * self.kv_bytes_per_token * self.kv_rows
 
     @property
     def total_bytes(self) -> int:
-        return self.fixed_bytes + self.per_token_bytes * self.max_context
+        per_token_rest = self.per_token_bytes - self.kv_copies * self.kv_bytes_per_token  # the embeddings row
+        return self.fixed_bytes + self.kv_cache_bytes + per_token_rest * self.max_context
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -106,7 +114,8 @@ class MemoryPlan:
             ("workspace", g(self.workspace_bytes)),
             (f"decoder activations ({self.prefill_chunk}-token chunk)", g(self.decoder_activation_bytes)),
             (f"vision activations ({self.patches_per_chunk} patches)", g(self.vision_activation_bytes)),
-            (f"KV cache per token ({self.kv_precision})", f"{self.kv_bytes_per_token / 1024:9.2f} KiB"),
+            (f"KV cache per token ({self.kv_precision}, {self.kv_copies} "
+             f"cop{'y' if self.kv_copies == 1 else 'ies'})", f"{self.kv_copies * self.kv_bytes_per_token / 1024:9.2f} KiB"),
             ("per token (KV + embeddings)", f"{self.per_token_bytes / 1024:9.2f} KiB"),
             ("largest context / frames", f"{self.capacity_context} tokens / {self.capacity_frames} frames"),
             ("planned context / frames", f"{self.max_context} tokens / {self.max_frames} frames"),
@@ -174,6 +183,36 @@ def check_engine_dir(engine_dir, *, running_version: str, gpu: dict | None, plug
         raise EngineMismatch(f"{engine_dir}: plugin library {plugin_library} differs from the one the engines were built "
                              f"with ({built['path']}, sha256 {built['sha256'][:12]}…); {rebuild}")
     return info
+
+
+def select_engines(info: dict, engine_dir, decoder: str | None = None) -> dict:
+    """{"vision": graph, "decoder": graph}: the engines engine.json lists for each role; `decoder` names one when
+    the build holds several (e.g. "decoder" and "decoder.int8-sq"). An engine file engine.json does not list is
+    never picked, whatever lies in the folder."""
+    built = info.get("engines") or {}
+    out = {}
+    for role, asked in (("vision", None), ("decoder", decoder)):
+        names = [g for g in built if g.split(".", 1)[0] == role]
+        if asked is not None:
+            if asked not in built:
+                raise ValueError(f"{engine_dir}: no {asked!r} engine; engine.json lists {', '.join(built) or 'none'}")
+            names = [asked]
+        if len(names) != 1:
+            raise ValueError(f"{engine_dir}: engine.json lists {len(names)} {role} engines ({', '.join(names) or 'none'});"
+                             f" name the one to run (--decoder GRAPH) or build it (videorope-trt build)")
+        out[role] = names[0]
+    return out
+
+
+def check_engine_sources(info: dict, engine_dir, artifact, graphs) -> None:
+    """Each engine of `graphs` was built from the ONNX file now in the artifact (its sha256 as engine.json records)."""
+    for graph in graphs:
+        entry = info["engines"][graph]
+        onnx_path = Path(artifact) / entry["onnx"]
+        if not onnx_path.is_file() or sha256(onnx_path) != entry["onnx_sha256"]:
+            raise EngineMismatch(f"{engine_dir}/{entry['file']} was built from another {entry['onnx']} than the one in "
+                                 f"{artifact} (exported again since?); rebuild with `videorope-trt build {artifact} "
+                                 f"--target {info['target']}`")
 
 
 def engine_plan(engine_dir) -> MemoryPlan:

@@ -11,9 +11,15 @@ from pathlib import Path
 
 from videorope_trt.artifact.atomic import read_json, write_atomic
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the directory carries its embedding table and the checkpoint's tokenizer files
 KIND = "videorope-trt-export"
 NAME = "manifest.json"
+#: checkpoint files an artifact carries beside its graphs (those present): tokenizer, chat template, preprocessor
+#: and generation settings; the first two are required
+MODEL_FILES = ("tokenizer.json", "preprocessor_config.json", "tokenizer_config.json", "special_tokens_map.json",
+               "added_tokens.json", "vocab.json", "merges.txt", "chat_template.json", "chat_template.jinja",
+               "video_preprocessor_config.json", "generation_config.json")
+REQUIRED_MODEL_FILES = MODEL_FILES[:2]
 
 
 def checkpoint_sha256(ckpt_dir) -> str:
@@ -54,13 +60,13 @@ def read_manifest(out_dir) -> dict:
     data = read_json(path, "expected a directory written by `videorope-trt export`")
     if data.get("kind") != KIND or data.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: kind={data.get('kind')!r} format_version={data.get('format_version')!r}; "
-                         f"expected kind={KIND!r} format_version={FORMAT_VERSION}")
+                         f"expected kind={KIND!r} format_version={FORMAT_VERSION} (export it again with this version)")
     return data
 
 
 def checkpoint_of(artifact, manifest: dict) -> Path:
-    """The checkpoint an export directory came from (tokenizer, config, embedding table): the one its manifest
-    records, else the directory itself when it holds a config.json."""
+    """The checkpoint an export directory came from (the PyTorch weights: the torch backend, validate and calibrate
+    read them): the one its manifest records, else the directory itself when it holds a config.json."""
     path = (manifest.get("source") or {}).get("checkpoint")
     if path and (Path(path) / "config.json").is_file():
         return Path(path)

@@ -3,6 +3,9 @@
 One table serves the exporter (dynamic shapes, output names), the manifest, the engine builder (optimization
 profiles: every symbolic dim gets a min/opt/max) and the runtime (buffer allocation, feed checks). stdlib only.
 
+Types: the embeddings (vision output, decoder input) and the KV cache are in the graph's float type (half the bytes
+of fp32 in an fp16 export); pixel values, positions (exact fractional values) and logits are always float32.
+
 Symbolic dims:
     num_patches   vision patches in one call (a multiple of merge², frames of one or more grids)
     num_merged    num_patches / merge²
@@ -77,7 +80,7 @@ def vision_spec(model, float_dtype: str = "float32") -> GraphSpec:
     return GraphSpec(
         "vision",
         inputs=(
-            TensorSpec("pixel_values", float_dtype, ("num_patches", model.patch_dim)),
+            TensorSpec("pixel_values", "float32", ("num_patches", model.patch_dim)),  # the processor's own type
             TensorSpec("rotary_pos_ids", "int64", ("num_patches", 2)),
             TensorSpec("segment_ids", "int64", ("num_patches",)),
         ),
@@ -96,7 +99,8 @@ def decoder_spec(model, num_axes: int, float_dtype: str = "float32", kv_dtype: s
         TensorSpec("positions", "float32", (num_axes, "batch", "seq")),  # always fp32: exact fractional positions
         TensorSpec("attention_mask", "int64", ("batch", "total")),
     ]
-    outputs = [TensorSpec("logits", float_dtype, ("batch", 1 if last_only else "seq", model.vocab_size))]
+    # logits leave in fp32 whatever the graph's type: sampling reads them so
+    outputs = [TensorSpec("logits", "float32", ("batch", 1 if last_only else "seq", model.vocab_size))]
     for i in range(model.num_layers):
         inputs += [TensorSpec(n, kv_dtype, kv) for n in past_names(i)]
         outputs += [TensorSpec(n, kv_dtype, kv_out) for n in present_names(i)]

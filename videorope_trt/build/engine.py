@@ -245,9 +245,22 @@ def _plugin_for(artifact: Path, request: BuildRequest, onnx_paths: list) -> Path
     return path
 
 
-def build_engines(artifact, request: BuildRequest) -> dict:
-    """Build every requested graph of an artifact directory for a target; returns what engine.json records."""
-    artifact = Path(artifact)
+def _parser_table(preset, flavour):
+    """The operator table the build is checked against: the installed TensorRT's where there is one, else the
+    oldest the target names (what the graphs must parse on there)."""
+    from videorope_trt.build.optables import preset_table, table_for
+
+    if trtmod.available(flavour.name):
+        running = trtmod.version(trtmod.import_trt(flavour.name))
+        return table_for(f"rtx-{running}" if flavour.name == "rtx" else running)
+    return preset_table(preset)
+
+
+def _checked(artifact: Path, request: BuildRequest):
+    """Everything a build can be refused for, found before any work: (preset, flavour, manifest entries, plan,
+    plugin library or None, compute capabilities)."""
+    from videorope_trt.build.optables import check_artifact
+
     if request.plan.runtime != "tensorrt":  # engine.json's plan sizes the TensorRT runtime's KV cache
         raise ValueError(f"build: the memory plan must be for the tensorrt runtime (engines are what it runs); "
                          f"got runtime={request.plan.runtime!r}")
@@ -255,16 +268,26 @@ def build_engines(artifact, request: BuildRequest) -> dict:
     flavour = trtmod.get_flavour(preset.flavour)
     manifest = read_manifest(artifact)
     entries = {g: graph_entry(manifest, g, artifact) for g in request.graphs}
-    precision = request.plan.precision
-    for g, e in entries.items():  # the ONNX decides precision; it must be one the target runs
-        preset.check_precision(e.get("precision", precision))
+    for e in entries.values():  # the ONNX decides precision; it must be one the target runs
+        preset.check_precision(e.get("precision", request.plan.precision))
+    check_artifact(artifact, entries, _parser_table(preset, flavour))
     plan = plan_memory(manifest_model(manifest), preset, request.plan)
-    onnx_paths = [artifact / e["file"] for e in entries.values()]
-    plugin = _plugin_for(artifact, request, onnx_paths)
+    plugin = _plugin_for(artifact, request, [artifact / e["file"] for e in entries.values()])
     ccs = _target_ccs(preset, request)
     if flavour.aot_compute_capabilities:
-        _check_fp8_ccs([e.get("precision", precision) for e in entries.values()], ccs)
+        _check_fp8_ccs([e.get("precision", request.plan.precision) for e in entries.values()], ccs)
+    return preset, flavour, entries, plan, plugin, ccs
 
+
+def build_engines(artifact, request: BuildRequest) -> dict:
+    """Build every requested graph of an artifact directory for a target; returns what engine.json records.
+
+    The engines are built into a temporary folder that replaces engines/<target> whole when every one is built: a
+    failed build leaves the previous build as it was."""
+    from videorope_trt.artifact.atomic import atomic_dir
+
+    artifact = Path(artifact)
+    preset, flavour, entries, plan, plugin, ccs = _checked(artifact, request)
     trt = trtmod.import_trt(flavour.name)
     gpu = _check_builder_matches(trt, preset, flavour)
     if plugin is not None:
@@ -272,25 +295,30 @@ def build_engines(artifact, request: BuildRequest) -> dict:
             trtmod.ensure_rtx_parser_library(trt)
         trtmod.load_plugin_library(trt, plugin, (OP_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE))
     out = artifact / "engines" / preset.name
-    out.mkdir(parents=True, exist_ok=True)
-    cache = out / "timing.cache" if flavour.timing_cache else None
-    engines = {}
-    for (graph, entry), onnx_path in zip(entries.items(), onnx_paths):
-        inputs = entry.get("inputs") or onnx_inputs(onnx_path)
-        profiles = profile_shapes(inputs, graph, plan)
-        start = time.perf_counter()
-        data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose)
-        write_atomic(out / f"{graph}.engine", data)
-        engines[graph] = {"file": f"{graph}.engine", "onnx": entry["file"], "onnx_sha256": sha256(onnx_path),
-                          "precision": entry.get("precision", precision), "bytes": len(data),
-                          "build_seconds": round(time.perf_counter() - start, 3),
-                          "profiles": [{"name": n, "shapes": {k: [list(s) for s in v] for k, v in sh.items()}}
-                                       for n, sh in profiles]}
-    info = {
-        "target": preset.name, "flavour": flavour.name,
-        "tensorrt_version": trtmod.version(trt), "gpu": gpu, "compute_capabilities": list(ccs),
-        "precision": precision, "engines": engines, "plan": plan.to_dict(),
-        "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256(plugin)},
-        "timing_cache": None if cache is None else cache.name,
-    }
-    return write_engine_info(out, info)
+    with atomic_dir(out) as tmp:
+        cache = tmp / "timing.cache" if flavour.timing_cache else None
+        if cache is not None and (out / cache.name).is_file():  # the tactics timed before stay known
+            cache.write_bytes((out / cache.name).read_bytes())
+        engines = {graph: _build_graph(trt, artifact, graph, entry, plan, preset, flavour, ccs, cache, request, tmp)
+                   for graph, entry in entries.items()}
+        info = write_engine_info(tmp, {
+            "target": preset.name, "flavour": flavour.name,
+            "tensorrt_version": trtmod.version(trt), "gpu": gpu, "compute_capabilities": list(ccs),
+            "precision": request.plan.precision, "engines": engines, "plan": plan.to_dict(),
+            "plugin_library": None if plugin is None else {"path": str(plugin.resolve()), "sha256": sha256(plugin)},
+            "timing_cache": None if cache is None else cache.name,
+        })
+    return info
+
+
+def _build_graph(trt, artifact, graph, entry, plan, preset, flavour, ccs, cache, request, out: Path) -> dict:
+    onnx_path = artifact / entry["file"]
+    inputs = entry.get("inputs") or onnx_inputs(onnx_path)
+    profiles = profile_shapes(inputs, graph, plan)
+    start = time.perf_counter()
+    data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose)
+    write_atomic(out / f"{graph}.engine", data)
+    return {"file": f"{graph}.engine", "onnx": entry["file"], "onnx_sha256": sha256(onnx_path),
+            "precision": entry.get("precision", request.plan.precision), "bytes": len(data),
+            "build_seconds": round(time.perf_counter() - start, 3),
+            "profiles": [{"name": n, "shapes": {k: [list(s) for s in v] for k, v in sh.items()}} for n, sh in profiles]}

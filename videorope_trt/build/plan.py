@@ -31,29 +31,35 @@ CONTEXT_ALIGN = 16
 
 @dataclass(frozen=True)
 class RuntimeCosts:
-    """What a runtime holds beyond what every runtime holds, as the plan counts it."""
+    """What a runtime holds beyond what every runtime holds, as the plan counts it (and as its backend allocates:
+    a test holds one against the other)."""
 
     name: str
     separate_lm_head: bool  # an lm_head copy of its own even when the checkpoint ties it to the embedding table
-    chunk_logits: bool  # logits for every position of a prefill chunk, not the last position's only
+    runs_graph: bool  # runs the exported decoder graph: its logits are what the export chose (last or all)
+    kv_copies: int  # KV caches alive at once
+    kv_rows_align: int = 1  # the cache's rows are the capacity rounded up to this
     why: str = ""
 
 
 RUNTIMES = {
-    # Engines are built from the decoder graph, whose lm_head is an initializer of its own; the runtime looks
-    # tokens up in a separate embedding table. The graph's logits output is (B, S, vocab) unless exported with
-    # --last-only; the plan takes the default export (and the larger number).
-    "tensorrt": RuntimeCosts("tensorrt", separate_lm_head=True, chunk_logits=True,
-                             why="engine lm_head beside the runtime's embedding table; (B, S, vocab) logits"),
-    # The same decoder graph as TensorRT, and the backend reads the embedding table from the checkpoint.
-    "onnxruntime": RuntimeCosts("onnxruntime", separate_lm_head=True, chunk_logits=True,
-                                why="graph lm_head beside the checkpoint's embedding table; (B, S, vocab) logits "
-                                    "unless exported with --last-only"),
-    # PyTorch shares a tied lm_head with the embedding; the static-cache path (the CUDA default) applies the
-    # lm_head to the last position of a prefill chunk only.
-    "torch": RuntimeCosts("torch", separate_lm_head=False, chunk_logits=False,
-                          why="tied lm_head shared with the embedding; last-position logits (static-cache path)"),
+    # Engines are built from the decoder graph, whose lm_head is an initializer of its own; the runtime looks tokens
+    # up in the artifact's embedding table. The graph reads the past K/V and writes past + new as new tensors, so
+    # the backend keeps two caches per layer and swaps them each call.
+    "tensorrt": RuntimeCosts("tensorrt", separate_lm_head=True, runs_graph=True, kv_copies=2,
+                             why="engine lm_head beside the embedding table; past and present K/V both alive"),
+    # The same decoder graph: a call's present K/V is a new buffer beside its past until the call ends.
+    "onnxruntime": RuntimeCosts("onnxruntime", separate_lm_head=True, runs_graph=True, kv_copies=2,
+                                why="graph lm_head beside the embedding table; past and present K/V both alive"),
+    # PyTorch shares a tied lm_head with the embedding, applies it to the last position of a prefill chunk only,
+    # and writes K/V in place into one cache whose rows are whole attention splits (static_decoder.SPLIT).
+    "torch": RuntimeCosts("torch", separate_lm_head=False, runs_graph=False, kv_copies=1, kv_rows_align=256,
+                          why="tied lm_head shared with the embedding; last-position logits; one cache in place"),
 }
+
+
+def _chunk_logits(runtime: RuntimeCosts, request) -> bool:
+    return runtime.runs_graph and request.all_logits
 
 
 def get_runtime(name: str) -> RuntimeCosts:
@@ -77,7 +83,8 @@ class PlanRequest:
     headroom: float | None = None
     fused_attention: bool = True
     text_reserve: int = TEXT_RESERVE
-    runtime: str = "tensorrt"  # a key of RUNTIMES: what the plan counts for lm_head and logits
+    runtime: str = "tensorrt"  # a key of RUNTIMES: what the plan counts for lm_head, logits and KV copies
+    all_logits: bool = False  # the decoder graph gives logits for every position (export --all-logits)
 
 
 def _vision_precision(req: PlanRequest) -> str:
@@ -155,16 +162,16 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     budget = int(usable * (1 - headroom))
     dec_w, vis_w, emb = _weights(model, request.precision, vprec, runtime)
     act = prec.act_bytes
-    dec_act = decoder_activation_bytes(model, chunk, act, request.batch, runtime.chunk_logits)
+    dec_act = decoder_activation_bytes(model, chunk, act, request.batch, _chunk_logits(runtime, request))
     vis_act = vision_activation_bytes(model, patches, PRECISIONS[vprec].act_bytes, request.fused_attention)
     fixed = dec_w + vis_w + emb + preset.overhead_bytes + preset.workspace_bytes + dec_act + vis_act
     kv_token = model.kv_bytes_per_token(FLOAT_BYTES[kv_type]) * request.batch
-    per_token = kv_token + request.batch * act * model.hidden_size  # + the prompt's inputs_embeds row
+    per_token = kv_token * runtime.kv_copies + request.batch * act * model.hidden_size  # + the prompt's embeddings row
     if not request.fused_attention:
         per_token += request.batch * model.num_heads * chunk * act * 2  # scores and probabilities of one layer
 
     room = budget - fixed
-    capacity = min(model.max_positions, max(0, room // per_token) // CONTEXT_ALIGN * CONTEXT_ALIGN)
+    capacity = _capacity(model, room, per_token, kv_token * runtime.kv_copies, runtime.kv_rows_align)
     capacity_frames = _frames_for(capacity, tokens_per_slice, tp, request.text_reserve)
     where = f"{model.name} {request.precision} (KV {kv_type}) on {preset.name}"
     if capacity < chunk:
@@ -185,7 +192,16 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
         max_context=context, max_frames=frames, prefill_chunk=min(chunk, context),
         frames_per_chunk=frames_per_chunk, patches_per_chunk=patches, tokens_per_slice=tokens_per_slice,
         frame_size=tuple(request.frame_size), text_reserve=request.text_reserve, runtime=runtime.name,
+        kv_copies=runtime.kv_copies, kv_rows_align=runtime.kv_rows_align,
     )
+
+
+def _capacity(model: ModelConfig, room: int, per_token: int, kv_all: int, align: int) -> int:
+    """The most context tokens `room` bytes hold, the cache's rows rounded up to `align` as the runtime rounds them."""
+    capacity = min(model.max_positions, max(0, room // per_token) // CONTEXT_ALIGN * CONTEXT_ALIGN)
+    while capacity and (per_token - kv_all) * capacity + kv_all * -(-capacity // align) * align > room:
+        capacity -= CONTEXT_ALIGN
+    return capacity
 
 
 def _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capacity_frames) -> tuple:
@@ -236,10 +252,11 @@ def largest_prefill_chunk(model, target, request: PlanRequest, context: int, ali
     one = plan_memory(model, target, replace(request, prefill_chunk=align, max_context=None, max_frames=None))
     runtime = get_runtime(request.runtime)
     act = PRECISIONS[request.precision].act_bytes
+    chunk_logits = _chunk_logits(runtime, request)
     per_token = decoder_activation_bytes(model, 1, act, request.batch, chunk_logits=True) - (
-        0 if runtime.chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size)
+        0 if chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size)
     room = one.budget_bytes - (one.fixed_bytes - one.decoder_activation_bytes) - one.per_token_bytes * context
-    room -= 0 if runtime.chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size  # the last token's logits
+    room -= 0 if chunk_logits else request.batch * LOGIT_BYTES * model.vocab_size  # the last token's logits
     chunk = max(0, room // per_token)
     if chunk >= context:
         return context

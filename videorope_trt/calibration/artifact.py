@@ -41,12 +41,22 @@ def check_out_dir(out: Path, ckpt_dir) -> None:
                               "this checkpoint")
 
 
-def export_float(ckpt_dir, out: Path, *, variant: str | None, rotary_form: str, float_type: str) -> dict:
+def export_float(ckpt_dir, out: Path, *, variant: str | None, rotary_form: str, float_type: str,
+                 generation: str | None = None) -> dict:
     """A new artifact directory with the float vision graph and manifest.json (the quantized graphs join it)."""
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
+    more = {} if generation is None else {"generation": generation}
     return export_checkpoint(ckpt_dir, out, ExportConfig(variant=variant, rotary_form=rotary_form,
-                                                         precision=float_type, graphs=("vision",)))
+                                                         precision=float_type, graphs=("vision",), **more))
+
+
+def check_generation(manifest: dict, generation: str | None) -> None:
+    """A calibrated graph joins its directory's parser generation: another one asked for is refused."""
+    have = (manifest.get("export") or {}).get("generation")
+    if generation is not None and have != generation:
+        raise ValueError(f"the export in this directory is for {have} parsers, and {generation} was asked for; "
+                         "calibrate into a new directory (or export this one again for that target)")
 
 
 def rope_choice(manifest: dict, variant: str | None) -> dict:

@@ -19,7 +19,7 @@ FLOAT_TYPES = ("fp16", "fp32")
 
 
 def _export(model, graph: str, path, *, rotary_form: str = "plugin", float_type: str = "fp16",
-            last_only: bool = False) -> dict:
+            base: dict | None = None) -> dict:
     import onnx
 
     from videorope_trt.calibration import qdq
@@ -28,21 +28,24 @@ def _export(model, graph: str, path, *, rotary_form: str = "plugin", float_type:
     if float_type not in FLOAT_TYPES:
         raise ValueError(f"float type {float_type!r}: expected one of {', '.join(FLOAT_TYPES)}")
     path = Path(path)
-    cfg = ExportConfig(rotary_form=rotary_form, precision=float_type, last_only=last_only)
+    # the artifact's own export settings (parser generation, logits): its graphs all read the same way
+    recorded = {k: v for k, v in (base or {}).items() if k in ("logits", "generation")}
+    cfg = ExportConfig(rotary_form=rotary_form, precision=float_type, **recorded)
     spec = export_graph(model, graph, path, cfg, translation=qdq.translation_table())
     counts = qdq_counts(onnx.load(str(path), load_external_data=False))
     return {"file": path.name, "external_data": f"{path.name}.data", "float": float_type, "qdq": counts,
             **({"rotary_form": rotary_form} if graph == "decoder" else {}), **spec.to_json()}
 
 
-def export_decoder(model, path, rotary_form: str = "plugin", float_type: str = "fp16", last_only: bool = False) -> dict:
-    """Q/DQ decoder graph of the (quantized) model at `path`; returns its manifest entry (+ "qdq" counts)."""
-    return _export(model, "decoder", path, rotary_form=rotary_form, float_type=float_type, last_only=last_only)
+def export_decoder(model, path, rotary_form: str = "plugin", float_type: str = "fp16", base: dict | None = None) -> dict:
+    """Q/DQ decoder graph of the (quantized) model at `path`, with the artifact's export settings `base` (the
+    manifest's "export" record); returns its manifest entry (+ "qdq" counts)."""
+    return _export(model, "decoder", path, rotary_form=rotary_form, float_type=float_type, base=base)
 
 
-def export_vision(model, path, float_type: str = "fp16") -> dict:
+def export_vision(model, path, float_type: str = "fp16", base: dict | None = None) -> dict:
     """Vision graph of the (quantized) model at `path`."""
-    return _export(model, "vision", path, float_type=float_type)
+    return _export(model, "vision", path, float_type=float_type, base=base)
 
 
 def qdq_counts(model) -> dict:

@@ -35,6 +35,8 @@ class CalibrationConfig:
     variant: str | None = None
     float_type: str = "fp16"  # what the Q/DQ pairs leave unquantized (strongly typed engines run it as typed)
     alpha: float | None = None  # SmoothQuant migration strength (int8-sq); None: quantize.DEFAULT_ALPHA
+    #: the parser generation of the graphs (export/generations.py); None: the artifact's, or the default for a new one
+    generation: str | None = None
 
     def __post_init__(self):
         from videorope_trt.calibration.export import FLOAT_TYPES
@@ -49,6 +51,10 @@ class CalibrationConfig:
             raise ValueError(f"float type {self.float_type!r} is unknown; expected one of {', '.join(FLOAT_TYPES)}")
         if self.rotary_form not in FORMS:
             raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
+        if self.generation is not None:
+            from videorope_trt.export.generations import get_generation
+
+            get_generation(self.generation)
         for name in ("prompts_per_video", "holdout"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: received {getattr(self, name)}, expected an integer >= 1")
@@ -111,6 +117,8 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
     text = model.text_model.config
     got = report.onnx_logits(path, feeds, int(text.num_hidden_layers),
                              (int(text.num_key_value_heads), int(model.rope.head_dim)))
+    # the graph's logits cover the last position only when exported so: compare the same rows
+    ref_logits, q_logits = ([r[-len(g):] for r, g in zip(xs, got)] for xs in (ref_logits, q_logits))
     got, ref, q = (np.concatenate([x.ravel() for x in xs]) for xs in (got, ref_logits, q_logits))
     return {"logits_cosine_vs_float": report.cosine(got, ref), "logits_cosine_vs_torch": report.cosine(got, q)}
 
@@ -129,17 +137,20 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     _log(f"{len(calib)} calibration / {len(held)} held-out sample(s), "
          f"{max(s.num_tokens for s in calib + held)} tokens at most")
     if not artifact.has_manifest(out):
-        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form, float_type=cfg.float_type)
+        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form, float_type=cfg.float_type,
+                              generation=cfg.generation)
         _log(f"float vision graph and manifest.json written to {out}")
     manifest = read_manifest(out)
+    artifact.check_generation(manifest, cfg.generation)
     model = load_model(ckpt_dir, **artifact.rope_choice(manifest, cfg.variant)).eval()
     artifact.check_rope(model, manifest)
     result = calibrate_model_on(model, cfg, calib, held, bar)
     (out / "calibration").mkdir(parents=True, exist_ok=True)
     graphs = {"decoder": export.export_decoder(model, out / f"decoder.{cfg.precision}.onnx", cfg.rotary_form,
-                                               cfg.float_type, last_only=manifest.get("logits") == "last")}
+                                               cfg.float_type, base=manifest.get("export"))}
     if cfg.quantize_vision:
-        graphs["vision"] = export.export_vision(model, out / f"vision.{cfg.precision}.onnx", cfg.float_type)
+        graphs["vision"] = export.export_vision(model, out / f"vision.{cfg.precision}.onnx", cfg.float_type,
+                                                base=manifest.get("export"))
     accuracy = {k: result["accuracy"][k] for k in ("logits_cosine", "top1_agreement", "greedy_agreement")}
     for g in graphs.values():
         g.update(precision=cfg.precision, calibration={"report": "calibration/report.json", **accuracy})

@@ -56,10 +56,10 @@ def add_arguments(parser, name: str) -> None:
     _plan_arguments(parser)
 
 
-def _request(args, precision: str):
+def _request(args, precision: str, all_logits: bool = False):
     from videorope_trt.build.plan import PlanRequest
 
-    return PlanRequest(precision=precision, vision_precision=args.vision_precision,
+    return PlanRequest(precision=precision, all_logits=all_logits, vision_precision=args.vision_precision,
                        max_context=args.max_context, max_frames=args.max_frames, prefill_chunk=args.prefill_chunk,
                        frames_per_chunk=args.frames_per_chunk, frame_size=args.frame_size, batch=args.batch,
                        headroom=args.headroom, fused_attention=not args.unfused_attention,
@@ -83,7 +83,8 @@ def _run_build(args) -> int:
     # the ONNX decides precision (strong typing): per graph if recorded, else the export's
     decoder = next((g for g in args.graphs if B.graph_role(g) == "decoder"), "decoder")
     precision = args.precision or (graphs.get(decoder) or {}).get("precision") or manifest.get("precision", "fp16")
-    request = B.BuildRequest(args.target, _request(args, precision), graphs=tuple(args.graphs),
+    request = B.BuildRequest(args.target, _request(args, precision, manifest.get("logits") == "all"),
+                             graphs=tuple(args.graphs),
                              plugin_library=args.plugin, verbose=args.verbose,
                              compute_capabilities=tuple(args.compute_capabilities) if args.compute_capabilities else None)
     start = time.perf_counter()

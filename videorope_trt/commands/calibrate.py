@@ -20,7 +20,9 @@ def add_arguments(parser, name: str) -> None:
     parser.add_argument("--precision", required=True, help=f"one of {', '.join(names('calibrate'))}")
     parser.add_argument("--videos", required=True, help="directory of calibration videos (the last ones are held out)")
     parser.add_argument("--prompts", required=True, help="text file, one prompt per line")
-    parser.add_argument("--target", default=None, help="build preset the result is for (checks FP8 support)")
+    parser.add_argument("--target", default=None,
+                        help="build preset the result is for: checks its precisions (no FP8 on Orin) and, for a new "
+                             "directory, writes graphs its TensorRT parses")
     parser.add_argument("--holdout", type=int, default=1, help="videos held out for the report (default 1)")
     parser.add_argument("--prompts-per-video", type=int, default=1, help="calibration samples per video (default 1)")
     parser.add_argument("--fps", type=float, default=2.0, help="frames sampled per second (default 2, as `run`)")
@@ -54,17 +56,20 @@ def run(args, name: str) -> int:
     from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_checkpoint
     from videorope_trt.calibration.report import table
 
-    if args.target is not None:  # the target's precisions, before any work (no FP8 on Orin)
+    generation = None
+    if args.target is not None:  # the target's precisions, before any work (no FP8 on Orin), and its parsers
+        from videorope_trt.build.optables import generation_for
         from videorope_trt.build.presets import get_preset
 
         get_preset(args.target).check_precision(args.precision)
+        generation = generation_for(target=args.target)[0]
     start = time.perf_counter()
     cfg = CalibrationConfig(
         precision=args.precision, videos=args.videos, prompts=args.prompts,
         video=VideoSettings(args.fps, args.max_frames, args.token_budget), holdout=args.holdout,
         prompts_per_video=args.prompts_per_video, greedy_tokens=args.greedy_tokens,
         quantize_vision=args.quantize_vision, rotary_form=args.rotary_form, onnx_check=not args.no_onnx_check,
-        variant=args.variant, float_type=args.float_type, alpha=args.alpha,
+        variant=args.variant, float_type=args.float_type, alpha=args.alpha, generation=generation,
     )
     report = calibrate_checkpoint(args.checkpoint, args.out, cfg, bar=_bar(not args.no_progress))
     print(table(report))

@@ -76,7 +76,7 @@ def _steps(args, out: Path) -> list:
     else:
         steps.append(f"build skipped: {blocker}")
     for backend in ("torch", "onnxruntime"):
-        steps.append(["run", str(art), "--backend", backend, "--checkpoint", str(ckpt), "--video", str(clip),
+        steps.append(["run", str(art), "--backend", backend, "--video", str(clip),
                       "--prompt", PROMPT, "--max-new-tokens", "16", "--no-progress"])
     steps.append(["validate", str(art), "--backends", "torch,onnxruntime,tensorrt"])
     return steps

@@ -6,16 +6,29 @@ import time
 
 
 def _export_arguments(p):
-    from videorope_trt.export.fp16 import PRECISIONS
+    from videorope_trt.artifact.precisions import names
+    from videorope_trt.build.presets import PRESETS
+    from videorope_trt.export.generations import DEFAULT_GENERATION
     from videorope_trt.export.rotary import FORMS
 
     p.add_argument("checkpoint", help="Qwen2-VL checkpoint directory (Hugging Face layout, safetensors)")
-    p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint)")
+    p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint, "
+                               "which is replaced whole: its engines, parity and calibration results go with it)")
+    target = p.add_mutually_exclusive_group()
+    target.add_argument("--target", default=None, choices=sorted(PRESETS),
+                        help="the build target the graphs are for: they are written for the oldest TensorRT it names "
+                             f"(default: {DEFAULT_GENERATION} graphs, which every TensorRT the presets name parses)")
+    target.add_argument("--trt", default=None, metavar="VERSION",
+                        help="a bare TensorRT version the graphs must parse on, e.g. 10.3, 10.16, 11.1 or rtx-1.7")
     p.add_argument("--variant", default=None, help="RoPE variant (default: the checkpoint's, else m_rope)")
-    p.add_argument("--delta", type=float, default=None, help="VideoRoPE temporal spacing δ")
-    p.add_argument("--rotary-form", default="plugin", choices=sorted(FORMS), help="how the rotation appears in ONNX")
-    p.add_argument("--precision", default="fp32", choices=sorted(PRECISIONS))
-    p.add_argument("--last-only", action="store_true", help="decoder logits for the last position only (B, 1, vocab)")
+    p.add_argument("--delta", type=float, default=None, help="VideoRoPE temporal spacing δ (default: the checkpoint's)")
+    p.add_argument("--rotary-form", default="plugin", choices=sorted(FORMS),
+                   help="how the rotation appears in ONNX (default plugin: the VideoRope node, which needs the plugin "
+                        "library at build time; decomposed: standard ops only; native: opset-23 RotaryEmbedding)")
+    p.add_argument("--precision", default="fp32", choices=names("export"),
+                   help="graph precision (default fp32; int8/fp8 come from `videorope-trt calibrate`)")
+    p.add_argument("--all-logits", action="store_true",
+                   help="decoder logits for every position, (B, S, vocab); the default is the last position only")
 
 
 def _validate_arguments(p):
@@ -45,10 +58,14 @@ def add_arguments(parser, name):
 def _run_export(args) -> int:
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
+    from videorope_trt.build.optables import generation_for
+
+    generation, parser = generation_for(target=args.target, version=args.trt)
     cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision,
-                       last_only=args.last_only)
+                       logits="all" if args.all_logits else "last", generation=generation)
     start = time.perf_counter()
-    print(f"export: {args.checkpoint} → {args.out} ({cfg.rotary_form}, {cfg.precision})", flush=True)
+    print(f"export: {args.checkpoint} → {args.out} ({cfg.rotary_form}, {cfg.precision}, {generation} graphs for "
+          f"{parser})", flush=True)
     manifest = export_checkpoint(args.checkpoint, args.out, cfg)
     print(f"export: variant {manifest['rope']['variant']}, {manifest['model']['num_layers']} layers, "
           f"done in {time.perf_counter() - start:.1f} s")

@@ -33,8 +33,11 @@ def _add_common(p, name: str) -> None:
     p.add_argument("out", metavar="OUT", help="artifact directory (or a checkpoint directory for --backend torch)")
     p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
                    help="what runs the model (default torch)")
-    p.add_argument("--checkpoint", help="directory with the tokenizer and preprocessor (and, for --backend torch on "
-                   "an artifact, the weights); default: OUT's own, else the checkpoint OUT/manifest.json records")
+    p.add_argument("--checkpoint", help="torch backend on an artifact: where its checkpoint's weights are now "
+                   "(default: where OUT/manifest.json records it; it must be the same checkpoint)")
+    p.add_argument("--decoder", default=None, metavar="GRAPH",
+                   help="onnxruntime/tensorrt: the decoder graph to run, e.g. decoder.int8-sq (default: onnxruntime "
+                        "the export's decoder; tensorrt the one decoder engine engine.json lists)")
     p.add_argument("--device", default=None, help="cpu or cuda[:N] (default: cuda when available; onnxruntime: cpu)")
     p.add_argument("--dtype", default=None, choices=("float32", "float16", "bfloat16"),
                    help="torch backend on a checkpoint: weights and cache type (default: bfloat16 on CUDA, float32 on "
@@ -85,13 +88,17 @@ def add_arguments(parser, name: str) -> None:
 
 def backend_options(args, name: str) -> dict:
     """The backend's options from the command line: only those given, so that a backend refuses what it lacks."""
-    torch_only = {"dtype": args.dtype, "compile": args.compile, "split_prefill": args.split_prefill or None}
+    torch_only = {"dtype": args.dtype, "compile": args.compile, "split_prefill": args.split_prefill or None,
+                  "checkpoint": args.checkpoint}
     if args.backend != "torch":
         given = [f"--{k.replace('_', '-')}" for k, v in torch_only.items() if v is not None]
         if given:
             raise ValueError(f"{', '.join(given)} applies to the torch backend; --backend {args.backend} runs the "
-                             "artifact's graphs at their own precision")
-    options = {"device": args.device, "checkpoint": args.checkpoint, "target": args.target, **torch_only}
+                             "artifact's own graphs, embedding table and precision")
+    elif args.decoder is not None:
+        raise ValueError("--decoder applies to the onnxruntime and tensorrt backends (the torch backend runs the "
+                         "checkpoint's model)")
+    options = {"device": args.device, "target": args.target, "decoder": args.decoder, **torch_only}
     if args.backend == "torch" and args.compile is None and name == "run":
         options["compile"] = False
     return {k: v for k, v in options.items() if v is not None}

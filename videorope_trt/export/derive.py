@@ -26,36 +26,46 @@ def _check_source(manifest: dict, form: str, precision: str) -> None:
 
 def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision: str | None = None) -> dict:
     """Write `dst_dir` (new) from the export in `src_dir`; returns its manifest."""
+    import shutil
+
+    import numpy as np
     import onnx
 
+    from videorope_trt.artifact.embeddings import read_table, write_table
+    from videorope_trt.artifact.model_config import ModelConfig
+    from videorope_trt.artifact.precisions import get_precision
+    from videorope_trt.artifact.specs import decoder_spec, vision_spec
     from videorope_trt.export import rotary
     from videorope_trt.export.exporter import ExportConfig, _name_dims, _save
-    from videorope_trt.export.fp16 import PRECISIONS
-    from videorope_trt.artifact.specs import GraphSpec, TensorSpec
+    from videorope_trt.export.fp16 import CONVERTERS
 
     src, dst = Path(src_dir), Path(dst_dir)
     manifest = mf.read_manifest(src)
     form = rotary_form or manifest["rotary_form"]
     precision = precision or manifest["precision"]
-    ExportConfig(rotary_form=form, precision=precision)  # checks the names
+    export = {**manifest["export"], "rotary_form": form, "precision": precision}
+    cfg = ExportConfig(**{k: (tuple(v) if k == "graphs" else v) for k, v in export.items()})  # checks the names
     _check_source(manifest, form, precision)
     if dst.exists():
         raise FileExistsError(f"derive: {dst} exists; expected a new directory")
+    model_cfg, float_type = ModelConfig.from_config(manifest["model"]["config"]), get_precision(precision).float_type
+    specs = {"vision": vision_spec(model_cfg, float_type),
+             "decoder": decoder_spec(model_cfg, manifest["model"]["num_axes"], float_type, last_only=cfg.last_only)}
     with atomic_dir(dst) as tmp:
         for name, entry in manifest["graphs"].items():
             model = onnx.load(str(src / entry["file"]))
             if precision != manifest["precision"]:
-                model = PRECISIONS[precision](model)
+                model = CONVERTERS[precision](model, specs[name])
             if name == "decoder":
                 rotary.switch_form(model, form)
-            spec = GraphSpec(name, tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in entry["inputs"]),
-                             tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in entry["outputs"]))
-            _name_dims(model, spec)
+            _name_dims(model, specs[name])
             _save(model, tmp / entry["file"], None)
-        graphs = {g: {**e, "precision": precision} for g, e in manifest["graphs"].items()}
+        files = manifest["files"]
+        write_table(tmp / files["embeddings"], read_table(src / files["embeddings"]).astype(np.dtype(float_type)))
+        for name in files["model"]:
+            shutil.copyfile(src / name, tmp / name)
+        graphs = {g: {**e, "precision": precision, **specs[g].to_json()} for g, e in manifest["graphs"].items()}
         mf.write_manifest(tmp, {**{k: v for k, v in manifest.items() if k not in ("format_version", "kind")},
-                                "graphs": graphs,
-                                "rotary_form": form, "precision": precision,
-                                "export": {**manifest["export"], "rotary_form": form, "precision": precision},
+                                "graphs": graphs, "rotary_form": form, "precision": precision, "export": export,
                                 "derived_from": str(src.resolve())})
     return mf.read_manifest(dst)

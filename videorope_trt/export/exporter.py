@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from videorope_trt.artifact import manifest as mf
-from videorope_trt.export.fp16 import PRECISIONS
+from videorope_trt.artifact.precisions import get_precision
+from videorope_trt.export.fp16 import CONVERTERS
+from videorope_trt.export.generations import DEFAULT_GENERATION, get_generation
 from videorope_trt.export.rotary import FORMS
 
-OPSET = 23  # RotaryEmbedding, Attention and RMSNormalization are opset-23 ops
 GRAPHS = ("vision", "decoder")
-GRAPH_FILES = ("vision.onnx", "vision.onnx.data", "decoder.onnx", "decoder.onnx.data")
+LOGITS = ("last", "all")
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,9 @@ class ExportConfig:
     delta: float | None = None  # VideoRoPE's temporal spacing δ
     rotary_form: str = "plugin"
     precision: str = "fp32"
-    last_only: bool = False  # decoder logits for the last position only: (B, 1, vocab)
+    #: decoder logits for the last position only, (B, 1, vocab): all generation reads; "all": (B, S, vocab)
+    logits: str = "last"
+    generation: str = DEFAULT_GENERATION  # which TensorRT parsers read the graphs (export/generations.py)
     graphs: tuple = GRAPHS  # which graphs to write (the vision graph does not depend on the RoPE variant)
 
     def __post_init__(self):
@@ -40,10 +43,23 @@ class ExportConfig:
             raise ValueError(f"graphs {self.graphs!r}: expected a non-empty selection of {list(GRAPHS)}")
         if self.rotary_form not in FORMS:
             raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is unknown; expected one of {sorted(PRECISIONS)}")
+        generation = get_generation(self.generation)
+        if self.rotary_form not in generation.rotary_forms:
+            raise ValueError(f"rotary form {self.rotary_form!r} is not read by {generation.parsers} "
+                             f"({generation.name}); expected one of {', '.join(generation.rotary_forms)}")
+        get_precision(self.precision, made_by="export")
+        if self.logits not in LOGITS:
+            raise ValueError(f"logits {self.logits!r}: expected one of {', '.join(LOGITS)}")
         if self.delta is not None and not (0 < self.delta < 1e6):
             raise ValueError(f"delta must be a positive number, got {self.delta!r}")
+
+    @property
+    def last_only(self) -> bool:
+        return self.logits == "last"
+
+    @property
+    def opset(self) -> int:
+        return get_generation(self.generation).opset
 
     @property
     def rope_params(self) -> dict:
@@ -100,7 +116,7 @@ def _save(model, path: Path, raw_data: Path | None) -> None:
     onnx.checker.check_model(str(path))  # by path: works with external data and models over 2 GB
 
 
-def _export(module, args, spec, dynamic_shapes, tmp: Path, translation=None):
+def _export(module, args, spec, dynamic_shapes, tmp: Path, opset: int, translation=None):
     """torch.onnx (dynamo) → (ModelProto whose weights are still in the data file, that file's path)."""
     import onnx
     import torch
@@ -108,7 +124,7 @@ def _export(module, args, spec, dynamic_shapes, tmp: Path, translation=None):
     raw = tmp / f".{spec.name}.raw.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(module, args, dynamo=True, opset_version=OPSET, input_names=spec.input_names,
+        prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=spec.input_names,
                                  output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
                                  custom_translation_table=translation, verbose=False)
     prog.save(str(raw), external_data=True)
@@ -118,15 +134,15 @@ def _export(module, args, spec, dynamic_shapes, tmp: Path, translation=None):
     return model, Path(str(raw) + ".data")
 
 
-def _precision(onnx_model, raw_data: Path, precision: str):
-    """The graph at `precision`; fp16 needs the weights in memory (it converts them)."""
+def _precision(onnx_model, raw_data: Path, precision: str, spec):
+    """The graph at `precision`, its I/O typed as `spec` says; fp16 needs the weights in memory (it converts them)."""
     if precision == "fp32":
         return onnx_model
     from onnx.external_data_helper import load_external_data_for_model
 
     load_external_data_for_model(onnx_model, str(raw_data.parent))
     raw_data.unlink(missing_ok=True)
-    return PRECISIONS[precision](onnx_model)
+    return CONVERTERS[precision](onnx_model, spec)
 
 
 def _vision(model, mcfg, tmp, cfg, translation=None):
@@ -136,15 +152,15 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.artifact.vision_inputs import example_grid, host_inputs
     from videorope_trt.export.vision import VisionGraph
 
-    spec = vision_spec(mcfg)
+    spec = vision_spec(mcfg, get_precision(cfg.precision).float_type)
     grid = example_grid(mcfg.spatial_merge_size)
     host = host_inputs(grid, mcfg.spatial_merge_size)
     pixels = torch.randn(int(grid.prod(1).sum()), mcfg.patch_dim, generator=torch.Generator().manual_seed(0))
     n = torch.export.Dim("num_patches", min=mcfg.spatial_merge_size**2)
     onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
                               torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp,
-                              translation=translation)
-    return _precision(onnx_model, raw, cfg.precision), spec, raw
+                              cfg.opset, translation=translation)
+    return _precision(onnx_model, raw, cfg.precision, spec), spec, raw
 
 
 def _decoder(model, mcfg, tmp, cfg, translation=None):
@@ -153,14 +169,14 @@ def _decoder(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.artifact.specs import decoder_spec
 
     axes = model.rope.num_axes
-    spec = decoder_spec(mcfg, axes, last_only=cfg.last_only)
+    spec = decoder_spec(mcfg, axes, get_precision(cfg.precision).float_type, last_only=cfg.last_only)
     onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(mcfg, axes),
-                              spec, dec.dynamic_shapes(mcfg, axes), tmp,
+                              spec, dec.dynamic_shapes(mcfg, axes), tmp, cfg.opset,
                               translation={**rotary.translation_table(), **(translation or {})})
     if rotary.rotary_node_count(onnx_model) != 2 * mcfg.num_layers:
         raise RuntimeError(f"decoder export: expected {2 * mcfg.num_layers} VideoRope nodes (q and k per layer), "
                            f"found {rotary.rotary_node_count(onnx_model)}")
-    onnx_model = _precision(onnx_model, raw, cfg.precision)
+    onnx_model = _precision(onnx_model, raw, cfg.precision, spec)
     return rotary.switch_form(onnx_model, cfg.rotary_form), spec, raw
 
 
@@ -177,8 +193,9 @@ def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:
                  "attrs": asdict(model.rope.attrs)},
         "rotary_form": cfg.rotary_form,
         "precision": cfg.precision,
-        "logits": "last" if cfg.last_only else "all",
-        "opset": OPSET,
+        "logits": cfg.logits,
+        "generation": cfg.generation,
+        "opset": cfg.opset,
         "op": {"name": contract.OP_NAME, "domain": contract.ONNX_DOMAIN, "plugin_namespace": contract.PLUGIN_NAMESPACE,
                "plugin_version": contract.PLUGIN_VERSION},
         "graphs": graphs,
@@ -212,12 +229,47 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact directory is for sharing
     try:
         specs = {name: _write_graph(model, mcfg, name, tmp / f"{name}.onnx", cfg) for name in cfg.graphs}
-        manifest = _manifest(model, mcfg, specs, cfg, source)
-        _move_into_place(tmp, out)
-        mf.write_manifest(out, manifest)
+        files = _write_model_files(model, cfg, tmp, source.get("checkpoint"))
+        mf.write_manifest(tmp, {**_manifest(model, mcfg, specs, cfg, source), "files": files})
+        _replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return mf.read_manifest(out)
+
+
+def _write_model_files(model, cfg: ExportConfig, out: Path, checkpoint) -> dict:
+    """What the runtime needs besides the graphs, so that the directory runs on its own: the embedding table in the
+    graphs' float type, and the checkpoint's tokenizer, chat template, preprocessor and generation settings."""
+    import numpy as np
+
+    from videorope_trt.artifact.embeddings import FILE, write_table
+
+    float_type = get_precision(cfg.precision).float_type
+    table = model.text_model.embed_tokens.weight.detach().float().cpu().numpy().astype(np.dtype(float_type))
+    write_table(out / FILE, table)
+    copied = []
+    for name in mf.MODEL_FILES:
+        if checkpoint is not None and (Path(checkpoint) / name).is_file():
+            shutil.copyfile(Path(checkpoint) / name, out / name)
+            copied.append(name)
+    missing = [n for n in mf.REQUIRED_MODEL_FILES if n not in copied]
+    if missing:
+        raise FileNotFoundError(f"export: the checkpoint {checkpoint} lacks {missing}; an artifact carries its "
+                                "tokenizer and preprocessor settings (expected a complete Qwen2-VL checkpoint)")
+    return {"embeddings": FILE, "model": copied}
+
+
+def _replace(tmp: Path, out: Path) -> None:
+    """`tmp` becomes `out`. What an earlier export of this directory left (graphs, engines, parity and calibration
+    results, Q/DQ graphs: all made from the old graphs) goes with it; built plugin libraries stay."""
+    if out.exists() and (out / "plugins").is_dir():
+        os.replace(out / "plugins", tmp / "plugins")
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    tmp.mkdir()  # the caller's cleanup removes this empty stand-in
+    shutil.rmtree(old, ignore_errors=True)
 
 
 STEPS = {"vision": _vision, "decoder": _decoder}
@@ -251,16 +303,3 @@ def export_graph(model, graph: str, path, cfg: ExportConfig = ExportConfig(), tr
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return spec
-
-
-def _move_into_place(tmp: Path, out: Path) -> None:
-    if not out.exists():
-        os.replace(tmp, out)
-        tmp.mkdir()  # the caller's cleanup removes this empty stand-in
-        return
-    (out / mf.NAME).unlink(missing_ok=True)  # the old manifest goes first: a half-moved directory is unfinished
-    for name in GRAPH_FILES:
-        if (tmp / name).exists():
-            os.replace(tmp / name, out / name)
-        else:  # a graph this export did not write: an older one must not pass for part of it
-            (out / name).unlink(missing_ok=True)

@@ -6,9 +6,10 @@ It runs before the rotary form switch, while the rotation is still one opaque `V
 node keeps the whole rotation (angle included) in fp32 whatever form it becomes.
 
 Kept in fp32 (the converter inserts the Casts): norm statistics (RMSNormalization / LayerNormalization, and the
-decomposed forms' ReduceMean/Pow), softmax, and the rotation. Graph inputs and outputs stay fp32 (keep_io_types),
-so feeds are the same for every precision. Constants are clamped to ±65504, which keeps the causal mask's
-finfo(float32).min finite in fp16 (an -inf would turn a fully padded row into NaN).
+decomposed forms' ReduceMean/Pow), softmax, and the rotation. Graph inputs and outputs are typed as the graph's
+spec says (`artifact/specs.py`): the embeddings and the KV cache in fp16 (the converter's boundary Casts removed,
+so the cache costs half the bytes), pixel values, positions and logits in fp32. Constants are clamped to ±65504,
+which keeps the causal mask's finfo(float32).min finite in fp16 (an -inf would turn a fully padded row into NaN).
 
 The converter leaves explicit `Cast(to=FLOAT)` nodes alone while turning weights to fp16, so a graph whose model
 code casts to float (the vision tower's rotary angle: `position_ids.float() * inv_freq`) comes out with fp32 x fp16
@@ -32,13 +33,10 @@ FP32_OPS = ("RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalizat
 FP16_MAX = 65504.0
 
 
-def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
-    """FP16 copy of an fp32 graph; see the module docstring for what stays fp32."""
-    try:
-        from onnxconverter_common import float16
-    except ImportError:
-        raise ImportError("fp16 export needs onnxconverter-common (pinned in requirements/lock.txt): "
-                          "pip install onnxconverter-common==1.16.0") from None
+def to_fp16(model: onnx.ModelProto, spec=None) -> onnx.ModelProto:
+    """FP16 copy of an fp32 graph, its I/O typed as `spec` (an `artifact.specs.GraphSpec`) says; see the module
+    docstring for what stays fp32."""
+    from onnxconverter_common import float16
     from onnxconverter_common.float16 import DEFAULT_OP_BLOCK_LIST
 
     source, model = model, _isolate_outputs(model)
@@ -51,7 +49,41 @@ def to_fp16(model: onnx.ModelProto) -> onnx.ModelProto:
     # rather than let a stale type fail the session.
     del out.graph.value_info[:]
     unify_float_types(out, original=source)
+    if spec is not None:
+        half = [t.name for t in spec.inputs + spec.outputs if t.dtype == "float16"]
+        float16_io(out, half)
     return out
+
+
+def float16_io(model: onnx.ModelProto, names) -> None:
+    """Graph inputs and outputs named in `names` become fp16 in place, the converter's boundary Casts removed."""
+    names, graph = set(names), model.graph
+    drop, added = set(), []  # Casts that go, known by their outputs (protobuf's node wrappers come and go); new ones
+    for value in graph.input:
+        if value.name in names and value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            casts = {n.output[0] for n in graph.node if n.op_type == "Cast" and list(n.input) == [value.name]}
+            fp32 = f"{value.name}__fp32"  # for ops kept in fp32 that read the input as it was (no boundary Cast)
+            for node in graph.node:
+                if value.name in node.input and node.output[0] not in casts:
+                    node.input[:] = [fp32 if i == value.name else i for i in node.input]
+                    if not added or added[-1].output[0] != fp32:
+                        added.append(onnx.helper.make_node("Cast", [value.name], [fp32], to=TensorProto.FLOAT,
+                                                           name=f"{fp32}/cast"))
+                node.input[:] = [value.name if i in casts else i for i in node.input]
+            drop |= casts
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    for value in graph.output:
+        if value.name in names and value.type.tensor_type.elem_type == TensorProto.FLOAT:
+            cast = next(n for n in graph.node if n.op_type == "Cast" and list(n.output) == [value.name])
+            source = cast.input[0]
+            drop.add(value.name)
+            for node in graph.node:
+                if node.op_type != "Cast" or list(node.output) != [value.name]:
+                    node.output[:] = [value.name if o == source else o for o in node.output]
+            value.type.tensor_type.elem_type = TensorProto.FLOAT16
+    kept = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] in drop)]
+    del graph.node[:]
+    graph.node.extend(added + kept)
 
 
 _FLOATS = (TensorProto.FLOAT, TensorProto.FLOAT16)
@@ -172,11 +204,5 @@ def _isolate_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-PRECISIONS = {"fp32": lambda model: model, "fp16": to_fp16}
-
-
-def convert(model: onnx.ModelProto, precision: str) -> onnx.ModelProto:
-    if precision not in PRECISIONS:
-        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)} "
-                         f"(int8/fp8 come from the calibrate command)")
-    return PRECISIONS[precision](model)
+#: precision `export` writes → (fp32 graph, its spec) → the graph at that precision
+CONVERTERS = {"fp32": lambda model, spec=None: model, "fp16": to_fp16}

@@ -65,6 +65,13 @@ def _tensorrt_available():
 BACKENDS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
 
 
+def typed_feeds(feeds: dict, entry: dict) -> dict:
+    """`feeds` in the types the graph's manifest entry gives its inputs (fp16 embeddings and K/V of an fp16
+    export): what a runtime feeds it."""
+    types = {t["name"]: np.dtype(t["dtype"]) for t in entry["inputs"]}
+    return {k: v.astype(types.get(k, v.dtype), copy=False) for k, v in feeds.items()}
+
+
 def _zero_padding(outputs: dict, step_mask: np.ndarray, full_mask: np.ndarray) -> dict:
     out = {}
     for name, value in outputs.items():
@@ -183,7 +190,7 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
     for kind, m in media.items():
         with torch.no_grad():
             ref = model.vision(torch.from_numpy(m.pixels), torch.from_numpy(m.grid[None])).numpy()
-        feeds = vision_chunks(m, merge, req.vision_slices_per_call)
+        feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in vision_chunks(m, merge, req.vision_slices_per_call)]
         got = np.concatenate([sess.run(None, f)[0] for f in feeds])
         metrics = _metrics(got, ref) if got.shape == ref.shape else {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
         row = {"backend": f"onnxruntime[vision,{manifest['precision']}]", "output": f"image_embeds[{kind}]", **metrics}
@@ -201,7 +208,7 @@ def _localize(model, manifest, out: Path, graph: str, feeds: dict, tol: Toleranc
 
     e = manifest["export"]
     cfg = ExportConfig(variant=manifest["rope"]["variant"], delta=e.get("delta"), rotary_form=manifest["rotary_form"],
-                       last_only=bool(e.get("last_only", False)), graphs=(graph,))
+                       logits=e["logits"], generation=e["generation"], graphs=(graph,))
     with tempfile.TemporaryDirectory(prefix="videorope-reference-") as ref_dir:
         export_model(model, Path(ref_dir) / "ref", cfg, manifest["source"])
         found = first_divergence(out / manifest["graphs"][graph]["file"], Path(ref_dir) / "ref" / f"{graph}.onnx",
@@ -233,6 +240,8 @@ def validate(req: ParityRequest) -> dict:
                        rope_params={k: v for k, v in manifest["export"].items() if k == "delta" and v is not None})
     tol = TOLERANCES[manifest["precision"]]
     prompt, steps = _inputs(model, req, manifest, ckpt)
+    if "decoder" in manifest["graphs"]:
+        steps = [(typed_feeds(feeds, manifest["graphs"]["decoder"]), ref) for feeds, ref in steps]
     step_masks = []
     for feeds, _ in steps:
         full = feeds["attention_mask"].astype(np.float32)

@@ -131,6 +131,12 @@ def _to_function_call(model, node, function, extra_attrs: dict, drop=()) -> None
 
 def _ensure_function(model: onnx.ModelProto, script_fn) -> onnx.FunctionProto:
     proto = script_fn.to_function_proto()
+    # a local function imports the model's own version of the standard domain (the checker requires it); its
+    # ops mean the same from opset 18 to 23, the opsets the exporter writes
+    version = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            imp.version = version
     if not any(f.name == proto.name and f.domain == proto.domain for f in model.functions):
         model.functions.append(proto)
     imports = {o.domain for o in model.opset_import}

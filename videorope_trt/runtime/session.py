@@ -6,8 +6,8 @@ tokenizer and its video preprocessing. The Python API behind `run`, and what eva
     answer = session.ask(["What moves in the video?"], video, GenerationConfig(max_new_tokens=64))
     print(answer.texts[0])
 
-The tokenizer and the preprocessor settings come from the same directory as the model: the artifact's files (or
-the checkpoint its manifest names), or the checkpoint itself.
+The tokenizer and the preprocessor settings come from the directory opened: an artifact carries the checkpoint's
+(export copies them), a checkpoint has its own.
 """
 
 from __future__ import annotations
@@ -28,20 +28,19 @@ class Answer:
     timings: dict = field(default_factory=dict)  # as `GenerationResult.timings`
 
 
-def resolve_checkpoint(path, given=None) -> Path:
-    """The directory holding the tokenizer and preprocessor: `given`, else the checkpoint an artifact's manifest
-    records, else `path` itself when it is a checkpoint."""
-    from videorope_trt.artifact.manifest import checkpoint_of, read_manifest
+def model_dir(path) -> Path:
+    """`path` checked to be an artifact directory (manifest.json, checked) or a checkpoint (config.json): the
+    directory whose tokenizer and preprocessor settings the model uses."""
+    from videorope_trt.artifact.manifest import read_manifest
 
-    if given:
-        return Path(given)
     path = Path(path)
     if (path / "manifest.json").is_file():
-        return checkpoint_of(path, read_manifest(path))
+        read_manifest(path)  # a manifest this version reads, or the error that says to export again
+        return path
     if (path / "config.json").is_file():
         return path
-    raise FileNotFoundError(f"no checkpoint found for {path}: expected an artifact directory (manifest.json) or a "
-                            "checkpoint directory (config.json); pass --checkpoint DIR")
+    raise FileNotFoundError(f"{path}: expected an artifact directory (manifest.json, written by `videorope-trt export`) "
+                            "or a checkpoint directory (config.json)")
 
 
 class Session:
@@ -53,14 +52,14 @@ class Session:
     @classmethod
     def open(cls, path, backend: str = "torch", **options) -> "Session":
         """Open `path` (an artifact directory; for the torch backend also a checkpoint) on `backend` with the
-        backend's options (`checkpoint` names the tokenizer/preprocessor directory for every backend)."""
+        backend's options."""
         from videorope_trt.media.prompt import load_tokenizer_json
         from videorope_trt.media.video import ProcessorConfig
         from videorope_trt.runtime.backends import open_backend
 
-        ckpt = resolve_checkpoint(path, options.get("checkpoint"))
-        return cls(open_backend(backend, path, **options), load_tokenizer_json(ckpt),
-                   ProcessorConfig.from_checkpoint(ckpt), ckpt)
+        source = model_dir(path)
+        return cls(open_backend(backend, path, **options), load_tokenizer_json(source),
+                   ProcessorConfig.from_checkpoint(source), source)
 
     @property
     def info(self):

@@ -2,7 +2,7 @@
 
 CPU or CUDA execution provider. Inputs are bound from torch tensors (I/O binding: no host copies on the GPU);
 the present K/V of one call stay ORT values on the device and are bound as the next call's past. The token
-embedding table is not in the graphs: it is read from the checkpoint (`embed_tokens.weight`).
+embedding table is not in the graphs: it is the artifact's own (`embeddings.safetensors`).
 
 The plugin form's `VideoRope` node runs through the onnxruntime-extensions Python op (`plugins/ort_op.py`), a
 parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels.
@@ -15,39 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.artifact.manifest import checkpoint_of, read_manifest  # the checked reader; the TensorRT backend uses it too
+from videorope_trt.artifact.manifest import read_manifest
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-
-
-def rope_choice(manifest: dict, config: dict) -> tuple:
-    """(variant, position params) recorded by the exporter, else by the checkpoint's config."""
-    from videorope_trt.models.rope_settings import CONFIG_FIELD, DEFAULT_VARIANT, POSITION_PARAMS
-
-    recorded = manifest.get("rope") or config.get(CONFIG_FIELD) or {}
-    params = recorded.get("params", recorded)
-    return recorded.get("variant", DEFAULT_VARIANT), {k: v for k, v in params.items() if k in POSITION_PARAMS}
-
-
-def info_from_artifact(manifest: dict, ckpt) -> ModelInfo:
-    from videorope_trt.models.loading import read_config
-
-    config = read_config(ckpt)
-    variant, params = rope_choice(manifest, config)
-    return ModelInfo.from_config(config, variant=variant, position_params=params)
-
-
-def load_embedding_table(ckpt):
-    """The token embedding matrix (vocab, hidden) from the checkpoint's safetensors (sharded or not)."""
-    from safetensors import safe_open
-
-    from videorope_trt.models.loading import weight_files
-
-    for path in weight_files(ckpt):
-        with safe_open(str(path), framework="pt") as f:
-            for key in f.keys():
-                if key.endswith("embed_tokens.weight"):
-                    return f.get_tensor(key)
-    raise ValueError(f"no '*embed_tokens.weight' tensor in the safetensors of {ckpt}; expected a Qwen2-VL checkpoint")
 
 
 def _providers(device: str) -> list:
@@ -73,7 +42,7 @@ def make_session(path, device: str):
 @dataclass(frozen=True)
 class OrtOptions:
     device: str = "cpu"  # cpu, or cuda[:N] with onnxruntime-gpu
-    checkpoint: str | None = None  # tokenizer and embedding table; default: the one the manifest records
+    decoder: str = "decoder"  # which decoder graph of the manifest: "decoder", or a calibrated "decoder.int8-sq"
 
 
 class OrtBackend(Backend):
@@ -90,17 +59,16 @@ class OrtBackend(Backend):
 
     @classmethod
     def load(cls, artifact, options: OrtOptions = OrtOptions()):
+        from videorope_trt.runtime.backends.artifact_model import embedding_table, graph_path, model_info
+
         device = options.device
         manifest = read_manifest(artifact)
-        ckpt = options.checkpoint or checkpoint_of(artifact, manifest)
-        graphs = manifest.get("graphs") or {}
-        files = {g: Path(artifact) / (graphs.get(g) or {}).get("file", f"{g}.onnx") for g in ("vision", "decoder")}
-        for g, f in files.items():
-            if not f.is_file():
-                raise FileNotFoundError(f"onnxruntime backend: {f} not found; run `videorope-trt export` first")
-        table = load_embedding_table(ckpt).to(device)
-        return cls(make_session(files["vision"], device), make_session(files["decoder"], device), table,
-                   info_from_artifact(manifest, ckpt), device)
+        if options.decoder.split(".", 1)[0] != "decoder":
+            raise ValueError(f"onnxruntime backend: decoder {options.decoder!r} is not a decoder graph; expected "
+                             "decoder or decoder.<precision>")
+        vision, decoder = (graph_path(artifact, manifest, g) for g in ("vision", options.decoder))
+        return cls(make_session(vision, device), make_session(decoder, device),
+                   embedding_table(artifact, manifest, device), model_info(manifest), device)
 
     @staticmethod
     def _input_type(session, name):

@@ -93,20 +93,21 @@ class Engine:
 @dataclass(frozen=True)
 class TrtOptions:
     device: str = "cuda"
-    checkpoint: str | None = None  # tokenizer and embedding table; default: the one the manifest records
     target: str | None = None  # engines/<target> under the artifact; default: the only one there
+    decoder: str | None = None  # the decoder engine to run when engine.json lists several (e.g. "decoder.int8-sq")
 
 
 class TrtBackend(Backend):
     name = "tensorrt"
     Options = TrtOptions
 
-    def __init__(self, trt, engine_dir: Path, embeddings, info: ModelInfo, plan, device="cuda"):
+    def __init__(self, trt, engine_dir: Path, engines: dict, embeddings, info: ModelInfo, plan, device="cuda"):
+        """`engines`: {"vision": file, "decoder": file} in `engine_dir`."""
         super().__init__(info, device)
         self.trt = trt
         self.runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.vision = Engine(trt, self.runtime, engine_dir / "vision.engine")
-        self.decoder = Engine(trt, self.runtime, engine_dir / "decoder.engine")
+        self.vision = Engine(trt, self.runtime, engine_dir / engines["vision"])
+        self.decoder = Engine(trt, self.runtime, engine_dir / engines["decoder"])
         self.embeddings = embeddings
         self.plan = plan
         # the memory plan bounds what the engines' profiles accept
@@ -116,25 +117,25 @@ class TrtBackend(Backend):
 
     @classmethod
     def load(cls, artifact, options: TrtOptions = TrtOptions()):
-        device, checkpoint, target = options.device, options.checkpoint, options.target
+        """The engines engine.json lists (checked against this machine and against the artifact's graphs), the
+        artifact's embedding table and model record."""
         from videorope_trt import trt as trtmod
         from videorope_trt.artifact import engine_info
-        from videorope_trt.artifact.manifest import checkpoint_of
-        from videorope_trt.runtime.backends import ort_backend as ob
+        from videorope_trt.artifact.manifest import read_manifest
+        from videorope_trt.runtime.backends.artifact_model import embedding_table, model_info
 
-        engine_dir = engine_info.find_engine_dir(artifact, target)
-        flavour = engine_info.read_engine_info(engine_dir)["flavour"]
-        trt = trtmod.import_trt(flavour)
+        engine_dir = engine_info.find_engine_dir(artifact, options.target)
+        trt = trtmod.import_trt(engine_info.read_engine_info(engine_dir)["flavour"])
         # the TensorRT version and GPU of this machine against the build's
         info = engine_info.check_engine_dir(engine_dir, running_version=trtmod.version(trt), gpu=trtmod.current_gpu())
+        graphs = engine_info.select_engines(info, engine_dir, options.decoder)
+        engine_info.check_engine_sources(info, engine_dir, artifact, graphs.values())
         if info.get("plugin_library"):
             trtmod.load_plugin_library(trt, info["plugin_library"]["path"])
-
-        manifest = ob.read_manifest(artifact)
-        ckpt = checkpoint or checkpoint_of(artifact, manifest)
-        table = ob.load_embedding_table(ckpt).to(device)
-        model = ob.info_from_artifact(manifest, ckpt)
-        return cls(trt, engine_dir, table, model, engine_info.engine_plan(engine_dir), device)
+        manifest = read_manifest(artifact)
+        files = {role: info["engines"][g]["file"] for role, g in graphs.items()}
+        return cls(trt, engine_dir, files, embedding_table(artifact, manifest, options.device), model_info(manifest),
+                   engine_info.engine_plan(engine_dir), options.device)
 
     def _stream(self):
         # torch's current stream: the inputs torch just wrote are ordered before the engine reads them

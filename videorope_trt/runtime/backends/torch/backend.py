@@ -68,7 +68,7 @@ def artifact_options(artifact, options: TorchOptions) -> tuple:
     An option that asks for something else is refused, never silently applied or dropped."""
     from dataclasses import replace
 
-    from videorope_trt.artifact.manifest import checkpoint_of, read_manifest
+    from videorope_trt.artifact.manifest import checkpoint_of, checkpoint_sha256, read_manifest
 
     manifest = read_manifest(artifact)
     rope = manifest.get("rope") or {}
@@ -85,6 +85,9 @@ def artifact_options(artifact, options: TorchOptions) -> tuple:
         raise ValueError(f"{where}: the torch backend runs it in {ARTIFACT_DTYPES[precision]}, not {options.dtype} "
                          "(drop --dtype, or export at another precision)")
     ckpt = options.checkpoint or checkpoint_of(artifact, manifest)
+    if options.checkpoint is not None and checkpoint_sha256(ckpt) != (manifest.get("source") or {}).get("sha256"):
+        raise ValueError(f"checkpoint {ckpt} is not the one {artifact} was exported from ({manifest['source']['checkpoint']}); "
+                         "the torch backend runs the artifact's own weights")
     return ckpt, replace(options, checkpoint=str(ckpt), variant=variant, rope_params=params,
                          dtype=ARTIFACT_DTYPES[precision])
 
