@@ -94,7 +94,8 @@ def test_user_needles_image_and_clip(tmp_path):
     image[:, :20] = (250, 20, 20)
     Image.fromarray(image).save(tmp_path / "half.png")
     (tmp_path / "t.json").write_text(json.dumps({"name": "user", "items": [
-        {"needles": ["half.png", "clip.mp4"], "question": "What is shown?", "options": ["red", "blue"], "answer": "A"}]}))
+        {"needles": ["half.png", "clip.mp4"], "question": "What is shown?", "options": ["red", "blue"],
+         "answer": "A"}]}))
     item = make_item(load_task(tmp_path / "t.json"), 0, 0, SIZE, FPS)
     assert item.needles[0].frames.shape == (1, 64, 96, 3) and item.needles[1].frames.shape == (3, 64, 96, 3)
     # the square image is letterboxed: 64 x 64 in the middle of the 96-wide frame, black at the sides

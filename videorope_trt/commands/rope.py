@@ -69,7 +69,8 @@ def _plot(args) -> int:
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     result = write_rope_plots(variants, args.layout, args.out, args.period, args.head_dim, args.theta)
     for d in result["decays"]:
-        temporal = "" if d["temporal"] is None else f", t-row pairs {d['temporal'].min():.3f}..{d['temporal'].max():.3f}"
+        t_row = d["temporal"]
+        temporal = "" if t_row is None else f", t-row pairs {t_row.min():.3f}..{t_row.max():.3f}"
         print(f"{d['variant']}: logit over {len(d['distance'])} frames {d['logit'].min():.3f}..{d['logit'].max():.3f}"
               f"{temporal}")
     print("wrote " + ", ".join(str(p) for p in result["paths"].values()))

@@ -51,7 +51,8 @@ def _lettered(rng, correct: str, wrong: list) -> tuple:
 
 
 def _picture(size, color, shape, digit=None) -> Picture:
-    label = f"{color if isinstance(color, str) else 'rgb' + str(tuple(color))} {shape}" + ("" if digit is None else f" {digit}")
+    name = color if isinstance(color, str) else f"rgb{tuple(color)}"
+    label = f"{name} {shape}" + ("" if digit is None else f" {digit}")
     return Picture(label, draw_needle(size, color, shape, digit)[None])
 
 

@@ -60,7 +60,8 @@ def draw_digit(frame: np.ndarray, digit: int, box: tuple, color=(0, 0, 0)) -> No
     mid = y0 + h // 2
     rects = {
         "a": (y0, y0 + th, x0, x1), "g": (mid - th // 2, mid - th // 2 + th, x0, x1), "d": (y1 - th, y1, x0, x1),
-        "f": (y0, mid, x0, x0 + th), "b": (y0, mid, x1 - th, x1), "e": (mid, y1, x0, x0 + th), "c": (mid, y1, x1 - th, x1),
+        "f": (y0, mid, x0, x0 + th), "b": (y0, mid, x1 - th, x1),
+        "e": (mid, y1, x0, x0 + th), "c": (mid, y1, x1 - th, x1),
     }
     for segment in DIGIT_SEGMENTS[int(digit)]:
         a, b, c, d = rects[segment]

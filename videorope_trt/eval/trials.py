@@ -87,8 +87,8 @@ def prompt_text(item: Item) -> str:
 def insertion_points(slices: int, needles: int, depth: float, period_slices: int | None) -> tuple:
     """(needle points, distractor points): haystack slice indices before which each is inserted.
 
-    Needle i of n goes at ⌊(i + depth) / n · slices⌋, so one needle sits at ⌊depth · slices⌋ as in the V-NIAH code
-    and several are spread evenly with depth as their phase. Distractors go before slices period, 2·period, ...
+    Needle i of n goes at ⌊(i + depth) / n · slices⌋, so one needle sits at ⌊depth · slices⌋ as in the V-NIAH
+    code and several are spread evenly with depth as their phase. Distractors go before slices period, 2·period, ...
     """
     needle_at = tuple(min(slices, math.floor((i + depth) / needles * slices + 1e-9)) for i in range(needles))
     distractor_at = () if not period_slices else tuple(range(period_slices, slices, period_slices))
