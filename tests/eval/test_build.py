@@ -122,3 +122,12 @@ def test_built_videos_are_cached_by_content(tmp_path):
         build_video(tmp_path, _spec(), item, frames=5, depth=0.0, period=None, seed=0)
     with pytest.raises(FileNotFoundError, match="no such file or folder"):
         open_haystack(tmp_path / "nothing.mp4")
+
+
+def test_lengths_in_tokens_become_frames():
+    from videorope_trt.eval.trials import frames_for_tokens
+    from videorope_trt.media.video import ProcessorConfig
+
+    qwen2vl = ProcessorConfig()  # 448 x 252 resizes to itself: 16 x 9 = 144 merged tokens a temporal slice (2 frames)
+    assert frames_for_tokens(4096, (448, 252), qwen2vl) == 4096 // 144 * 2 == 56
+    assert frames_for_tokens(100, (448, 252), qwen2vl) == 2  # at least one slice

@@ -114,3 +114,15 @@ def test_agreement_finds_a_wrong_variant_that_accuracy_cannot(artifact, tiny_ckp
     assert entry["runners"]["a"]["accuracy"] == entry["runners"]["b"]["accuracy"] == 0.0  # noise either way
     assert entry["agreement"]["answer"] < 1.0 and entry["agreement"]["disagreements"]
     assert summary["header"]["deployments"]["b"]["variant"] == "m_rope"
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--compare", "."], "the second deployment is the first one again"),
+    (["--backend", "onnxruntime", "--dtype", "float32"], "--dtype applies to the torch backend"),
+    (["--tasks", "v_niah,nope"], "task 'nope': no such file and no shipped task of that name"),
+    (["--size", "65x48"], "expected even sides >= 16"),
+])
+def test_command_line_mistakes_are_reported(extra, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    assert cli_main(["eval", ".", *extra]) == 2
+    assert message in capsys.readouterr().err

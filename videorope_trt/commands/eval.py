@@ -130,6 +130,7 @@ def run(args, name: str) -> int:
 
     tasks = load_tasks([t.strip() for t in args.tasks.split(",") if t.strip()])
     size = parse_size(args.size)
+    EvalSettings(size=size, fps=args.fps)  # refuses a bad frame size or rate before any model is opened
     if args.max_new_tokens < 1:
         raise ValueError(f"--max-new-tokens: received {args.max_new_tokens}, expected >= 1")
     sides = _sides(args)
