@@ -37,18 +37,14 @@ def _records(path):
     return json.loads(lines[0])["header"], [json.loads(line) for line in lines[1:]]
 
 
-@pytest.fixture(scope="module")
-def compared(artifact, tasks, tmp_path_factory):
+def _compare(artifact, tasks, out):
     """onnxruntime (a) against torch (b) on one artifact: 3 tasks × 2 lengths × 2 depths."""
-    out = tmp_path_factory.mktemp("eval-run")
-    rc = cli_main(["eval", str(artifact), "--backend", "onnxruntime", "--compare-backend", "torch", "--tasks", tasks,
-                   "--results", str(out), *SMALL])
-    assert rc == 0
-    return out
+    return cli_main(["eval", str(artifact), "--backend", "onnxruntime", "--compare-backend", "torch", "--tasks", tasks,
+                     "--results", str(out), *SMALL])
 
 
-def test_onnxruntime_and_torch_answer_every_trial_alike(compared):
-    header, records = _records(compared / "results.jsonl")
+def _check_alike(out):
+    header, records = _records(out / "results.jsonl")
     assert {k: v["backend"] for k, v in header["deployments"].items()} == {"a": "onnxruntime", "b": "torch"}
     assert len(records) == 12 and len({r["trial"] for r in records}) == 12
     for r in records:
@@ -58,24 +54,24 @@ def test_onnxruntime_and_torch_answer_every_trial_alike(compared):
         inserted = sum(end - start for start, end in r["needles"] + r["distractors"])
         assert r["video_frames"] == r["frames"] + inserted
         assert (len(r["distractors"]) > 0) == (r["task"] == "niah_d" and r["frames"] == 8)  # period 4: inside 8
-    summary = json.loads((compared / "summary.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
     assert summary["overall"]["agreement"] == 1.0 and summary["overall"]["same_text"] == 1.0
     for name, entry in summary["tasks"].items():
         rs = [r for r in records if r["task"] == name]
         assert entry["runners"]["a"]["accuracy"] == sum(r["answers"]["a"]["correct"] for r in rs) / len(rs)
-        assert (compared / f"heatmap_{name}.png").is_file()
+        assert (out / f"heatmap_{name}.png").is_file()
 
 
-def test_rerun_resumes_and_refuses_other_settings(compared, artifact, tasks, tiny_ckpt, capsys):
+def _resume(out, artifact, tasks):
+    """Rerun through the library with a grid one depth larger: only the new trials are asked."""
     from videorope_trt.eval.runner import Deployment, EvalSettings, evaluate
     from videorope_trt.eval.spec import load_tasks
     from videorope_trt.eval.trials import Grid
     from videorope_trt.runtime.generate import GenerationConfig
     from videorope_trt.runtime.session import Session
 
-    header, before = _records(compared / "results.jsonl")
-    asked = []
-    deployments = []
+    header, before = _records(out / "results.jsonl")
+    asked, deployments = [], []
     for label, backend in (("a", "onnxruntime"), ("b", "torch")):
         session = Session.open(artifact, backend, device="cpu")
         ask = session.ask
@@ -84,20 +80,28 @@ def test_rerun_resumes_and_refuses_other_settings(compared, artifact, tasks, tin
         deployments.append(Deployment(label, session, GenerationConfig(max_new_tokens=8),
                                       {k: description[k] for k in ("path", "backend", "options")}))
     grid = Grid(lengths=(4,), depths=(0.0, 0.5))  # (4, 0) was answered; (4, 0.5) is new
-    summary = evaluate(load_tasks(tasks.split(",")), deployments, EvalSettings(grid, (64, 48)), compared,
-                       progress=False)
+    summary = evaluate(load_tasks(tasks.split(",")), deployments, EvalSettings(grid, (64, 48)), out, progress=False)
     assert len(asked) == 3 * 2  # three new trials, two deployments each
-    _, after = _records(compared / "results.jsonl")
+    _, after = _records(out / "results.jsonl")
     assert after[:12] == before and len(after) == 15
     assert summary["tasks"]["niah"]["depths"] == [0.0, 0.5] and summary["tasks"]["niah"]["lengths"] == [4]
+    return after
+
+
+def test_loop_onnxruntime_and_torch_alike_resumable(artifact, tasks, tiny_ckpt, tmp_path, capsys):
+    """One test, not three: the trials it answers first are the ones the rerun must skip (and the tests of one
+    module may run on different workers, each paying for the export)."""
+    assert _compare(artifact, tasks, tmp_path) == 0
+    _check_alike(tmp_path)
+    after = _resume(tmp_path, artifact, tasks)
     # another deployment b: refused, nothing written
     rc = cli_main(["eval", str(artifact), "--backend", "onnxruntime", "--compare", str(tiny_ckpt),
-                   "--compare-backend", "torch", "--tasks", tasks, "--results", str(compared), *SMALL])
+                   "--compare-backend", "torch", "--tasks", tasks, "--results", str(tmp_path), *SMALL])
     assert rc == 2 and "holds results made otherwise (deployments.b.path" in capsys.readouterr().err
-    assert _records(compared / "results.jsonl")[1] == after
+    assert _records(tmp_path / "results.jsonl")[1] == after
 
 
-def test_agreement_finds_a_wrong_variant_that_accuracy_cannot(artifact, tiny_ckpt, tmp_path):
+def test_agreement_finds_a_wrong_variant_that_accuracy_cannot(tiny_ckpt, tmp_path):
     from videorope_trt.eval.runner import Deployment, EvalSettings, evaluate
     from videorope_trt.eval.spec import task_from_dict
     from videorope_trt.eval.trials import Grid
@@ -105,7 +109,7 @@ def test_agreement_finds_a_wrong_variant_that_accuracy_cannot(artifact, tiny_ckp
     from videorope_trt.runtime.session import Session
 
     config = GenerationConfig(max_new_tokens=8)
-    right = Session.open(artifact, "onnxruntime")
+    right = Session.open(tiny_ckpt, "torch", device="cpu")
     wrong = Session.open(tiny_ckpt, "torch", device="cpu", variant="m_rope")  # the checkpoint was made for videorope
     task = task_from_dict({"name": "niah", "generate": {"kind": "niah"}})
     summary = evaluate([task], [Deployment("a", right, config), Deployment("b", wrong, config)],

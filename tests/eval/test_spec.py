@@ -56,6 +56,10 @@ def test_user_task_file_resolves_needles_from_its_folder(tmp_path):
     ({"name": "x", "items": [{"needles": ["a.png"], "question": "q?", "options": ["1", "2"], "answer": "C"}]},
      "answer 'C' is not an option letter; expected one of A, B"),
     ({"name": "x", "items": [{"needles": [], "question": "q?", "answer": "red"}]}, "received no needles"),
+    ({"name": "x", "items": [{"needles": "a.png", "question": "q?", "answer": "red"}]},
+     "needles received 'a.png', expected a list"),
+    ({"name": "x", "generate": {"kind": "niah", "items": "2"}}, "generate.items: received '2'"),
+    ({"name": "x", "generate": {"kind": "niah"}, "distractors": {"period": 2.5}}, "distractors.period: received 2.5"),
     ({"name": "x", "items": [{"needles": ["a.png"], "question": "q?", "answer": "red", "hint": 1}]},
      "task.items[0]: unknown field(s) hint"),
     ({"name": "x", "items": [{"needles": ["a.png"], "question": "q?", "answer": "red"}], "distractors": {"period": 2}},
@@ -79,3 +83,4 @@ def test_missing_files_and_duplicate_names(tmp_path):
     with pytest.raises(ValueError, match="is not valid JSON"):
         load_task(tmp_path / "bad.json")
     assert GenerateSpec("counting", needles=3).needles == 3
+    assert DistractorSpec(period=8.0, similarity=0).period == 8 and isinstance(DistractorSpec(8.0).period, int)

@@ -31,6 +31,11 @@ class ItemSpec:
     distractor: str | None = None  # image inserted periodically when the task has `distractors`
 
     def __post_init__(self):
+        for name in ("options", "needles"):
+            if isinstance(getattr(self, name), (str, bytes)):
+                raise ValueError(f"item {self.question[:40]!r}: {name} received {getattr(self, name)!r}, expected a "
+                                 "list")
+        object.__setattr__(self, "answer", str(self.answer))
         object.__setattr__(self, "options", tuple(str(o) for o in self.options))
         object.__setattr__(self, "needles", tuple(str(n) for n in self.needles))
         if not self.needles:
@@ -61,8 +66,9 @@ class GenerateSpec:
         if self.kind not in GENERATORS:
             raise ValueError(f"generate.kind: received {self.kind!r}, expected one of {', '.join(sorted(GENERATORS))}")
         for name in ("items", "needles"):
-            if isinstance(getattr(self, name), bool) or not 1 <= int(getattr(self, name)) <= 16:
-                raise ValueError(f"generate.{name}: received {getattr(self, name)!r}, expected a whole number 1..16")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 16:
+                raise ValueError(f"generate.{name}: received {value!r}, expected a whole number 1..16")
 
 
 @dataclass(frozen=True)
@@ -75,10 +81,13 @@ class DistractorSpec:
     similarity: float = 0.6
 
     def __post_init__(self):
-        if isinstance(self.period, bool) or int(self.period) != self.period or self.period < 1:
-            raise ValueError(f"distractors.period: received {self.period!r}, expected a whole number of frames >= 1")
-        if not 0.0 <= float(self.similarity) <= 0.9:
-            raise ValueError(f"distractors.similarity: received {self.similarity!r}, expected 0 <= similarity <= 0.9")
+        period, similarity = self.period, self.similarity
+        if not isinstance(period, (int, float)) or isinstance(period, bool) or int(period) != period or period < 1:
+            raise ValueError(f"distractors.period: received {period!r}, expected a whole number of frames >= 1")
+        if not isinstance(similarity, (int, float)) or isinstance(similarity, bool) or not 0.0 <= similarity <= 0.9:
+            raise ValueError(f"distractors.similarity: received {similarity!r}, expected 0 <= similarity <= 0.9")
+        object.__setattr__(self, "period", int(period))
+        object.__setattr__(self, "similarity", float(similarity))
 
 
 @dataclass(frozen=True)
