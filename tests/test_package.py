@@ -114,17 +114,20 @@ def _package(module: str) -> str:
 
 
 #: package → the packages it must never import (layers point downward: artifact at the bottom, then rope, media,
-#: models and plugins, then export, calibration, build, runtime, and the command line on top).
+#: models and plugins, then export, calibration, build, runtime, then eval (which runs models through runtime), and
+#: the command line on top).
 FORBIDDEN = {
-    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "commands", "cli"},
-    "rope": {"media", "models", "export", "calibration", "build", "runtime", "commands", "cli"},
-    "media": {"models", "export", "calibration", "build", "runtime", "commands", "cli"},
-    "export": {"calibration", "build", "runtime", "commands", "cli"},
-    "calibration": {"build", "runtime", "commands", "cli"},
-    "build": {"calibration", "runtime", "commands", "cli"},
-    "runtime": {"export", "calibration", "build", "commands", "cli"},
-    "models": {"export", "calibration", "build", "runtime", "commands", "cli"},
-    "plugins": {"export", "calibration", "build", "runtime", "commands", "cli"},
+    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "commands",
+                 "cli"},
+    "rope": {"media", "models", "export", "calibration", "build", "runtime", "eval", "commands", "cli"},
+    "media": {"models", "export", "calibration", "build", "runtime", "eval", "commands", "cli"},
+    "export": {"calibration", "build", "runtime", "eval", "commands", "cli"},
+    "calibration": {"build", "runtime", "eval", "commands", "cli"},
+    "build": {"calibration", "runtime", "eval", "commands", "cli"},
+    "runtime": {"export", "calibration", "build", "eval", "commands", "cli"},
+    "models": {"export", "calibration", "build", "runtime", "eval", "commands", "cli"},
+    "plugins": {"export", "calibration", "build", "runtime", "eval", "commands", "cli"},
+    "eval": {"export", "calibration", "build", "commands", "cli"},
     "commands": {"cli"},
 }
 

@@ -22,6 +22,7 @@ COMMANDS = {
     "make-tiny": ("models", "write a deterministic tiny Qwen2-VL checkpoint (HF layout)"),
     "make-video": ("media", "write a synthetic MP4 (moving shapes, frame counter)"),
     "positions": ("rope", "print the 3D positions of a layout for a RoPE variant"),
+    "plot-rope": ("rope", "plot each RoPE variant's rotary angles along t, h, w and its logit decay over time"),
     "export": ("export", "checkpoint → vision.onnx + decoder.onnx + manifest.json"),
     "validate": ("export", "parity of every backend against PyTorch (Polygraphy)"),
     "calibrate": ("calibrate", "INT8/FP8 post-training quantization on real videos"),
@@ -30,6 +31,7 @@ COMMANDS = {
     "build": ("build", "ONNX → TensorRT engines for a target preset"),
     "run": ("run", "answer a prompt about a video, streamed"),
     "bench": ("run", "time to first token, prefill and decode speed, memory"),
+    "eval": ("eval", "long-video retrieval (V-NIAH, V-NIAH-D, V-RULER), heatmaps, agreement of two deployments"),
 }
 
 

@@ -1,11 +1,13 @@
-"""`videorope-trt positions`: print the position rows of a layout for a RoPE variant, and a short summary."""
+"""`videorope-trt positions`: print the position rows of a layout for a RoPE variant, and a short summary.
+`videorope-trt plot-rope`: each variant's rotary angles along t, h and w, and its attention-logit decay with temporal
+distance (angles.png, decay.png and the plotted arrays in rope.json)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 
-def add_arguments(parser, name):
+def _add_positions(parser) -> None:
     from videorope_trt.rope.variants import VARIANTS
 
     parser.add_argument("--variant", default="videorope", help=f"one of: {', '.join(sorted(VARIANTS))}")
@@ -19,11 +21,26 @@ def add_arguments(parser, name):
     parser.add_argument("--head-dim", type=int, default=None, help="also print the frequency → row map")
 
 
+def _add_plot(parser) -> None:
+    from videorope_trt.rope.variants import VARIANTS
+
+    parser.add_argument("--variants", default="m_rope,videorope,vrope",
+                        help=f"comma-separated, any of: {', '.join(sorted(VARIANTS))} (default m_rope,videorope,vrope)")
+    parser.add_argument("--layout", default="text:2,video:64x8x8,text:2",
+                        help="segments with one video block and text after it (the query), h and w after the 2x2 "
+                             "merge (default text:2,video:64x8x8,text:2)")
+    parser.add_argument("--period", type=int, default=8, help="frames between two copies of the repeated frame "
+                        "(default 8)")
+    parser.add_argument("--head-dim", type=int, default=128, help="attention head size (default 128, Qwen2-VL 7B)")
+    parser.add_argument("--theta", type=float, default=1e6, help="rotary base (default 1e6, Qwen2-VL)")
+    parser.add_argument("--out", default="rope-plots", help="output folder (default rope-plots)")
+
+
 def _fmt(row) -> str:
     return " ".join(f"{v:g}" for v in row)
 
 
-def run(args, name) -> int:
+def _positions(args) -> int:
     from videorope_trt.rope.frequencies import axis_map
     from videorope_trt.rope.positions import layout_positions
     from videorope_trt.rope.segments import parse_layout
@@ -44,3 +61,29 @@ def run(args, name) -> int:
     if args.head_dim:
         print(f"axis map (head_dim {args.head_dim}): {_fmt(axis_map(v, args.head_dim))}")
     return 0
+
+
+def _plot(args) -> int:
+    from videorope_trt.eval.rope_figures import write_rope_plots
+
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    result = write_rope_plots(variants, args.layout, args.out, args.period, args.head_dim, args.theta)
+    for d in result["decays"]:
+        t_row = d["temporal"]
+        temporal = "" if t_row is None else f", t-row pairs {t_row.min():.3f}..{t_row.max():.3f}"
+        print(f"{d['variant']}: logit over {len(d['distance'])} frames {d['logit'].min():.3f}..{d['logit'].max():.3f}"
+              f"{temporal}")
+    print("wrote " + ", ".join(str(p) for p in result["paths"].values()))
+    return 0
+
+
+#: command name → (its arguments, its action)
+_COMMANDS = {"positions": (_add_positions, _positions), "plot-rope": (_add_plot, _plot)}
+
+
+def add_arguments(parser, name) -> None:
+    _COMMANDS[name][0](parser)
+
+
+def run(args, name) -> int:
+    return _COMMANDS[name][1](args)
