@@ -125,6 +125,7 @@ FORBIDDEN = {
     "runtime": {"export", "calibration", "build", "commands", "cli"},
     "models": {"export", "calibration", "build", "runtime", "commands", "cli"},
     "plugins": {"export", "calibration", "build", "runtime", "commands", "cli"},
+    "serve": {"export", "calibration", "commands", "cli"},
     "commands": {"cli"},
 }
 

@@ -30,6 +30,8 @@ COMMANDS = {
     "build": ("build", "ONNX → TensorRT engines for a target preset"),
     "run": ("run", "answer a prompt about a video, streamed"),
     "bench": ("run", "time to first token, prefill and decode speed, memory"),
+    "serve": ("serve", "OpenAI-compatible HTTP endpoint (chat completions with video), optionally on Ray Serve"),
+    "batch": ("serve", "answer every (video, prompt) pair as JSON lines, resumable, optionally as a Ray Data job"),
 }
 
 
