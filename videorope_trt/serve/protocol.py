@@ -79,11 +79,36 @@ class ChatRequest(_Strict):
         return tuple(stops)
 
 
+def _is_branch(part) -> bool:
+    """A union member's label in an error's location (`str`, `list[...]`, `tagged-union[...]`): not a field."""
+    return isinstance(part, str) and ("[" in part or part in ("str", "int", "float", "bool", "none"))
+
+
+def _field_path(loc) -> str:
+    """The error's location as the client wrote it: union labels and a tagged union's tag left out."""
+    out, tag_follows = [], False
+    for i, part in enumerate(loc):
+        if tag_follows and i and isinstance(loc[i - 1], int):
+            tag_follows = False  # the discriminator's value, after the list index
+            continue
+        if _is_branch(part):
+            tag_follows = tag_follows or str(part).startswith(("tagged-union", "list[tagged-union"))
+            continue
+        out.append(str(part))
+    return ".".join(out) or "body"
+
+
 def validation_message(error: ValidationError) -> str:
-    """One line per problem, naming the field by its path (`messages.0.content.1.video_url.url`)."""
+    """One line per problem, naming the field by its path (`messages.0.content.1.video_url.url`). Where a value
+    may take several forms (a message's content: a string or a list of parts), the form the value took speaks."""
+    errors = error.errors(include_url=False)
+    deep = [e["loc"] for e in errors]
     lines = []
-    for e in error.errors(include_url=False):
-        where = ".".join(str(p) for p in e["loc"]) or "body"
+    for e in errors:
+        loc = e["loc"]
+        if loc and _is_branch(loc[-1]) and any(o[: len(loc) - 1] == loc[:-1] and len(o) > len(loc) for o in deep):
+            continue  # "not a string" where the value is a list whose items have the real problem
+        where = _field_path(loc)
         if e["type"] == "extra_forbidden":
             lines.append(f"unknown field {where!r}")
         elif e["type"] == "json_invalid":
