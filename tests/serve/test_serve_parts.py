@@ -113,7 +113,7 @@ def test_data_urls_are_decoded_into_a_temporary_file_within_the_size_bound(tmp_p
     assert got.temporary and got.path.suffix == ".mp4" and got.path.read_bytes() == data
     got.cleanup()
     assert not got.path.exists()
-    with pytest.raises(FetchError, match="over the server's limit of 0 MiB") as e:
+    with pytest.raises(FetchError, match="over the server's limit of 1000 bytes") as e:
         fetch_video(url, _limits(tmp_path, max_bytes=1000))
     assert e.value.status == 413
     with pytest.raises(FetchError, match="not valid base64"):

@@ -52,7 +52,7 @@ class Fetched:
 
 
 def _mib(n: int) -> str:
-    return f"{n / (1 << 20):.0f} MiB"
+    return f"{n / (1 << 20):.0f} MiB" if n >= 1 << 20 else f"{n} bytes"
 
 
 def _temporary(limits: FetchLimits, suffix: str):
