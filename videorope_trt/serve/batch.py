@@ -188,6 +188,16 @@ def merge(output) -> int:
     return len(records)
 
 
+def _end_torn_line(path: Path) -> None:
+    """A run cut short may have left half a line: end it, so that the next record starts a line of its own."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":
+            f.write(b"\n")
+
+
 def run_batch(options: BatchOptions, items, output, ray_address: str | None = None, use_ray: bool = False,
               workers: int | None = None, runtime_env: dict | None = None) -> dict:
     """Answer the items not yet answered in `output`, in this process or (`use_ray`) as a Ray Data job on the
@@ -204,6 +214,7 @@ def run_batch(options: BatchOptions, items, output, ray_address: str | None = No
         else:
             answerer = Answerer(options)
             stream = map(answerer, todo)
+        _end_torn_line(partial_path(output))
         with open(partial_path(output), "a") as sink:
             for record in stream:
                 sink.write(json.dumps(record, ensure_ascii=False) + "\n")
