@@ -19,10 +19,10 @@ def _server_class():
         def __init__(self, options):
             from videorope_trt.serve.app import build_app
 
-            self.app = build_app(options)
+            self._videorope_app = build_app(options)  # not `app`: the Serve wrapper owns that name
 
         def __serve_build_asgi_app__(self):
-            return self.app
+            return self._videorope_app
 
     return VideoRopeServer
 
