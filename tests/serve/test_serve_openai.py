@@ -139,3 +139,41 @@ def test_health_models_and_metrics(serve, clips):
     assert float(lines["videorope_video_decode_milliseconds_count"]) == 1.0
     assert float(lines["videorope_queue_depth"]) == 0.0
     assert float(lines['videorope_memory_bytes{kind="host_rss"}']) > 1e7
+
+
+def test_serve_command_starts_a_server_that_answers(tiny_ckpt, session, clips):
+    """`videorope-trt serve` as a user runs it: its own process, its options from the command line."""
+    import json
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from videorope_trt.runtime.generate import GenerationConfig
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "videorope_trt.cli", "serve", str(tiny_ckpt), "--device", "cpu", "--port", str(port),
+           "--media-root", str(clips), "--model-id", "tiny", "--max-context", "2048", "--max-queue", "4"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                health = json.loads(urllib.request.urlopen(url + "/health", timeout=5).read())
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not come up"
+                time.sleep(0.2)
+        assert health["status"] == "ok"
+        models = _client(url).models.list().data
+        assert [(m.id, m.max_model_len) for m in models] == [("tiny", 2048)]
+        r = _client(url).chat.completions.create(model="tiny", messages=_messages("c.mp4"), max_tokens=7)
+        want = session.ask([QUESTION], session.load_video(clips / "c.mp4"), GenerationConfig(max_new_tokens=7))
+        assert r.choices[0].message.content == want.texts[0]
+    finally:
+        proc.terminate()
+        proc.wait(30)
