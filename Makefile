@@ -11,11 +11,11 @@ JOBS ?= 2
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/rtx.txt
+$(STAMP): pyproject.toml requirements/lock.txt requirements/dev.txt requirements/serve.txt requirements/rtx.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -r requirements/lock.txt -r requirements/dev.txt
+	$(PY) -m pip install -q -r requirements/lock.txt -r requirements/dev.txt -r requirements/serve.txt
 	-$(PY) -m pip install -q -r requirements/rtx.txt || echo "TensorRT-RTX wheels unavailable: its build checks will skip"
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	touch $@

@@ -117,17 +117,18 @@ def _package(module: str) -> str:
 #: models and plugins, then export, calibration, build, runtime, then eval (which runs models through runtime), and
 #: the command line on top).
 FORBIDDEN = {
-    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "commands",
+    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "serve", "commands",
                  "cli"},
-    "rope": {"media", "models", "export", "calibration", "build", "runtime", "eval", "commands", "cli"},
-    "media": {"models", "export", "calibration", "build", "runtime", "eval", "commands", "cli"},
-    "export": {"calibration", "build", "runtime", "eval", "commands", "cli"},
-    "calibration": {"build", "runtime", "eval", "commands", "cli"},
-    "build": {"calibration", "runtime", "eval", "commands", "cli"},
-    "runtime": {"export", "calibration", "build", "eval", "commands", "cli"},
-    "models": {"export", "calibration", "build", "runtime", "eval", "commands", "cli"},
-    "plugins": {"export", "calibration", "build", "runtime", "eval", "commands", "cli"},
-    "eval": {"export", "calibration", "build", "commands", "cli"},
+    "rope": {"media", "models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "media": {"models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "export": {"calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "calibration": {"build", "runtime", "eval", "serve", "commands", "cli"},
+    "build": {"calibration", "runtime", "eval", "serve", "commands", "cli"},
+    "runtime": {"export", "calibration", "build", "eval", "serve", "commands", "cli"},
+    "models": {"export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "plugins": {"export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "eval": {"export", "calibration", "build", "serve", "commands", "cli"},
+    "serve": {"export", "calibration", "commands", "cli"},
     "commands": {"cli"},
 }
 

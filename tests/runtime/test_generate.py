@@ -324,3 +324,19 @@ def test_command_line_options_reach_the_backend_and_others_are_refused(ckpt, tmp
     assert main(["run", str(tmp_path), "--backend", "onnxruntime", "--compile", "--checkpoint", str(ckpt),
                  "--prompt", "hi", "--no-progress"]) == 2
     assert "--compile, --checkpoint applies to the torch backend; --backend onnxruntime runs" in capsys.readouterr().err
+
+
+def test_text_stream_finish_writes_a_held_back_incomplete_character(tokenizer):
+    """An answer that ends inside a multi-byte character: held back while streaming, written by `finish`, so that
+    everything written adds up to the decoded answer (what `run` prints)."""
+    ids = tokenizer.encode("ok 動く", add_special_tokens=False).ids
+    cut = next(k for k in range(1, len(ids)) if tokenizer.decode(ids[:k]).endswith("\ufffd"))
+    pieces = []
+    stream = streaming.TextStream(tokenizer, 0, pieces.append)
+    for i, t in enumerate(ids[:cut]):
+        stream(i, [t], [True])
+    assert not "".join(pieces).endswith("\ufffd")  # held back
+    stream.finish()
+    assert "".join(pieces) == stream.text() == tokenizer.decode(ids[:cut]) and pieces[-1].endswith("\ufffd")
+    stream.finish()  # nothing more to write
+    assert "".join(pieces) == stream.text()

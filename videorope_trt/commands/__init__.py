@@ -32,6 +32,8 @@ COMMANDS = {
     "run": ("run", "answer a prompt about a video, streamed"),
     "bench": ("run", "time to first token, prefill and decode speed, memory"),
     "eval": ("eval", "long-video retrieval (V-NIAH, V-NIAH-D, V-RULER), heatmaps, agreement of two deployments"),
+    "serve": ("serve", "OpenAI-compatible HTTP endpoint (chat completions with video), optionally on Ray Serve"),
+    "batch": ("serve", "answer every (video, prompt) pair as JSON lines, resumable, optionally as a Ray Data job"),
 }
 
 

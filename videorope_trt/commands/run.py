@@ -12,9 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-#: the chunk sizes where no plan applies (the CPU, ONNX Runtime)
-DEFAULT_PREFILL_CHUNK = 2048
-DEFAULT_VISION_CHUNK = 8
+from videorope_trt.serve.limits import DEFAULT_VISION_CHUNK
 
 
 def _positive(text: str) -> int:
@@ -106,23 +104,9 @@ def backend_options(args, name: str) -> dict:
 
 def chunk_sizes(session, args, context: int) -> tuple:
     """(prefill chunk, vision chunk): the command line's, else the memory plan's for this device and context."""
-    from videorope_trt.artifact.model_config import read_model_config
-    from videorope_trt.build.plan import PlanRequest, largest_prefill_chunk
-    from videorope_trt.build.presets import device_preset
+    from videorope_trt.serve.limits import chunk_sizes as planned
 
-    backend = session.backend
-    prefill, vision = args.prefill_chunk, args.vision_chunk
-    if backend.max_prefill_chunk:  # engines: their plan bounds the calls
-        return prefill or backend.max_prefill_chunk, vision or DEFAULT_VISION_CHUNK
-    if prefill is None and backend.name == "torch" and str(backend.device).startswith("cuda"):
-        import torch
-
-        props = torch.cuda.get_device_properties(backend.device)
-        preset = device_preset(props.name, props.total_memory, f"{props.major}.{props.minor}")
-        precision = "fp32" if backend.dtype == torch.float32 else "fp16"  # bf16 has fp16's sizes
-        request = PlanRequest(precision=precision, runtime="torch")
-        prefill = largest_prefill_chunk(read_model_config(session.source), preset, request, context)
-    return prefill or DEFAULT_PREFILL_CHUNK, vision or DEFAULT_VISION_CHUNK
+    return planned(session, context, args.prefill_chunk, args.vision_chunk)
 
 
 def _bar(enabled: bool):
@@ -170,6 +154,7 @@ def _run(args) -> int:
           f"video tokens, prompt {max(map(len, rows))} tokens, prefill chunks of {prefill}", file=sys.stderr)
     stream = streaming.TextStream(session.tokenizer, 0)
     answer = session.ask(prompts, video, config, on_token=stream, bar=_bar(not args.no_progress))
+    stream.finish()
     print()
     for i, text in enumerate(answer.texts[1:], start=1):
         print(f"--- prompt {i + 1}: {prompts[i]}\n{text}")

@@ -34,5 +34,13 @@ class TextStream:
         self.write(text[self.sent :])
         self.sent = len(text)
 
+    def finish(self) -> None:
+        """Write what is still held back at the end of the answer (an incomplete character that stayed one), so
+        that everything written adds up to `text()`."""
+        text = self.text()
+        if len(text) > self.sent:
+            self.write(text[self.sent :])
+            self.sent = len(text)
+
     def text(self) -> str:
         return self.tokenizer.decode(self.ids, skip_special_tokens=True)
