@@ -86,8 +86,9 @@ def video_rope_torch(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = Rota
 
 # ---- VideoRopeCache: the rotation of q and k, then the rotated k and the v written into caller-owned caches
 
-def _check_cache(shapes: dict, dtypes: dict, attrs: RotaryAttrs):
-    """Shapes and dtypes of `VideoRopeCache` (contract.py); `shapes`/`dtypes` by input name. Returns (B, S, KV, C)."""
+def check_cache_inputs(shapes: dict, dtypes: dict, attrs: RotaryAttrs):
+    """Checks the shapes and dtypes of `VideoRopeCache`'s q, k, v, caches and write_offset (contract.py), given by
+    input name; positions, inv_freq and axis_map are the rotation's, which checks them. Returns (B, S, KV, C)."""
     for name in ("q", "k", "v", "k_cache", "v_cache"):
         if len(shapes[name]) != 4:
             raise ValueError(f"VideoRopeCache: {name} must be 4-D, got shape {tuple(shapes[name])}")
@@ -121,7 +122,8 @@ def video_rope_cache_numpy(q, k, v, positions, inv_freq, axis_map, k_cache, v_ca
     (float64 inputs give a float64 oracle). Written as the contract reads: one row per (b, s), skipped outside."""
     arrays = dict(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, write_offset=write_offset)
     arrays = {n: np.asarray(a) for n, a in arrays.items()}
-    b, s, _, c = _check_cache({n: a.shape for n, a in arrays.items()}, {n: a.dtype for n, a in arrays.items()}, attrs)
+    b, s, _, c = check_cache_inputs({n: a.shape for n, a in arrays.items()}, {n: a.dtype for n, a in arrays.items()},
+                                    attrs)
     q_rot = video_rope_numpy(arrays["q"], positions, inv_freq, axis_map, attrs)
     k_rot = video_rope_numpy(arrays["k"], positions, inv_freq, axis_map, attrs)
     v = arrays["v"]
@@ -147,8 +149,8 @@ def video_rope_cache_torch(q, k, v, positions, inv_freq, axis_map, k_cache, v_ca
     import torch
 
     tensors = dict(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, write_offset=write_offset)
-    b, s, _, c = _check_cache({n: tuple(t.shape) for n, t in tensors.items()},
-                              {n: t.dtype for n, t in tensors.items()}, attrs)
+    b, s, _, c = check_cache_inputs({n: tuple(t.shape) for n, t in tensors.items()},
+                                    {n: t.dtype for n, t in tensors.items()}, attrs)
     q_rot = video_rope_torch(q, positions, inv_freq, axis_map, attrs)
     k_rot = video_rope_torch(k, positions, inv_freq, axis_map, attrs)
     if attrs.layout == LAYOUT_BHSD:  # index below as (B, S, KV, D)
