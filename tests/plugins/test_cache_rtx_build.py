@@ -21,7 +21,7 @@ CAPACITY = 128
 def _needs_rtx():
     import importlib.util
 
-    if importlib.util.find_spec("tensorrt_rtx_bindings") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None:
+    if any(importlib.util.find_spec(m) is None for m in ("tensorrt_rtx_bindings", "tensorrt_rtx_libs")):
         pytest.skip("TensorRT-RTX wheels not installed (pip install -r requirements/rtx.txt)")
 
 

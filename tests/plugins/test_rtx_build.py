@@ -52,7 +52,8 @@ def profiles(layout, heads, head_dim, axes=3) -> dict:
     return {"x": [shape(1, 1), shape(1, 64), shape(2, 512)], "positions": [[axes, 1, 1], [axes, 1, 64], [axes, 2, 512]]}
 
 
-def rtx_build(tmp_path: Path, plugin: Path, model: Path, prof: dict, ccs="SM86,SM89,SM120", aliased_io=False) -> dict:
+def rtx_build(tmp_path: Path, plugin: Path, model: Path, prof: dict, ccs="SM86,SM89,SM120",
+              aliased_io=False) -> dict:
     sys.path.insert(0, str(SCRIPT.parent))
     from rtx_build import rtx_env
 
