@@ -112,3 +112,20 @@ def test_rtx_refuses_a_cache_node_with_a_bad_cache_shape(tmp_path, plugin_lib):
     r = rtx_build(tmp_path, plugin_lib, model, prof, ccs="SM89", aliased_io=True)
     assert r["parsed"] and r["engine_bytes"] == 0, r  # the plugin's configurePlugin refuses it, with the reason
     assert "VideoRopeCache plugin: k_cache (-1, 2, 128, 64) and v_cache (-1, 2, 128, 32) must both be" in r["log"]
+
+
+@pytest.mark.parametrize("layout", [0, 1])
+def test_rtx_builds_the_decomposed_form_at_opset_18(tmp_path, plugin_lib, layout):
+    """The standard-op form needs no plugin: TensorRT-RTX's parser inlines the local function (scatters included)."""
+    import onnx
+
+    from videorope_trt.export import cache_op
+
+    model = onnx.load(cache_model(tmp_path / "m.onnx", "fp16", RotaryAttrs(layout=layout)))
+    model.opset_import[0].version = 18
+    onnx.save(cache_op.switch_cache_form(model, "decomposed"), tmp_path / "d.onnx")
+    r = rtx_build(tmp_path, plugin_lib, tmp_path / "d.onnx", cache_profiles(layout), ccs="SM89")
+    assert r["parsed"], r["errors"]
+    assert "LayerType.PLUGIN_V3" not in r["layers"] and "LayerType.SCATTER" in r["layers"]
+    assert r["outputs"] == [[name, "DataType.HALF"] for name in VIDEO_ROPE_CACHE.outputs]
+    assert r["engine_bytes"] > 0
