@@ -89,6 +89,21 @@ def strongly_typed_flags(trt) -> int:
     return 0 if flag is None else 1 << int(flag)
 
 
+def enable_aliased_plugin_io(trt, config) -> None:
+    """Turn on aliased plugin I/O (`PreviewFeature.ALIASED_PLUGIN_IO_10_03`) in a builder config.
+
+    A network with `VideoRopeCache` nodes needs it: their cache outputs alias their cache inputs (the plugin's
+    getAliasedInput), which is what makes the cache update in place, and TensorRT-RTX 1.7.1 refuses to build such a
+    plugin with the feature off. The enum's value differs between TensorRT 10.x (1) and 11.x (0), so it is taken by
+    name (docs/plugin.md, "Aliased cache outputs")."""
+    feature = getattr(getattr(trt, "PreviewFeature", None), "ALIASED_PLUGIN_IO_10_03", None)
+    if feature is None:
+        raise RuntimeError(f"TensorRT {version(trt)} has no PreviewFeature.ALIASED_PLUGIN_IO_10_03 (it first "
+                           "appears in 10.3): VideoRopeCache's cache outputs cannot alias its inputs here; use "
+                           "TensorRT >= 10.3 (or TensorRT-RTX) or the decomposed cache form")
+    config.set_preview_feature(feature, True)
+
+
 def compute_capability_enum(trt, cc: str):
     """TensorRT-RTX's ComputeCapability member for "8.9" (SM89), or a ValueError listing the ones it knows."""
     name = "SM" + cc.replace(".", "")

@@ -19,14 +19,13 @@ def nvcc() -> str:
 
 
 @pytest.fixture(scope="session")
-def kernel_object(nvcc, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("kernel") / "videorope_kernel.o"
-    plugin_build.compile_kernel(nvcc, out, TEST_ARCHS, ptx=False)
-    return out
+def kernel_objects(nvcc, tmp_path_factory) -> list:
+    """Both kernels (VideoRope, VideoRopeCache), compiled once."""
+    return plugin_build.compile_kernels(nvcc, tmp_path_factory.mktemp("kernel"), TEST_ARCHS, ptx=False)
 
 
 @pytest.fixture(scope="session")
-def plugin_libs(nvcc, kernel_object, tmp_path_factory) -> dict:
+def plugin_libs(nvcc, kernel_objects, tmp_path_factory) -> dict:
     """{version: (plugin library, driver library)} built against each header set that is present."""
     from videorope_trt.plugins.driver.run import build_driver
 
@@ -36,8 +35,8 @@ def plugin_libs(nvcc, kernel_object, tmp_path_factory) -> dict:
         if not (path / "NvInferRuntime.h").is_file():
             continue
         out = tmp_path_factory.mktemp(f"trt-{version}")
-        plugin_build.compile_plugin_object(nvcc, path, out / "videorope_plugin.o")
-        plugin_build.link(nvcc, [kernel_object, out / "videorope_plugin.o"], out / plugin_build.PLUGIN_LIB)
+        objects = plugin_build.compile_plugin_objects(nvcc, path, out)
+        plugin_build.link(nvcc, [*kernel_objects, *objects], out / plugin_build.PLUGIN_LIB)
         libs[version] = (out / plugin_build.PLUGIN_LIB, build_driver(out, path, nvcc))
     return libs
 

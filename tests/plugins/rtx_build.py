@@ -5,8 +5,10 @@ while the wheel ships `libtensorrt_rtx.so.1`, and a missing file aborts the whol
 created; `rtx_env()` makes the symlink and puts it on LD_LIBRARY_PATH, which only counts at process start.
 
     python tests/plugins/rtx_build.py PLUGIN_LIB MODEL.onnx REPORT.json [--cc SM86,SM120] [--profiles JSON]
+        [--aliased-io]
 
-Writes a JSON report: creator fields as the registry sees them, the network's layers, the engine size.
+Writes a JSON report: creator fields as the registry sees them (VideoRope's and VideoRopeCache's), the network's
+layers and outputs, whether aliased plugin I/O was on, the engine size.
 """
 
 from __future__ import annotations
@@ -37,16 +39,18 @@ def rtx_env(link_dir: Path) -> dict:
     return env
 
 
-def _fields(trt, registry) -> dict:
-    creator = registry.get_creator("VideoRope", "1", "videorope")
+def _fields(trt, registry, name="VideoRope") -> dict:
+    creator = registry.get_creator(name, "1", "videorope")
     if creator is None:
         return {}
     names = {trt.PluginFieldType.INT32: "INT32", trt.PluginFieldType.FLOAT32: "FLOAT32"}
     return {f.name: names.get(f.type, str(f.type)) for f in creator.field_names}
 
 
-def build(plugin: str, model: str, ccs: list, profiles: dict) -> dict:
+def build(plugin: str, model: str, ccs: list, profiles: dict, aliased_io: bool = False) -> dict:
     import tensorrt_rtx_bindings as trt
+
+    from videorope_trt.trt import enable_aliased_plugin_io
 
     logger = trt.Logger(trt.Logger.WARNING)
     registry = trt.get_plugin_registry()
@@ -56,12 +60,16 @@ def build(plugin: str, model: str, ccs: list, profiles: dict) -> dict:
     parser = trt.OnnxParser(network, logger)
     ok = parser.parse_from_file(model)
     errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-    report = {"loaded": handle is not None, "fields": _fields(trt, registry), "parsed": bool(ok), "errors": errors}
+    report = {"loaded": handle is not None, "fields": _fields(trt, registry), "parsed": bool(ok), "errors": errors,
+              "cache_fields": _fields(trt, registry, "VideoRopeCache")}
     if not ok:
         return report
     report["layers"] = [str(network.get_layer(i).type) for i in range(network.num_layers)]
     report["outputs"] = [(network.get_output(i).name, str(network.get_output(i).dtype)) for i in range(network.num_outputs)]
     config = builder.create_builder_config()
+    if aliased_io:
+        enable_aliased_plugin_io(trt, config)
+    report["aliased_io"] = bool(config.get_preview_feature(trt.PreviewFeature.ALIASED_PLUGIN_IO_10_03))
     config.num_compute_capabilities = len(ccs)
     for i, cc in enumerate(ccs):
         config.set_compute_capability(getattr(trt.ComputeCapability, cc), i)
@@ -82,8 +90,9 @@ def main(argv=None) -> int:
     ap.add_argument("report")
     ap.add_argument("--cc", default="SM86,SM120", help="ComputeCapability names")
     ap.add_argument("--profiles", default="{}", help='JSON {input: [min, opt, max]} shapes')
+    ap.add_argument("--aliased-io", action="store_true", help="turn on PreviewFeature.ALIASED_PLUGIN_IO_10_03")
     args = ap.parse_args(argv)
-    report = build(args.plugin, args.model, args.cc.split(","), json.loads(args.profiles))
+    report = build(args.plugin, args.model, args.cc.split(","), json.loads(args.profiles), args.aliased_io)
     write_atomic(args.report, json.dumps(report, indent=1))
     return 0
 

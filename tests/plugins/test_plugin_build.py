@@ -39,7 +39,8 @@ def test_protocol_refuses_bad_attributes(plugin_libs):
 def test_exports_only_the_entry_points(plugin_lib):
     out = subprocess.run(["nm", "-D", "--defined-only", str(plugin_lib)], capture_output=True, text=True, check=True)
     text_symbols = {line.split()[-1] for line in out.stdout.splitlines() if line.split()[1] == "T"}
-    assert text_symbols == {"getCreators", "setLoggerFinder", "videorope_launch", "videorope_params_size"}
+    assert text_symbols == {"getCreators", "setLoggerFinder", "videorope_launch", "videorope_params_size",
+                            "videorope_cache_launch", "videorope_cache_params_size"}
     ldd = subprocess.run(["ldd", str(plugin_lib)], capture_output=True, text=True).stdout
     assert "libnvinfer" not in ldd and "libcudart" not in ldd  # CUDA runtime linked statically
 

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_env import HEADER_VERSIONS, trt_include
+from plugin_env import HEADER_VERSIONS, REPO, trt_include
 
 from videorope_trt.plugins.contract import VIDEO_ROPE, RotaryAttrs
 
@@ -51,16 +52,20 @@ def profiles(layout, heads, head_dim, axes=3) -> dict:
     return {"x": [shape(1, 1), shape(1, 64), shape(2, 512)], "positions": [[axes, 1, 1], [axes, 1, 64], [axes, 2, 512]]}
 
 
-def rtx_build(tmp_path: Path, plugin: Path, model: Path, prof: dict, ccs="SM86,SM89,SM120") -> dict:
+def rtx_build(tmp_path: Path, plugin: Path, model: Path, prof: dict, ccs="SM86,SM89,SM120",
+              aliased_io=False) -> dict:
     sys.path.insert(0, str(SCRIPT.parent))
     from rtx_build import rtx_env
 
     report = tmp_path / "report.json"
+    env = rtx_env(tmp_path / "lib")
+    # the child imports this checkout's package, whichever checkout the environment has installed
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
     proc = subprocess.run([sys.executable, str(SCRIPT), str(plugin), str(model), str(report), "--cc", ccs,
-                           "--profiles", json.dumps(prof)], env=rtx_env(tmp_path / "lib"), capture_output=True,
-                          text=True, timeout=300)
+                           "--profiles", json.dumps(prof)] + (["--aliased-io"] if aliased_io else []),
+                          env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"TensorRT-RTX build process failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
-    return json.loads(report.read_text())
+    return {**json.loads(report.read_text()), "log": (proc.stdout + proc.stderr)[-4000:]}  # TensorRT's warnings, errors
 
 
 @pytest.mark.parametrize("version", HEADER_VERSIONS)

@@ -1,11 +1,12 @@
-"""Compile the VideoRope plugin library (CUDA kernel + TensorRT IPluginV3) with nvcc, without CMake.
+"""Compile the VideoRope plugin library (CUDA kernels + TensorRT IPluginV3s) with nvcc, without CMake.
 
     videorope-trt build-plugin --out build/plugins --trt-include /usr/include/x86_64-linux-gnu
 
 Two libraries can come out of `csrc/`:
-- `libvideorope_trt_plugins.so`: kernel + plugin, exports `getCreators`/`setLoggerFinder` (TensorRT loads it) and
-  `videorope_launch` (the GPU runtime calls it). Needs the TensorRT headers of the TensorRT that will load it.
-- `libvideorope_kernel.so` (`kernel_only=True`): the kernel and `videorope_launch` alone, no TensorRT headers.
+- `libvideorope_trt_plugins.so`: kernels + plugins (`VideoRope` and `VideoRopeCache`), exports
+  `getCreators`/`setLoggerFinder` (TensorRT loads it) and `videorope_launch`/`videorope_cache_launch` (the GPU runtime
+  calls them). Needs the TensorRT headers of the TensorRT that will load it.
+- `libvideorope_kernel.so` (`kernel_only=True`): the kernels and their launch functions alone, no TensorRT headers.
 
 Both link the CUDA runtime statically and never link libnvinfer, so one file loads in TensorRT, TensorRT-RTX and a
 plain process. Each library is written to a temporary name and renamed when the link succeeded.
@@ -25,6 +26,9 @@ from pathlib import Path
 CSRC = Path(__file__).resolve().parent / "csrc"
 PLUGIN_LIB = "libvideorope_trt_plugins.so"
 KERNEL_LIB = "libvideorope_kernel.so"
+#: One object each; the first of each tuple is the VideoRope op's, the second VideoRopeCache's.
+KERNEL_SOURCES = ("videorope_kernel.cu", "videorope_cache_kernel.cu")
+PLUGIN_SOURCES = ("videorope_plugin.cpp", "videorope_cache_plugin.cpp")
 
 #: Orin (87), Hopper (90), Thor (110 with CUDA 13), the RTX architectures TensorRT-RTX targets (75, 80, 86, 89, 120),
 #: datacenter Blackwell (100); PTX of the newest lets the driver compile for later GPUs.
@@ -88,22 +92,40 @@ def _run(cmd: list, what: str) -> str:
     return proc.stderr
 
 
-def compile_kernel(nvcc: str, out: Path, archs, ptx: bool, debug: bool = False, resource_usage: bool = False) -> str:
-    """Compile the kernel object; returns the compiler's stderr (the resource report with `resource_usage`)."""
+def compile_kernel(nvcc: str, out: Path, archs, ptx: bool, debug: bool = False, resource_usage: bool = False,
+                   source: str = KERNEL_SOURCES[0]) -> str:
+    """Compile one kernel source of `csrc/` into an object; returns the compiler's stderr (the resource report with
+    `resource_usage`)."""
     cmd = [nvcc, "-std=c++17", "-O3", "-Xcompiler", "-fPIC,-fvisibility=hidden", *gencode_flags(archs, ptx), "-c",
-           str(CSRC / "videorope_kernel.cu"), "-o", str(out)]
+           str(CSRC / source), "-o", str(out)]
     if resource_usage:
         cmd.insert(1, "-Xptxas=-v")
     if debug:
         cmd.insert(1, "-lineinfo")
-    return _run(cmd, "compiling the VideoRope kernel")
+    return _run(cmd, f"compiling {source}")
 
 
-def compile_plugin_object(nvcc: str, trt_include: Path, out: Path) -> None:
-    """Compile the IPluginV3 source (host code only) against one set of TensorRT headers."""
+def compile_plugin_object(nvcc: str, trt_include: Path, out: Path, source: str = PLUGIN_SOURCES[0]) -> None:
+    """Compile one IPluginV3 source (host code only) against one set of TensorRT headers."""
     cmd = [nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra", "-isystem", str(trt_include),
-           "-c", str(CSRC / "videorope_plugin.cpp"), "-o", str(out)]
-    _run(cmd, f"compiling the VideoRope plugin against {trt_include}")
+           "-c", str(CSRC / source), "-o", str(out)]
+    _run(cmd, f"compiling {source} against {trt_include}")
+
+
+def compile_kernels(nvcc: str, out_dir: Path, archs, ptx: bool, debug: bool = False) -> list:
+    """Every kernel source compiled into `out_dir`; returns the objects."""
+    objects = [Path(out_dir) / (Path(src).stem + ".o") for src in KERNEL_SOURCES]
+    for src, obj in zip(KERNEL_SOURCES, objects):
+        compile_kernel(nvcc, obj, archs, ptx, debug, source=src)
+    return objects
+
+
+def compile_plugin_objects(nvcc: str, trt_include: Path, out_dir: Path) -> list:
+    """Every plugin source compiled against one set of TensorRT headers into `out_dir`; returns the objects."""
+    objects = [Path(out_dir) / (Path(src).stem + ".o") for src in PLUGIN_SOURCES]
+    for src, obj in zip(PLUGIN_SOURCES, objects):
+        compile_plugin_object(nvcc, trt_include, obj, source=src)
+    return objects
 
 
 def link(nvcc: str, objects: list, out: Path) -> None:
@@ -119,11 +141,9 @@ def build(cfg: BuildConfig) -> Path:
     target = out_dir / (KERNEL_LIB if cfg.kernel_only else PLUGIN_LIB)
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
         tmp = Path(tmp)
-        objects = [tmp / "videorope_kernel.o"]
-        compile_kernel(nvcc, objects[0], cfg.archs, cfg.ptx, cfg.debug)
+        objects = compile_kernels(nvcc, tmp, cfg.archs, cfg.ptx, cfg.debug)
         if trt_include is not None:
-            objects.append(tmp / "videorope_plugin.o")
-            compile_plugin_object(nvcc, trt_include, objects[1])
+            objects += compile_plugin_objects(nvcc, trt_include, tmp)
         partial = tmp / target.name
         link(nvcc, objects, partial)
         os.replace(partial, target)

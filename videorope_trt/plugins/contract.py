@@ -13,6 +13,26 @@ angle[b, s, k] = positions[axis_map[k], b, s] * inv_freq[k], computed in fp32; c
 `scale` (an attention temperature such as YaRN's mscale; 1.0 for none). Frequency k rotates the dimension pair
 (k, k + F) in the rotate-half layout (interleaved = 0) or (2k, 2k + 1) in the interleaved layout; dimensions at
 and beyond 2F pass through unchanged (partial rotary).
+
+The second op, `VideoRopeCache`, rotates q and k exactly as `VideoRope` and writes the rotated k and the v into
+caller-owned caches at a per-sequence offset:
+
+    q_rot, k_cache_out, v_cache_out = VideoRopeCache(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache,
+                                                     write_offset; interleaved, layout, scale)
+
+q             (B, Hq, S, D) for layout 0 or (B, S, Hq, D) for layout 1
+k, v          (B, KV, S, D) or (B, S, KV, D); q, k, v, k_cache, v_cache share one dtype (fp32/fp16/bf16)
+positions, inv_freq, axis_map, attributes: as `VideoRope`
+k_cache, v_cache  (B, KV, C, D) whatever the layout (C: capacity)
+write_offset  (B,) int32
+q_rot         VideoRope(q)
+k_cache_out   k_cache with row write_offset[b] + s of sequence b set to VideoRope(k)[b, :, s, :] (in cache layout)
+v_cache_out   v_cache with the same rows set to v[b, :, s, :]
+
+Every other cache row is left as it was, bit for bit; a row write_offset[b] + s outside [0, C) is not written (an
+offset may be negative or run past the end: only the rows that land inside the cache are written). In TensorRT
+k_cache_out is k_cache and v_cache_out is v_cache (aliased plugin I/O, the same memory, updated in place); in the
+torch op and the ONNX Runtime op they are updated copies.
 """
 
 from __future__ import annotations
@@ -21,6 +41,8 @@ from dataclasses import dataclass
 
 #: The op's one name: torch op `videorope::VideoRope`, ONNX op type, TensorRT plugin name, ORT custom op.
 OP_NAME = "VideoRope"
+#: The rotate-and-write-the-cache op's one name, in the same places.
+CACHE_OP_NAME = "VideoRopeCache"
 #: ONNX node domain: onnxruntime-extensions registers Python ops only here, and TensorRT reads it too.
 ONNX_DOMAIN = "ai.onnx.contrib"
 PLUGIN_NAMESPACE = "videorope"
@@ -69,6 +91,18 @@ class _Op:
     outputs: tuple = ("y",)
     #: Fields the TensorRT creator declares, with their PluginFieldType names.
     fields: tuple = (("interleaved", "INT32"), ("layout", "INT32"), ("scale", "FLOAT32"))
+    #: (output index, input index) pairs that share memory in TensorRT (the plugin's getAliasedInput answers).
+    aliases: tuple = ()
+
+    def aliased_input(self, output: int) -> int:
+        """The input index an output aliases, -1 for none (what the plugin's getAliasedInput returns)."""
+        return dict(self.aliases).get(output, -1)
 
 
 VIDEO_ROPE = _Op()
+VIDEO_ROPE_CACHE = _Op(
+    name=CACHE_OP_NAME,
+    inputs=("q", "k", "v", "positions", "inv_freq", "axis_map", "k_cache", "v_cache", "write_offset"),
+    outputs=("q_rot", "k_cache_out", "v_cache_out"),
+    aliases=((1, 6), (2, 7)),
+)

@@ -1,9 +1,11 @@
-"""The VideoRope CUDA kernel on torch CUDA tensors, through ctypes (for the GPU runtime and the benchmark).
+"""The VideoRope and VideoRopeCache CUDA kernels on torch CUDA tensors, through ctypes (for the GPU runtime, the
+tests and the benchmarks).
 
-    lib = load("build/plugins/libvideorope_kernel.so")       # or the plugin library: both export videorope_launch
+    lib = load("build/plugins/libvideorope_kernel.so")       # or the plugin library: both export the launchers
     q_rot, k_rot = rotate(q, positions, inv_freq, axis_map, RotaryAttrs(layout=1), k=k, lib=lib)
+    q_rot = rotate_into_cache(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset, attrs, lib=lib)
 
-One launch rotates q and k (k optional) on torch's current stream. The library is built by
+One launch each, on torch's current stream; `rotate_into_cache` writes the caches in place. The library is built by
 `videorope_trt.plugins.build` (`kernel_only=True` needs no TensorRT headers).
 """
 
@@ -32,6 +34,21 @@ class Params(ctypes.Structure):
     ]
 
 
+class CacheParams(ctypes.Structure):
+    """Mirror of `VideoRopeCacheParams` in csrc/videorope_cache_kernel.h (checked against
+    videorope_cache_params_size())."""
+
+    _fields_ = [
+        ("q", ctypes.c_void_p), ("q_out", ctypes.c_void_p), ("k", ctypes.c_void_p), ("v", ctypes.c_void_p),
+        ("k_cache", ctypes.c_void_p), ("v_cache", ctypes.c_void_p), ("positions", ctypes.c_void_p),
+        ("inv_freq", ctypes.c_void_p), ("axis_map", ctypes.c_void_p), ("write_offset", ctypes.c_void_p),
+        ("batch", ctypes.c_int64), ("seq", ctypes.c_int64), ("capacity", ctypes.c_int64),
+        ("q_heads", ctypes.c_int32), ("kv_heads", ctypes.c_int32), ("head_dim", ctypes.c_int32),
+        ("num_freq", ctypes.c_int32), ("num_axes", ctypes.c_int32), ("dtype", ctypes.c_int32),
+        ("layout", ctypes.c_int32), ("interleaved", ctypes.c_int32), ("scale", ctypes.c_float),
+    ]
+
+
 @lru_cache(maxsize=None)
 def load(path=None) -> ctypes.CDLL:
     """Open the kernel (or plugin) library at `path` (default: $VIDEOROPE_KERNEL_LIB) and check the ABI."""
@@ -43,6 +60,7 @@ def load(path=None) -> ctypes.CDLL:
     if not path.is_file():
         raise FileNotFoundError(f"VideoRope kernel library not found: {path}")
     lib = ctypes.CDLL(str(path))
+    _declare_cache_entry(lib, path)
     lib.videorope_launch.argtypes = [ctypes.POINTER(Params), ctypes.c_void_p]
     lib.videorope_launch.restype = ctypes.c_int
     lib.videorope_params_size.restype = ctypes.c_int
@@ -50,6 +68,18 @@ def load(path=None) -> ctypes.CDLL:
         raise RuntimeError(f"{path}: VideoRopeParams is {lib.videorope_params_size()} bytes, this wrapper expects "
                            f"{ctypes.sizeof(Params)}: rebuild the library from this checkout")
     return lib
+
+
+def _declare_cache_entry(lib, path) -> None:
+    """Types of videorope_cache_launch and the struct-size check; a library built before the op existed lacks it."""
+    if not hasattr(lib, "videorope_cache_launch"):
+        return  # rotate_into_cache says so when called
+    lib.videorope_cache_launch.argtypes = [ctypes.POINTER(CacheParams), ctypes.c_void_p]
+    lib.videorope_cache_launch.restype = ctypes.c_int
+    lib.videorope_cache_params_size.restype = ctypes.c_int
+    if lib.videorope_cache_params_size() != ctypes.sizeof(CacheParams):
+        raise RuntimeError(f"{path}: VideoRopeCacheParams is {lib.videorope_cache_params_size()} bytes, this wrapper "
+                           f"expects {ctypes.sizeof(CacheParams)}: rebuild the library from this checkout")
 
 
 def _dtype_code(dtype) -> int:
@@ -114,3 +144,47 @@ def rotate(q, positions, inv_freq, axis_map, attrs: RotaryAttrs = RotaryAttrs(),
     if err != 0:
         raise RuntimeError(f"VideoRope kernel launch failed with CUDA error {err} for q {tuple(q.shape)}")
     return out_q, out_k
+
+
+def _cache_params(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset, attrs, q_out):
+    from videorope_trt.rope.apply import check_cache_inputs
+
+    tensors = dict(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, write_offset=write_offset, q_out=q_out)
+    b, s, kv, c = check_cache_inputs({n: tuple(t.shape) for n, t in tensors.items()},
+                                     {n: t.dtype for n, t in tensors.items()}, attrs)
+    for name, t in tensors.items():
+        _check_tensor(t, name)
+        if t.device != q.device:
+            raise ValueError(f"VideoRopeCache kernel: every tensor must be on q's device {q.device}; {name} is on "
+                             f"{t.device}")
+    if q_out.shape != q.shape or q_out.dtype != q.dtype:
+        raise ValueError(f"VideoRopeCache kernel: out_q must be like q {tuple(q.shape)} {q.dtype}, got "
+                         f"{tuple(q_out.shape)} {q_out.dtype}")
+    rot = _params(q, None, positions, inv_freq, axis_map, attrs, q_out, None)  # positions, frequencies, dtype
+    ptr = lambda t: t.data_ptr()  # noqa: E731
+    return CacheParams(ptr(q), ptr(q_out), ptr(k), ptr(v), ptr(k_cache), ptr(v_cache), rot.positions, rot.inv_freq,
+                       rot.axis_map, ptr(write_offset), b, s, c, rot.q_heads, kv, rot.head_dim, rot.num_freq,
+                       rot.num_axes, rot.dtype, attrs.layout, attrs.interleaved, attrs.scale)
+
+
+def rotate_into_cache(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset,
+                      attrs: RotaryAttrs = RotaryAttrs(), out_q=None, lib=None):
+    """`VideoRopeCache` in one launch: returns q_rot (`out_q`, which may be q) and writes the rotated k and the v
+    into k_cache / v_cache in place at rows write_offset[b] + s (int32 offsets on the device; rows outside the
+    cache are skipped)."""
+    import torch
+
+    lib = lib if isinstance(lib, ctypes.CDLL) else load(lib)
+    if not hasattr(lib, "videorope_cache_launch"):
+        raise RuntimeError("this kernel library has no videorope_cache_launch: rebuild it from this checkout "
+                           "(`videorope-trt build-plugin --kernel-only --out DIR`)")
+    out_q = torch.empty_like(q) if out_q is None else out_q
+    p = _cache_params(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset, attrs, out_q)
+    if q.numel() == 0:
+        return out_q
+    stream = torch.cuda.current_stream(q.device).cuda_stream
+    err = lib.videorope_cache_launch(ctypes.byref(p), ctypes.c_void_p(stream))
+    if err != 0:
+        raise RuntimeError(f"VideoRopeCache kernel launch failed with CUDA error {err} for q {tuple(q.shape)}, "
+                           f"cache {tuple(k_cache.shape)}")
+    return out_q

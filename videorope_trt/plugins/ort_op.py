@@ -1,8 +1,11 @@
-"""`VideoRope` as an ONNX Runtime op: an onnxruntime-extensions Python op that calls the numpy reference.
+"""`VideoRope` and `VideoRopeCache` as ONNX Runtime ops: onnxruntime-extensions Python ops that call the numpy
+references.
 
 It is a parity oracle, not a fast path: one Python call per node under the GIL, on the CPU. onnxruntime-extensions
 registers Python ops only in domain `ai.onnx.contrib`, which is why the ONNX node lives there (TensorRT reads the same
-node through its `plugin_namespace` / `plugin_version` attributes, which this op ignores).
+node through its `plugin_namespace` / `plugin_version` attributes, which this op ignores). `VideoRopeCache` returns
+the updated caches as new arrays (ONNX Runtime has no aliased outputs). Both take float32 only: onnxruntime-extensions'
+Python ops have no float16 (an op declared with float16 inputs aborts the process when it runs).
 
     sess = onnxruntime.InferenceSession(path, session_options(), providers=["CPUExecutionProvider"])
 """
@@ -13,29 +16,37 @@ import functools
 
 import numpy as np
 
-from videorope_trt.plugins.contract import OP_NAME, RotaryAttrs
-from videorope_trt.rope.apply import video_rope_numpy
+from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME, RotaryAttrs
+from videorope_trt.rope.apply import video_rope_cache_numpy, video_rope_numpy
+
+
+def _attrs(attrs: dict) -> RotaryAttrs:
+    return RotaryAttrs(int(attrs.get("interleaved", 0)), int(attrs.get("layout", 0)), float(attrs.get("scale", 1.0)))
+
 
 def _compute(x, positions, inv_freq, axis_map, **attrs):
-    rot = RotaryAttrs(int(attrs.get("interleaved", 0)), int(attrs.get("layout", 0)), float(attrs.get("scale", 1.0)))
-    return video_rope_numpy(np.asarray(x), positions, inv_freq, axis_map, rot)
+    return video_rope_numpy(np.asarray(x), positions, inv_freq, axis_map, _attrs(attrs))
+
+
+def _compute_cache(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset, **attrs):
+    return video_rope_cache_numpy(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset,
+                                  _attrs(attrs))
 
 
 @functools.cache  # registration is process-wide in onnxruntime-extensions: do it once
 def register() -> None:
-    """Register the op with onnxruntime-extensions."""
+    """Register both ops with onnxruntime-extensions."""
     from onnxruntime_extensions import PyCustomOpDef, onnx_op
 
-    onnx_op(
-        op_type=OP_NAME,
-        inputs=[PyCustomOpDef.dt_float, PyCustomOpDef.dt_float, PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32],
-        outputs=[PyCustomOpDef.dt_float],
-        attrs={"interleaved": PyCustomOpDef.dt_int64, "layout": PyCustomOpDef.dt_int64, "scale": PyCustomOpDef.dt_float},
-    )(_compute)
+    f32, i32 = PyCustomOpDef.dt_float, PyCustomOpDef.dt_int32
+    attrs = {"interleaved": PyCustomOpDef.dt_int64, "layout": PyCustomOpDef.dt_int64, "scale": PyCustomOpDef.dt_float}
+    onnx_op(op_type=OP_NAME, inputs=[f32, f32, f32, i32], outputs=[f32], attrs=attrs)(_compute)
+    onnx_op(op_type=CACHE_OP_NAME, inputs=[f32, f32, f32, f32, f32, i32, f32, f32, i32], outputs=[f32, f32, f32],
+            attrs=attrs)(_compute_cache)
 
 
 def session_options(options=None):
-    """`onnxruntime.SessionOptions` able to run graphs holding `VideoRope` nodes."""
+    """`onnxruntime.SessionOptions` able to run graphs holding `VideoRope` and `VideoRopeCache` nodes."""
     import onnxruntime as ort
     from onnxruntime_extensions import get_library_path
 

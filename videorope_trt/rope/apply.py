@@ -82,3 +82,88 @@ def video_rope_torch(x, positions, inv_freq, axis_map, attrs: RotaryAttrs = Rota
         x1, x2 = x[..., :f], x[..., f : 2 * f]
         rot = torch.cat((x1 * cos - x2 * sin, x2 * cos + x1 * sin), dim=-1)
     return torch.cat((rot, x[..., 2 * f :]), dim=-1) if 2 * f < x.shape[-1] else rot
+
+
+# ---- VideoRopeCache: the rotation of q and k, then the rotated k and the v written into caller-owned caches
+
+def check_cache_inputs(shapes: dict, dtypes: dict, attrs: RotaryAttrs):
+    """Checks the shapes and dtypes of `VideoRopeCache`'s q, k, v, caches and write_offset (contract.py), given by
+    input name; positions, inv_freq and axis_map are the rotation's, which checks them. Returns (B, S, KV, C)."""
+    for name in ("q", "k", "v", "k_cache", "v_cache"):
+        if len(shapes[name]) != 4:
+            raise ValueError(f"VideoRopeCache: {name} must be 4-D, got shape {tuple(shapes[name])}")
+    bhsd = attrs.layout == LAYOUT_BHSD
+    q, k = tuple(shapes["q"]), tuple(shapes["k"])
+    b, s, d = q[0], q[2 if bhsd else 1], q[3]
+    kv = k[1 if bhsd else 2]
+    if (k[0], k[2 if bhsd else 1], k[3]) != (b, s, d):
+        raise ValueError(f"VideoRopeCache: k {k} must share B={b}, S={s}, D={d} with q {q} (layout {attrs.layout})")
+    if tuple(shapes["v"]) != k:
+        raise ValueError(f"VideoRopeCache: v must have k's shape {k}, got {tuple(shapes['v'])}")
+    kc, vc = tuple(shapes["k_cache"]), tuple(shapes["v_cache"])
+    if (kc[0], kc[1], kc[3]) != (b, kv, d) or vc != kc:
+        raise ValueError(f"VideoRopeCache: k_cache and v_cache must both be (B, KV, C, D) = ({b}, {kv}, C, {d}), "
+                         f"got {kc} and {vc}")
+    if tuple(shapes["write_offset"]) != (b,):
+        raise ValueError(f"VideoRopeCache: write_offset must be ({b},) (one offset per sequence), got "
+                         f"{tuple(shapes['write_offset'])}")
+    if str(dtypes["write_offset"]).split(".")[-1] != "int32":
+        raise ValueError(f"VideoRopeCache: write_offset must be int32, got {dtypes['write_offset']}")
+    others = {n: dtypes[n] for n in ("k", "v", "k_cache", "v_cache") if dtypes[n] != dtypes["q"]}
+    if others:
+        raise ValueError(f"VideoRopeCache: q, k, v, k_cache and v_cache must share one dtype; q is {dtypes['q']}, "
+                         f"got {others}")
+    return b, s, kv, kc[2]
+
+
+def video_rope_cache_numpy(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset,
+                           attrs: RotaryAttrs = RotaryAttrs()):
+    """numpy reference of `VideoRopeCache`: (q_rot, k_cache_out, v_cache_out), new arrays in the inputs' dtype
+    (float64 inputs give a float64 oracle). Written as the contract reads: one row per (b, s), skipped outside."""
+    arrays = dict(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, write_offset=write_offset)
+    arrays = {n: np.asarray(a) for n, a in arrays.items()}
+    b, s, _, c = check_cache_inputs({n: a.shape for n, a in arrays.items()}, {n: a.dtype for n, a in arrays.items()},
+                                    attrs)
+    q_rot = video_rope_numpy(arrays["q"], positions, inv_freq, axis_map, attrs)
+    k_rot = video_rope_numpy(arrays["k"], positions, inv_freq, axis_map, attrs)
+    v = arrays["v"]
+    if attrs.layout != LAYOUT_BHSD:  # the caches are (B, KV, C, D) whatever the layout
+        k_rot, v = k_rot.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)
+    k_out, v_out = arrays["k_cache"].copy(), arrays["v_cache"].copy()
+    for bi in range(b):
+        for si in range(s):
+            row = int(arrays["write_offset"][bi]) + si
+            if 0 <= row < c:
+                k_out[bi, :, row] = k_rot[bi, :, si]
+                v_out[bi, :, row] = v[bi, :, si]
+    return q_rot, k_out, v_out
+
+
+def video_rope_cache_torch(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, write_offset,
+                           attrs: RotaryAttrs = RotaryAttrs()):
+    """torch implementation of `VideoRopeCache` (eager): new cache tensors, no host synchronization.
+
+    Each token (b, s) writes row r = clamp(write_offset[b] + s, 0, C - 1) with the value that row must end with: its
+    own rotated key when the row is its own, else what the row's real writer (token r - write_offset[b]) or the
+    cache holds. Tokens outside the cache thus rewrite a row with its final value, so duplicates cannot disagree."""
+    import torch
+
+    tensors = dict(q=q, k=k, v=v, k_cache=k_cache, v_cache=v_cache, write_offset=write_offset)
+    b, s, _, c = check_cache_inputs({n: tuple(t.shape) for n, t in tensors.items()},
+                                    {n: t.dtype for n, t in tensors.items()}, attrs)
+    q_rot = video_rope_torch(q, positions, inv_freq, axis_map, attrs)
+    k_rot = video_rope_torch(k, positions, inv_freq, axis_map, attrs)
+    if attrs.layout == LAYOUT_BHSD:  # index below as (B, S, KV, D)
+        k_rot, v = k_rot.transpose(1, 2), v.transpose(1, 2)
+    k_out, v_out = k_cache.clone(), v_cache.clone()
+    if s == 0 or c == 0:
+        return q_rot, k_out, v_out
+    off = write_offset.to(torch.int64)[:, None]
+    rows = (off + torch.arange(s, device=off.device)).clamp(0, c - 1)  # (B, S)
+    rel = rows - off  # the token whose row this is, if any
+    own = ((rel >= 0) & (rel < s))[..., None, None]
+    src = rel.clamp(0, s - 1)
+    bi = torch.arange(b, device=off.device)[:, None].expand(b, s)
+    for out, new, cache in ((k_out, k_rot, k_cache), (v_out, v, v_cache)):
+        out[bi, :, rows] = torch.where(own, new[bi, src], cache[bi, :, rows])
+    return q_rot, k_out, v_out

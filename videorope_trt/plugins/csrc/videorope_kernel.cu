@@ -8,137 +8,18 @@
 // unlike sincosf, never takes the Payne-Hanek slow path that needs local memory.
 #include "videorope_kernel.h"
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
+#include "videorope_device.cuh"
 
 namespace
 {
 
-constexpr int kMaxAxes = 4;
-constexpr int kMaxThreads = 256;
-
-__device__ __forceinline__ float toFloat(float v) { return v; }
-__device__ __forceinline__ float toFloat(__half v) { return __half2float(v); }
-__device__ __forceinline__ float toFloat(__nv_bfloat16 v) { return __bfloat162float(v); }
-
-template <typename T>
-__device__ __forceinline__ T fromFloat(float v);
-template <>
-__device__ __forceinline__ float fromFloat<float>(float v) { return v; }
-template <>
-__device__ __forceinline__ __half fromFloat<__half>(float v) { return __float2half_rn(v); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 fromFloat<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
-
-// N consecutive elements; aligned to their size so that one load/store instruction moves them (16 bytes at most).
-template <typename T, int N>
-struct alignas(sizeof(T) * N) Vec
-{
-    T v[N];
-};
-
-template <typename T, int N, bool VECTOR>
-__device__ __forceinline__ Vec<T, N> load(T const* p)
-{
-    if constexpr (VECTOR)
-    {
-        return *reinterpret_cast<Vec<T, N> const*>(p);
-    }
-    else
-    {
-        Vec<T, N> r;
-#pragma unroll
-        for (int j = 0; j < N; ++j)
-            r.v[j] = p[j];
-        return r;
-    }
-}
-
-template <typename T, int N, bool VECTOR>
-__device__ __forceinline__ void store(T* p, Vec<T, N> const& r)
-{
-    if constexpr (VECTOR)
-    {
-        *reinterpret_cast<Vec<T, N>*>(p) = r;
-    }
-    else
-    {
-#pragma unroll
-        for (int j = 0; j < N; ++j)
-            p[j] = r.v[j];
-    }
-}
-
-// (cos, sin) * scale of the fp32 angle pos * freq.
-__device__ __forceinline__ float2 cosSin(float pos, float freq, float scale)
-{
-    float const angle = __fmul_rn(pos, freq); // rounded to fp32 as the contract says, never fused into the fp64 math
-    double const halfTurns = static_cast<double>(angle) * 0.31830988618379067154;
-    double const reduced = halfTurns - 2.0 * rint(0.5 * halfTurns); // in [-1, 1]
-    float s, c;
-    sincospif(static_cast<float>(reduced), &s, &c);
-    return make_float2(c * scale, s * scale);
-}
+using namespace videorope::device;
 
 // Element offset of (b, h, s, 0) for one tensor with `heads` heads.
 __device__ __forceinline__ int64_t rowOffset(VideoRopeParams const& p, int64_t b, int64_t s, int h, int heads)
 {
     int64_t const row = p.layout == 0 ? (b * heads + h) * p.seq + s : (b * p.seq + s) * heads + h;
     return row * p.head_dim;
-}
-
-// One unit: N pairs (rotate-half) or N elements = N/2 pairs (interleaved) of the rotated part, or N elements of the
-// pass-through tail (elements past head_dim are skipped: only the scalar kernel can have a ragged tail).
-template <typename T, int N, bool VECTOR, bool INTERLEAVED>
-__device__ __forceinline__ void rotateUnit(
-    VideoRopeParams const& p, float2 const* cs, T const* x, T* y, int u, int rotUnits)
-{
-    int const f = p.num_freq;
-    if (u >= rotUnits)
-    {
-        int const d0 = 2 * f + (u - rotUnits) * N;
-        if constexpr (VECTOR)
-        {
-            store<T, N, true>(y + d0, load<T, N, true>(x + d0));
-        }
-        else
-        {
-            for (int j = 0; j < N && d0 + j < p.head_dim; ++j)
-                y[d0 + j] = x[d0 + j];
-        }
-        return;
-    }
-    if constexpr (INTERLEAVED)
-    {
-        int const d0 = u * N;
-        Vec<T, N> a = load<T, N, VECTOR>(x + d0);
-#pragma unroll
-        for (int j = 0; j < N; j += 2)
-        {
-            float2 const c = cs[(d0 + j) / 2];
-            float const x1 = toFloat(a.v[j]), x2 = toFloat(a.v[j + 1]);
-            a.v[j] = fromFloat<T>(x1 * c.x - x2 * c.y);
-            a.v[j + 1] = fromFloat<T>(x2 * c.x + x1 * c.y);
-        }
-        store<T, N, VECTOR>(y + d0, a);
-    }
-    else
-    {
-        int const k0 = u * N;
-        Vec<T, N> a = load<T, N, VECTOR>(x + k0);
-        Vec<T, N> b = load<T, N, VECTOR>(x + f + k0);
-    #pragma unroll
-        for (int j = 0; j < N; ++j)
-        {
-            float2 const c = cs[k0 + j];
-            float const x1 = toFloat(a.v[j]), x2 = toFloat(b.v[j]);
-            a.v[j] = fromFloat<T>(x1 * c.x - x2 * c.y);
-            b.v[j] = fromFloat<T>(x2 * c.x + x1 * c.y);
-        }
-        store<T, N, VECTOR>(y + k0, a);
-        store<T, N, VECTOR>(y + f + k0, b);
-    }
 }
 
 template <typename T, int N, bool VECTOR, bool INTERLEAVED>
@@ -165,13 +46,8 @@ __global__ void __launch_bounds__(kMaxThreads) videoRopeKernel(VideoRopeParams p
         int64_t const off = rowOffset(p, b, s, hh, isQ ? p.q_heads : p.k_heads);
         T const* x = static_cast<T const*>(isQ ? p.q : p.k) + off;
         T* y = static_cast<T*>(isQ ? p.q_out : p.k_out) + off;
-        rotateUnit<T, N, VECTOR, INTERLEAVED>(p, cs, x, y, u, rotUnits);
+        rotateUnit<T, N, VECTOR, INTERLEAVED>(p.num_freq, p.head_dim, cs, x, y, u, rotUnits);
     }
-}
-
-bool aligned(void const* ptr, int bytes)
-{
-    return ptr == nullptr || reinterpret_cast<uintptr_t>(ptr) % bytes == 0;
 }
 
 // Widest vector that divides the rotated span and the row, with every pointer aligned to it.

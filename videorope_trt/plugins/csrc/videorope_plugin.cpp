@@ -1,4 +1,5 @@
-// TensorRT IPluginV3 for the VideoRope op (contract: videorope_trt/plugins/contract.py; kernel: videorope_kernel.cu).
+// TensorRT IPluginV3 for the VideoRope op (contract: videorope_trt/plugins/contract.py; kernel: videorope_kernel.cu),
+// the helpers the VideoRopeCache plugin shares with it, and the library's exported entry points.
 //
 // Inputs: x (B,H,S,D) or (B,S,H,D) fp32/fp16/bf16, positions (A,B,S) fp32, inv_freq (F) fp32, axis_map (F) int32.
 // Output: y, same shape and type as x. Fields: interleaved (INT32), layout (INT32), scale (FLOAT32).
@@ -6,6 +7,7 @@
 // Polygraphy's --plugins load it; it links only the CUDA runtime (statically), never libnvinfer.
 #include "videorope_plugin.h"
 
+#include "videorope_cache_plugin.h"
 #include "videorope_kernel.h"
 
 #include <cstdio>
@@ -23,13 +25,19 @@ char const* const kName = "VideoRope";
 char const* const kVersion = "1";
 char const* const kNamespace = "videorope";
 constexpr int32_t kNbInputs = 4;
-constexpr int32_t kMaxAxes = 4;
 
 ILoggerFinder* gLoggerFinder = nullptr; // set once by TensorRT through setLoggerFinder
 
 void logError(std::string const& msg)
 {
-    std::string const text = std::string("VideoRope plugin: ") + msg;
+    logPluginError(kName, msg);
+}
+
+} // namespace
+
+void logPluginError(char const* plugin, std::string const& msg)
+{
+    std::string const text = std::string(plugin) + " plugin: " + msg;
     ILogger* logger = gLoggerFinder != nullptr ? gLoggerFinder->findLogger() : nullptr;
     if (logger != nullptr)
         logger->log(ILogger::Severity::kERROR, text.c_str());
@@ -45,7 +53,6 @@ std::string dims(Dims const& d)
     return s + ")";
 }
 
-// Shape rules of the contract; -1 (unknown at build time) matches anything. Empty string when valid.
 std::string checkShapes(Dims const& x, Dims const& pos, Dims const& freq, Dims const& map, int32_t layout)
 {
     auto const eq = [](int64_t a, int64_t b) { return a < 0 || b < 0 || a == b; };
@@ -80,8 +87,6 @@ std::vector<PluginField> declaredFields(RopeAttrs const* attrs)
         PluginField("layout", attrs ? &attrs->layout : nullptr, PluginFieldType::kINT32, 1),
         PluginField("scale", attrs ? &attrs->scale : nullptr, PluginFieldType::kFLOAT32, 1)};
 }
-
-} // namespace
 
 std::string parseFields(PluginFieldCollection const* fc, RopeAttrs& attrs)
 {
@@ -302,7 +307,11 @@ extern "C" VIDEOROPE_API void setLoggerFinder(nvinfer1::ILoggerFinder* finder)
 extern "C" VIDEOROPE_API nvinfer1::IPluginCreatorInterface* const* getCreators(int32_t& nbCreators)
 {
     static videorope::VideoRopeCreator creator;
+#if VIDEOROPE_CACHE_PLUGIN
+    static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator, videorope::videoRopeCacheCreator()};
+#else // headers before TensorRT 10.3: no aliased plugin outputs, so no VideoRopeCache
     static nvinfer1::IPluginCreatorInterface* const creators[] = {&creator};
-    nbCreators = 1;
+#endif
+    nbCreators = static_cast<int32_t>(sizeof(creators) / sizeof(creators[0]));
     return creators;
 }

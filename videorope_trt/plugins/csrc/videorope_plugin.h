@@ -85,4 +85,25 @@ private:
 //! Parses a field collection into attributes; returns an empty string or the reason it is invalid.
 std::string parseFields(nvinfer1::PluginFieldCollection const* fc, RopeAttrs& attrs);
 
+// ---- shared with the VideoRopeCache plugin (videorope_cache_plugin.cpp)
+
+constexpr int32_t kMaxAxes = 4;
+
+//! Reports an error through the logger TensorRT handed to setLoggerFinder (stderr before it did).
+void logPluginError(char const* plugin, std::string const& msg);
+
+//! "(d0, d1, ...)".
+std::string dims(nvinfer1::Dims const& d);
+
+//! The VideoRope shape rules for x, positions, inv_freq, axis_map; -1 (unknown at build time) matches anything.
+//! Empty string when valid, else the reason.
+std::string checkShapes(nvinfer1::Dims const& x, nvinfer1::Dims const& pos, nvinfer1::Dims const& freq,
+    nvinfer1::Dims const& map, int32_t layout);
+
+//! The kernel's VideoRopeDType of a TensorRT type, -1 for one the kernels do not take.
+int32_t dtypeCode(nvinfer1::DataType t);
+
+//! The creator's declared fields (attrs null) or a plugin's fields pointing into its attributes.
+std::vector<nvinfer1::PluginField> declaredFields(RopeAttrs const* attrs);
+
 } // namespace videorope

@@ -1,12 +1,16 @@
-"""Run the VideoRope plugin as TensorRT would (driver.cpp, no libnvinfer) over many cases; compare with numpy.
+"""Run the VideoRope and VideoRopeCache plugins as TensorRT would (driver*.cpp, no libnvinfer) over many cases;
+compare with numpy.
 
     python -m videorope_trt.plugins.driver.run --trt-include DIR --work DIR --out report.json [--archs 90]
+        [--ops VideoRope,VideoRopeCache]
 
 Builds the plugin library and the driver against the same TensorRT headers, then for every case: random inputs
 (positions and axis maps of every RoPE variant in `videorope_trt.rope`, plus random maps with A <= 4, odd sizes,
 S = 1, fractional and very large positions, both layouts, interleaved pairs, partial rotary, fp32/fp16/bf16),
 the full build-time protocol, serialize -> recreate, enqueue into a poisoned output, and the error against the
-float64 numpy reference. Without a GPU, `--protocol-only` runs everything but the enqueue.
+float64 numpy reference. The VideoRopeCache cases (run_cache.py) add the aliasing answers, in-place cache writes at
+per-sequence offsets and poisoned rows that must stay untouched. Without a GPU, `--protocol-only` runs everything but
+the enqueue.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from videorope_trt.plugins.contract import LAYOUT_BHSD, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
 
 DRIVER_LIB = "libvideorope_driver.so"
+DRIVER_SOURCES = ("driver.cpp", "driver_cache.cpp")  # VideoRope's protocol, VideoRopeCache's
 TRT_DTYPES = {"fp32": 0, "fp16": 1, "bf16": 7}  # nvinfer1::DataType values
 MANTISSA = {"fp32": 23, "fp16": 10, "bf16": 7}
 #: ‖out − ref‖ / ‖ref‖ limits against the float64 reference.
@@ -71,15 +76,16 @@ class Case:
 
 
 def build_driver(out_dir: Path, trt_include: Path, nvcc=None) -> Path:
-    """Compile driver.cpp (host code + the CUDA runtime, statically) into out_dir; returns the library path."""
+    """Compile the driver (host code + the CUDA runtime, statically) into out_dir; returns the library path."""
     nvcc = plugin_build.find_nvcc(nvcc)
     trt_include = plugin_build.check_trt_include(trt_include)
     out_dir.mkdir(parents=True, exist_ok=True)
-    src = Path(__file__).resolve().parent / "driver.cpp"
+    here = Path(__file__).resolve().parent
+    sources = [str(here / name) for name in DRIVER_SOURCES]
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
         partial = Path(tmp) / DRIVER_LIB
         plugin_build._run([nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-Wall,-Wextra", "-isystem",
-                           str(trt_include), "-shared", "-cudart", "static", str(src), "-o", str(partial), "-ldl"],
+                           str(trt_include), "-shared", "-cudart", "static", *sources, "-o", str(partial), "-ldl"],
                           "compiling the plugin test driver")
         os.replace(partial, out_dir / DRIVER_LIB)
     return out_dir / DRIVER_LIB
@@ -91,10 +97,14 @@ class Driver:
         self.lib.vr_driver_run.argtypes = [ctypes.c_char_p, ctypes.POINTER(CaseStruct), ctypes.c_void_p,
                                            ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
         self.lib.vr_driver_fields.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        self.lib.vr_driver_creator_fields.argtypes = [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_int]
+        self.lib.vr_driver_cache_run.argtypes = [ctypes.c_char_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                                                 ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
 
-    def fields(self, plugin: Path) -> tuple:
+    def fields(self, plugin: Path, creator: str = "VideoRope") -> tuple:
+        """The declared fields of one creator of the library, as ((name, PluginFieldType name), ...)."""
         buf = ctypes.create_string_buffer(4096)
-        if self.lib.vr_driver_fields(str(plugin).encode(), buf, len(buf)) != 0:
+        if self.lib.vr_driver_creator_fields(str(plugin).encode(), creator.encode(), buf, len(buf)) != 0:
             raise RuntimeError(f"driver: {buf.value.decode()}")
         return tuple(tuple(f.split(":")) for f in buf.value.decode().split(","))
 
@@ -224,20 +234,10 @@ def cases() -> list:
     return out + grid
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trt-include", type=Path, required=True)
-    ap.add_argument("--work", type=Path, required=True, help="folder for the built libraries")
-    ap.add_argument("--out", type=Path, required=True, help="JSON report")
-    ap.add_argument("--archs", default="90")
-    ap.add_argument("--protocol-only", action="store_true", help="no GPU: stop before enqueue")
-    args = ap.parse_args(argv)
-    plugin = plugin_build.build(plugin_build.BuildConfig(args.work, args.trt_include, tuple(args.archs.split(",")),
-                                                         ptx=False))
-    driver = Driver(build_driver(args.work, args.trt_include))
+def _run_rope(driver: Driver, plugin: Path, protocol_only: bool) -> list:
     results = []
     for case in cases():
-        if args.protocol_only:
+        if protocol_only:
             driver.run(plugin, case)
             results.append({**asdict(case), "passed": True, "protocol_only": True})
             continue
@@ -245,12 +245,37 @@ def main(argv=None) -> int:
         r = results[-1]
         print(f"{'ok  ' if r['passed'] else 'FAIL'} {r['name']:<34} {r['dtype']} rel_l2={r['rel_l2']:.2e} "
               f"max_abs={r['max_abs_err']:.2e} unwritten={r['unwritten']} over={r['over_bound']}", flush=True)
-    report = {"trt_include": str(args.trt_include), "fields": driver.fields(plugin), "cases": results,
-              "passed": all(r["passed"] for r in results)}
+    return results
+
+
+def main(argv=None) -> int:
+    from videorope_trt.plugins.driver import run_cache
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trt-include", type=Path, required=True)
+    ap.add_argument("--work", type=Path, required=True, help="folder for the built libraries")
+    ap.add_argument("--out", type=Path, required=True, help="JSON report")
+    ap.add_argument("--archs", default="90")
+    ap.add_argument("--ops", default="VideoRope,VideoRopeCache", help="which ops' cases to run")
+    ap.add_argument("--protocol-only", action="store_true", help="no GPU: stop before enqueue")
+    args = ap.parse_args(argv)
+    ops = args.ops.split(",")
+    if not set(ops) <= {"VideoRope", "VideoRopeCache"} or not ops:
+        ap.error(f"--ops: expected VideoRope and/or VideoRopeCache, got {args.ops!r}")
+    plugin = plugin_build.build(plugin_build.BuildConfig(args.work, args.trt_include, tuple(args.archs.split(",")),
+                                                         ptx=False))
+    driver = Driver(build_driver(args.work, args.trt_include))
+    report = {"trt_include": str(args.trt_include)}
+    if "VideoRope" in ops:
+        report |= {"fields": driver.fields(plugin), "cases": _run_rope(driver, plugin, args.protocol_only)}
+    if "VideoRopeCache" in ops:
+        report |= {"cache_fields": driver.fields(plugin, "VideoRopeCache"),
+                   "cache_cases": run_cache.run_all(driver, plugin, args.protocol_only)}
+    results = report.get("cases", []) + report.get("cache_cases", [])
+    report["passed"] = all(r["passed"] for r in results)
     write_atomic(args.out, json.dumps(report, indent=1))
     print(f"{sum(r['passed'] for r in results)}/{len(results)} cases passed")
     return 0 if report["passed"] else 1
-
 
 if __name__ == "__main__":
     sys.exit(main())
