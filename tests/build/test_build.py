@@ -29,18 +29,22 @@ needs_rtx = pytest.mark.skipif(not T.available("rtx"), reason="TensorRT-RTX whee
 
 
 def _decoder(dtype) -> onnx.ModelProto:
-    """logits = embeds @ W + sum(positions) * mask_sum; present = concat(past, reshape(embeds @ Wk))."""
+    """logits = embeds @ W + sum(positions) * mask_sum; each cache out = its cache + a sum of the new keys (the
+    decoder's inputs and outputs, in standard ops)."""
     np_t = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
     vi = helper.make_tensor_value_info
+    cache = ["batch", KV, "capacity", D]
     inputs = [vi("inputs_embeds", dtype, ["batch", "seq", H]), vi("positions", TensorProto.FLOAT, [3, "batch", "seq"]),
-              vi("attention_mask", TensorProto.INT64, ["batch", "total"]),
-              vi("past_key_0", dtype, ["batch", KV, "past", D]), vi("past_value_0", dtype, ["batch", KV, "past", D])]
-    outputs = [vi("logits", dtype, ["batch", "seq", V]), vi("present_key_0", dtype, ["batch", KV, "total", D]),
-               vi("present_value_0", dtype, ["batch", KV, "total", D])]
+              vi("attention_mask", TensorProto.INT64, ["batch", "total"]), vi("write_offset", TensorProto.INT32, ["batch"]),
+              vi("key_cache_0", dtype, cache), vi("value_cache_0", dtype, cache)]
+    outputs = [vi("logits", dtype, ["batch", "seq", V]), vi("key_cache_0_out", dtype, cache),
+               vi("value_cache_0_out", dtype, cache)]
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((H, V)).astype(np_t), "W"),
              numpy_helper.from_array(rng.standard_normal((H, KV * D)).astype(np_t), "Wk"),
-             numpy_helper.from_array(np.array([0, 0, KV, D], np.int64), "shape")]
+             numpy_helper.from_array(np.array([0, 0, KV, D], np.int64), "shape"),
+             numpy_helper.from_array(np.array([2], np.int64), "two"),
+             numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes")]
     n = helper.make_node
     nodes = [n("MatMul", ["inputs_embeds", "W"], ["mm"]),
              n("ReduceSum", ["positions"], ["psum"], keepdims=0),
@@ -49,8 +53,11 @@ def _decoder(dtype) -> onnx.ModelProto:
              n("Cast", ["pm"], ["pmc"], to=dtype), n("Add", ["mm", "pmc"], ["logits"]),
              n("MatMul", ["inputs_embeds", "Wk"], ["k"]), n("Reshape", ["k", "shape"], ["k4"]),
              n("Transpose", ["k4"], ["kt"], perm=[0, 2, 1, 3]),
-             n("Concat", ["past_key_0", "kt"], ["present_key_0"], axis=2),
-             n("Concat", ["past_value_0", "kt"], ["present_value_0"], axis=2)]
+             n("ReduceSum", ["kt", "two"], ["ks"], keepdims=1),
+             n("Cast", ["write_offset"], ["off"], to=dtype), n("Unsqueeze", ["off", "axes"], ["off4"]),
+             n("Add", ["ks", "off4"], ["ko"]),
+             n("Add", ["key_cache_0", "ko"], ["key_cache_0_out"]),
+             n("Add", ["value_cache_0", "ko"], ["value_cache_0_out"])]
     return _model(nodes, inputs, outputs, inits)
 
 
@@ -91,10 +98,11 @@ def test_profiles_follow_the_plan(tmp_path):
     pre, dec = profiles["prefill"], profiles["decode"]
     assert pre["inputs_embeds"] == ((1, 1, H), (1, 256, H), (1, 256, H))
     assert pre["positions"] == ((3, 1, 1), (3, 1, 256), (3, 1, 256))
-    assert pre["past_key_0"] == ((1, KV, 0, D), (1, KV, 0, D), (1, KV, 1023, D))
+    assert pre["key_cache_0"] == ((1, KV, 1, D), (1, KV, 1024, D), (1, KV, 1024, D))
+    assert pre["write_offset"] == ((1,), (1,), (1,))
     assert pre["attention_mask"] == ((1, 1), (1, 256), (1, 1024))
     assert dec["inputs_embeds"] == ((1, 1, H),) * 3
-    assert dec["past_value_0"] == ((1, KV, 0, D), (1, KV, 512, D), (1, KV, 1023, D))
+    assert dec["value_cache_0"] == ((1, KV, 1, D), (1, KV, 1024, D), (1, KV, 1024, D))
     assert dec["attention_mask"] == ((1, 1), (1, 513), (1, 1024))
     vis = dict(B.profile_shapes(B.onnx_inputs(tmp_path / "vision.onnx"), "vision", plan))["vision"]
     n = plan.patches_per_chunk  # 8 frames at 448x448: 4 slices x 256 tokens x 4 patches
@@ -158,7 +166,7 @@ def test_rtx_builds_engines_and_engine_json(tmp_path, dtype, precision):
         assert (out / entry["file"]).stat().st_size == entry["bytes"] > 1000
         assert entry["onnx_sha256"] == EI.sha256(art / f"{graph}.onnx")
     pre = on_disk["engines"]["decoder"]["profiles"][0]
-    assert pre["name"] == "prefill" and pre["shapes"]["past_key_0"] == [[1, KV, 0, D], [1, KV, 0, D], [1, KV, 2047, D]]
+    assert pre["name"] == "prefill" and pre["shapes"]["key_cache_0"] == [[1, KV, 1, D], [1, KV, 2048, D], [1, KV, 2048, D]]
     assert EI.engine_plan(out).max_context == 2048 and not list(out.glob("*.tmp*"))
 
 
@@ -201,7 +209,7 @@ def test_every_symbolic_dim_of_the_export_specs_has_a_range():
             assert set(shapes) == {t["name"] for t in inputs if any(isinstance(d, str) for d in t["shape"])}
             if graph == "decoder":
                 assert shapes["positions"][2] == (4, 1, 128 if name == "prefill" else 1)
-                assert shapes["past_key_1"][2] == (1, KV, 1023, D)
+                assert shapes["key_cache_1"][2] == (1, KV, 1024, D)
             else:
                 assert shapes["segment_ids"] == ((4,), (plan.patches_per_chunk,), (plan.patches_per_chunk,))
 

@@ -81,7 +81,7 @@ def test_qwen2_vl_2b_int8_on_orin_nano_by_hand():
     assert p.budget_bytes == budget
     # one 512-token chunk's activations and the logits of its last position only (the export's default)
     assert p.decoder_activation_bytes == 512 * 2 * (4 * 1536 + 2 * 256 + 3 * 8960) + 4 * 151936
-    assert p.per_token_bytes == 2 * 28672 + 2 * 1536  # the engine keeps past and present K/V, and one embeddings row
+    assert p.per_token_bytes == 28672 + 2 * 1536  # one K/V cache (written in place by the engine), one embeddings row
     cap = (budget - p.fixed_bytes) // p.per_token_bytes // 16 * 16
     assert p.capacity_context == min(32768, cap)
     assert (p.max_context, p.max_frames) == (4096, 24)  # the preset's budget
@@ -136,7 +136,7 @@ def test_does_not_fit_names_the_precisions_that_do():
 def test_json_round_trip_and_table():
     p = plan_memory("qwen2-vl-7b", "thor", PlanRequest(precision="fp8"))
     d = json.loads(json.dumps(p.to_dict()))
-    assert MemoryPlan.from_dict(d) == p and d["kv_cache_bytes"] == 2 * p.max_context * 57344  # two copies
+    assert MemoryPlan.from_dict(d) == p and d["kv_cache_bytes"] == p.max_context * 57344  # one cache
     text = p.table()
     assert "largest context / frames" in text and f"{p.capacity_context} tokens" in text
 
@@ -156,9 +156,9 @@ def _plans(model, target, **kw) -> dict:
     return {rt: plan_memory(model, target, PlanRequest(runtime=rt, **kw)) for rt in sorted(RUNTIMES)}
 
 
-def test_torch_runtime_shares_a_tied_head_and_keeps_one_cache():
+def test_torch_runtime_shares_a_tied_head_and_onnxruntime_keeps_two_caches():
     plans = _plans("qwen2-vl-2b", "orin-nx-16gb", precision="fp16", batch=2)
-    trt, torch_ = plans["tensorrt"], plans["torch"]
+    trt, torch_, ort = plans["tensorrt"], plans["torch"], plans["onnxruntime"]
     head = 151936 * 1536 * 2  # the tied lm_head in fp16: one copy fewer under PyTorch
     chunk = 1024  # orin-nx-16gb's prefill chunk
     kv = 2 * 28672  # one cache's bytes per token, for a batch of 2
@@ -166,12 +166,14 @@ def test_torch_runtime_shares_a_tied_head_and_keeps_one_cache():
     assert trt.decoder_weight_bytes - torch_.decoder_weight_bytes == head
     assert trt.decoder_activation_bytes == torch_.decoder_activation_bytes  # last-position logits in both
     assert trt.fixed_bytes - torch_.fixed_bytes == head
-    assert (trt.kv_copies, torch_.kv_copies) == (2, 1) and trt.per_token_bytes - torch_.per_token_bytes == kv
-    assert trt.kv_cache_bytes == 2 * kv * 16384 and torch_.kv_cache_bytes == kv * 16384  # 16384 rows: whole splits
-    assert trt.total_bytes - torch_.total_bytes == head + kv * 16384
+    assert (trt.kv_copies, torch_.kv_copies, ort.kv_copies) == (1, 1, 2)
+    assert trt.per_token_bytes == torch_.per_token_bytes and ort.per_token_bytes - trt.per_token_bytes == kv
+    assert trt.kv_cache_bytes == torch_.kv_cache_bytes == kv * 16384  # 16384 rows: whole splits for torch too
+    assert ort.kv_cache_bytes == 2 * kv * ort.max_context  # the caches a call reads and the ones it returns
+    assert trt.total_bytes - torch_.total_bytes == head
     assert (trt.runtime, torch_.runtime) == ("tensorrt", "torch")
-    # ONNX Runtime runs the same decoder graph as TensorRT: the same numbers
-    assert plans["onnxruntime"] == MemoryPlan(**{**trt.__dict__, "runtime": "onnxruntime"})
+    # ONNX Runtime runs the same decoder graph as TensorRT: the same weights and activations
+    assert (ort.decoder_weight_bytes, ort.decoder_activation_bytes) == (trt.decoder_weight_bytes, trt.decoder_activation_bytes)
     # a graph exported with every position's logits: fp32 logits of every position but the last, batch of 2
     full = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(precision="fp16", batch=2, all_logits=True))
     assert full.decoder_activation_bytes - trt.decoder_activation_bytes == 2 * (chunk - 1) * 151936 * 4

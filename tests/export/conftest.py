@@ -14,8 +14,7 @@ def tiny(tiny_ckpt):
 
 @pytest.fixture(scope="session")
 def exports(tiny, tmp_path_factory):
-    """exports(variant, form, precision, generation) -> artifact directory, made once per process. The generation
-    defaults to opset23 for the native form (only it reads RotaryEmbedding), else opset18."""
+    """exports(variant, form, precision, generation) -> artifact directory, made once per process."""
     from videorope_trt.export.derive import derive_export
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
@@ -23,7 +22,7 @@ def exports(tiny, tmp_path_factory):
     made = {}
 
     def get(variant, form="plugin", precision="fp32", generation=None):
-        generation = generation or ("opset23" if form == "native" else "opset18")
+        generation = generation or "opset18"
         key = (variant, form, precision, generation)
         if key not in made:
             if key[1:3] == ("plugin", "fp32"):

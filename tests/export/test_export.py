@@ -38,20 +38,26 @@ def test_manifest_and_graphs(exports, tiny):
     dec = onnx.load(str(out / "decoder.onnx"), load_external_data=False)
     assert [i.name for i in dec.graph.input] == [t["name"] for t in manifest["graphs"]["decoder"]["inputs"]]
     dims = [d.dim_param for d in dec.graph.output[1].type.tensor_type.shape.dim]
-    assert dims[0] == "batch" and dims[2] == "total"
-    assert sum(n.op_type == "VideoRope" for n in dec.graph.node) == 2 * manifest["model"]["num_layers"]
+    assert dims[0] == "batch" and dims[2] == "capacity"
+    assert sum(n.op_type == "VideoRopeCache" for n in dec.graph.node) == manifest["model"]["num_layers"]
+    aliases = manifest["graphs"]["decoder"]["aliases"]
+    assert aliases["key_cache_0_out"] == "key_cache_0" and len(aliases) == 2 * manifest["model"]["num_layers"]
     assert (out / "decoder.onnx.data").stat().st_size > 1_000_000  # weights live in external data
     assert not any(p.name.startswith(".") for p in out.parent.iterdir())  # no temporary left behind
 
 
-def _feeds(manifest, seq=5, past=3, batch=2):
+def _feeds(manifest, seq=5, past=3, batch=2, capacity=12):
     rng = np.random.default_rng(0)
-    sizes = {"batch": batch, "seq": seq, "past": past, "total": past + seq}
+    sizes = {"batch": batch, "seq": seq, "total": past + seq, "capacity": capacity}
     feeds = {}
     for t in manifest["graphs"]["decoder"]["inputs"]:
         shape = [sizes[d] if isinstance(d, str) else d for d in t["shape"]]
-        feeds[t["name"]] = np.ones(shape, np.int64) if t["dtype"] == "int64" else \
-            (rng.random(shape) * (30 if t["name"] == "positions" else 1)).astype(np.float32)
+        if t["name"] == "write_offset":
+            feeds[t["name"]] = np.full(shape, past, np.int32)
+        elif t["dtype"] == "int64":
+            feeds[t["name"]] = np.ones(shape, np.int64)
+        else:
+            feeds[t["name"]] = (rng.random(shape) * (30 if t["name"] == "positions" else 1)).astype(np.float32)
     return feeds
 
 
@@ -60,12 +66,12 @@ def test_derived_form_equals_direct_export(exports, tiny, tmp_path):
     from videorope_trt.plugins.ort_op import session_options
 
     direct = tmp_path / "direct"
-    manifest = export_checkpoint(tiny, direct, ExportConfig(rotary_form="native", precision="fp16", graphs=("decoder",),
-                                                            generation="opset23"))
-    derived = exports("videorope", "native", "fp16")
+    manifest = export_checkpoint(tiny, direct, ExportConfig(rotary_form="decomposed", precision="fp16",
+                                                            graphs=("decoder",), generation="opset23"))
+    derived = exports("videorope", "decomposed", "fp16", "opset23")
     a, b = (onnx.load(str(d / "decoder.onnx"), load_external_data=False) for d in (direct, derived))
     assert [n.op_type for n in a.graph.node] == [n.op_type for n in b.graph.node]
-    assert any(n.op_type == "RotaryEmbedding" for n in a.graph.node)
+    assert sum(n.op_type == "VideoRopeCacheDecomposed" for n in a.graph.node) == 2  # one per layer
     from videorope_trt.export.parity import typed_feeds
 
     feeds = typed_feeds(_feeds(manifest), manifest["graphs"]["decoder"])
@@ -101,7 +107,7 @@ def test_fp16_export_keeps_embeddings_and_cache_in_fp16(exports):
                  for v in list(model.graph.input) + list(model.graph.output)}
         spec = {t["name"]: t["dtype"] for e in ("inputs", "outputs") for t in manifest["graphs"][graph][e]}
         assert types == spec
-    assert spec["inputs_embeds"] == spec["past_key_0"] == spec["present_value_1"] == "float16"
+    assert spec["inputs_embeds"] == spec["key_cache_0"] == spec["value_cache_1_out"] == "float16"
     assert spec["positions"] == spec["logits"] == "float32"
     from videorope_trt.artifact.embeddings import read_table
 
@@ -118,14 +124,12 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         export_checkpoint(tmp_path / "notqwen", tmp_path / "o1")
     with pytest.raises(ValueError, match="unknown"):
         export_checkpoint(tiny, tmp_path / "o2", ExportConfig(variant="no_such_rope"))
-    with pytest.raises(ValueError, match="rotary form 'fused' is unknown"):
-        ExportConfig(rotary_form="fused")
     with pytest.raises(ValueError, match="delta must be a positive number"):
         ExportConfig(delta=-1.0)
     with pytest.raises(ValueError, match=r"graphs \('text',\): expected a non-empty selection"):
         ExportConfig(graphs=("text",))
-    with pytest.raises(ValueError, match="rotary form 'native' is not read by TensorRT 10.x before 10.15"):
-        ExportConfig(rotary_form="native", generation="opset18")
+    with pytest.raises(ValueError, match="rotary form 'native' is unknown; .* it has no RotaryEmbedding form"):
+        ExportConfig(rotary_form="native")
     with pytest.raises(ValueError, match="unknown parser generation 'opset20'"):
         ExportConfig(generation="opset20")
     with pytest.raises(ValueError, match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
@@ -137,9 +141,9 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
     with pytest.raises(FileExistsError, match="another checkpoint"):
         export_checkpoint(tiny, other)
     with pytest.raises(ValueError, match="can only be derived from a 'plugin' export"):
-        derive_export(exports("videorope", "native"), tmp_path / "o3", rotary_form="decomposed")
+        derive_export(exports("videorope", "decomposed"), tmp_path / "o3", rotary_form="plugin")
     with pytest.raises(ValueError, match="can only be derived from an fp32 export"):
-        derive_export(exports("videorope", "native", "fp16"), tmp_path / "o4", precision="fp32")
+        derive_export(exports("videorope", "decomposed", "fp16"), tmp_path / "o4", precision="fp32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notqwen", "other"]
     assert parse_layout("text:3,video,image") == [("text", 3), ("video",), ("image",)]
     for bad in ("text", "text:0", "audio", "video:2"):
@@ -183,9 +187,9 @@ def test_first_diverging_node_is_named(exports, tmp_path):
     from onnx import numpy_helper
 
     bad = tmp_path / "bad"
-    shutil.copytree(exports("videorope", "native"), bad)
+    shutil.copytree(exports("videorope", "decomposed", generation="opset23"), bad)
     model = onnx.load(str(bad / "decoder.onnx"))
-    name = next(i.name for i in model.graph.initializer if i.name.endswith("layers.1.self_attn.k_proj.bias"))
+    name = next(i.name for i in model.graph.initializer if i.name.endswith("layers.1.self_attn.q_proj.bias"))
     init = next(i for i in model.graph.initializer if i.name == name)
     w = numpy_helper.to_array(init).copy()
     w[:8] = 1.0 - 20 * w[:8]
@@ -197,7 +201,7 @@ def test_first_diverging_node_is_named(exports, tmp_path):
     report = validate(ParityRequest(out_dir=str(bad), **SHORT))
     assert not report["passed"]
     failed = {r["output"] for r in report["rows"] if not r["passed"]}
-    assert "present_key_1" in failed and "present_key_0" not in failed
+    assert "logits" in failed and "key_cache_0_out" not in failed and "key_cache_1_out" not in failed
     (found,) = report["divergence"]
     assert found["graph"] == "decoder" and found["node"] == consumer.name, found
     assert found["max_rel"] > 1e-2
@@ -217,23 +221,29 @@ def test_validate_writes_polygraphy_results_and_plot(exports):
 
 
 @pytest.mark.rtx
-@pytest.mark.parametrize("form", ["native", "decomposed"])
+@pytest.mark.nvcc
+@pytest.mark.parametrize("generation", ["opset18", "opset23"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_tensorrt_rtx_builds(exports, form, precision):
+def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision):
     """Both graphs parse and build ahead of time (TensorRT-RTX, strongly typed, compute capability 8.6) through the
-    project's builder with profiles from the memory plan: the opset-23 family (native) and the opset-18 one
-    (decomposed: what Jetson's TensorRT reads)."""
+    project's builder with profiles from the memory plan, in the plugin form engines run: the decoder's caches stay
+    inside the engine (its inputs only), written in place by the VideoRopeCache plugin; both graph families (opset
+    18: what Jetson's TensorRT reads; opset 23)."""
     from videorope_trt import trt as trt_mod
     from videorope_trt.build.engine import BuildRequest, build_engines
     from videorope_trt.build.plan import PlanRequest
 
     if not trt_mod.available("rtx"):
         pytest.skip("TensorRT-RTX wheels not installed")
-    out = exports("videorope", form, precision)
+    out = exports("videorope", "plugin", precision, generation)
     request = BuildRequest("rtx", PlanRequest(precision=precision, max_context=1024, prefill_chunk=128,
-                                              frames_per_chunk=2), compute_capabilities=("8.6",))
+                                              frames_per_chunk=2), compute_capabilities=("8.6",),
+                           plugin_library=str(plugin_library))
     info = build_engines(out, request)
     for graph in ("vision", "decoder"):
         entry = info["engines"][graph]
         assert entry["precision"] == precision and entry["bytes"] > 100_000, entry
         assert (out / "engines" / "rtx" / f"{graph}.engine").stat().st_size == entry["bytes"]
+    decomposed = exports("videorope", "decomposed", precision, generation)
+    with pytest.raises(ValueError, match="engines run the decoder in the plugin form"):
+        build_engines(decomposed, request)

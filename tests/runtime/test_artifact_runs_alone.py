@@ -80,12 +80,15 @@ def test_the_torch_backend_allocates_the_plans_kv_cache(tiny_ckpt, dtype, precis
 
 def test_the_tensorrt_backend_allocates_the_plans_kv_cache(tiny_ckpt):
     from videorope_trt.artifact.model_config import read_model_config
-    from videorope_trt.runtime.backends.trt_backend import PingPongKV
+    from videorope_trt.artifact.specs import cache_names
+    from videorope_trt.runtime.backends.trt_engine import KVCache
 
     m = read_model_config(tiny_ckpt)
-    kv = PingPongKV(m.num_layers, BATCH, m.num_kv_heads, CAPACITY, m.head_dim, torch.float16, "cpu")
+    names = [n for i in range(m.num_layers) for n in cache_names(i)]
+    kv = KVCache(names, BATCH, m.num_kv_heads, CAPACITY, m.head_dim, torch.float16, "cpu")
     plan = _plan(tiny_ckpt, "tensorrt", "fp16")
-    assert _bytes(b for pair in kv.buffers for b in pair) == plan.kv_cache_bytes  # past and present: two copies
+    assert kv.nbytes == _bytes(kv.buffers.values()) == plan.kv_cache_bytes  # one cache, written in place
+    assert plan.kv_copies == 1
 
 
 def test_the_onnxruntime_backend_holds_the_plans_kv_cache_and_logits(tiny_ckpt, moved):
@@ -99,7 +102,7 @@ def test_the_onnxruntime_backend_holds_the_plans_kv_cache_and_logits(tiny_ckpt, 
     positions = torch.arange(CAPACITY, dtype=torch.float32).expand(3, BATCH, CAPACITY).contiguous()
     logits = be.forward(embeds, positions, torch.ones(BATCH, CAPACITY, dtype=torch.int64))
     plan = _plan(tiny_ckpt, "onnxruntime", "fp32")
-    one_copy = sum(v.numpy().nbytes for v in be.past)
+    one_copy = sum(v.numpy().nbytes for v in be.caches)
     assert 2 * one_copy == plan.kv_cache_bytes
     assert tuple(logits.shape) == (BATCH, be.info.vocab_size)
     m = be.info  # the plan's activation term less one chunk's hidden states: the logits it counts

@@ -10,7 +10,7 @@ import torch
 
 from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.artifact.engine_info import find_engine_dir
-from videorope_trt.runtime.backends.trt_backend import PingPongKV, torch_dtype
+from videorope_trt.runtime.backends.trt_engine import torch_dtype
 from videorope_trt.runtime.generate import GenerationConfig, generate
 
 GRID = (3, 4, 6)
@@ -132,19 +132,82 @@ def test_stop_token_from_the_model_ends_generation():
 
 # -- TensorRT backend pieces ---------------------------------------------------------------------------------------
 
-def test_ping_pong_kv_gives_dense_past_and_present_views():
-    kv = PingPongKV(num_layers=1, batch=2, kv_heads=3, capacity=7, head_dim=4, dtype=torch.float32, device="cpu")
-    ref = torch.zeros(2, 3, 0, 4)
-    for s in (3, 1, 2, 1):  # what the decoder graph does: present = concat(past, new)
-        new = torch.randn(2, 3, s, 4)
-        past = kv.past(0)
-        assert past.is_contiguous() and torch.equal(past, ref)
-        present = kv.present(0, kv.length + s)
-        assert present.is_contiguous() and present.data_ptr() != past.data_ptr()
-        present.copy_(torch.cat([past, new], dim=2))
-        kv.advance(kv.length + s)
-        ref = torch.cat([ref, new], dim=2)
-    assert torch.equal(kv.past(0), ref) and kv.length == 7
+class _Context:
+    """Records what the backend binds, as TensorRT's execution context would receive it."""
+
+    def __init__(self):
+        self.calls = []
+
+    def set_input_shape(self, name, shape):
+        self.calls.append(("shape", name, shape))
+
+    def set_tensor_address(self, name, address):
+        self.calls.append(("address", name, address))
+
+    def set_optimization_profile_async(self, index, stream):
+        self.calls.append(("profile", index))
+
+
+class _DecoderEngine:
+    """A decoder "engine" on the CPU: the exported graph's torch module over the tensors the backend binds, its
+    caches written in place as the engine's VideoRopeCache plugin writes them (what TensorRT's aliasing gives)."""
+
+    def __init__(self, model, num_layers):
+        from videorope_trt.artifact.specs import cache_names
+        from videorope_trt.export.decoder import DecoderGraph
+        from videorope_trt.runtime.backends.trt_engine import Engine
+
+        self.engine = Engine.__new__(Engine)
+        self.engine.context, self.engine.bound, self.engine.profile = _Context(), {}, 0
+        self.engine.engine = SimpleNamespace(num_optimization_profiles=2)  # prefill and decode
+        self.engine.inputs = ["inputs_embeds", "positions", "attention_mask", "write_offset"] + [
+            n for i in range(num_layers) for n in cache_names(i)]
+        self.engine.dtypes = {n: torch.float32 for n in self.engine.inputs}
+        self.graph, self.caches, self.tensors = DecoderGraph(model), self.engine.inputs[4:], {}
+        bind = self.engine.bind
+        self.engine.bind = lambda tensors: (self.tensors.update(tensors), bind(tensors))
+        self.engine.execute = self.execute
+
+    def execute(self, stream):
+        t = self.tensors
+        with torch.no_grad():
+            out = self.graph(*[t[n] for n in self.engine.inputs])
+        t["logits"].copy_(out[0])
+        for name, new in zip(self.caches, out[1:]):
+            t[name].copy_(new)  # in place: the backend's own buffers
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_tensorrt_backend_owns_one_cache_and_binds_it_once(tiny, device):
+    """The TensorRT backend's bookkeeping over a CPU stand-in for the decoder engine: the same greedy tokens as the
+    torch backend (prefill chunks at the right offsets, decode steps attending whole blocks of rows), one cache
+    per layer bound once, the decode steps' blocks of rows, and bindings set only when they change."""
+    from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.runtime.backends.trt_backend import TrtBackend
+    from videorope_trt.runtime.backends.trt_engine import DECODE_ROWS, decode_rows
+
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (the decode steps then replay captured CUDA graphs)")
+    ref = open_backend("torch", tiny, device=device, dtype="float32", reference=True)
+    fake = _DecoderEngine(ref.model, ref.info.num_layers)
+    plan = plan_memory(tiny, "h100", PlanRequest(max_context=1024, prefill_chunk=64, batch=2))
+    table = ref.model.text_model.embed_tokens.weight.detach()
+    be = TrtBackend(None, fake.engine, table, ref.info, plan, device=device)
+    rows = [[5 + (i * 7) % 50 for i in range(n)] for n in (150, 97)]  # two prompts, left padded; 3 chunks
+    config = GenerationConfig(max_new_tokens=140, prefill_chunk=64, stop_at_eos=False)  # decode crosses row 256
+    assert generate(be, rows, None, config).tokens == generate(ref, rows, None, config).tokens
+    kv = be.kv.buffers
+    assert len(kv) == 2 * ref.info.num_layers and all(t.shape[2] == 150 + config.max_new_tokens for t in kv.values())
+    addresses = [c for c in fake.engine.context.calls if c[0] == "address" and c[1] in kv]
+    assert {c[2] for c in addresses} == {t.data_ptr() for t in kv.values()}  # its own buffers, nothing else
+    assert len(addresses) == 2 * len(kv)  # once per profile (prefill, decode) for the whole generation
+    assert [c for c in fake.engine.context.calls if c[0] == "profile"] == [("profile", 1)]
+    masks = [c[2] for c in fake.engine.context.calls if c[0] == "shape" and c[1] == "attention_mask"]
+    assert masks[:3] == [(2, 64), (2, 128), (2, 150)]  # the prefill chunks attend the rows written so far
+    # then the decode steps attend whole blocks of rows: one shape (and one captured graph) per block
+    assert masks[3:] == [(2, DECODE_ROWS), (2, 290)] == [(2, decode_rows(c, 290)) for c in (150, 256)]
+    assert decode_rows(255, 10_000) == 256 and decode_rows(256, 10_000) == 512 and decode_rows(300, 400) == 400
+    assert len(be.graphs.graphs) == (2 if device == "cuda" else 0)  # one CUDA graph per block of rows
 
 
 def test_torch_dtype_of_tensorrt_types():

@@ -10,9 +10,10 @@ Symbolic dims:
     num_patches   vision patches in one call (a multiple of merge², frames of one or more grids)
     num_merged    num_patches / merge²
     batch         sequences in the batch
-    seq           new tokens in this call (prefill: the prompt; decode: 1)
-    past          tokens already in the KV cache (0 for the first prefill)
-    total         past + seq: the attention mask covers every cached and new token (the runtime enforces it)
+    seq           new tokens in this call (prefill: a chunk of the prompt; decode: 1)
+    total         cache rows the attention reads: at least write_offset + seq (more for a decode step whose length
+                  is rounded up: the mask blocks the rows past the new token)
+    capacity      rows of each KV cache (the runtime allocates them once)
 """
 
 from __future__ import annotations
@@ -67,12 +68,19 @@ class GraphSpec:
         return cls(name, tensors("inputs"), tensors("outputs"))
 
 
-def past_names(layer: int) -> tuple:
-    return f"past_key_{layer}", f"past_value_{layer}"
+def cache_names(layer: int) -> tuple:
+    """The decoder's K and V cache inputs of one layer."""
+    return f"key_cache_{layer}", f"value_cache_{layer}"
 
 
-def present_names(layer: int) -> tuple:
-    return f"present_key_{layer}", f"present_value_{layer}"
+def cache_out_names(layer: int) -> tuple:
+    """Its updated caches: the same memory in TensorRT (aliased plugin outputs), new tensors in ONNX Runtime."""
+    return f"key_cache_{layer}_out", f"value_cache_{layer}_out"
+
+
+def cache_aliases(num_layers: int) -> dict:
+    """cache output → the cache input it updates, for every layer."""
+    return {o: i for layer in range(num_layers) for o, i in zip(cache_out_names(layer), cache_names(layer))}
 
 
 def vision_spec(model, float_dtype: str = "float32") -> GraphSpec:
@@ -88,22 +96,20 @@ def vision_spec(model, float_dtype: str = "float32") -> GraphSpec:
     )
 
 
-def decoder_spec(model, num_axes: int, float_dtype: str = "float32", kv_dtype: str | None = None,
-                 last_only: bool = False) -> GraphSpec:
+def decoder_spec(model, num_axes: int, float_dtype: str = "float32", last_only: bool = True) -> GraphSpec:
     """`model`: an `artifact.model_config.ModelConfig`; `num_axes`: rows of `positions` (the RoPE variant's)."""
-    kv_dtype = kv_dtype or float_dtype
-    kv = ("batch", model.num_kv_heads, "past", model.head_dim)
-    kv_out = ("batch", model.num_kv_heads, "total", model.head_dim)
+    cache = ("batch", model.num_kv_heads, "capacity", model.head_dim)
     inputs = [
         TensorSpec("inputs_embeds", float_dtype, ("batch", "seq", model.hidden_size)),
         TensorSpec("positions", "float32", (num_axes, "batch", "seq")),  # always fp32: exact fractional positions
         TensorSpec("attention_mask", "int64", ("batch", "total")),
+        TensorSpec("write_offset", "int32", ("batch",)),  # the cache row of each sequence's first new token
     ]
     # logits leave in fp32 whatever the graph's type: sampling reads them so
     outputs = [TensorSpec("logits", "float32", ("batch", 1 if last_only else "seq", model.vocab_size))]
     for i in range(model.num_layers):
-        inputs += [TensorSpec(n, kv_dtype, kv) for n in past_names(i)]
-        outputs += [TensorSpec(n, kv_dtype, kv_out) for n in present_names(i)]
+        inputs += [TensorSpec(n, float_dtype, cache) for n in cache_names(i)]
+        outputs += [TensorSpec(n, float_dtype, cache) for n in cache_out_names(i)]
     return GraphSpec("decoder", tuple(inputs), tuple(outputs))
 
 

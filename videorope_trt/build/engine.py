@@ -25,13 +25,13 @@ from videorope_trt.artifact.precisions import PRECISIONS
 from videorope_trt.build.plan import PlanRequest, plan_memory
 from videorope_trt.build.presets import get_preset
 from videorope_trt.plugins.build import PLUGIN_LIB
-from videorope_trt.plugins.contract import OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 #: Symbolic dim names the exporter may use, by role. Add a name here when an exporter uses a new one.
 DIM_ROLES = {
     **dict.fromkeys(("batch", "B", "batch_size"), "batch"),
     **dict.fromkeys(("seq", "S", "sequence", "sequence_length", "seq_len"), "sequence"),
-    **dict.fromkeys(("past", "P", "past_sequence_length", "past_length", "past_len"), "past"),
+    **dict.fromkeys(("capacity", "C", "cache_length"), "capacity"),
     **dict.fromkeys(("total", "T", "total_sequence_length", "total_length", "total_len"), "total"),
     **dict.fromkeys(("patches", "N", "num_patches", "n_patches"), "patches"),
     **dict.fromkeys(("merged", "M", "num_merged", "merged_tokens", "n_merged"), "merged"),
@@ -40,12 +40,12 @@ DIM_ROLES = {
 
 def _prefill(p: MemoryPlan) -> dict:
     c, n = p.prefill_chunk, p.max_context
-    return {"batch": (1, p.batch, p.batch), "sequence": (1, c, c), "past": (0, 0, n - 1), "total": (1, c, n)}
+    return {"batch": (1, p.batch, p.batch), "sequence": (1, c, c), "total": (1, c, n), "capacity": (1, n, n)}
 
 
 def _decode(p: MemoryPlan) -> dict:
     n = p.max_context
-    return {"batch": (1, p.batch, p.batch), "sequence": (1, 1, 1), "past": (0, n // 2, n - 1), "total": (1, n // 2 + 1, n)}
+    return {"batch": (1, p.batch, p.batch), "sequence": (1, 1, 1), "total": (1, n // 2 + 1, n), "capacity": (1, n, n)}
 
 
 def _vision(p: MemoryPlan) -> dict:
@@ -106,12 +106,15 @@ def onnx_inputs(onnx_path: Path) -> list:
     return out
 
 
-def has_videorope(onnx_path: Path) -> bool:
-    import onnx  # noqa: PLC0415
+def plugin_ops(onnx_path: Path) -> set:
+    """The plugin library's ops (VideoRope, VideoRopeCache) a graph holds."""
+    import onnx
+
+    from videorope_trt.build.optables import PLUGIN_OPS
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     nodes = list(model.graph.node) + [n for f in model.functions for n in f.node]
-    return any(n.op_type == OP_NAME for n in nodes)
+    return {n.op_type for n in nodes if n.op_type in PLUGIN_OPS}
 
 
 def profile_shapes(inputs: list, graph: str, plan: MemoryPlan) -> list:
@@ -207,9 +210,23 @@ def set_decomposable_attentions(trt, network) -> int:
     return marked
 
 
+def keep_caches_inside(trt, network, config, aliases: dict) -> int:
+    """The cache outputs (`aliases`: output → the input it updates) stop being network outputs: attention reads
+    them inside the engine, and the plugin that makes them writes its cache inputs in place (aliased plugin I/O,
+    turned on here), so the caller binds one buffer per cache, as an input only. Returns how many were unmarked."""
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    cached = [t for t in outputs if t.name in aliases]
+    if cached:
+        trtmod.enable_aliased_plugin_io(trt, config)
+    for tensor in cached:
+        network.unmark_output(tensor)
+    return len(cached)
+
+
 def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, timing_cache: Path | None,
-                 verbose: bool = False) -> bytes:
-    """The serialized engine of one ONNX graph (strongly typed), with one optimization profile per entry."""
+                 verbose: bool = False, aliases: dict | None = None) -> bytes:
+    """The serialized engine of one ONNX graph (strongly typed), with one optimization profile per entry;
+    `aliases` names the cache outputs that update their inputs in place (the decoder's)."""
     logger = trtmod.make_logger(trt, verbose)
     builder = trt.Builder(logger)
     network = builder.create_network(trtmod.strongly_typed_flags(trt))
@@ -219,6 +236,7 @@ def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, tim
         raise ValueError(f"TensorRT {trtmod.version(trt)} could not parse {onnx_path}: {errors}")
     set_decomposable_attentions(trt, network)
     config, cache = _configure(trt, builder, flavour, preset, ccs, timing_cache)
+    keep_caches_inside(trt, network, config, aliases or {})
     names = {network.get_input(i).name for i in range(network.num_inputs)}
     for _, shapes in profiles:
         profile = builder.create_optimization_profile()
@@ -234,14 +252,22 @@ def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, tim
     return bytes(engine)
 
 
-def _plugin_for(artifact: Path, request: BuildRequest, onnx_paths: list) -> Path | None:
-    if not any(has_videorope(p) for p in onnx_paths):
+def _plugin_for(artifact: Path, request: BuildRequest, entries: dict) -> Path | None:
+    """The plugin library the graphs need (None: they hold no plugin op). A graph with caches to update (its
+    manifest entry's "aliases") must hold VideoRopeCache: engines keep one cache per layer, written in place by it."""
+    ops = {g: plugin_ops(artifact / e["file"]) for g, e in entries.items()}
+    for graph, found in ops.items():
+        if entries[graph].get("aliases") and CACHE_OP_NAME not in found:
+            raise ValueError(f"{graph}: engines run the decoder in the plugin form (its {CACHE_OP_NAME} plugin writes "
+                             f"the KV cache in place); this graph has the {entries[graph].get('rotary_form', 'decomposed')} "
+                             "form, which returns a new cache per call. Export with --rotary-form plugin")
+    if not any(ops.values()):
         return None
     path = Path(request.plugin_library) if request.plugin_library else artifact / "plugins" / PLUGIN_LIB
     if not path.is_file():
-        raise FileNotFoundError(f"the ONNX has {OP_NAME} nodes, which need the plugin library, and {path} does not exist; "
-                                "build it with `videorope-trt build-plugin --out <artifact>/plugins` "
-                                "or pass --plugin")
+        raise FileNotFoundError(f"the ONNX has {', '.join(sorted(set().union(*ops.values())))} nodes, which need the "
+                                f"plugin library, and {path} does not exist; build it with `videorope-trt build-plugin "
+                                "--out <artifact>/plugins` or pass --plugin")
     return path
 
 
@@ -272,10 +298,10 @@ def _checked(artifact: Path, request: BuildRequest):
         preset.check_precision(e.get("precision", request.plan.precision))
     check_artifact(artifact, entries, _parser_table(preset, flavour))
     plan = plan_memory(manifest_model(manifest), preset, request.plan)
-    plugin = _plugin_for(artifact, request, [artifact / e["file"] for e in entries.values()])
     ccs = _target_ccs(preset, request)
     if flavour.aot_compute_capabilities:
         _check_fp8_ccs([e.get("precision", request.plan.precision) for e in entries.values()], ccs)
+    plugin = _plugin_for(artifact, request, entries)
     return preset, flavour, entries, plan, plugin, ccs
 
 
@@ -316,7 +342,7 @@ def _build_graph(trt, artifact, graph, entry, plan, preset, flavour, ccs, cache,
     inputs = entry.get("inputs") or onnx_inputs(onnx_path)
     profiles = profile_shapes(inputs, graph, plan)
     start = time.perf_counter()
-    data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose)
+    data = build_engine(trt, onnx_path, profiles, preset, flavour, ccs, cache, request.verbose, entry.get("aliases"))
     write_atomic(out / f"{graph}.engine", data)
     return {"file": f"{graph}.engine", "onnx": entry["file"], "onnx_sha256": sha256(onnx_path),
             "precision": entry.get("precision", request.plan.precision), "bytes": len(data),

@@ -44,13 +44,13 @@ class RuntimeCosts:
 
 RUNTIMES = {
     # Engines are built from the decoder graph, whose lm_head is an initializer of its own; the runtime looks tokens
-    # up in the artifact's embedding table. The graph reads the past K/V and writes past + new as new tensors, so
-    # the backend keeps two caches per layer and swaps them each call.
-    "tensorrt": RuntimeCosts("tensorrt", separate_lm_head=True, runs_graph=True, kv_copies=2,
-                             why="engine lm_head beside the embedding table; past and present K/V both alive"),
-    # The same decoder graph: a call's present K/V is a new buffer beside its past until the call ends.
+    # up in the artifact's embedding table. The engine writes each call's K/V rows into the caller's one cache per
+    # layer, in place (the VideoRopeCache plugin's aliased outputs).
+    "tensorrt": RuntimeCosts("tensorrt", separate_lm_head=True, runs_graph=True, kv_copies=1,
+                             why="engine lm_head beside the embedding table; one cache, written in place"),
+    # The same decoder graph; ONNX has no in-place update, so a call returns new caches beside the ones it read.
     "onnxruntime": RuntimeCosts("onnxruntime", separate_lm_head=True, runs_graph=True, kv_copies=2,
-                                why="graph lm_head beside the embedding table; past and present K/V both alive"),
+                                why="graph lm_head beside the embedding table; the caches read and the caches returned"),
     # PyTorch shares a tied lm_head with the embedding, applies it to the last position of a prefill chunk only,
     # and writes K/V in place into one cache whose rows are whole attention splits (static_decoder.SPLIT).
     "torch": RuntimeCosts("torch", separate_lm_head=False, runs_graph=False, kv_copies=1, kv_rows_align=256,

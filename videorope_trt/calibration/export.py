@@ -33,8 +33,11 @@ def _export(model, graph: str, path, *, rotary_form: str = "plugin", float_type:
     cfg = ExportConfig(rotary_form=rotary_form, precision=float_type, **recorded)
     spec = export_graph(model, graph, path, cfg, translation=qdq.translation_table())
     counts = qdq_counts(onnx.load(str(path), load_external_data=False))
+    from videorope_trt.artifact.specs import cache_aliases
+
+    decoder = {"rotary_form": rotary_form, "aliases": cache_aliases(len(model.text_model.layers))}
     return {"file": path.name, "external_data": f"{path.name}.data", "float": float_type, "qdq": counts,
-            **({"rotary_form": rotary_form} if graph == "decoder" else {}), **spec.to_json()}
+            **(decoder if graph == "decoder" else {}), **spec.to_json()}
 
 
 def export_decoder(model, path, rotary_form: str = "plugin", float_type: str = "fp16", base: dict | None = None) -> dict:

@@ -83,10 +83,11 @@ def compare(reference: dict, quantized: dict) -> dict:
 
 
 def onnx_logits(onnx_path, feeds: list, num_layers: int, kv_shape: tuple) -> list:
-    """Logits of the exported decoder graph in ONNX Runtime (CPU) for first-prefill feeds (empty past)."""
+    """Logits of the exported decoder graph in ONNX Runtime (CPU) for first-prefill feeds (empty caches of the
+    prompt's length, written from row 0)."""
     import onnxruntime as ort
 
-    from videorope_trt.artifact.specs import past_names
+    from videorope_trt.artifact.specs import cache_names
     from videorope_trt.plugins import ort_op
 
     options = ort_op.session_options()
@@ -98,9 +99,11 @@ def onnx_logits(onnx_path, feeds: list, num_layers: int, kv_shape: tuple) -> lis
     out = []
     for feed in feeds:
         full = dict(feed)
-        empty = np.zeros((feed["inputs_embeds"].shape[0], kv_shape[0], 0, kv_shape[1]), np.float32)
+        batch, length = feed["inputs_embeds"].shape[:2]
+        empty = np.zeros((batch, kv_shape[0], length, kv_shape[1]), np.float32)
+        full["write_offset"] = np.zeros(batch, np.int32)
         for layer in range(num_layers):
-            for n in past_names(layer):
+            for n in cache_names(layer):
                 full[n] = empty.astype(_np_type(wanted[n].type))
         full["inputs_embeds"] = full["inputs_embeds"].astype(_np_type(wanted["inputs_embeds"].type))
         out.append(sess.run(["logits"], {k: v for k, v in full.items() if k in wanted})[0][0].astype(np.float32))

@@ -35,7 +35,7 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
     from videorope_trt.artifact.model_config import ModelConfig
     from videorope_trt.artifact.precisions import get_precision
     from videorope_trt.artifact.specs import decoder_spec, vision_spec
-    from videorope_trt.export import rotary
+    from videorope_trt.export.cache_op import switch_cache_form
     from videorope_trt.export.exporter import ExportConfig, _name_dims, _save
     from videorope_trt.export.fp16 import CONVERTERS
 
@@ -57,7 +57,7 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
             if precision != manifest["precision"]:
                 model = CONVERTERS[precision](model, specs[name])
             if name == "decoder":
-                rotary.switch_form(model, form)
+                switch_cache_form(model, form)
             _name_dims(model, specs[name])
             _save(model, tmp / entry["file"], None)
         files = manifest["files"]

@@ -1,7 +1,7 @@
 """`export_checkpoint`: checkpoint → vision.onnx + decoder.onnx (+ external data) + manifest.json.
 
     load_model ─┬─ VisionGraph  ─ torch.onnx (dynamo) ─────────────────────── fp16? ─ dims named ─ vision.onnx
-                └─ DecoderGraph ─ torch.onnx (dynamo, VideoRope → one node) ─ fp16? ─ rotary form ─ decoder.onnx
+                └─ DecoderGraph ─ torch.onnx (dynamo, VideoRopeCache → one node) ─ fp16? ─ rotary form ─ decoder.onnx
 
 Everything is written into a temporary sibling directory and moved into place at the end, manifest last, so a
 failure never leaves a directory that looks finished.
@@ -20,7 +20,7 @@ from videorope_trt.artifact import manifest as mf
 from videorope_trt.artifact.precisions import get_precision
 from videorope_trt.export.fp16 import CONVERTERS
 from videorope_trt.export.generations import DEFAULT_GENERATION, get_generation
-from videorope_trt.export.rotary import FORMS
+from videorope_trt.export.cache_op import CACHE_FORMS
 
 GRAPHS = ("vision", "decoder")
 LOGITS = ("last", "all")
@@ -41,12 +41,10 @@ class ExportConfig:
         object.__setattr__(self, "graphs", tuple(self.graphs))
         if not self.graphs or any(g not in GRAPHS for g in self.graphs):
             raise ValueError(f"graphs {self.graphs!r}: expected a non-empty selection of {list(GRAPHS)}")
-        if self.rotary_form not in FORMS:
-            raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(FORMS)}")
-        generation = get_generation(self.generation)
-        if self.rotary_form not in generation.rotary_forms:
-            raise ValueError(f"rotary form {self.rotary_form!r} is not read by {generation.parsers} "
-                             f"({generation.name}); expected one of {', '.join(generation.rotary_forms)}")
+        if self.rotary_form not in CACHE_FORMS:
+            raise ValueError(f"rotary form {self.rotary_form!r} is unknown; expected one of {sorted(CACHE_FORMS)} "
+                             "(the decoder rotates and writes its cache in one op: it has no RotaryEmbedding form)")
+        get_generation(self.generation)
         get_precision(self.precision, made_by="export")
         if self.logits not in LOGITS:
             raise ValueError(f"logits {self.logits!r}: expected one of {', '.join(LOGITS)}")
@@ -164,28 +162,32 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
 
 
 def _decoder(model, mcfg, tmp, cfg, translation=None):
-    from videorope_trt.export import decoder as dec
-    from videorope_trt.export import rotary
     from videorope_trt.artifact.specs import decoder_spec
+    from videorope_trt.export import cache_op
+    from videorope_trt.export import decoder as dec
 
     axes = model.rope.num_axes
     spec = decoder_spec(mcfg, axes, get_precision(cfg.precision).float_type, last_only=cfg.last_only)
     onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(mcfg, axes),
                               spec, dec.dynamic_shapes(mcfg, axes), tmp, cfg.opset,
-                              translation={**rotary.translation_table(), **(translation or {})})
-    if rotary.rotary_node_count(onnx_model) != 2 * mcfg.num_layers:
-        raise RuntimeError(f"decoder export: expected {2 * mcfg.num_layers} VideoRope nodes (q and k per layer), "
-                           f"found {rotary.rotary_node_count(onnx_model)}")
+                              translation={**cache_op.translation_table(), **(translation or {})})
+    if cache_op.cache_node_count(onnx_model) != mcfg.num_layers:
+        raise RuntimeError(f"decoder export: expected {mcfg.num_layers} VideoRopeCache nodes (one per layer), "
+                           f"found {cache_op.cache_node_count(onnx_model)}")
     onnx_model = _precision(onnx_model, raw, cfg.precision, spec)
-    return rotary.switch_form(onnx_model, cfg.rotary_form), spec, raw
+    return cache_op.switch_cache_form(onnx_model, cfg.rotary_form), spec, raw
 
 
 def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:
     from videorope_trt.plugins import contract
 
     c = model.config
+    from videorope_trt.artifact.specs import cache_aliases
+
     graphs = {name: {"file": f"{name}.onnx", "external_data": f"{name}.onnx.data", "precision": cfg.precision,
                      **spec.to_json()} for name, spec in specs.items()}
+    if "decoder" in graphs:  # which outputs update which inputs: TensorRT keeps them one memory
+        graphs["decoder"].update(rotary_form=cfg.rotary_form, aliases=cache_aliases(mcfg.num_layers))
     return {
         "model": {"model_type": c.model_type, **mcfg.to_json(), "num_axes": model.rope.num_axes,
                   "config": c.to_dict()},  # the whole HF config: the memory plan and the builder read it
@@ -196,8 +198,8 @@ def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:
         "logits": cfg.logits,
         "generation": cfg.generation,
         "opset": cfg.opset,
-        "op": {"name": contract.OP_NAME, "domain": contract.ONNX_DOMAIN, "plugin_namespace": contract.PLUGIN_NAMESPACE,
-               "plugin_version": contract.PLUGIN_VERSION},
+        "op": {"name": contract.CACHE_OP_NAME, "domain": contract.ONNX_DOMAIN,
+               "plugin_namespace": contract.PLUGIN_NAMESPACE, "plugin_version": contract.PLUGIN_VERSION},
         "graphs": graphs,
         "source": source,
         "export": asdict(cfg),

@@ -26,10 +26,14 @@ import warnings
 import onnx
 from onnx import TensorProto
 
-from videorope_trt.plugins.contract import OP_NAME
+from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME
 
 FP32_OPS = ("RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalization", "ReduceMean", "Pow",
             "Softmax", OP_NAME)
+#: VideoRopeCache's inputs that stay fp32 (exact fractional positions, exact frequencies); its q/k/v, caches and
+#: outputs run in the graph's float type (the op computes its angles in fp32 itself, and TensorRT's plugin must
+#: write the caller's fp16 caches in place: a blocked node would get an fp32 copy of every cache)
+CACHE_OP_FP32_INPUTS = (3, 4)
 FP16_MAX = 65504.0
 
 
@@ -52,7 +56,44 @@ def to_fp16(model: onnx.ModelProto, spec=None) -> onnx.ModelProto:
     if spec is not None:
         half = [t.name for t in spec.inputs + spec.outputs if t.dtype == "float16"]
         float16_io(out, half)
+    fp32_cache_op_inputs(out, source)
     return out
+
+
+def fp32_cache_op_inputs(model: onnx.ModelProto, original: onnx.ModelProto) -> None:
+    """Give each `VideoRopeCache` node its positions and inverse frequencies in fp32 again: the positions graph
+    input past the converter's Cast, the frequencies as the exact fp32 initializer of the original graph."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    originals = {i.name: i for i in original.graph.initializer}
+    inits = {i.name for i in graph.initializer}
+    for node in [n for n in graph.node if n.op_type == CACHE_OP_NAME]:
+        for i in CACHE_OP_FP32_INPUTS:
+            name = node.input[i]
+            cast = producer.get(name)
+            if cast is not None and cast.op_type == "Cast" and _to(cast) == TensorProto.FLOAT16:
+                node.input[i] = cast.input[0]
+            elif name in originals and originals[name].data_type == TensorProto.FLOAT:
+                exact = f"{name}__fp32"
+                if exact not in inits:
+                    init = onnx.TensorProto()
+                    init.CopyFrom(originals[name])
+                    init.name = exact
+                    graph.initializer.append(init)
+                    inits.add(exact)
+                node.input[i] = exact
+    used = {i for n in graph.node for i in n.input} | {o.name for o in graph.output}
+    kept = [n for n in graph.node if not (n.op_type == "Cast" and n.output[0] not in used)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    used = {i for n in graph.node for i in n.input}
+    weights = [i for i in graph.initializer if i.name in used]  # the fp16 copies of the frequencies went unused
+    del graph.initializer[:]
+    graph.initializer.extend(weights)
+
+
+def _to(node) -> int:
+    return next(a.i for a in node.attribute if a.name == "to")
 
 
 def float16_io(model: onnx.ModelProto, names) -> None:

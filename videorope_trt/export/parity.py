@@ -4,7 +4,7 @@
                                                                                ├─ onnxruntime (decoder.onnx)
                                                                                └─ tensorrt (when importable)
     prefill, then `decode_steps` greedy steps. Every backend gets the same feeds at every step (torch's token
-    and torch's present K/V), so each step's error is the graph's own, not an accumulation.
+    and torch's caches), so each step's error is the graph's own, not an accumulation.
 
 Rows at left-padding positions are zeroed in every backend's outputs before comparing: no valid query attends to
 them, and fully masked attention rows are implementation-defined (ORT's Attention and torch's sdpa differ there).
@@ -73,12 +73,15 @@ def typed_feeds(feeds: dict, entry: dict) -> dict:
 
 
 def _zero_padding(outputs: dict, step_mask: np.ndarray, full_mask: np.ndarray) -> dict:
+    """Outputs with the padding positions' rows zeroed: logits at padded queries, cache rows of padded tokens."""
     out = {}
     for name, value in outputs.items():
         if name == "logits":  # (B, S, vocab), or (B, 1, vocab) when the graph keeps the last position only
             out[name] = value * step_mask[:, -value.shape[1]:, None]
-        else:
-            out[name] = value * full_mask[:, None, :, None]
+        else:  # a cache (B, KV, C, D): its first rows are the mask's tokens, the rest are still empty
+            rows = np.zeros((full_mask.shape[0], value.shape[2]), np.float32)
+            rows[:, : full_mask.shape[1]] = full_mask
+            out[name] = value * rows[:, None, :, None]
     return out
 
 
@@ -155,7 +158,7 @@ def _plot(rows, path: Path) -> None:
         ax.semilogy(range(len(mine)), [max(r["max_rel"], 1e-12) for r in mine], marker="o", label=runner)
         ax.set_xticks(range(len(mine)), [r["output"] for r in mine], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("max relative error (all steps)")
-    ax.set_title("error per output: logits, then present K/V layer by layer")
+    ax.set_title("error per output: logits, then the K/V caches layer by layer")
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

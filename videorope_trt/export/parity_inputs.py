@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.artifact.specs import past_names, present_names
+from videorope_trt.artifact.specs import cache_names, cache_out_names
 
 LAYOUT_PARTS = ("text:N", "video", "image")
 
@@ -103,7 +103,8 @@ def _grids(prompt: Prompt, layout: str, kind: str):
 
 
 def decoder_steps(model, prompt: Prompt, layout: str, decode_steps: int, last_only: bool) -> list:
-    """[(feeds, torch outputs)] for prefill and each greedy decode step (teacher forcing from torch)."""
+    """[(feeds, torch outputs)] for prefill and each greedy decode step (teacher forcing from torch), over caches of
+    the prompt + steps rows written in place as the runtime does (each step's caches are torch's of the step before)."""
     import torch
 
     from videorope_trt import rope
@@ -114,28 +115,30 @@ def decoder_steps(model, prompt: Prompt, layout: str, decode_steps: int, last_on
     ids, mask = prompt.ids, prompt.mask
     img_px, img_grid = _grids(prompt, layout, "image")
     vid_px, vid_grid = _grids(prompt, layout, "video")
-    names = ["logits"] + [n for i in range(layers) for n in present_names(i)]
+    names = ["logits"] + [n for i in range(layers) for n in cache_out_names(i)]
+    batch, length = ids.shape
     with torch.no_grad():
         embeds = model.embed(ids, pixel_values=img_px, image_grid_thw=img_grid, pixel_values_videos=vid_px,
                              video_grid_thw=vid_grid)
         bp = model.positions(ids, img_grid, vid_grid, mask, fps=prompt.fps)
-        kv_shape = (ids.shape[0], model.text_model.config.num_key_value_heads, 0, model.rope.head_dim)
-        past = [np.zeros(kv_shape, np.float32)] * (2 * layers)
+        shape = (batch, model.text_model.config.num_key_value_heads, length + decode_steps, model.rope.head_dim)
+        caches = [np.zeros(shape, np.float32)] * (2 * layers)
         feeds = {"inputs_embeds": embeds.numpy(), "positions": bp.positions.astype(np.float32),
-                 "attention_mask": mask.numpy()}
-        steps, cache_pos = [], ids.shape[1]
+                 "attention_mask": mask.numpy(), "write_offset": np.zeros(batch, np.int32)}
+        steps, cache_pos = [], length
         for _ in range(decode_steps + 1):
             for i in range(layers):
-                feeds[past_names(i)[0]], feeds[past_names(i)[1]] = past[2 * i], past[2 * i + 1]
+                feeds[cache_names(i)[0]], feeds[cache_names(i)[1]] = caches[2 * i], caches[2 * i + 1]
             outs = graph(*[torch.from_numpy(v) for v in feeds.values()])
             result = {n: o.numpy() for n, o in zip(names, outs)}
             steps.append((dict(feeds), result))
             token = torch.from_numpy(result["logits"][:, -1].argmax(-1))
-            past = [result[n] for n in names[1:]]
+            caches = [result[n] for n in names[1:]]
             feeds = {"inputs_embeds": model.text_model.embed_tokens(token)[:, None].numpy(),
                      "positions": rope.decode_positions(model.rope.variant, bp.rope_deltas,
                                                         np.array([cache_pos])).astype(np.float32),
-                     "attention_mask": np.concatenate([feeds["attention_mask"], np.ones((ids.shape[0], 1), np.int64)], 1)}
+                     "attention_mask": np.concatenate([feeds["attention_mask"], np.ones((batch, 1), np.int64)], 1),
+                     "write_offset": np.full(batch, cache_pos, np.int32)}
             cache_pos += 1
     return steps
 

@@ -8,6 +8,13 @@ the KV cache is explicit tensors in and out (no transformers Cache object), whic
     positions (A, B, S) f32  │     attn: q, k, v = proj(x); q, k = VideoRope(q | k); k, v = past ++ (k, v)
     attention_mask (B, P+S) ─┘           softmax(q kᵀ / √D + mask) v → o_proj
                                  logits = lm_head(rms(x))  (B, S, vocab);  present = [(k, v)] (B, KV, P+S, D)
+
+`decoder_forward_cached` is the same decoder over caller-owned caches, the form engines run: `VideoRopeCache`
+rotates q and k and writes k and v into (B, KV, C, D) caches at each sequence's write offset (in place in
+TensorRT), and attention reads the first T cache rows (T = the attention mask's length):
+
+    inputs_embeds (B, S, H), positions (A, B, S) f32, attention_mask (B, T) int64, write_offset (B,) int32,
+    caches [(k, v)] (B, KV, C, D)  →  logits (B, S or 1, vocab), caches with rows offset..offset+S-1 written
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
+from videorope_trt.plugins.torch_op import apply_cache
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -93,3 +102,52 @@ def _check_inputs(text_model, inputs_embeds, positions, attention_mask, past):
                          f"got {tuple(attention_mask.shape)}")
     if past is not None and len(past) != len(text_model.layers):
         raise ValueError(f"decoder: past has {len(past)} layers, the model has {len(text_model.layers)}")
+
+
+def cache_mask(attention_mask: torch.Tensor, write_offset: torch.Tensor, s: int, dtype: torch.dtype) -> torch.Tensor:
+    """(B, 1, S, T) additive mask over the first T cache rows: query i of sequence b (cache row write_offset[b] + i)
+    sees row j when j <= write_offset[b] + i and attention_mask[b, j] marks a real token. Blocked entries get the
+    dtype's lowest finite value, so a fully padded query row stays finite."""
+    t = attention_mask.shape[1]
+    rows = torch.arange(t, device=attention_mask.device)
+    query_rows = write_offset.to(torch.int64)[:, None] + torch.arange(s, device=attention_mask.device)  # (B, S)
+    allowed = (rows[None, None, :] <= query_rows[:, :, None]) & attention_mask[:, None, :].bool()  # (B, S, T)
+    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=attention_mask.device)
+    return torch.where(allowed, torch.zeros((), dtype=dtype, device=attention_mask.device), blocked)[:, None]
+
+
+def attention_cached(attn, x, positions, rope_args, mask, cache, write_offset):
+    """One self-attention block over a caller-owned cache; returns (output (B, S, H), the updated (k, v) caches)."""
+    from dataclasses import replace
+
+    inv_freq, axis_map, attrs, head_dim = rope_args
+    b, s, _ = x.shape
+    # the projections' own (B, S, H, D) layout: the op reads it as is and writes the cache's (B, KV, C, D)
+    q = attn.q_proj(x).view(b, s, -1, head_dim)
+    k = attn.k_proj(x).view(b, s, -1, head_dim)
+    v = attn.v_proj(x).view(b, s, -1, head_dim)
+    q, k_cache, v_cache = apply_cache(q, k, v, positions, inv_freq, axis_map, cache[0], cache[1], write_offset,
+                                      replace(attrs, layout=LAYOUT_BSHD))
+    t = mask.shape[-1]
+    keys, values = k_cache[:, :, :t], v_cache[:, :, :t]
+    groups = q.shape[2] // keys.shape[1]
+    kr, vr = keys.repeat_interleave(groups, dim=1), values.repeat_interleave(groups, dim=1)
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), kr, vr, attn_mask=mask, scale=head_dim**-0.5)
+    return attn.o_proj(out.transpose(1, 2).reshape(b, s, -1)), (k_cache, v_cache)
+
+
+def decoder_forward_cached(text_model, lm_head, inputs_embeds, positions, attention_mask, write_offset, caches,
+                           rope_args):
+    """Every layer over its caller-owned (k, v) caches, the final norm and lm_head; returns (logits, caches)."""
+    mask = cache_mask(attention_mask, write_offset, inputs_embeds.shape[1], inputs_embeds.dtype)
+    x, out = inputs_embeds, []
+    for layer, cache in zip(text_model.layers, caches):
+        norm = layer.input_layernorm
+        h, cache = attention_cached(layer.self_attn, rms_norm(x, norm.weight, norm.variance_epsilon), positions,
+                                    rope_args, mask, cache, write_offset)
+        x = x + h
+        norm = layer.post_attention_layernorm
+        x = x + mlp(layer.mlp, rms_norm(x, norm.weight, norm.variance_epsilon))
+        out.append(cache)
+    x = rms_norm(x, text_model.norm.weight, text_model.norm.variance_epsilon)
+    return lm_head(x), out

@@ -1,7 +1,7 @@
 """ONNX Runtime backend: the exported `vision.onnx` and `decoder.onnx` of an artifact directory.
 
 CPU or CUDA execution provider. Inputs are bound from torch tensors (I/O binding: no host copies on the GPU);
-the present K/V of one call stay ORT values on the device and are bound as the next call's past. The token
+the caches a call returns stay ORT values on the device and are bound as the next call's inputs. The token
 embedding table is not in the graphs: it is the artifact's own (`embeddings.safetensors`).
 
 The plugin form's `VideoRope` node runs through the onnxruntime-extensions Python op (`plugins/ort_op.py`), a
@@ -53,9 +53,9 @@ class OrtBackend(Backend):
         super().__init__(info, device)
         self.vision, self.decoder = vision, decoder
         self.embeddings = embeddings
-        self.kv_type = self._input_type(decoder, "past_key_0")
+        self.kv_type = self._input_type(decoder, "key_cache_0")
         self.float_type = self._input_type(decoder, "inputs_embeds")
-        self.past = None
+        self.caches = None
 
     @classmethod
     def load(cls, artifact, options: OrtOptions = OrtOptions()):
@@ -114,29 +114,35 @@ class OrtBackend(Backend):
     def _allocate_impl(self, batch, capacity):
         from onnxruntime import OrtValue
 
-        shape = (batch, self.info.num_kv_heads, 0, self.info.head_dim)
+        shape = (batch, self.info.num_kv_heads, capacity, self.info.head_dim)
         kind, index = self._ort_device
-        empty = OrtValue.ortvalue_from_shape_and_type(shape, self.kv_type, kind, index)
-        self.past = [empty] * (2 * self.info.num_layers)
+        self.caches = None  # release the old ones first
+        self.caches = [OrtValue.ortvalue_from_numpy(np.zeros(shape, self.kv_type), kind, index)
+                       for _ in range(2 * self.info.num_layers)]
 
     def _forward_impl(self, inputs_embeds, positions, attention_mask, logits=True):
-        # the exported decoder always computes the logits (`logits` changes nothing here)
-        from videorope_trt.artifact.specs import past_names, present_names
+        """The graph writes this call's rows into its cache inputs and returns the updated caches (ONNX has no
+        in-place update): they are this backend's caches from now on, bound as the next call's inputs."""
+        import torch
+
+        from videorope_trt.artifact.specs import cache_names, cache_out_names
 
         binding, keep = self.decoder.io_binding(), []
         keep.append(self._bind(binding, "inputs_embeds", inputs_embeds, self.float_type))
         keep.append(self._bind(binding, "positions", positions, np.float32))
         keep.append(self._bind(binding, "attention_mask", attention_mask, np.int64))
-        names = [n for i in range(self.info.num_layers) for n in past_names(i)]
-        for name, value in zip(names, self.past):
+        offset = torch.full((self.batch,), self.length, dtype=torch.int32, device=self.device)
+        keep.append(self._bind(binding, "write_offset", offset, np.int32))
+        names = [n for i in range(self.info.num_layers) for n in cache_names(i)]
+        for name, value in zip(names, self.caches):
             binding.bind_ortvalue_input(name, value)
         binding.bind_output("logits", *self._ort_device)
         for i in range(self.info.num_layers):
-            for n in present_names(i):
+            for n in cache_out_names(i):
                 binding.bind_output(n, *self._ort_device)
         self.decoder.run_with_iobinding(binding)
         outputs = binding.get_outputs()
-        self.past = outputs[1:]
+        self.caches = outputs[1:]
         return self._to_torch(outputs[0])[:, -1].float()
 
     def _to_torch(self, value):
