@@ -112,7 +112,8 @@ def cache_mask(attention_mask: torch.Tensor, write_offset: torch.Tensor, s: int,
     rows = torch.arange(t, device=attention_mask.device)
     query_rows = write_offset.to(torch.int64)[:, None] + torch.arange(s, device=attention_mask.device)  # (B, S)
     allowed = (rows[None, None, :] <= query_rows[:, :, None]) & attention_mask[:, None, :].bool()  # (B, S, T)
-    blocked = torch.tensor(torch.finfo(dtype).min, dtype=dtype, device=attention_mask.device)
+    # made on the device (no host copy): a decode step replayed from a CUDA graph builds this mask too
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=attention_mask.device)
     return torch.where(allowed, torch.zeros((), dtype=dtype, device=attention_mask.device), blocked)[:, None]
 
 
