@@ -1,7 +1,7 @@
 """Speed of the VideoRopeCache CUDA kernel (rotate q, write the rotated k and the v into the caches in place) at
 Qwen2-VL-2B (12 q / 2 kv heads) and 7B (28 q / 4 kv heads) head shapes, D = 128, B = 1, layout (B, S, H, D).
 
-    python bench/bench_cache_kernel.py --lib build/plugins/libvideorope_kernel.so --out bench_cache_kernel.json
+    python -m bench.bench_cache_kernel --lib build/plugins/libvideorope_kernel.so --out bench_cache_kernel.json
 
 Per model, dtype and step: decode (S = 1, CUDA-graph replay, launch overhead out) and a prefill chunk (S = 4096,
 L2 flushed between runs), into caches of 8192 rows at a nonzero offset; VideoRoPE axis map, fractional positions.
@@ -18,9 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
+from bench.profiling import chosen, copy_bandwidth, run_meta, write_json
 
 MODELS = {"qwen2-vl-2b": (12, 2), "qwen2-vl-7b": (28, 4)}  # (q heads, kv heads)
 HEAD_DIM = 128

@@ -1,6 +1,6 @@
 """Calibration accuracy on a Qwen2-VL-2B-shaped model with random weights (no download).
 
-    python bench/bench_calibration.py --out bench_calibration.json [--precisions int8-wo,int8-sq,fp8] [--layers 28]
+    python -m bench.bench_calibration --out bench_calibration.json [--precisions int8-wo,int8-sq,fp8] [--layers 28]
     (rows may also be int8 = W8A8 without SmoothQuant, and int8-sq@0.5 = SmoothQuant with alpha 0.5)
 
 The 2B shapes are written below as data (Qwen/Qwen2-VL-2B-Instruct config.json). The tokenizer and the
@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QWEN2_VL_2B = {
     "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,

@@ -6,7 +6,7 @@ reads every weight and the whole cache, as the last token of a generation over t
 zeros: the time does not depend on the values). Roofline = the step's bytes (`bench_runtime.decode_bytes`) at the
 copy bandwidth measured in the same run.
 
-    python bench/bench_decode_step.py --model 2b --contexts 8k,32k --out bench-out        # on the GPU
+    python -m bench.bench_decode_step --model 2b --contexts 8k,32k --out bench-out        # on the GPU
 """
 
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
-from runtime_probes import decode_graph_profile  # noqa: E402
+from bench.bench_runtime import build_models, decode_bytes, model_config
+from bench.profiling import chosen, copy_bandwidth, run_meta, write_json
+from bench.runtime_probes import decode_graph_profile
 
 #: setting → (TorchBackend options, the decode ops the step runs): the fused step with and without programmatic
 #: dependent launch, and the layer-by-layer step (what batch > 1 runs), compiled

@@ -4,7 +4,7 @@ The model is the published Qwen2-VL-2B config (`bench_runtime.CONFIGS["2b"]`: si
 built in memory (meta-device init, then a seeded random fill): nothing is downloaded and no 9 GB checkpoint is
 written. It goes through the same `export_model` as `videorope-trt export`; the source fingerprint is the config's.
 
-    python bench/bench_export.py --out /tmp/export-2b [--form plugin] [--graphs vision,decoder] [--json r.json]
+    python -m bench.bench_export --out /tmp/export-2b [--form plugin] [--graphs vision,decoder] [--json r.json]
 
 Each graph goes to its own artifact directory (OUT/vision/, OUT/decoder/) so each is timed alone.
 
@@ -22,7 +22,6 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def _rss_gib() -> float:
@@ -60,7 +59,7 @@ def random_model(cfg: dict, variant: str, params: dict):
 
 
 def main(argv=None) -> int:
-    from bench_runtime import CONFIGS
+    from bench.bench_runtime import CONFIGS
 
     from videorope_trt.export.exporter import ExportConfig, export_model
 

@@ -5,7 +5,7 @@ round, so a slow spell of the machine touches them all), against the bandwidth r
 "no_attention" returns the query as the attention's output: not a result, the step's time without attention, so
 that step − it is what attention costs inside the step.
 
-    python bench/bench_flash_decode.py --model 2b --contexts 8k,32k --out bench-out        # on the GPU
+    python -m bench.bench_flash_decode --model 2b --contexts 8k,32k --out bench-out        # on the GPU
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import chosen, copy_bandwidth, run_meta, write_json  # noqa: E402
-from runtime_probes import decode_graph_profile  # noqa: E402
+from bench.bench_runtime import build_models, decode_bytes, model_config
+from bench.profiling import chosen, copy_bandwidth, run_meta, write_json
+from bench.runtime_probes import decode_graph_profile
 
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
 #: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.

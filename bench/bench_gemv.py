@@ -10,7 +10,7 @@ GEMV(rms(x)) for q/k/v, x + GEMV for o, SwiGLU(GEMV(rms(x))) for gate/up, x + GE
 programmatic dependent launch, against the same chain unfused (norm, cuBLAS product, SwiGLU, add as torch ops),
 as time per layer and fraction of the copy bandwidth for the weights read.
 
-    python bench/bench_gemv.py --out bench-out        # on a CUDA GPU with Triton
+    python -m bench.bench_gemv --out bench-out        # on a CUDA GPU with Triton
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
+from bench.profiling import copy_bandwidth, run_meta, write_json
 
 #: name → (N, K, bias) per model: the decoder's matrices (q/k/v and gate/up fused as the runtime fuses them)
 SHAPES = {

@@ -7,7 +7,7 @@ The autotuner times each kernel alone with the L2 cache flushed; in the step eac
 dependent launch whose first weight tiles are read while the kernel before it ends, which it does not see (the
 decode attention's configs were chosen in the step for that reason: `flash_decode.STEP_CONFIGS`).
 
-    python bench/bench_gemv_step.py --model 2b --context 32k --out bench-out        # on the GPU
+    python -m bench.bench_gemv_step --model 2b --context 32k --out bench-out        # on the GPU
 """
 
 from __future__ import annotations
@@ -19,10 +19,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_flash_decode import step_ms  # noqa: E402
-from bench_runtime import build_models, decode_bytes, model_config  # noqa: E402
-from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
+from bench_flash_decode import step_ms
+from bench.bench_runtime import build_models, decode_bytes, model_config
+from bench.profiling import copy_bandwidth, run_meta, write_json
 
 
 def _kernels() -> dict:

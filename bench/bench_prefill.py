@@ -6,7 +6,7 @@
 2. Prefill: the static-cache decoder (`StaticCacheDecoder`, random weights) over 32k random embeddings at a few
    chunk sizes, timed, then profiled once and its kernel time split into matrix products, attention and the rest.
 
-    python bench/bench_prefill.py --model 2b --out bench-out        # on a CUDA GPU
+    python -m bench.bench_prefill --model 2b --out bench-out        # on a CUDA GPU
 """
 
 from __future__ import annotations
@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import build_models, model_config  # noqa: E402
-from profiling import device_ms, kernels, run_meta, write_json  # noqa: E402
+from bench.bench_runtime import build_models, model_config
+from bench.profiling import device_ms, kernels, run_meta, write_json
 
 
 def _time(fn, repeats: int = 3) -> float:

@@ -1,6 +1,6 @@
 """Speed of the VideoRope CUDA kernel against PyTorch paths, on Qwen2-VL-7B heads (28 q, 4 kv, D = 128).
 
-    python bench/bench_rope_kernel.py --lib build/libvideorope_kernel.so --out bench_rope.json
+    python -m bench.bench_rope_kernel --lib build/libvideorope_kernel.so --out bench_rope.json
 
 Per dtype (fp16, bf16) and S (1, 4k, 32k, 128k), B = 1, layout (B, S, H, D), VideoRoPE LTA axis map, fractional
 positions; median device times (triton.testing.do_bench with L2 flushed between runs; CUDA-graph replay for S = 1):
@@ -21,7 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 Q_HEADS, KV_HEADS, HEAD_DIM = 28, 4, 128
 

@@ -6,10 +6,10 @@ transformers' `generate` (default sdpa, and `cache_implementation="static"`): ti
 peak device memory; plus vision ms per frame and prefill tokens/s for ours, and the decode roofline
 ((weight bytes + KV bytes read per token) / device copy bandwidth measured in this run).
 
-    python bench/bench_runtime.py --model 2b --contexts 8k,16k,32k,64k --out bench-out     # on the GPU
+    python -m bench.bench_runtime --model 2b --contexts 8k,16k,32k,64k --out bench-out     # on the GPU
     (--kernel-lib <libvideorope_kernel.so> selects the CUDA rotary kernel for prefill; --ours-settings graph,compile
     adds the torch.compile-fused decode step)
-    python bench/bench_runtime.py --model tiny --device cpu --dtype float32 --contexts 300 --decode-tokens 4 \\
+    python -m bench.bench_runtime --model tiny --device cpu --dtype float32 --contexts 300 --decode-tokens 4 \\
         --hf-settings default --out /tmp/bench                                            # dry run anywhere
 """
 
@@ -27,9 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from profiling import copy_bandwidth, run_meta, write_json  # noqa: E402
-from runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,  # noqa: E402
+from bench.profiling import copy_bandwidth, run_meta, write_json
+from bench.runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,
                             ttft_flops)
 
 _COMMON = {"model_type": "qwen2_vl", "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,

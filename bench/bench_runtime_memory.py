@@ -1,7 +1,7 @@
 """Runtime memory on one GPU: flat vision memory over video length, and a Jetson memory budget simulated.
 
-    python bench/bench_runtime_memory.py vision --minutes 1,10,30,120 --out bench-out   # 1 fps, 224 px frames
-    python bench/bench_runtime_memory.py jetson --target orin-nx-16gb --out bench-out  # cap, plan, run, compare
+    python -m bench.bench_runtime_memory vision --minutes 1,10,30,120 --out bench-out   # 1 fps, 224 px frames
+    python -m bench.bench_runtime_memory jetson --target orin-nx-16gb --out bench-out  # cap, plan, run, compare
 
 `vision`: a Qwen2-VL-2B-shaped model (random weights) encodes synthetic videos of growing length through
 `generate.encode_video` (`--vision-chunk` temporal slices per call); the peak device memory minus the weights
@@ -29,10 +29,9 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_runtime import CONFIGS, build_models, model_config  # noqa: E402
-from profiling import run_meta, write_json  # noqa: E402
+from bench.bench_runtime import CONFIGS, build_models, model_config
+from bench.profiling import run_meta, write_json
 
 GB = 1e9
 ALLOC_CONF = "PYTORCH_CUDA_ALLOC_CONF"

@@ -8,8 +8,8 @@ model's vision call (`vision_attention.batched_vision`) and with `FusedVision` (
 in the same process on the same weights and patches; `--profile` lists the kernels of one pass of each compiled form.
 Patches are on the device before timing (host copies are not measured). CUDA events; one warm-up pass each first.
 
-    python bench/bench_vision_attention.py --model 2b --contexts 32k --out bench-out      # on the GPU
-    python bench/bench_vision_attention.py --model tiny --device cpu --dtype float32 --contexts 600 --repeats 1
+    python -m bench.bench_vision_attention --model 2b --contexts 32k --out bench-out      # on the GPU
+    python -m bench.bench_vision_attention --model tiny --device cpu --dtype float32 --contexts 600 --repeats 1
 """
 
 from __future__ import annotations
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_runtime import model_config, synthetic_inputs  # noqa: E402
-from profiling import device_ms, kernels, run_meta, write_json  # noqa: E402
+from bench.bench_runtime import model_config, synthetic_inputs
+from bench.profiling import device_ms, kernels, run_meta, write_json
 
 
 def build_tower(cfg: dict, device, dtype):

@@ -16,7 +16,7 @@ def run_meta(script: str, argv=None, device="cuda") -> dict:
     args = sys.argv[1:] if argv is None else argv
     on_gpu = str(device).startswith("cuda") and torch.cuda.is_available()
     return {"date": time.strftime("%Y-%m-%d"), "device": torch.cuda.get_device_name() if on_gpu else "cpu",
-            "torch": torch.__version__, "command": " ".join(["python", f"bench/{script}", *args])}
+            "torch": torch.__version__, "command": " ".join(["python", "-m", f"bench.{Path(script).stem}", *args])}
 
 
 def chosen(names: str, known, flag: str) -> list:

@@ -32,19 +32,19 @@ $PY -c "import torch, transformers, triton; print('torch', torch.__version__, 't
 step 120 kernel $PY -m videorope_trt.cli build-plugin --kernel-only --out /tmp/vr-kernel --archs 90 --no-ptx
 [ -f /tmp/vr-kernel/libvideorope_kernel.so ] && export VIDEOROPE_KERNEL_LIB=/tmp/vr-kernel/libvideorope_kernel.so  # the GPU tests read it
 
-B="$PY bench/bench_runtime.py ${VIDEOROPE_KERNEL_LIB:+--kernel-lib $VIDEOROPE_KERNEL_LIB}"
-M="$PY bench/bench_runtime_memory.py"
+B="$PY -m bench.bench_runtime ${VIDEOROPE_KERNEL_LIB:+--kernel-lib $VIDEOROPE_KERNEL_LIB}"
+M="$PY -m bench.bench_runtime_memory"
 for s in $STEPS; do
   case $s in
     tests) step 300 tests $PY -m pytest -q -m gpu -p no:cacheprovider ${TESTS:-tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_decode_loop.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py} ;;
-    gemv) step 120 gemv $PY bench/bench_gemv.py --out "$OUT/gemv" ;;
-    decode) step 150 decode $PY bench/bench_decode_step.py --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
-            step 150 decode7b $PY bench/bench_decode_step.py --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
-    flash) step 200 flash $PY bench/bench_flash_decode.py --model 2b --contexts 8k,32k ${FLASH_VARIANTS:+--variants $FLASH_VARIANTS} --out "$OUT/flash2b"
-           step 150 flash7b $PY bench/bench_flash_decode.py --model 7b --contexts 32k ${FLASH_VARIANTS_7B:+--variants $FLASH_VARIANTS_7B} --out "$OUT/flash7b" ;;
-    prefill) step 150 prefill $PY bench/bench_prefill.py --model 2b --out "$OUT/prefill"
-             step 150 prefill7b $PY bench/bench_prefill.py --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
-    visionfused) step 150 visionfused $PY bench/bench_vision_attention.py --model 2b --contexts 32k --profile --out "$OUT/vision" ;;
+    gemv) step 120 gemv $PY -m bench.bench_gemv --out "$OUT/gemv" ;;
+    decode) step 150 decode $PY -m bench.bench_decode_step --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
+            step 150 decode7b $PY -m bench.bench_decode_step --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;
+    flash) step 200 flash $PY -m bench.bench_flash_decode --model 2b --contexts 8k,32k ${FLASH_VARIANTS:+--variants $FLASH_VARIANTS} --out "$OUT/flash2b"
+           step 150 flash7b $PY -m bench.bench_flash_decode --model 7b --contexts 32k ${FLASH_VARIANTS_7B:+--variants $FLASH_VARIANTS_7B} --out "$OUT/flash7b" ;;
+    prefill) step 150 prefill $PY -m bench.bench_prefill --model 2b --out "$OUT/prefill"
+             step 150 prefill7b $PY -m bench.bench_prefill --model 7b --chunks 2048,32768 --out "$OUT/prefill" ;;
+    visionfused) step 150 visionfused $PY -m bench.bench_vision_attention --model 2b --contexts 32k --profile --out "$OUT/vision" ;;
     2b32k) step 260 2b32k $B --model 2b --contexts 32k --ours-settings ${OURS_SETTINGS:-graph,compile} --hf-settings ${HF_SETTINGS:-default,static} --hf-static-tokens 8 --vision-chunk 64 --prefill-chunk ${PREFILL_CHUNK_2B:-4096} ${PROFILE:+--profile} --out "$OUT/2b32k" ;;
     vision) step 60 vision $M vision --minutes 1,10,30,120 --out "$OUT/mem" ;;
     jetson) step 45 jetson $M jetson --target orin-nx-16gb --out "$OUT/mem"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from profiling import device_ms, kernels as profiled_kernels
+from bench.profiling import device_ms, kernels as profiled_kernels
 
 
 def _largest_blocks(top: int = 12) -> list:

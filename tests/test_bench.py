@@ -6,14 +6,10 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
-
-
 @pytest.fixture
-def bench(monkeypatch):
-    """`bench/` importable as the scripts import each other (their folder on the path)."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    import profiling
+def bench():
+    """The bench scripts' shared module (`bench` is a package: `python -m bench.<script>`)."""
+    from bench import profiling
 
     return profiling
 
@@ -51,17 +47,17 @@ def test_chosen_names_what_is_unknown(bench):
 
 def test_run_meta_names_the_command_and_the_cpu(bench):
     meta = bench.run_meta("bench_x.py", ["--model", "tiny"], "cpu")
-    assert meta["command"] == "python bench/bench_x.py --model tiny" and meta["device"] == "cpu"
+    assert meta["command"] == "python -m bench.bench_x --model tiny" and meta["device"] == "cpu"
 
 
 def test_runtime_bench_on_the_cpu(bench, tmp_path):
-    import bench_runtime
+    from bench import bench_runtime
 
     args = ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--contexts", "300", "--decode-tokens", "4",
             "--out", str(tmp_path)]
     assert bench_runtime.main(args) == 0
     run = json.loads((tmp_path / "bench_runtime.json").read_text())
-    assert run["command"] == "python bench/bench_runtime.py " + " ".join(args) and run["device"] == "cpu"
+    assert run["command"] == "python -m bench.bench_runtime " + " ".join(args) and run["device"] == "cpu"
     r = run["results"][0]
     assert r["context"] == r["tokens"] == 300 and r["frames"] >= 1
     hf = [v for k, v in r.items() if k.startswith("transformers_")]
@@ -76,7 +72,7 @@ def test_runtime_bench_on_the_cpu(bench, tmp_path):
 
 
 def test_vision_bench_on_the_cpu(bench, tmp_path):
-    import bench_vision_attention
+    from bench import bench_vision_attention
 
     args = ["--model", "tiny", "--device", "cpu", "--dtype", "float32", "--contexts", "512", "--frame-side", "56",
             "--repeats", "1", "--out", str(tmp_path)]
@@ -89,12 +85,27 @@ def test_vision_bench_on_the_cpu(bench, tmp_path):
 
 
 def test_vision_memory_bench_on_the_cpu(bench, tmp_path):
-    import bench_runtime_memory
+    from bench import bench_runtime_memory
 
     args = ["vision", "--model", "tiny", "--device", "cpu", "--dtype", "float32", "--minutes", "0.1", "--frame-side",
             "56", "--out", str(tmp_path)]
     assert bench_runtime_memory.main(args) == 0
     run = json.loads((tmp_path / "memory_vision_tiny.json").read_text())
-    assert run["command"] == "python bench/bench_runtime_memory.py " + " ".join(args)
+    assert run["command"] == "python -m bench.bench_runtime_memory " + " ".join(args)
     row = run["rows"][0]
     assert row["frames"] == 6 and row["tokens"] == row["patches"] // 4  # 0.1 min at 1 fps; 2x2 patches merged
+
+
+def test_decode_bytes_by_hand():
+    """The engine graph's bytes per decode token, counted by hand for Qwen2-VL-2B at 32k in fp16."""
+    from bench import bench_decode_bytes as b
+    from videorope_trt.artifact.model_config import read_model_config
+
+    m = read_model_config("qwen2-vl-2b")
+    row = 2 * 28 * 2 * 128  # K and V of 28 layers, 2 KV heads of 128
+    weights = 2 * (28 * (2 * 1536 * 1536 + 2 * 1536 * 256 + 3 * 1536 * 8960) + 28 * (1536 + 2 * 256 + 2 * 1536) + 1536
+                   + 151936 * 1536)
+    assert b.in_place_bytes(m, 32768) == {"weights": weights, "cache_read": 33024 * row * 2, "cache_written": row * 2,
+                                          "logits": 151936 * 4}
+    assert b.concat_bytes(m, 32768)["cache_read"] == (2 * 32768 + 1) * row * 4
+    assert b.main(["--models", "2b", "--context", "32k"]) == 0

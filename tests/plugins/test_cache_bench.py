@@ -8,13 +8,9 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
 @pytest.fixture
-def bench(monkeypatch):
-    monkeypatch.syspath_prepend(str(BENCH))
-    import bench_cache_kernel
+def bench():
+    from bench import bench_cache_kernel
 
     return bench_cache_kernel
 
@@ -24,7 +20,7 @@ def test_dry_run_writes_its_json(bench, tmp_path):
     assert bench.main(["--dry", "--out", str(out), "--dtypes", "float32,float16"]) == 0
     run = json.loads(out.read_text())
     assert run["mode"] == "dry" and run["reason"] == "--dry given" and run["device"] == "cpu"
-    assert run["command"] == f"python bench/bench_cache_kernel.py --dry --out {out} --dtypes float32,float16"
+    assert run["command"] == f"python -m bench.bench_cache_kernel --dry --out {out} --dtypes float32,float16"
     assert [(r["dtype"], r["seq"]) for r in run["rows"]] == [("float32", 1), ("float32", 32), ("float16", 1),
                                                               ("float16", 32)]
     errors = {r["dtype"]: r["rel_err_vs_fp64"] for r in run["rows"]}
