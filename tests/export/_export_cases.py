@@ -2,6 +2,6 @@
 
 VARIANTS = {"m_rope": {}, "videorope": {"delta": 2.0}, "videorope_pp": {}, "vrope": {}, "tad_rope": {}}
 ALL_LOGITS = {"tad_rope"}  # one variant exports every position's logits, so the targets cover that graph too
-#: (rotary form, parser generation) pairs a target covers: both forms of the opset-18 graphs, the decomposed one of 23
+#: (rotary form, parser generation) pairs a target covers: both forms of the opset-20 graphs, the decomposed one of 23
 #: (ONNX Runtime runs the plugin node through a Python op either way)
-FORMS = (("plugin", "opset18"), ("decomposed", "opset18"), ("decomposed", "opset23"))
+FORMS = (("plugin", "opset20"), ("decomposed", "opset20"), ("decomposed", "opset23"))

@@ -22,7 +22,7 @@ def exports(tiny, tmp_path_factory):
     made = {}
 
     def get(variant, form="plugin", precision="fp32", generation=None):
-        generation = generation or "opset18"
+        generation = generation or "opset20"
         key = (variant, form, precision, generation)
         if key not in made:
             if key[1:3] == ("plugin", "fp32"):

@@ -22,7 +22,7 @@ def test_manifest_and_graphs(exports, tiny):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["rope"]["variant"] == "videorope" and manifest["rope"]["delta"] == 2.0
     assert manifest["logits"] == "last" and manifest["graphs"]["decoder"]["precision"] == "fp32"
-    assert (manifest["generation"], manifest["opset"]) == ("opset18", 18)
+    assert (manifest["generation"], manifest["opset"]) == ("opset20", 20)
     # what the runtime needs besides the graphs, named relative to the directory
     files = manifest["files"]
     assert files["embeddings"] == "embeddings.safetensors" and {"tokenizer.json", "preprocessor_config.json",
@@ -130,8 +130,8 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         ExportConfig(graphs=("text",))
     with pytest.raises(ValueError, match="rotary form 'native' is unknown; .* it has no RotaryEmbedding form"):
         ExportConfig(rotary_form="native")
-    with pytest.raises(ValueError, match="unknown parser generation 'opset20'"):
-        ExportConfig(generation="opset20")
+    with pytest.raises(ValueError, match="unknown parser generation 'opset18'"):
+        ExportConfig(generation="opset18")
     with pytest.raises(ValueError, match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
         ExportConfig(precision="int8-sq")
     other = tmp_path / "other"
@@ -222,7 +222,7 @@ def test_validate_writes_polygraphy_results_and_plot(exports):
 
 @pytest.mark.rtx
 @pytest.mark.nvcc
-@pytest.mark.parametrize("generation", ["opset18", "opset23"])
+@pytest.mark.parametrize("generation", ["opset20", "opset23"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision):
     """Both graphs parse and build ahead of time (TensorRT-RTX, strongly typed, compute capability 8.6) through the

@@ -51,7 +51,7 @@ def test_fp16_targets(exports, form, generation):
 
 
 #: parser generation → the TensorRT versions that read it (the rest must refuse it, naming what they lack)
-READERS = {"opset18": {"10.3", "10.13", "10.16", "11.1", "rtx-1.7"}, "opset23": {"10.16", "11.1", "rtx-1.7"}}
+READERS = {"opset20": {"10.3", "10.13", "10.16", "11.1", "rtx-1.7"}, "opset23": {"10.16", "11.1", "rtx-1.7"}}
 
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])

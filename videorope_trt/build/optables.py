@@ -2,7 +2,7 @@
 taken from onnx-tensorrt's published operator list of that release; each file names its source commit), and the
 checks `build` makes against them before any work.
 
-    table_for("10.3.0.30") → the 10.3 table          generation_for(target="orin-nx-16gb") → ("opset18", ...)
+    table_for("10.3.0.30") → the 10.3 table          generation_for(target="orin-nx-16gb") → ("opset20", ...)
     check_graph(onnx model, table) → problems          check_artifact(OUT, graphs, table) → raises with the fix
 
 A newer TensorRT reads what an older one does (the parsers only add operators), so a version without a table of its
@@ -38,7 +38,7 @@ class OpTable:
     def generation(self) -> str:
         """The graph family this parser reads at its best (export/generations.py)."""
         native = all(self.supports(op) for op in NATIVE_OPS) and self.opset[1] >= 23
-        return "opset23" if native else "opset18"
+        return "opset23" if native else "opset20"
 
 
 @cache

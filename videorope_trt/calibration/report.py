@@ -122,8 +122,10 @@ def table(report: dict, worst: int = 8) -> str:
              f"  {'logits cosine':<28}{r['logits_cosine']:.6f}  (worst sample {r['logits_cosine_min']:.6f})",
              f"  {'top-1 agreement':<28}{r['top1_agreement']:.4f}",
              f"  {'greedy-token agreement':<28}{r['greedy_agreement']:.4f}  ({r['greedy_tokens']} tokens)"]
-    if "onnx" in report:
-        o = report["onnx"]
+    o = report.get("onnx") or {}
+    if "skipped" in o:
+        lines.append(f"  {'ONNX Runtime check':<28}skipped: {o['skipped']}")
+    elif o:
         lines.append(f"  {'ONNX Runtime logits cosine':<28}{o['logits_cosine_vs_float']:.6f} vs float, "
                      f"{o['logits_cosine_vs_torch']:.6f} vs the quantized PyTorch model")
     lines.append(f"  {'layer (lowest cosine first)':<44}cosine")

@@ -132,7 +132,7 @@ def _to_function_call(model, node, function, extra_attrs: dict, drop=()) -> None
 def _ensure_function(model: onnx.ModelProto, script_fn) -> onnx.FunctionProto:
     proto = script_fn.to_function_proto()
     # a local function imports the model's own version of the standard domain (the checker requires it); its
-    # ops mean the same from opset 18 to 23, the opsets the exporter writes
+    # ops mean the same from opset 18 to 23 (the exporter writes 20 and 23)
     version = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx"):
