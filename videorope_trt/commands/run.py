@@ -72,6 +72,9 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--token-budget", type=_positive, default=None, help="most video tokens in the context")
         parser.add_argument("--start", type=float, default=None, help="start of the time range, seconds")
         parser.add_argument("--end", type=float, default=None, help="end of the time range, seconds")
+        parser.add_argument("--allow-truncated-video", action="store_true",
+                            help="answer from the frames read when the file ends (or fails to decode) before the "
+                                 "frames its container declares (a cut or damaged file); without it, that is an error")
         parser.add_argument("--max-new-tokens", type=_positive, default=128)
         parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -159,7 +162,10 @@ def _run(args) -> int:
     video = None
     if args.video:
         video = session.load_video(args.video, fps=args.fps, max_frames=args.max_frames, start=args.start,
-                                   end=args.end, token_budget=args.token_budget)
+                                   end=args.end, token_budget=args.token_budget,
+                                   allow_truncated=args.allow_truncated_video)
+        if video.truncated:
+            print(f"[run] warning: {video.truncated}; answering from those (--allow-truncated-video)", file=sys.stderr)
     rows = session.prompt_rows(prompts, video)
     context = args.max_context or max(map(len, rows)) + args.max_new_tokens
     prefill, vision = chunk_sizes(session, args, context)
