@@ -188,7 +188,8 @@ def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
     assert streamed == tok.decode(ids, skip_special_tokens=True).strip()
 
 
-def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
+def test_bench_command_writes_json_and_plot(ckpt, tmp_path, capsys):
+    """The results on stdout, one line a context, then the files written, named."""
     import json
 
     from videorope_trt.cli import main
@@ -196,6 +197,9 @@ def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
     assert main(["bench", str(ckpt), "--contexts", "120,200", "--decode-tokens", "3", "--frame-size", "56",
                  "--device", "cpu", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["[bench] 120 tokens", "[bench] 200 tokens"]
+    assert lines[2] == f"[bench] wrote {out_json} (results) and {out_png} (where the time goes)"
     data = json.loads(out_json.read_text())
     assert [r["context"] for r in data["results"]] == [120, 200]
     for r in data["results"]:

@@ -58,6 +58,10 @@ def _add_common(p, name: str) -> None:
                         "where none applies)")
     p.add_argument("--max-context", type=_positive, default=None,
                    help="KV cache capacity in tokens (default: prompt + new tokens)")
+    p.add_argument("--allow-long-context", action="store_true",
+                   help="run past the model's position limit (max_position_embeddings, or what its RoPE scaling "
+                        "extends it to), where its answers are not what it was trained to give; without it, a longer "
+                        "prompt is an error")
 
 
 def add_arguments(parser, name: str) -> None:
@@ -109,7 +113,6 @@ def backend_options(args, name: str) -> dict:
 
 def chunk_sizes(session, args, context: int) -> tuple:
     """(prefill chunk, vision chunk): the command line's, else the memory plan's for this device and context."""
-    from videorope_trt.artifact.model_config import read_model_config
     from videorope_trt.build.plan import PlanRequest, largest_prefill_chunk
     from videorope_trt.build.presets import device_preset
 
@@ -124,7 +127,7 @@ def chunk_sizes(session, args, context: int) -> tuple:
         preset = device_preset(props.name, props.total_memory, f"{props.major}.{props.minor}")
         precision = "fp32" if backend.dtype == torch.float32 else "fp16"  # bf16 has fp16's sizes
         request = PlanRequest(precision=precision, runtime="torch")
-        prefill = largest_prefill_chunk(read_model_config(session.source), preset, request, context)
+        prefill = largest_prefill_chunk(session.info, preset, request, context)
     return prefill or DEFAULT_PREFILL_CHUNK, vision or DEFAULT_VISION_CHUNK
 
 
@@ -170,7 +173,7 @@ def _run(args) -> int:
     context = args.max_context or max(map(len, rows)) + args.max_new_tokens
     prefill, vision = chunk_sizes(session, args, context)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, prefill_chunk=prefill, vision_chunk=vision,
-                              max_context=args.max_context,
+                              max_context=args.max_context, allow_long_context=args.allow_long_context,
                               sampling=SamplingConfig(args.temperature, args.top_p, args.seed, tuple(args.stop)))
     print(f"[run] {args.backend} on {session.backend.device}: {len(rows)} prompt(s), {session.video_tokens(video)} "
           f"video tokens, prompt {max(map(len, rows))} tokens, prefill chunks of {prefill}", file=sys.stderr)
@@ -185,6 +188,62 @@ def _run(args) -> int:
     return 0
 
 
+def _host_memory() -> int:
+    """Bytes of memory this machine has (what a CPU run is planned against)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _plan_precision(session, args) -> str:
+    """The precision the memory plan counts: the decoder graph's for an artifact's graphs, the torch dtype's size."""
+    backend = session.backend
+    if backend.name == "torch":
+        import torch
+
+        return "fp32" if backend.dtype == torch.float32 else "fp16"  # bf16 has fp16's sizes
+    from videorope_trt.artifact.manifest import read_manifest
+
+    graphs = read_manifest(args.out)["graphs"]
+    return graphs[args.decoder or "decoder"]["precision"]
+
+
+def memory_limit(session, args) -> tuple:
+    """(the longest context this device's memory plan holds, what plan that is), before anything is allocated."""
+    from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.build.presets import device_preset, host_preset
+
+    backend = session.backend
+    plan = getattr(backend, "plan", None)
+    if plan is not None:  # engines: the plan they were built for
+        return plan.max_context, f"the memory plan the engines were built for ({plan.target})"
+    if str(backend.device).startswith("cuda"):
+        import torch
+
+        props = torch.cuda.get_device_properties(backend.device)
+        preset = device_preset(props.name, props.total_memory, f"{props.major}.{props.minor}")
+    else:
+        preset = host_preset(_host_memory())
+    chunk = min(args.prefill_chunk or DEFAULT_PREFILL_CHUNK, session.info.max_positions)  # calls never pass it
+    request = PlanRequest(precision=_plan_precision(session, args), runtime=backend.name, prefill_chunk=chunk,
+                          frame_size=(args.frame_size, args.frame_size))
+    plan = plan_memory(session.info, preset, request)
+    return plan.capacity_context, f"the memory plan for {preset.description}, {preset.memory_bytes / 2**30:.1f} GiB"
+
+
+def check_contexts(session, args, contexts) -> None:
+    """Refuse every context the model's positions or the device's memory cannot hold, before any is run."""
+    need = {c: max(c + args.decode_tokens, args.max_context or 0) for c in contexts}
+    limits = [] if args.allow_long_context else [
+        lambda: (session.info.context_limit, "the model's position limit (max_position_embeddings)")]
+    for limit, what in (f() for f in limits + [lambda: memory_limit(session, args)]):
+        for context, tokens in need.items():
+            if tokens > limit:
+                raise ValueError(f"a context of {context} tokens (--contexts) and {args.decode_tokens} decoded need "
+                                 f"{tokens} positions, beyond {what}: {limit}; bench contexts up to "
+                                 f"{limit - args.decode_tokens}")
+
+
 def _bench(args) -> int:
     from videorope_trt.runtime import benchmark
     from videorope_trt.runtime.generate import GenerationConfig
@@ -192,22 +251,22 @@ def _bench(args) -> int:
 
     contexts = benchmark.parse_contexts(args.contexts)
     session = Session.open(args.out, args.backend, **backend_options(args, "bench"))
+    check_contexts(session, args, contexts)
     results = []
     for context in contexts:
         prefill, vision = chunk_sizes(session, args, args.max_context or context + args.decode_tokens)
         config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=prefill, vision_chunk=vision,
-                                  max_context=args.max_context)
+                                  max_context=args.max_context, allow_long_context=args.allow_long_context)
         r = benchmark.bench_context(session, context, args.frame_size, config)
         print(f"[bench] {context} tokens: first token {r['ttft_s']:.3f} s, vision {r['vision_ms_per_frame']:.2f} "
-              f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s",
-              file=sys.stderr)
+              f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s", flush=True)
         results.append({**r, "prefill_chunk": prefill, "vision_chunk": vision})
     bench_dir = Path(args.out) / "bench"
     meta = {"backend": args.backend, "device": str(session.backend.device), "dtype": str(getattr(session.backend, "dtype", None)),
             "date": time.strftime("%Y-%m-%d"), "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
     json_path, plot_path = Path(args.json or bench_dir / "bench.json"), Path(args.plot or bench_dir / "bench.png")
     benchmark.write_bench(results, meta, json_path, plot_path)
-    print(f"[bench] wrote {json_path} and {plot_path}", file=sys.stderr)
+    print(f"[bench] wrote {json_path} (results) and {plot_path} (where the time goes)")
     return 0
 
 

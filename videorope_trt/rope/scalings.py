@@ -129,6 +129,18 @@ SCALINGS = {"ntk": ntk, "yarn": yarn, "mrope++": mrope_pp, "videorope++_v1": vid
 _PARAMS = {"factor", "original_max_position", "seq_len", "variant"}
 
 
+def context_limit(max_positions: int, params: dict) -> int:
+    """The longest context (prompt + generated tokens) a RoPE with `params` is meant for: the model's
+    max_position_embeddings, or what its scaling extends that to (the `seq_len` a dynamic one was computed for,
+    else `factor` times it)."""
+    name = params.get("scaling")
+    if not name:
+        return int(max_positions)
+    if params.get("seq_len") is not None:
+        return max(int(max_positions), int(params["seq_len"]))
+    return int(max_positions * float(params.get("factor", 4.0)))
+
+
 def scale_inv_freq(name, inv, theta, *, factor=4.0, original_max_position=32768, **params) -> np.ndarray:
     """Apply the scaling `name` to plain inv_freq (float64)."""
     if name not in SCALINGS:

@@ -14,7 +14,8 @@ def model_info(manifest: dict) -> ModelInfo:
 
     rope = manifest.get("rope") or {}
     params = {k: v for k, v in rope.items() if k in POSITION_PARAMS}
-    return ModelInfo.from_config(manifest["model"]["config"], variant=rope["variant"], position_params=params)
+    return ModelInfo.from_config(manifest["model"]["config"], variant=rope["variant"], position_params=params,
+                                 rope_params=rope)
 
 
 def embedding_table(artifact, manifest: dict, device):

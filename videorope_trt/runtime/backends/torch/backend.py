@@ -97,7 +97,7 @@ def info_from_model(model, ckpt_dir) -> ModelInfo:
     from videorope_trt.models.loading import read_config
 
     return ModelInfo.from_config(read_config(ckpt_dir), variant=model.rope.variant,
-                                 position_params=dict(model.rope.position_params))
+                                 position_params=dict(model.rope.position_params), rope_params=dict(model.rope.params))
 
 
 class TorchBackend(Backend):
