@@ -116,17 +116,33 @@ def _save(model, path: Path, raw_data: Path | None) -> None:
     onnx.checker.check_model(str(path))  # by path: works with external data and models over 2 GB
 
 
+#: the logger through which torch.onnx says, once per op and per export, that torchvision (which this project does
+#: not install, and whose ops its graphs never use) is missing
+TORCHVISION_NOTICE = ("torch.onnx._internal.exporter._registration", "torchvision is not installed")
+
+
+def _drop_torchvision_notice(record) -> bool:
+    return not record.getMessage().startswith(TORCHVISION_NOTICE[1])
+
+
 def _export(module, args, spec, dynamic_shapes, tmp: Path, opset: int, translation=None):
     """torch.onnx (dynamo) → (ModelProto whose weights are still in the data file, that file's path)."""
+    import logging
+
     import onnx
     import torch
 
     raw = tmp / f".{spec.name}.raw.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=spec.input_names,
-                                 output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
-                                 custom_translation_table=translation, verbose=False)
+    notices = logging.getLogger(TORCHVISION_NOTICE[0])
+    notices.addFilter(_drop_torchvision_notice)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=spec.input_names,
+                                     output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
+                                     custom_translation_table=translation, verbose=False)
+    finally:
+        notices.removeFilter(_drop_torchvision_notice)
     prog.save(str(raw), external_data=True)
     del prog
     model = onnx.load(str(raw), load_external_data=False)
