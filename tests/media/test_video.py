@@ -260,37 +260,21 @@ def test_unreadable_files_raise_before_decoding(tmp_path, video):
         load_video(tmp_path / "missing.mp4", processor=CFG)
 
 
-def cut_faststart(src, out):
-    """`src` remuxed with its index first (MP4 faststart, as web and camera files are) and cut in half: the container
-    still declares every frame, the second half of the frames is gone."""
-    import av
-
-    whole = out.with_name("faststart-" + out.name)
-    with av.open(str(src)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
-        stream = dst.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                dst.mux(packet)
-    data = whole.read_bytes()
-    out.write_bytes(data[: len(data) // 2])
-    return whole, out
-
-
 def test_a_file_cut_short_is_refused_with_the_numbers(video, tmp_path):
     """A faststart MP4 cut in half was answered from the frames before the cut without a word."""
     import re
 
+    from videorope_trt.media.synthetic import cut_short
     from videorope_trt.media.video import TruncatedVideo
 
-    whole, cut = cut_faststart(video.path, tmp_path / "cut.mp4")
-    assert probe_video(cut).num_frames == probe_video(whole).num_frames == 32  # the index still declares them all
-    assert load_video(whole, processor=CFG).truncated == ""
+    cut = cut_short(video.path, tmp_path / "cut.mp4")
+    assert probe_video(cut).num_frames == 32  # the index, first in the file, still declares every frame
+    assert load_video(video.path, processor=CFG).truncated == ""
     with pytest.raises(TruncatedVideo) as err:
         load_video(cut, processor=CFG)
     decoded = int(re.search(r"declares 32 frames \(4.00 s\) but it ended after (\d+) frames", str(err.value))[1])
     assert 0 < decoded < 32 and "--allow-truncated-video" in str(err.value)
-    planned = load_video(whole, processor=CFG).frame_indices
+    planned = load_video(video.path, processor=CFG).frame_indices
     assert f"only {int((planned < decoded).sum())} of the {len(planned)} planned frames were read" in str(err.value)
     got = load_video(cut, processor=CFG, allow_truncated=True)  # asked for: the frames read, and why so few
     np.testing.assert_array_equal(got.frame_indices, planned[planned < decoded])
