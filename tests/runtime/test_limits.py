@@ -76,17 +76,23 @@ def test_every_backend_reads_the_limit_of_what_it_runs(tiny_ckpt):
 
 
 def test_bench_refuses_contexts_past_the_positions_before_running(short_ckpt, tmp_path, capsys):
-    """`--contexts 10000000k` ended in a MemoryError traceback."""
+    """`--contexts 10000000k` ended in a MemoryError traceback. A context is the whole KV cache: the prompt fills it
+    less the decoded tokens, so the model's own 96 (or 32k for Qwen2-VL) can be benched."""
     out = tmp_path / "bench.json"
     assert main(["bench", str(short_ckpt), "--contexts", "10000000k", "--device", "cpu", "--json", str(out)]) == 2
     err = capsys.readouterr().err
-    assert "a context of 10240000000 tokens (--contexts) and 64 decoded need 10240000064 positions, beyond the " \
-           "model's position limit (max_position_embeddings): 96; bench contexts up to 32" in err
-    assert err.endswith("up to 32\n") and "Traceback" not in err and not out.exists()
+    assert "a context of 10240000000 tokens is beyond the model's position limit (max_position_embeddings): 96 " \
+           "tokens; bench contexts up to 96" in err
+    assert err.endswith("up to 96\n") and "Traceback" not in err and not out.exists()
     # all contexts are checked before the first is run
     assert main(["bench", str(short_ckpt), "--contexts", "64,200", "--decode-tokens", "2", "--device", "cpu",
                  "--json", str(out)]) == 2
     assert "a context of 200 tokens" in capsys.readouterr().err and not out.exists()
+    # the whole cache at the limit: the prompt takes 96 less the 4 decoded tokens
+    assert main(["bench", str(short_ckpt), "--contexts", "96", "--decode-tokens", "4", "--frame-size", "56",
+                 "--device", "cpu", "--json", str(out), "--plot", str(tmp_path / "b.png")]) == 0
+    (result,) = json.loads(out.read_text())["results"]
+    assert result["context"] == 96 and 80 < result["prompt_tokens"] <= 92
 
 
 def test_bench_refuses_contexts_past_this_machines_memory_plan(tiny_ckpt, tmp_path, capsys, monkeypatch):
@@ -101,7 +107,8 @@ def test_bench_refuses_contexts_past_this_machines_memory_plan(tiny_ckpt, tmp_pa
                                                                        prefill_chunk=2048)).capacity_context
     assert 64 < capacity < 32768
     monkeypatch.setattr(run, "_host_memory", lambda: memory)
-    assert main(["bench", str(tiny_ckpt), "--contexts", str(capacity), "--device", "cpu", "--dtype", "float32",
+    assert main(["bench", str(tiny_ckpt), "--contexts", str(capacity + 16), "--device", "cpu", "--dtype", "float32",
                  "--json", str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err
-    assert f"beyond the memory plan for this machine's memory (CPU), 1.5 GiB: {capacity}" in err
+    assert f"a context of {capacity + 16} tokens is beyond the memory plan for this machine's memory (CPU), 1.5 GiB: " \
+           f"{capacity} tokens" in err

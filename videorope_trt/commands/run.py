@@ -86,7 +86,9 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--stop", type=int, action="append", default=[], help="extra stop token id (repeatable)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     else:
-        parser.add_argument("--contexts", default="8k", help="comma-separated context lengths, e.g. 8k,16k,32k,64k")
+        parser.add_argument("--contexts", default="8k",
+                            help="comma-separated KV cache lengths to fill, e.g. 8k,16k,32k: a synthetic video's "
+                                 "prompt takes each, less --decode-tokens (default 8k)")
         parser.add_argument("--decode-tokens", type=_positive, default=64, help="tokens decoded per context (default 64)")
         parser.add_argument("--frame-size", type=_positive, default=448, help="square frame side in pixels (default 448)")
         parser.add_argument("--json", default=None, help="result file (default OUT/bench/bench.json)")
@@ -233,15 +235,14 @@ def memory_limit(session, args) -> tuple:
 
 def check_contexts(session, args, contexts) -> None:
     """Refuse every context the model's positions or the device's memory cannot hold, before any is run."""
-    need = {c: max(c + args.decode_tokens, args.max_context or 0) for c in contexts}
+    need = {c: max(c, args.max_context or 0) for c in contexts}
     limits = [] if args.allow_long_context else [
         lambda: (session.info.context_limit, "the model's position limit (max_position_embeddings)")]
     for limit, what in (f() for f in limits + [lambda: memory_limit(session, args)]):
         for context, tokens in need.items():
             if tokens > limit:
-                raise ValueError(f"a context of {context} tokens (--contexts) and {args.decode_tokens} decoded need "
-                                 f"{tokens} positions, beyond {what}: {limit}; bench contexts up to "
-                                 f"{limit - args.decode_tokens}")
+                asked = f"a context of {context} tokens" if tokens == context else f"--max-context {tokens}"
+                raise ValueError(f"{asked} is beyond {what}: {limit} tokens; bench contexts up to {limit}")
 
 
 def _bench(args) -> int:
@@ -254,7 +255,7 @@ def _bench(args) -> int:
     check_contexts(session, args, contexts)
     results = []
     for context in contexts:
-        prefill, vision = chunk_sizes(session, args, args.max_context or context + args.decode_tokens)
+        prefill, vision = chunk_sizes(session, args, args.max_context or context)
         config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=prefill, vision_chunk=vision,
                                   max_context=args.max_context, allow_long_context=args.allow_long_context)
         r = benchmark.bench_context(session, context, args.frame_size, config)
