@@ -9,10 +9,12 @@ failure never leaves a directory that looks finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -125,24 +127,27 @@ def _drop_torchvision_notice(record) -> bool:
     return not record.getMessage().startswith(TORCHVISION_NOTICE[1])
 
 
+@contextmanager
+def _without_torchvision_notices():
+    notices = logging.getLogger(TORCHVISION_NOTICE[0])
+    notices.addFilter(_drop_torchvision_notice)
+    try:
+        yield
+    finally:
+        notices.removeFilter(_drop_torchvision_notice)
+
+
 def _export(module, args, spec, dynamic_shapes, tmp: Path, opset: int, translation=None):
     """torch.onnx (dynamo) → (ModelProto whose weights are still in the data file, that file's path)."""
-    import logging
-
     import onnx
     import torch
 
     raw = tmp / f".{spec.name}.raw.onnx"
-    notices = logging.getLogger(TORCHVISION_NOTICE[0])
-    notices.addFilter(_drop_torchvision_notice)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=spec.input_names,
-                                     output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
-                                     custom_translation_table=translation, verbose=False)
-    finally:
-        notices.removeFilter(_drop_torchvision_notice)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(module, args, dynamo=True, opset_version=opset, input_names=spec.input_names,
+                                 output_names=spec.output_names, dynamic_shapes=dynamic_shapes,
+                                 custom_translation_table=translation, verbose=False)
     prog.save(str(raw), external_data=True)
     del prog
     model = onnx.load(str(raw), load_external_data=False)
@@ -293,7 +298,8 @@ STEPS = {"vision": _vision, "decoder": _decoder}
 
 def _write_graph(model, mcfg, graph: str, path: Path, cfg: ExportConfig, translation=None):
     """Trace, convert and save one graph at `path` (+ `path.name`.data, written beside it); returns its spec."""
-    onnx_model, spec, raw = STEPS[graph](model, mcfg, path.parent, cfg, translation)
+    with _without_torchvision_notices():
+        onnx_model, spec, raw = STEPS[graph](model, mcfg, path.parent, cfg, translation)
     _name_dims(onnx_model, spec)
     _save(onnx_model, path, raw)
     return spec
