@@ -126,8 +126,12 @@ def _mismatches_are_refused(capfd, out, ckpt, root):
     data = out / "decoder.onnx.data"
     data.rename(root / "kept.data")
     try:
+        missing = "decoder.onnx.data, the weights of the decoder graph decoder.onnx, is missing"
         rc, _, err = _cli(capfd, "run", out, "--backend", "onnxruntime", "--prompt", PROMPT, "--no-progress")
-        assert rc == 2 and "decoder.onnx.data, the weights of the decoder graph decoder.onnx, is missing" in err
+        assert rc == 2 and missing in err and "Traceback" not in err
+        rc, _, err = _cli(capfd, "validate", out, "--backends", "torch,onnxruntime", "--video-seconds", 2,
+                          "--decode-steps", 1)
+        assert rc == 2 and missing in err and "Traceback" not in err
     finally:
         (root / "kept.data").rename(data)
 
