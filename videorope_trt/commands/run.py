@@ -234,15 +234,19 @@ def memory_limit(session, args) -> tuple:
 
 
 def check_contexts(session, args, contexts) -> None:
-    """Refuse every context the model's positions or the device's memory cannot hold, before any is run."""
-    need = {c: max(c, args.max_context or 0) for c in contexts}
-    limits = [] if args.allow_long_context else [
-        lambda: (session.info.context_limit, "the model's position limit (max_position_embeddings)")]
-    for limit, what in (f() for f in limits + [lambda: memory_limit(session, args)]):
-        for context, tokens in need.items():
+    """Refuse every context the model's positions or the device's memory cannot hold, before any is run (the
+    positions first: they need no plan)."""
+
+    def refuse_beyond(limit: int, what: str) -> None:
+        for context in contexts:
+            tokens = max(context, args.max_context or 0)  # a --max-context cache is allocated whatever the prompt
             if tokens > limit:
                 asked = f"a context of {context} tokens" if tokens == context else f"--max-context {tokens}"
                 raise ValueError(f"{asked} is beyond {what}: {limit} tokens; bench contexts up to {limit}")
+
+    if not args.allow_long_context:
+        refuse_beyond(session.info.context_limit, "the model's position limit (max_position_embeddings)")
+    refuse_beyond(*memory_limit(session, args))
 
 
 def _bench(args) -> int:
