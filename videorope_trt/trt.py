@@ -79,8 +79,35 @@ def version_matches(running: str, accepted) -> bool:
     return False
 
 
+#: TensorRT warnings that say nothing to a user of this project (shown with --verbose):
+QUIET = (
+    # the decomposed rotary form is an ONNX local function; the parser inlines it once per call and each copy keeps
+    # the body's node names, which only name intermediate tensors for debugging (one warning per node per call)
+    "already exists, the output tensors of this new instance will not be queryable",
+    # the vision graph's position ids and the decoder's mask are int64, and the runtime binds them as int64
+    "has Int64 binding",
+)
+
+
 def make_logger(trt, verbose: bool = False):
-    return trt.Logger(trt.Logger.VERBOSE if verbose else trt.Logger.WARNING)
+    """TensorRT's log on stderr: warnings and errors (everything with `verbose`), without the `QUIET` ones."""
+    if verbose:
+        return trt.Logger(trt.Logger.VERBOSE)
+    return _quiet_logger(trt)
+
+
+def _quiet_logger(trt):
+    import sys
+
+    class QuietLogger(trt.ILogger):
+        def __init__(self):
+            trt.ILogger.__init__(self)
+
+        def log(self, severity, msg):
+            if int(severity) <= int(trt.ILogger.WARNING) and not any(q in msg for q in QUIET):
+                print(f"[TRT] [{str(severity).rpartition('.')[2][0]}] {msg}", file=sys.stderr)
+
+    return QuietLogger()
 
 
 def strongly_typed_flags(trt) -> int:

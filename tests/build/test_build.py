@@ -255,3 +255,101 @@ def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
     info = B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
     assert info["plugin_library"]["sha256"] == EI.sha256(lib) and Path(info["plugin_library"]["path"]) == lib.resolve()
     assert info["engines"]["decoder"]["bytes"] > 1000
+
+
+# -- what the TensorRT backend runs: exactly the engines engine.json lists, built from the graphs now there --------
+
+def _listed(*graphs, onnx_sha="0" * 64):
+    return {"target": "rtx", "engines": {g: {"file": f"{g}.engine", "onnx": f"{g}.onnx", "onnx_sha256": onnx_sha}
+                                         for g in graphs}}
+
+
+def test_the_engines_run_are_those_engine_json_lists(tmp_path):
+    """A build of `vision decoder.int8-sq` used to be run as decoder.engine: a stale fp16 engine beside it, or
+    nothing, while engine.json said int8-sq."""
+    (tmp_path / "decoder.engine").write_bytes(b"a stale fp16 engine from an earlier build")
+    info = _listed("vision", "decoder.int8-sq")
+    assert EI.select_engines(info, tmp_path) == {"vision": "vision", "decoder": "decoder.int8-sq"}
+    assert EI.select_engines(info, tmp_path, "decoder.int8-sq")["decoder"] == "decoder.int8-sq"
+    with pytest.raises(ValueError, match="no 'decoder' engine; engine.json lists vision, decoder.int8-sq"):
+        EI.select_engines(info, tmp_path, "decoder")
+    both = _listed("vision", "decoder", "decoder.int8-sq")
+    with pytest.raises(ValueError, match=r"lists 2 decoder engines \(decoder, decoder.int8-sq\); name the one to run"):
+        EI.select_engines(both, tmp_path)
+    assert EI.select_engines(both, tmp_path, "decoder")["decoder"] == "decoder"
+    with pytest.raises(ValueError, match=r"lists 0 vision engines \(none\)"):
+        EI.select_engines(_listed("decoder"), tmp_path)
+
+
+def test_an_engine_built_from_another_graph_is_refused(tmp_path):
+    """engine.json's ONNX sha256 is compared with the graph now in the artifact (exported again since the build)."""
+    art, engines = tmp_path / "art", tmp_path / "art" / "engines" / "rtx"
+    engines.mkdir(parents=True)
+    (art / "decoder.onnx").write_bytes(b"the graph the engine was built from")
+    info = _listed("decoder", onnx_sha=EI.sha256(art / "decoder.onnx"))
+    EI.check_engine_sources(info, engines, art, ["decoder"])
+    (art / "decoder.onnx").write_bytes(b"a graph exported since")
+    with pytest.raises(EI.EngineMismatch, match=r"decoder.engine was built from another decoder.onnx than the one in "
+                                                r".*exported again since\?\); rebuild with `videorope-trt build"):
+        EI.check_engine_sources(info, engines, art, ["decoder"])
+    (art / "decoder.onnx").unlink()
+    with pytest.raises(EI.EngineMismatch, match="built from another decoder.onnx"):
+        EI.check_engine_sources(info, engines, art, ["decoder"])
+
+
+@needs_rtx
+@pytest.mark.rtx
+def test_a_failed_build_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """The build fails on its second graph: engines/<target> is the earlier build's, file for file, and no temporary
+    folder is left (it used to leave a new vision.engine beside the old decoder.engine and engine.json)."""
+    art = _artifact(tmp_path)
+    request = B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64, frames_per_chunk=2))
+    B.build_engines(art, request)
+    out = art / "engines" / "rtx"
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real = B.build_engine
+
+    def failing(trt, onnx_path, *args, **kwargs):
+        if onnx_path.name == "decoder.onnx":
+            raise RuntimeError("TensorRT failed to build decoder.onnx")
+        return real(trt, onnx_path, *args, **kwargs)
+
+    monkeypatch.setattr(B, "build_engine", failing)
+    with pytest.raises(RuntimeError, match="failed to build"):
+        B.build_engines(art, B.BuildRequest("rtx", PlanRequest(max_context=1024, prefill_chunk=64, frames_per_chunk=2),
+                                            graphs=("vision", "decoder")))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in (art / "engines").iterdir()) == ["rtx"]
+
+
+def test_a_missing_weights_file_is_named_before_any_build(tmp_path, capsys):
+    """A graph whose external data file is gone: `build` names the file (a TensorRT parse error named neither)."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from videorope_trt.cli import main
+
+    art = _artifact(tmp_path)
+    model = onnx.load(str(art / "decoder.onnx"))
+    convert_model_to_external_data(model, location="decoder.onnx.data", size_threshold=0)
+    onnx.save(model, str(art / "decoder.onnx"))
+    (art / "decoder.onnx.data").unlink()
+    assert main(["build", str(art), "--target", "rtx", "--max-context", "512", "--prefill-chunk", "64"]) == 2
+    err = capsys.readouterr().err
+    assert f"{art}: decoder.onnx.data, the weights of the decoder graph decoder.onnx, is missing" in err
+    assert not (art / "engines").exists()
+
+
+@needs_rtx
+@pytest.mark.rtx
+def test_tensorrt_log_leaves_out_what_says_nothing_to_a_user(capsys):
+    trt = T.import_trt("rtx")
+    logger = T.make_logger(trt)
+    W = trt.ILogger.WARNING
+    logger.log(W, "ImporterContext.hpp:501: A node named n0 already exists, the output tensors of this new instance "
+                  "will not be queryable.")
+    logger.log(W, "ModelImporter.cpp:1071: Make sure input attention_mask has Int64 binding.")
+    logger.log(trt.ILogger.INFO, "an info line")
+    assert capsys.readouterr().err == ""
+    logger.log(W, "Profile kMAX values are not self-consistent.")
+    logger.log(trt.ILogger.ERROR, "parse error")
+    assert capsys.readouterr().err == "[TRT] [W] Profile kMAX values are not self-consistent.\n[TRT] [E] parse error\n"

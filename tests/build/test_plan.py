@@ -238,3 +238,32 @@ def test_cli_frame_size_is_width_by_height(capsys):
     with pytest.raises(SystemExit):
         main(["plan", "qwen2-vl-2b", "--target", "orin-nx-16gb", "--frame-size", "448by224"])
     assert "expected WIDTHxHEIGHT in pixels such as 448x448, got '448by224'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("flag,value,message", [
+    ("--headroom", "-1", r"headroom -1.0: expected a fraction of usable memory in \[0, 1\)"),
+    ("--headroom", "1", r"headroom 1.0: expected a fraction"),
+    ("--prefill-chunk", "-8", "prefill-chunk -8: expected a whole number >= 1"),
+    ("--max-context", "0", "max-context 0: expected a whole number >= 1"),
+    ("--frames-per-chunk", "0", "frames-per-chunk 0: expected a whole number >= 1"),
+    ("--batch", "0", "batch 0: expected a whole number >= 1"),
+    ("--max-frames", "-2", "max-frames -2: expected a whole number >= 0"),
+])
+def test_requests_that_plan_nothing_real_are_refused(capsys, flag, value, message):
+    """A budget larger than the device (negative headroom), a negative chunk or an empty context used to give a
+    plan that looked fine."""
+    import re
+
+    assert main(["plan", "qwen2-vl-2b", "--target", "h100", flag, value]) == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err) and err.count("\n") == 1, err
+
+
+def test_a_context_too_short_for_one_frame_is_planned_with_a_warning(capsys):
+    assert main(["plan", "qwen2-vl-2b", "--target", "h100", "--max-context", "600", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["max_frames"] == 0
+    assert "warning: a context of 600 tokens holds no video frame" in err and "at least 768" in err
+    assert main(["plan", "qwen2-vl-2b", "--target", "h100", "--max-context", "768", "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out)["max_frames"] == 2 and err == ""

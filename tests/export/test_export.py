@@ -207,9 +207,35 @@ def test_first_diverging_node_is_named(exports, tmp_path):
     assert found["max_rel"] > 1e-2
     saved = json.loads((bad / "parity" / "report.json").read_text())
     assert saved["divergence"][0]["node"] == consumer.name
+    rc, log, line = _reproduce(report, tmp_path)  # the printed line fails where validate failed
+    assert rc != 0 and "present_key_1: max abs difference" in log and "FAIL" in log, (line, log[-3000:])
 
 
-def test_validate_writes_polygraphy_results_and_plot(exports):
+def test_validate_refuses_another_checkpoint(exports, tiny, tmp_path):
+    """validate --checkpoint OTHER compared the artifact with another model; the artifact's own is the reference."""
+    other = shutil.copytree(tiny, tmp_path / "other")
+    (other / "config.json").write_text((other / "config.json").read_text().replace("{", '{"note": 1, ', 1))
+    with pytest.raises(ValueError, match="checkpoint .*other is not the one .* was exported from"):
+        validate(ParityRequest(out_dir=str(exports("videorope", "decomposed")), checkpoint=str(other), **SHORT))
+
+
+def _reproduce(report, cwd):
+    """Run validate's printed `polygraphy run` line (from another folder, as a user would paste it)."""
+    import shlex
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    line = report["commands"][0].split()
+    assert line[:2] == ["polygraphy", "run"]
+    exe = str(Path(sys.executable).with_name("polygraphy"))
+    done = subprocess.run([exe, *line[1:]], capture_output=True, text=True, cwd=cwd, timeout=300)
+    return done.returncode, done.stdout + done.stderr, shlex.join(line)
+
+
+def test_validate_writes_polygraphy_results_and_plot(exports, tmp_path):
+    """Two left-padded prompts (the default batch): the printed `polygraphy run` line reproduces the verdict (it used
+    to fail on every iteration, 0/9, at the padded positions validate leaves out, while validate passed)."""
     out = exports("videorope", "decomposed")
     report = validate(ParityRequest(out_dir=str(out), layout="text:5,image,text:3,video", **SHORT))
     assert report["passed"], report["rows"]
@@ -217,18 +243,36 @@ def test_validate_writes_polygraphy_results_and_plot(exports):
     assert (out / "parity" / "error_per_output.png").stat().st_size > 1000
     from polygraphy.comparator import RunResults
 
-    assert len(RunResults.load(str(out / "parity" / "torch_outputs.json"))[0][1]) == 3
+    torch_runs = RunResults.load(str(out / "parity" / "torch_outputs.json"))[0][1]
+    assert len(torch_runs) == 3 and (torch_runs[0]["attention_mask"][1] == 0).any()  # row 1 is left padded
+    rc, log, line = _reproduce(report, tmp_path)
+    assert rc == 0 and "Passed: 3/3 iterations" in log, (line, log[-3000:])
+
+
+def test_error_plot_labels_each_output_and_draws_the_tolerance():
+    from videorope_trt.export.parity_plot import error_figure
+
+    rows = [{"backend": "onnxruntime[vision,fp32]", "output": "image_embeds[video]", "max_rel": 1e-7},
+            {"backend": "onnxruntime[native,fp32]", "output": "logits", "max_rel": 2e-7},
+            {"backend": "onnxruntime[native,fp32]", "output": "present_key_0", "max_rel": 3e-6},
+            {"backend": "tensorrt[fp32]", "output": "logits", "max_rel": 4e-6}]
+    ax = error_figure(rows, 1e-5).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["image_embeds[video]", "logits", "present_key_0"]
+    points = {line.get_label(): list(zip(*line.get_data())) for line in ax.get_lines()}
+    assert points["tensorrt[fp32]"] == [(1, 4e-6)] and points["onnxruntime[native,fp32]"] == [(1, 2e-7), (2, 3e-6)]
+    (tolerance,) = [line for label, line in zip(points, ax.get_lines()) if label.startswith("tolerance")]
+    assert set(tolerance.get_ydata()) == {1e-5}
 
 
 @pytest.mark.rtx
 @pytest.mark.nvcc
 @pytest.mark.parametrize("generation", ["opset20", "opset23"])
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision):
+def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision, capfd):
     """Both graphs parse and build ahead of time (TensorRT-RTX, strongly typed, compute capability 8.6) through the
     project's builder with profiles from the memory plan, in the plugin form engines run: the decoder's caches stay
     inside the engine (its inputs only), written in place by the VideoRopeCache plugin; both graph families (opset
-    18: what Jetson's TensorRT reads; opset 23)."""
+    20: what Jetson's TensorRT reads; opset 23)."""
     from videorope_trt import trt as trt_mod
     from videorope_trt.build.engine import BuildRequest, build_engines
     from videorope_trt.build.plan import PlanRequest
@@ -247,3 +291,7 @@ def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision):
     decomposed = exports("videorope", "decomposed", precision, generation)
     with pytest.raises(ValueError, match="engines run the decoder in the plugin form"):
         build_engines(decomposed, request)
+    # the decomposed form's inlined function bodies repeat node names: one TensorRT warning per node per layer,
+    # which tells a user nothing (trt.QUIET)
+    printed = capfd.readouterr()  # at the file descriptors: TensorRT's own logger writes there (to stdout)
+    assert "already exists" not in printed.out + printed.err

@@ -61,6 +61,15 @@ def test_same_seed_same_file(tmp_path):
     assert digests[0] == digests[1]
 
 
+def test_encoders_give_the_same_bytes_for_the_same_frames():
+    """test_same_seed_same_file failed once on a loaded two-core machine: encoder threads, and x264's assembly
+    (single-threaded too), can change the bytes of two encodes of the same frames. One thread, no assembly."""
+    from videorope_trt.media.synthetic import ENCODERS
+
+    assert {name: e["options"]["threads"] for name, e in ENCODERS.items()} == {"libx264": "1", "mpeg4": "1"}
+    assert "asm=0" in ENCODERS["libx264"]["options"]["x264-params"].split(":")
+
+
 def test_mpeg4_fallback_and_other_containers(tmp_path):
     v = make_synthetic_video(tmp_path / "b.mov", seed=2, codec="mpeg4", **SPEC)
     frames = [f.to_ndarray(format="rgb24") for _, f in iter_frames(v.path)]

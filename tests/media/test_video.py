@@ -260,6 +260,44 @@ def test_unreadable_files_raise_before_decoding(tmp_path, video):
         load_video(tmp_path / "missing.mp4", processor=CFG)
 
 
+def test_a_file_cut_short_is_refused_with_the_numbers(video, tmp_path):
+    """A faststart MP4 cut in half was answered from the frames before the cut without a word."""
+    import re
+
+    from videorope_trt.media.synthetic import cut_short
+    from videorope_trt.media.video import TruncatedVideo
+
+    cut = cut_short(video.path, tmp_path / "cut.mp4")
+    assert probe_video(cut).num_frames == 32  # the index, first in the file, still declares every frame
+    assert load_video(video.path, processor=CFG).truncated == ""
+    with pytest.raises(TruncatedVideo) as err:
+        load_video(cut, processor=CFG)
+    decoded = int(re.search(r"declares 32 frames \(4.00 s\) but it ended after (\d+) frames", str(err.value))[1])
+    assert 0 < decoded < 32 and "--allow-truncated-video" in str(err.value)
+    planned = load_video(video.path, processor=CFG).frame_indices
+    assert f"only {int((planned < decoded).sum())} of the {len(planned)} planned frames were read" in str(err.value)
+    got = load_video(cut, processor=CFG, allow_truncated=True)  # asked for: the frames read, and why so few
+    np.testing.assert_array_equal(got.frame_indices, planned[planned < decoded])
+    assert got.truncated == err.value.facts and "cut short or damaged" in got.truncated
+
+
+def test_a_decoder_failure_mid_file_is_a_truncation(video, monkeypatch):
+    from videorope_trt.media import video as V
+
+    def failing(path, start=0.0, end=None):
+        for k, item in enumerate(iter_frames(path, start, end)):
+            if k == 20:
+                raise ValueError(f"{path}: decoding failed (Invalid data found when processing input)")
+            yield item
+
+    monkeypatch.setattr(V, "iter_frames", failing)
+    with pytest.raises(V.TruncatedVideo, match="its decoder failed after 20 frames .*Invalid data"):
+        load_video(video.path, processor=CFG)
+    assert load_video(video.path, processor=CFG, end=2.0).truncated == ""  # planned frames all before the failure
+    got = load_video(video.path, processor=CFG, allow_truncated=True)
+    assert got.frame_indices.max() < 20 and "decoder failed" in got.truncated
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(start=4.0), r"start: received 4.0, expected 0 <= start < duration \(4.000 s\)"),
     (dict(start=-1.0), "start: received -1.0"),

@@ -61,9 +61,29 @@ def test_dynamic_only_past_original_length():
     np.testing.assert_allclose(inv_freq(D, THETA, "dynamic", seq_len=seq), want, rtol=1e-6)
 
 
+def test_videoropepp_dynamic_factor_grows_with_the_length():
+    """VideoRoPE++'s vLLM code: d_extra = 2·ceil(64·log_1e6(32768/2π)) = 2·ceil(39.65) = 80 dims complete a period
+    within L0; s(L) = (L/2π)^(128/80)/1e6, θ' = θ·(s·L/L0 - (s-1))^(128/126). Worked by hand at L = 2·L0:
+    (65536/2π)^1.6 = 10430.38^1.6 = 2.687e6, so s = 2.687 and θ' = 1e6·(2·2.687 - 1.687)^(128/126)."""
+    from videorope_trt.rope.scalings import videoropepp_factor
+
+    np.testing.assert_allclose(inv_freq(D, THETA, "videoropepp_dynamic", seq_len=L0), plain(), rtol=1e-6)
+    s = videoropepp_factor(2 * L0, THETA, D, L0)
+    assert s == pytest.approx(2.687077, rel=1e-5)
+    want = ntk_inv(THETA * (2 * s - (s - 1)) ** (D / (D - 2)))
+    np.testing.assert_allclose(inv_freq(D, THETA, "videoropepp_dynamic", seq_len=2 * L0), want, rtol=1e-6)
+    # unlike `dynamic`, the factor is the length's, not the one given: at 4·L0 it is 8.15, not 4
+    assert videoropepp_factor(4 * L0, THETA, D, L0) == pytest.approx(8.145694, rel=1e-5)
+    np.testing.assert_array_equal(inv_freq(D, THETA, "videoropepp_dynamic", seq_len=4 * L0, factor=2.0),
+                                  inv_freq(D, THETA, "videoropepp_dynamic", seq_len=4 * L0))
+    assert not np.allclose(inv_freq(D, THETA, "videoropepp_dynamic", seq_len=4 * L0),
+                           inv_freq(D, THETA, "dynamic", seq_len=4 * L0))
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(scaling="bogus"), "unknown scaling 'bogus'; known scalings: dynamic, mrope\\+\\+, ntk"),
     (dict(scaling="dynamic"), "needs seq_len"),
+    (dict(scaling="videoropepp_dynamic"), "scaling 'videoropepp_dynamic' needs seq_len"),
     (dict(scaling="ntk", factor=float("nan")), "factor must be a finite number"),
     (dict(scaling="mrope++", variant="vanilla_rope"), "needs a \\(t, h, w\\) variant"),
     (dict(factor=2.0), "without a scaling"),

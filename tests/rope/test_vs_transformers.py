@@ -1,10 +1,12 @@
 """`m_rope` / `qwen25_mrope` / `qwen3_mrope` against transformers' own Qwen2-VL / Qwen2.5-VL / Qwen3-VL
 `get_rope_index`, and `segments_from_tokens` against the processor's layout.
 
-transformers 5.x starts the text after a vision block at s + max(h, w) (it leaves out the t extent), while the
-Qwen2-VL / Qwen2.5-VL reference code and the checkpoints use the block's max position + 1 (rope_spec.md §2.2).
-The two agree whenever the block's t extent is not the largest, so the random layouts here keep to that case;
-`test_long_video_follows_reference_rule` pins the reference rule where they differ.
+transformers 5.3 and later start the text after a vision block at s + max(h, w) (they leave out the t extent;
+huggingface/transformers issue 45381), while the Qwen2-VL / Qwen2.5-VL reference code, transformers up to 5.2 and
+the checkpoints use the block's max position + 1 (docs/facts.md). The two agree whenever the block's t extent is
+not the largest, so the random layouts here keep to that case; `test_long_video_follows_reference_rule` pins the
+reference rule where they differ, and `test_transformers_text_after_a_long_video_is_not_the_reference_rule` holds
+the installed transformers to the difference docs/facts.md describes.
 """
 
 import functools
@@ -108,6 +110,25 @@ def test_long_video_follows_reference_rule():
     np.testing.assert_array_equal(got[:, -2:], [[7, 8]] * 3)
     got = position_ids("qwen25_mrope", [("text", 2), ("video", 2, 1, 1), ("text", 1)], fps=0.5)
     np.testing.assert_array_equal(got[:, -1], [11, 11, 11])  # t of slice 1 = 2 + 8; next = 11
+
+
+def test_transformers_text_after_a_long_video_is_not_the_reference_rule():
+    """2 text tokens, a video of T = 5 slices of 1 x 2 merged tokens, 2 text tokens. The video's own positions are
+    the same under both rules (t of the last slice: 2 + 4 = 6); the text after it starts at s + max(h, w) = 4 in
+    transformers (5.3 and later), below that 6, and at the block's max + 1 = s + T = 7 here. Decoding continues at
+    the largest position + 1 in both: 7 there (the video's 6 + 1, the text having stayed below it), 9 here. A
+    transformers that returns to the reference rule fails this test: then README.md and docs/facts.md change."""
+    ids = [TXT] * 2 + [VID] * 10 + [TXT] * 2
+    types_ = [0] * 2 + [2] * 10 + [0] * 2
+    hf = _hf_method(qwen2_vl.Qwen2VLModel, Qwen2VLConfig())
+    theirs, their_deltas = hf(input_ids=torch.tensor([ids]), mm_token_type_ids=torch.tensor([types_]),
+                              video_grid_thw=torch.tensor([[5, 2, 4]]))
+    ours = batch_positions("m_rope", [[("text", 2), ("video", 5, 1, 2), ("text", 2)]])
+    np.testing.assert_array_equal(ours.positions[:, 0, :12], theirs.numpy()[:, 0, :12])  # text before + video
+    np.testing.assert_array_equal(theirs.numpy()[:, 0, 12:], [[4, 5]] * 3)  # s + max(h, w)
+    np.testing.assert_array_equal(ours.positions[:, 0, 12:], [[7, 8]] * 3)  # s + max(T, h, w)
+    assert int(their_deltas.reshape(-1)[0]) == 7 - 14  # the first generated token at 7
+    assert float(ours.rope_deltas[0]) == 9 - 14  # at 9
 
 
 def test_segments_from_tokens_layout():

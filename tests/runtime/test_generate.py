@@ -188,7 +188,26 @@ def test_run_command_streams_the_greedy_answer(ckpt, tmp_path, capsys):
     assert streamed == tok.decode(ids, skip_special_tokens=True).strip()
 
 
-def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
+def test_run_reads_prompts_from_a_file(ckpt, tmp_path, capsys):
+    """--prompt-file: one prompt a line (blank lines skipped), after any --prompt; every answer printed."""
+    from videorope_trt.cli import main
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("What moves?\n\nHow many shapes are there?\n")
+    args = ["run", str(ckpt), "--device", "cpu", "--max-new-tokens", "2", "--no-progress", "--prompt-file"]
+    assert main(args + [str(prompts), "--prompt", "Describe the video."]) == 0
+    out, err = capsys.readouterr()
+    assert "3 prompt(s)" in err
+    assert "--- prompt 2: What moves?" in out and "--- prompt 3: How many shapes are there?" in out
+    assert main(args + [str(tmp_path / "missing.txt")]) == 2
+    assert "--prompt-file " in capsys.readouterr().err
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert main(args + [str(tmp_path / "empty.txt")]) == 2
+    assert "no prompt: give --prompt TEXT (repeatable) or --prompt-file FILE" in capsys.readouterr().err
+
+
+def test_bench_command_writes_json_and_plot(ckpt, tmp_path, capsys):
+    """The results on stdout, one line a context, then the files written, named."""
     import json
 
     from videorope_trt.cli import main
@@ -196,6 +215,9 @@ def test_bench_command_writes_json_and_plot(ckpt, tmp_path):
     out_json, out_png = tmp_path / "b.json", tmp_path / "b.png"
     assert main(["bench", str(ckpt), "--contexts", "120,200", "--decode-tokens", "3", "--frame-size", "56",
                  "--device", "cpu", "--json", str(out_json), "--plot", str(out_png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split(":")[0] for line in lines[:2]] == ["[bench] 120 tokens", "[bench] 200 tokens"]
+    assert lines[2] == f"[bench] wrote {out_json} (results) and {out_png} (where the time goes)"
     data = json.loads(out_json.read_text())
     assert [r["context"] for r in data["results"]] == [120, 200]
     for r in data["results"]:

@@ -64,6 +64,26 @@ def read_manifest(out_dir) -> dict:
     return data
 
 
+#: fields of the manifest's rope record that describe its frequencies, not the variant's parameters
+ROPE_RECORD = ("variant", "theta", "head_dim", "axis_map", "num_axes", "decode_step", "attrs")
+
+
+def rope_choice(manifest: dict) -> tuple:
+    """(variant, parameters) the artifact's graphs were exported with: what every stage that rebuilds its model from
+    the checkpoint (the torch backend, validate) must load, whatever the checkpoint's own config says."""
+    rope = manifest.get("rope") or {}
+    return rope.get("variant"), {k: v for k, v in rope.items() if k not in ROPE_RECORD}
+
+
+def check_checkpoint(artifact, manifest: dict, ckpt) -> Path:
+    """`ckpt` checked to be the checkpoint the artifact was exported from (sha256 as the manifest records it)."""
+    source = manifest.get("source") or {}
+    if checkpoint_sha256(ckpt) != source.get("sha256"):
+        raise ValueError(f"checkpoint {ckpt} is not the one {artifact} was exported from ({source.get('checkpoint')}, "
+                         f"sha256 {str(source.get('sha256'))[:12]}…): its answers would be another model's")
+    return Path(ckpt)
+
+
 def checkpoint_of(artifact, manifest: dict) -> Path:
     """The checkpoint an export directory came from (the PyTorch weights: the torch backend, validate and calibrate
     read them): the one its manifest records, else the directory itself when it holds a config.json."""
@@ -73,3 +93,29 @@ def checkpoint_of(artifact, manifest: dict) -> Path:
     if (Path(artifact) / "config.json").is_file():
         return Path(artifact)
     raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass --checkpoint DIR")
+
+
+def graph_file(artifact, manifest: dict, graph: str) -> Path:
+    """The ONNX file of a graph the manifest registers, checked to be there with the external data files it keeps
+    its weights in: a missing one is named here, not left for ONNX Runtime or a TensorRT parser to trip over."""
+    graphs = manifest.get("graphs") or {}
+    if graph not in graphs:
+        raise ValueError(f"{artifact}: no graph {graph!r}; the manifest registers {', '.join(sorted(graphs))}")
+    path = Path(artifact) / graphs[graph].get("file", f"{graph}.onnx")
+    if not path.is_file():
+        raise FileNotFoundError(f"{artifact}: the {graph} graph {path.name} is missing; export (or calibrate) again")
+    for name in sorted(_external_data(path)):
+        if not (path.parent / name).is_file():
+            raise FileNotFoundError(f"{artifact}: {name}, the weights of the {graph} graph {path.name}, is missing; "
+                                    "copy it along with the graph, or export (or calibrate) again")
+    return path
+
+
+def _external_data(path: Path) -> set:
+    """The files (relative to the graph) that hold a graph's external tensors."""
+    import onnx
+    from onnx.external_data_helper import uses_external_data
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {e.value for t in model.graph.initializer if uses_external_data(t) for e in t.external_data
+            if e.key == "location"}

@@ -83,11 +83,13 @@ def manifest_model(manifest: dict) -> ModelConfig:
 
 
 def graph_entry(manifest: dict, graph: str, artifact: Path) -> dict:
-    """The manifest's entry for a graph: {"file", "inputs": [{"name", "shape"}], "precision"} (file defaults to <graph>.onnx)."""
-    entry = dict((manifest.get("graphs") or {}).get(graph) or {})
+    """The manifest's entry for a graph: {"file", "inputs": [{"name", "shape"}], "precision"}, its ONNX file and
+    weights checked to be there (a missing weights file otherwise surfaces as a parser error that names neither)."""
+    from videorope_trt.artifact.manifest import graph_file
+
+    graph_file(artifact, manifest, graph)
+    entry = dict(manifest["graphs"][graph])
     entry.setdefault("file", f"{graph}.onnx")
-    if not (artifact / entry["file"]).is_file():
-        raise FileNotFoundError(f"{artifact / entry['file']} not found; the manifest lists graphs {sorted(manifest.get('graphs') or {})}")
     return entry
 
 

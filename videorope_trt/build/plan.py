@@ -86,6 +86,19 @@ class PlanRequest:
     runtime: str = "tensorrt"  # a key of RUNTIMES: what the plan counts for lm_head, logits and KV copies
     all_logits: bool = False  # the decoder graph gives logits for every position (export --all-logits)
 
+    def __post_init__(self):
+        # each of these would give a plan that looks fine and is not: a budget above the device's memory, a
+        # context of no tokens, profiles with empty ranges
+        if self.headroom is not None and not (0 <= self.headroom < 1):
+            raise ValueError(f"headroom {self.headroom!r}: expected a fraction of usable memory in [0, 1) "
+                             "(0.1 keeps 10 % free)")
+        for name in ("max_context", "prefill_chunk", "frames_per_chunk", "batch", "text_reserve"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+                raise ValueError(f"{name.replace('_', '-')} {value!r}: expected a whole number >= 1")
+        if self.max_frames is not None and (int(self.max_frames) != self.max_frames or self.max_frames < 0):
+            raise ValueError(f"max-frames {self.max_frames!r}: expected a whole number >= 0")
+
 
 def _vision_precision(req: PlanRequest) -> str:
     if req.vision_precision is not None:
@@ -146,8 +159,6 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     vprec = _vision_precision(request)
     preset.check_precision(vprec)
     runtime = get_runtime(request.runtime)
-    if request.batch < 1:
-        raise ValueError(f"batch must be >= 1, got {request.batch}")
 
     tp = model.temporal_patch_size
     chunk = request.prefill_chunk or preset.prefill_chunk
@@ -194,6 +205,17 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
         frame_size=tuple(request.frame_size), text_reserve=request.text_reserve, runtime=runtime.name,
         kv_copies=runtime.kv_copies, kv_rows_align=runtime.kv_rows_align,
     )
+
+
+def plan_warnings(plan: MemoryPlan) -> list:
+    """What a plan that fits may still not do, one sentence each (the commands print them)."""
+    out = []
+    if plan.max_frames == 0:
+        out.append(f"a context of {plan.max_context} tokens holds no video frame: {plan.text_reserve} tokens are kept "
+                   f"for text and one temporal slice of {plan.frame_size[1]}x{plan.frame_size[0]} frames takes "
+                   f"{plan.tokens_per_slice}; raise --max-context to at least "
+                   f"{plan.text_reserve + plan.tokens_per_slice}, or lower --frame-size, to plan for video")
+    return out
 
 
 def _capacity(model: ModelConfig, room: int, per_token: int, kv_all: int, align: int) -> int:

@@ -103,3 +103,10 @@ def device_preset(name: str, memory_bytes: int, compute_capability: str) -> Pres
     fp8 = tuple(int(v) for v in compute_capability.split(".")) >= (8, 9)
     return Preset(name, f"{name} (this machine)", "tensorrt", ("11",), compute_capability, memory_bytes,
                   _DATACENTER if fp8 else _ORIN, 2 * GiB, 32768, 240, 4096, 16, overhead_bytes=2 * GiB)
+
+
+def host_preset(memory_bytes: int) -> Preset:
+    """The CPU as a target (a PyTorch or ONNX Runtime run without a GPU): its memory, 1 GiB for the runtime's
+    libraries, no builder workspace, every precision."""
+    return Preset("host", "this machine's memory (CPU)", "tensorrt", (), "0.0", memory_bytes, tuple(PRECISIONS), 0,
+                  32768, 240, 4096, 16, overhead_bytes=1 * GiB)

@@ -44,6 +44,29 @@ MODES = {m.name: m for m in [
 ]}
 
 
+#: how to get ModelOpt: the package's `quant` extra, or the version requirements/lock.txt pins (and tests)
+MODELOPT_INSTALL = ("pip install 'videorope-trt[quant]', or the tested version as requirements/lock.txt pins it: "
+                    "pip install nvidia-modelopt==0.47.0 requests")
+
+
+class ModelOptMissing(ImportError):
+    """NVIDIA ModelOpt (what calibrates) cannot be imported here; the message says how to install it."""
+
+
+def require_modelopt() -> None:
+    """Import ModelOpt's quantization, or raise ModelOptMissing with the install command: `calibrate` calls this
+    before any work, rather than failing after decoding its videos."""
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # its notice that this transformers version is untested by it
+            import modelopt.torch.quantization  # noqa: F401
+    except ImportError as e:
+        raise ModelOptMissing(f"calibration needs NVIDIA ModelOpt, which does not import here ({e}); install it: "
+                              f"{MODELOPT_INSTALL}") from None
+
+
 def get_mode(name: str) -> QuantMode:
     """The quantization mode of a precision `calibrate` writes (a ValueError names the others)."""
     get_precision(name, made_by="calibrate")

@@ -13,6 +13,10 @@ import sys
 DESCRIPTION = "Video-LLMs with 3D rotary position embeddings, from Qwen2-VL checkpoints to TensorRT."
 
 
+#: the exit status of a command stopped by Ctrl-C (128 + SIGINT, as shells report it)
+INTERRUPTED = 130
+
+
 class UserError(Exception):
     """A problem with the user's input: printed without a traceback, exit status 2."""
 
@@ -42,7 +46,10 @@ def _module(name: str):
 
 
 def _parser(argv) -> argparse.ArgumentParser:
+    from videorope_trt import __version__
+
     parser = argparse.ArgumentParser(prog="videorope-trt", description=DESCRIPTION)
+    parser.add_argument("--version", action="version", version=f"videorope-trt {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module, help_text) in COMMANDS.items():
@@ -65,3 +72,7 @@ def main(argv=None) -> int:
     except (UserError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"videorope-trt {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # every writer goes through a temporary name (artifact.atomic), so nothing half-written is left to report
+        print(f"videorope-trt {args.command}: interrupted", file=sys.stderr)
+        return INTERRUPTED

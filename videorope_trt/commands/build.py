@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -66,15 +67,24 @@ def _request(args, precision: str, all_logits: bool = False):
                        runtime=getattr(args, "runtime", "tensorrt"))  # engines are TensorRT's
 
 
+def _warn(plan) -> None:
+    from videorope_trt.build.plan import plan_warnings
+
+    for line in plan_warnings(plan):
+        print(f"warning: {line}", file=sys.stderr)
+
+
 def _run_plan(args) -> int:
     from videorope_trt.build.plan import plan_memory
 
     plan = plan_memory(args.ckpt, args.target, _request(args, args.precision or "fp16"))
     print(json.dumps(plan.to_dict(), indent=2) if args.json else plan.table())
+    _warn(plan)
     return 0
 
 
 def _run_build(args) -> int:
+    from videorope_trt.artifact.engine_info import MemoryPlan
     from videorope_trt.build import engine as B
     from videorope_trt.trt import TensorRTMissing
 
@@ -100,6 +110,7 @@ def _run_build(args) -> int:
     print(f"  {info['flavour']} {info['tensorrt_version']}, compute capability {' '.join(info['compute_capabilities'])}; "
           f"context {plan['max_context']} tokens, {plan['max_frames']} frames; "
           f"done in {time.perf_counter() - start:.1f} s")
+    _warn(MemoryPlan.from_dict(plan))
     return 0
 
 

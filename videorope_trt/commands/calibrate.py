@@ -54,8 +54,14 @@ def _bar(enabled: bool):
 def run(args, name: str) -> int:
     from videorope_trt.calibration.data import VideoSettings
     from videorope_trt.calibration.pipeline import CalibrationConfig, calibrate_checkpoint
+    from videorope_trt.calibration.quantize import ModelOptMissing, require_modelopt
     from videorope_trt.calibration.report import table
+    from videorope_trt.commands import UserError
 
+    try:
+        require_modelopt()  # before any video is decoded or any graph written
+    except ModelOptMissing as e:
+        raise UserError(str(e)) from None
     generation = None
     if args.target is not None:  # the target's precisions, before any work (no FP8 on Orin), and its parsers
         from videorope_trt.build.optables import generation_for

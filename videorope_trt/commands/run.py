@@ -56,6 +56,10 @@ def _add_common(p, name: str) -> None:
                         "where none applies)")
     p.add_argument("--max-context", type=_positive, default=None,
                    help="KV cache capacity in tokens (default: prompt + new tokens)")
+    p.add_argument("--allow-long-context", action="store_true",
+                   help="run past the model's position limit (max_position_embeddings, or what its RoPE scaling "
+                        "extends it to), where its answers are not what it was trained to give; without it, a longer "
+                        "prompt is an error")
 
 
 def add_arguments(parser, name: str) -> None:
@@ -70,6 +74,9 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--token-budget", type=_positive, default=None, help="most video tokens in the context")
         parser.add_argument("--start", type=float, default=None, help="start of the time range, seconds")
         parser.add_argument("--end", type=float, default=None, help="end of the time range, seconds")
+        parser.add_argument("--allow-truncated-video", action="store_true",
+                            help="answer from the frames read when the file ends (or fails to decode) before the "
+                                 "frames its container declares (a cut or damaged file); without it, that is an error")
         parser.add_argument("--max-new-tokens", type=_positive, default=128)
         parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
         parser.add_argument("--top-p", type=float, default=1.0)
@@ -77,7 +84,9 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--stop", type=int, action="append", default=[], help="extra stop token id (repeatable)")
         parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     else:
-        parser.add_argument("--contexts", default="8k", help="comma-separated context lengths, e.g. 8k,16k,32k,64k")
+        parser.add_argument("--contexts", default="8k",
+                            help="comma-separated KV cache lengths to fill, e.g. 8k,16k,32k: a synthetic video's "
+                                 "prompt takes each, less --decode-tokens (default 8k)")
         parser.add_argument("--decode-tokens", type=_positive, default=64, help="tokens decoded per context (default 64)")
         parser.add_argument("--frame-size", type=_positive, default=448, help="square frame side in pixels (default 448)")
         parser.add_argument("--json", default=None, help="result file (default OUT/bench/bench.json)")
@@ -143,12 +152,15 @@ def _run(args) -> int:
     video = None
     if args.video:
         video = session.load_video(args.video, fps=args.fps, max_frames=args.max_frames, start=args.start,
-                                   end=args.end, token_budget=args.token_budget)
+                                   end=args.end, token_budget=args.token_budget,
+                                   allow_truncated=args.allow_truncated_video)
+        if video.truncated:
+            print(f"[run] warning: {video.truncated}; answering from those (--allow-truncated-video)", file=sys.stderr)
     rows = session.prompt_rows(prompts, video)
     context = args.max_context or max(map(len, rows)) + args.max_new_tokens
     prefill, vision = chunk_sizes(session, args, context)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, prefill_chunk=prefill, vision_chunk=vision,
-                              max_context=args.max_context,
+                              max_context=args.max_context, allow_long_context=args.allow_long_context,
                               sampling=SamplingConfig(args.temperature, args.top_p, args.seed, tuple(args.stop)))
     print(f"[run] {args.backend} on {session.backend.device}: {len(rows)} prompt(s), {session.video_tokens(video)} "
           f"video tokens, prompt {max(map(len, rows))} tokens, prefill chunks of {prefill}", file=sys.stderr)
@@ -164,6 +176,65 @@ def _run(args) -> int:
     return 0
 
 
+def _host_memory() -> int:
+    """Bytes of memory this machine has (what a CPU run is planned against)."""
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _plan_precision(session, args) -> str:
+    """The precision the memory plan counts: the decoder graph's for an artifact's graphs, the torch dtype's size."""
+    backend = session.backend
+    if backend.name == "torch":
+        import torch
+
+        return "fp32" if backend.dtype == torch.float32 else "fp16"  # bf16 has fp16's sizes
+    from videorope_trt.artifact.manifest import read_manifest
+
+    graphs = read_manifest(args.out)["graphs"]
+    return graphs[args.decoder or "decoder"]["precision"]
+
+
+def memory_limit(session, args) -> tuple:
+    """(the longest context this device's memory plan holds, what plan that is), before anything is allocated."""
+    from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.build.presets import device_preset, host_preset
+
+    backend = session.backend
+    plan = getattr(backend, "plan", None)
+    if plan is not None:  # engines: the plan they were built for
+        return plan.max_context, f"the memory plan the engines were built for ({plan.target})"
+    if str(backend.device).startswith("cuda"):
+        import torch
+
+        props = torch.cuda.get_device_properties(backend.device)
+        preset = device_preset(props.name, props.total_memory, f"{props.major}.{props.minor}")
+    else:
+        preset = host_preset(_host_memory())
+    chunk = min(args.prefill_chunk or DEFAULT_PREFILL_CHUNK, session.info.max_positions)  # calls never pass it
+    request = PlanRequest(precision=_plan_precision(session, args), runtime=backend.name, prefill_chunk=chunk,
+                          frame_size=(args.frame_size, args.frame_size))
+    plan = plan_memory(session.info, preset, request)
+    return plan.capacity_context, f"the memory plan for {preset.description}, {preset.memory_bytes / 2**30:.1f} GiB"
+
+
+def check_contexts(session, args, contexts) -> None:
+    """Refuse every context the model's positions or the device's memory cannot hold, before any is run (the
+    positions first: they need no plan)."""
+
+    def refuse_beyond(limit: int, what: str) -> None:
+        for context in contexts:
+            tokens = max(context, args.max_context or 0)  # a --max-context cache is allocated whatever the prompt
+            if tokens > limit:
+                asked = f"a context of {context} tokens" if tokens == context else f"--max-context {tokens}"
+                raise ValueError(f"{asked} is beyond {what}: {limit} tokens; bench contexts up to {limit}")
+
+    if not args.allow_long_context:
+        refuse_beyond(session.info.context_limit, "the model's position limit (max_position_embeddings)")
+    refuse_beyond(*memory_limit(session, args))
+
+
 def _bench(args) -> int:
     from videorope_trt.runtime import benchmark
     from videorope_trt.runtime.generate import GenerationConfig
@@ -171,22 +242,22 @@ def _bench(args) -> int:
 
     contexts = benchmark.parse_contexts(args.contexts)
     session = Session.open(args.out, args.backend, **backend_options(args, "bench"))
+    check_contexts(session, args, contexts)
     results = []
     for context in contexts:
-        prefill, vision = chunk_sizes(session, args, args.max_context or context + args.decode_tokens)
+        prefill, vision = chunk_sizes(session, args, args.max_context or context)
         config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=prefill, vision_chunk=vision,
-                                  max_context=args.max_context)
+                                  max_context=args.max_context, allow_long_context=args.allow_long_context)
         r = benchmark.bench_context(session, context, args.frame_size, config)
         print(f"[bench] {context} tokens: first token {r['ttft_s']:.3f} s, vision {r['vision_ms_per_frame']:.2f} "
-              f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s",
-              file=sys.stderr)
+              f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s", flush=True)
         results.append({**r, "prefill_chunk": prefill, "vision_chunk": vision})
     bench_dir = Path(args.out) / "bench"
     meta = {"backend": args.backend, "device": str(session.backend.device), "dtype": str(getattr(session.backend, "dtype", None)),
             "date": time.strftime("%Y-%m-%d"), "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
     json_path, plot_path = Path(args.json or bench_dir / "bench.json"), Path(args.plot or bench_dir / "bench.png")
     benchmark.write_bench(results, meta, json_path, plot_path)
-    print(f"[bench] wrote {json_path} and {plot_path}", file=sys.stderr)
+    print(f"[bench] wrote {json_path} (results) and {plot_path} (where the time goes)")
     return 0
 
 

@@ -9,10 +9,12 @@ failure never leaves a directory that looks finished.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -112,6 +114,25 @@ def _save(model, path: Path, raw_data: Path | None) -> None:
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data.name, size_threshold=1024)
     onnx.checker.check_model(str(path))  # by path: works with external data and models over 2 GB
+
+
+#: the logger through which torch.onnx says, once per op and per export, that torchvision (which this project does
+#: not install, and whose ops its graphs never use) is missing
+TORCHVISION_NOTICE = ("torch.onnx._internal.exporter._registration", "torchvision is not installed")
+
+
+def _drop_torchvision_notice(record) -> bool:
+    return not record.getMessage().startswith(TORCHVISION_NOTICE[1])
+
+
+@contextmanager
+def _without_torchvision_notices():
+    notices = logging.getLogger(TORCHVISION_NOTICE[0])
+    notices.addFilter(_drop_torchvision_notice)
+    try:
+        yield
+    finally:
+        notices.removeFilter(_drop_torchvision_notice)
 
 
 def _export(module, args, spec, dynamic_shapes, tmp: Path, opset: int, translation=None):
@@ -279,7 +300,8 @@ STEPS = {"vision": _vision, "decoder": _decoder}
 
 def _write_graph(model, mcfg, graph: str, path: Path, cfg: ExportConfig, translation=None):
     """Trace, convert and save one graph at `path` (+ `path.name`.data, written beside it); returns its spec."""
-    onnx_model, spec, raw = STEPS[graph](model, mcfg, path.parent, cfg, translation)
+    with _without_torchvision_notices():
+        onnx_model, spec, raw = STEPS[graph](model, mcfg, path.parent, cfg, translation)
     _name_dims(onnx_model, spec)
     _save(onnx_model, path, raw)
     return spec

@@ -4,10 +4,11 @@
                                                                                ├─ onnxruntime (decoder.onnx)
                                                                                └─ tensorrt (when importable)
     prefill, then `decode_steps` greedy steps. Every backend gets the same feeds at every step (torch's token
-    and torch's caches), so each step's error is the graph's own, not an accumulation.
+    and torch's present K/V), so each step's error is the graph's own, not an accumulation.
 
-Rows at left-padding positions are zeroed in every backend's outputs before comparing: no valid query attends to
+Rows at left-padding positions are left out of every comparison (`parity_compare`): no valid query attends to
 them, and fully masked attention rows are implementation-defined (ORT's Attention and torch's sdpa differ there).
+The `polygraphy run` line printed to reproduce the check loads the same comparison (parity/compare.py).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from videorope_trt.artifact.atomic import write_atomic
-from videorope_trt.artifact.manifest import read_manifest
+from videorope_trt.artifact.manifest import graph_file, read_manifest
+from videorope_trt.export.parity_compare import MASK, PaddingMaskedCompare, write_script, zero_padding
 
 
 @dataclass(frozen=True)
@@ -72,19 +74,6 @@ def typed_feeds(feeds: dict, entry: dict) -> dict:
     return {k: v.astype(types.get(k, v.dtype), copy=False) for k, v in feeds.items()}
 
 
-def _zero_padding(outputs: dict, step_mask: np.ndarray, full_mask: np.ndarray) -> dict:
-    """Outputs with the padding positions' rows zeroed: logits at padded queries, cache rows of padded tokens."""
-    out = {}
-    for name, value in outputs.items():
-        if name == "logits":  # (B, S, vocab), or (B, 1, vocab) when the graph keeps the last position only
-            out[name] = value * step_mask[:, -value.shape[1]:, None]
-        else:  # a cache (B, KV, C, D): its first rows are the mask's tokens, the rest are still empty
-            rows = np.zeros((full_mask.shape[0], value.shape[2]), np.float32)
-            rows[:, : full_mask.shape[1]] = full_mask
-            out[name] = value * rows[:, None, :, None]
-    return out
-
-
 def _metrics(got: np.ndarray, ref: np.ndarray) -> dict:
     g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
     err = float(np.abs(g - r).max()) if g.size else 0.0
@@ -93,8 +82,8 @@ def _metrics(got: np.ndarray, ref: np.ndarray) -> dict:
     return {"max_abs": err, "max_rel": err / scale if scale else err, "cosine": cos}
 
 
-def _backend_runs(req, out: Path, manifest, steps, step_masks):
-    """{runner name: [outputs per step]} for every requested backend, and the skipped ones with the reason."""
+def _backend_runs(req, out: Path, manifest, steps):
+    """{runner name: [raw outputs per step]} for every requested backend, and the skipped ones with the reason."""
     runs, skipped = {}, {}
     for name in req.backends:
         if name not in BACKENDS:
@@ -105,10 +94,10 @@ def _backend_runs(req, out: Path, manifest, steps, step_masks):
             skipped[name] = "the tensorrt package is not importable here" if not _tensorrt_available() else \
                 "engine runs go through `videorope-trt build` + the runtime's TensorRT backend"
             continue
-        sess = BACKENDS[name](out / manifest["graphs"]["decoder"]["file"])
+        sess = BACKENDS[name](graph_file(out, manifest, "decoder"))
         names = [o.name for o in sess.get_outputs()]
         runner = f"{name}[{manifest['rotary_form']},{manifest['precision']}]"
-        runs[runner] = [_zero_padding(dict(zip(names, sess.run(None, feeds))), *m) for (feeds, _), m in zip(steps, step_masks)]
+        runs[runner] = [dict(zip(names, sess.run(None, feeds))) for feeds, _ in steps]
     return runs, skipped
 
 
@@ -125,57 +114,60 @@ def _table(ref_runs, runs, tol: Tolerance) -> list:
 
 
 def _polygraphy(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
-    """Save torch's outputs and the feeds for Polygraphy; compare every runner with its Comparator."""
-    from polygraphy.comparator import Comparator, CompareFunc, RunResults
+    """Save torch's outputs (with each step's attention mask) and the feeds for Polygraphy, write the comparison
+    (parity/compare.py) and run it with Polygraphy's Comparator on every runner's raw outputs: the printed
+    `polygraphy run` line makes the same comparison."""
+    from polygraphy.logger import G_LOGGER
+
+    colors, G_LOGGER.colors = G_LOGGER.colors, False  # else a notice that the 'colored' module is missing
+    try:
+        with G_LOGGER.verbosity(G_LOGGER.ERROR):  # validate prints its own table; Polygraphy's lines repeat it
+            return _compare(ref_runs, runs, steps, tol, parity)
+    finally:
+        G_LOGGER.colors = colors
+
+
+def _compare(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
+    from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.struct import IterationResult
     from polygraphy.json import save_json
 
+    masks = [feeds["attention_mask"] for feeds, _ in steps]
     results = RunResults()
-    results.append(("torch", [IterationResult(r, runner_name="torch") for r in ref_runs]))
+    results.append(("torch", [IterationResult({**r, MASK: m}, runner_name="torch") for r, m in zip(ref_runs, masks)]))
     results.save(str(parity / "torch_outputs.json"))
     save_json([feeds for feeds, _ in steps], str(parity / "inputs.json"))
     for runner, outs in runs.items():
         results.append((runner, [IterationResult(o, runner_name=runner) for o in outs]))
-    # Per-output absolute tolerance = the relative tolerance times the output's largest reference magnitude.
-    atol = {name: tol.max_rel * max(float(np.abs(r[name]).max()) for r in ref_runs) for name in ref_runs[0]}
-    from polygraphy.logger import G_LOGGER
-
-    with G_LOGGER.verbosity(G_LOGGER.WARNING):  # our own table is printed instead of its per-output stats
-        accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=0.0,
-                                                                                       check_error_stat="max"))
-    return {"passed": bool(accuracy), "atol": atol}
-
-
-def _plot(rows, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for runner in sorted({r["backend"] for r in rows}):
-        mine = [r for r in rows if r["backend"] == runner]
-        ax.semilogy(range(len(mine)), [max(r["max_rel"], 1e-12) for r in mine], marker="o", label=runner)
-        ax.set_xticks(range(len(mine)), [r["output"] for r in mine], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("max relative error (all steps)")
-    ax.set_title("error per output: logits, then the K/V caches layer by layer")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    # Per-output absolute tolerance = the relative tolerance times the output's largest reference magnitude
+    # (outside the padding).
+    zeroed = [zero_padding(r, m) for r, m in zip(ref_runs, masks)]
+    atol = {name: tol.max_rel * max(float(np.abs(r[name]).max()) for r in zeroed) for name in zeroed[0]}
+    script = write_script(parity, atol)
+    if not runs:
+        return {"passed": True, "atol": atol, "script": str(script)}
+    accuracy = Comparator.compare_accuracy(results, compare_func=PaddingMaskedCompare(atol),
+                                           comparisons=[(i, 0) for i in range(1, len(runs) + 1)])
+    return {"passed": bool(accuracy), "atol": atol, "script": str(script)}
 
 
-def _print(rows, tol, skipped, lines) -> None:
+def _print(rows, tol, skipped, lines, greedy, poly, divergence) -> None:
     print(f"{'backend':32} {'output':18} {'max abs':>10} {'max rel':>10} {'cosine':>10}  result")
     for r in rows:
         print(f"{r['backend']:32} {r['output']:18} {r['max_abs']:10.3e} {r['max_rel']:10.3e} {r['cosine']:10.7f}  "
               f"{'pass' if r['passed'] else 'FAIL'}")
-    print(f"tolerance: max rel <= {tol.max_rel:g}, cosine >= {tol.min_cosine:g}")
+    print(f"tolerance: max rel <= {tol.max_rel:g}, cosine >= {tol.min_cosine:g} (rows at left-padding positions "
+          "left out)")
     for name, why in skipped.items():
         print(f"{name}: skipped ({why})")
-    print("reproduce with:")
+    if lines:
+        print("reproduce with:")
     for line in lines:
         print("  " + line)
+    print(f"greedy tokens equal: {greedy}; polygraphy comparator: {'pass' if poly['passed'] else 'FAIL'}")
+    for d in divergence:
+        print(f"first diverging node of {d['graph']}: {d.get('node')} ({d.get('op_type', '')}, tensor "
+              f"{d.get('tensor', '')}, max rel {d.get('max_rel', float('nan')):.3e})")
 
 
 def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -> tuple:
@@ -187,7 +179,7 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
 
     if "vision" not in manifest["graphs"] or "onnxruntime" not in req.backends:
         return [], None
-    sess = _ort_session(out / manifest["graphs"]["vision"]["file"])
+    sess = _ort_session(graph_file(out, manifest, "vision"))
     merge = manifest["model"]["spatial_merge_size"]
     rows, failing = [], None
     for kind, m in media.items():
@@ -230,42 +222,55 @@ def _inputs(model, req, manifest, ckpt):
     return prompt, decoder_steps(model, prompt, req.layout, req.decode_steps, last_only)
 
 
-def validate(req: ParityRequest) -> dict:
-    """Run the parity check; writes OUT/parity/{report.json, torch_outputs.json, inputs.json, error_per_output.png}."""
-    from videorope_trt.export.parity_inputs import parse_layout
+def _model(req, out: Path, manifest):
+    """(the model the artifact was exported from, its checkpoint): that checkpoint only (another one, or the same
+    path changed since, is refused), with the artifact's RoPE variant and parameters."""
+    from videorope_trt.artifact.manifest import check_checkpoint, checkpoint_of, rope_choice
     from videorope_trt.models import load_model
+
+    ckpt = check_checkpoint(out, manifest, req.checkpoint or checkpoint_of(out, manifest))
+    variant, params = rope_choice(manifest)
+    return load_model(ckpt, variant=variant, rope_params=params), ckpt
+
+
+def _reproduce(out: Path, manifest, parity: Path, script: str) -> list:
+    lines = [f"polygraphy run {graph_file(out, manifest, 'decoder')} --onnxrt --load-inputs {parity / 'inputs.json'} "
+             f"--load-outputs {parity / 'torch_outputs.json'} --compare-func-script {script}"]
+    if manifest["rotary_form"] == "plugin":
+        lines.append("# the plugin form needs the VideoRope op: polygraphy's --onnxrt cannot load it; export with "
+                     "--rotary-form native or decomposed to use this line")
+    return lines
+
+
+def validate(req: ParityRequest) -> dict:
+    """Run the parity check; writes OUT/parity/{report.json, torch_outputs.json, inputs.json, compare.py,
+    error_per_output.png}."""
+    from videorope_trt.export.parity_inputs import parse_layout
+    from videorope_trt.export.parity_plot import plot_errors
 
     parse_layout(req.layout)  # a bad layout fails before any work
     out = Path(req.out_dir)
     manifest = read_manifest(out)
-    ckpt = req.checkpoint or manifest["source"]["checkpoint"]
-    model = load_model(ckpt, variant=manifest["rope"]["variant"],
-                       rope_params={k: v for k, v in manifest["export"].items() if k == "delta" and v is not None})
+    model, ckpt = _model(req, out, manifest)
     tol = TOLERANCES[manifest["precision"]]
     prompt, steps = _inputs(model, req, manifest, ckpt)
-    if "decoder" in manifest["graphs"]:
+    has_decoder = "decoder" in manifest["graphs"]
+    if has_decoder:
         steps = [(typed_feeds(feeds, manifest["graphs"]["decoder"]), ref) for feeds, ref in steps]
-    step_masks = []
-    for feeds, _ in steps:
-        full = feeds["attention_mask"].astype(np.float32)
-        step_masks.append((full[:, -feeds["inputs_embeds"].shape[1]:], full))
-    ref_runs = [_zero_padding(r, *m) for (_, r), m in zip(steps, step_masks)]
-    runs, skipped = _backend_runs(req, out, manifest, steps, step_masks) if "decoder" in manifest["graphs"] else ({}, {})
+    masks = [feeds["attention_mask"] for feeds, _ in steps]
+    raw_runs, skipped = _backend_runs(req, out, manifest, steps) if has_decoder else ({}, {})
+    ref_runs = [zero_padding(r, m) for (_, r), m in zip(steps, masks)]
+    runs = {k: [zero_padding(o, m) for o, m in zip(v, masks)] for k, v in raw_runs.items()}
     rows = _table(ref_runs, runs, tol)
     vision_rows, vision_failing = _vision_rows(model, manifest, out, prompt.media, req, tol)
     parity = out / "parity"
     parity.mkdir(exist_ok=True)
-    poly = _polygraphy(ref_runs, runs, steps, tol, parity)
+    poly = _polygraphy([r for _, r in steps], raw_runs, steps, tol, parity)
     greedy = {runner: all(np.array_equal(o["logits"][:, -1].argmax(-1), r["logits"][:, -1].argmax(-1))
                           for o, r in zip(outs, ref_runs)) for runner, outs in runs.items()}
-    atol = " ".join(f"{k}:{v:.3g}" for k, v in poly["atol"].items())
-    lines = [f"polygraphy run {out / 'decoder.onnx'} --onnxrt --load-inputs {parity / 'inputs.json'} "
-             f"--load-outputs {parity / 'torch_outputs.json'} --rtol 0 --check-error-stat max --atol {atol}"]
-    if manifest["rotary_form"] == "plugin":
-        lines.append("# the plugin form needs the VideoRope op: polygraphy's --onnxrt cannot load it; export with "
-                     "--rotary-form native or decomposed to use this line")
+    lines = _reproduce(out, manifest, parity, poly["script"]) if has_decoder else []
     rows = vision_rows + rows
-    _plot(rows, parity / "error_per_output.png")
+    plot_errors(rows, tol.max_rel, parity / "error_per_output.png")
     passed = bool(rows) and all(r["passed"] for r in rows) and poly["passed"] and all(greedy.values())
     divergence = []
     if not passed and req.localize:
@@ -278,11 +283,7 @@ def validate(req: ParityRequest) -> dict:
               "media_tokens": {k: m.tokens for k, m in prompt.media.items()}, "layout": req.layout,
               "divergence": divergence, "commands": lines}
     write_atomic(parity / "report.json", json.dumps(report, indent=2) + "\n")
-    _print(rows, tol, skipped, lines)
-    print(f"greedy tokens equal: {greedy}; polygraphy comparator: {'pass' if poly['passed'] else 'FAIL'}")
-    for d in divergence:
-        print(f"first diverging node of {d['graph']}: {d.get('node')} ({d.get('op_type', '')}, tensor "
-              f"{d.get('tensor', '')}, max rel {d.get('max_rel', float('nan')):.3e})")
+    _print(rows, tol, skipped, lines, greedy, poly, divergence)
     return report
 
 

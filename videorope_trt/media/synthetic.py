@@ -197,6 +197,7 @@ def make_synthetic_video(path, *, seconds: float, fps: float, width: int, height
     if codec not in ENCODERS:
         raise ValueError(f"codec: received {codec!r}, expected one of {sorted(ENCODERS)}")
     layout = CounterLayout.for_frame(width, height, num_frames)  # fails before any file is created
+    path.parent.mkdir(parents=True, exist_ok=True)  # as every other writer (FFmpeg's error would name no file)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with av.open(str(tmp), "w", format=container_format) as out:
@@ -211,3 +212,27 @@ def make_synthetic_video(path, *, seconds: float, fps: float, width: int, height
     finally:
         tmp.unlink(missing_ok=True)
     return SyntheticVideo(str(path), num_frames, float(fps), width, height, codec, layout)
+
+
+def cut_short(src, out, fraction: float = 0.5) -> Path:
+    """A copy of the MP4 `src` with its index moved to the front (faststart, as web and camera files are) and cut
+    after `fraction` of its bytes: what a download stopped midway leaves. The container still declares every frame;
+    only the first part of them can be decoded."""
+    import av
+
+    if not 0 < fraction < 1:
+        raise ValueError(f"fraction: received {fraction}, expected a number in (0, 1)")
+    out = Path(out)
+    whole = out.with_name(f".{out.name}.{os.getpid()}.whole.mp4")
+    try:
+        with av.open(str(src)) as inp, av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+            stream = dst.add_stream_from_template(inp.streams.video[0])
+            for packet in inp.demux(inp.streams.video[0]):
+                if packet.dts is not None:  # the demuxer's final empty packet
+                    packet.stream = stream
+                    dst.mux(packet)
+        data = whole.read_bytes()
+    finally:
+        whole.unlink(missing_ok=True)
+    out.write_bytes(data[: int(len(data) * fraction)])
+    return out

@@ -125,6 +125,8 @@ class VideoInput:
     frame_indices: np.ndarray  # (frames,) int64: index of each sampled frame in the decoded range
     fps: float  # rate at which frames were actually sampled
     second_per_grid_t: float  # temporal_patch_size / fps: seconds covered by one temporal slice
+    #: why fewer frames than planned were read (a cut or damaged file, accepted with allow_truncated); "" if none
+    truncated: str = ""
 
     @property
     def num_tokens(self) -> int:
@@ -199,6 +201,18 @@ class _Plan:
     indices: np.ndarray
     size: tuple[int, int]  # resized (height, width)
     fps: float
+    total: int = 0  # frames the container declares in the range
+    whole: bool = True  # the whole video (its frame count is the container's), not a time range of it
+
+
+class TruncatedVideo(ValueError):
+    """The video ended, or its decoder failed, before every planned frame was read: a cut or damaged file.
+    `facts`: what was declared and what was read."""
+
+    def __init__(self, facts: str):
+        super().__init__(f"{facts}. Fix or re-download the file, or accept an answer from those frames "
+                         "(--allow-truncated-video; load_video(..., allow_truncated=True))")
+        self.facts = facts
 
 
 def _check_range(info: VideoInfo, start, end) -> tuple[float, float]:
@@ -229,7 +243,7 @@ def _fit_budget(info: VideoInfo, plan: _Plan, cfg: ProcessorConfig, token_budget
     indices = plan.indices
     if slices * per_slice > token_budget:
         indices = sample_indices(total, info.fps, **{**sampling, "max_frames": token_budget // per_slice * tp})
-    return _Plan(plan.start, plan.end, indices, size, plan.fps * len(indices) / len(plan.indices))
+    return _Plan(plan.start, plan.end, indices, size, plan.fps * len(indices) / len(plan.indices), total, plan.whole)
 
 
 def plan_sampling(info: VideoInfo, processor: ProcessorConfig = DEFAULT_PROCESSOR, *, fps=2.0, max_frames=None,
@@ -246,7 +260,8 @@ def plan_sampling(info: VideoInfo, processor: ProcessorConfig = DEFAULT_PROCESSO
     sampling = dict(fps=fps, max_frames=max_frames, min_frames=cfg.min_frames,
                     temporal_patch_size=cfg.temporal_patch_size)
     indices = sample_indices(total, info.fps, **sampling)
-    plan = _Plan(t0, t1, indices, cfg.target_size(info.height, info.width), info.fps * len(indices) / total)
+    plan = _Plan(t0, t1, indices, cfg.target_size(info.height, info.width), info.fps * len(indices) / total, total,
+                 whole)
     return plan if token_budget is None else _fit_budget(info, plan, cfg, token_budget, total, sampling)
 
 
@@ -255,41 +270,75 @@ def _as_processor(processor) -> ProcessorConfig:
 
 
 def _sampled_frames(path, plan: _Plan) -> Iterator[tuple[int, float, np.ndarray]]:
-    """(range index, seconds, resized uint8 frame) for the planned frames, decoding lazily."""
+    """(range index, seconds, resized uint8 frame) for the planned frames, decoding lazily. TruncatedVideo when the
+    file ends, or its decoder fails, before the last planned frame."""
     wanted = iter(plan.indices.tolist())
-    target = next(wanted, None)
-    for k, (seconds, frame) in enumerate(iter_frames(path, plan.start, plan.end)):
-        if target is None:
-            return
-        if k == target:
-            yield k, seconds, resize_frame(frame.to_image(), plan.size)
+    target, decoded, seconds = next(wanted, None), 0, plan.start
+    frames = iter_frames(path, plan.start, plan.end)
+    while target is not None:
+        try:
+            seconds, frame = next(frames)
+        except StopIteration:
+            break
+        except ValueError as e:  # the decoder failed: what came before it is all there is
+            if decoded == 0:
+                raise
+            _cut_short(path, plan, decoded, seconds, f"its decoder failed after {decoded} frames ({e})")
+        if decoded == target:
+            yield decoded, seconds, resize_frame(frame.to_image(), plan.size)
             target = next(wanted, None)
+        decoded += 1
+    if target is not None and (plan.whole or decoded < plan.total - 1):  # a range's count may round up by one
+        _cut_short(path, plan, decoded, seconds, f"it ended after {decoded} frames")
 
 
-def _video_input(frames, times, indices, plan: _Plan, cfg: ProcessorConfig) -> VideoInput:
+def _cut_short(path, plan: _Plan, decoded: int, seconds: float, how: str):
+    read = int(np.searchsorted(plan.indices, decoded))
+    raise TruncatedVideo(
+        f"{path}: the container declares {plan.total} frames ({plan.end - plan.start:.2f} s) but {how}, at "
+        f"{seconds:.2f} s; the file looks cut short or damaged, and only {read} of the {len(plan.indices)} planned "
+        "frames were read")
+
+
+def _read_frames(path, plan: _Plan, allow_truncated: bool) -> tuple:
+    """(rows of `_sampled_frames`, why fewer than planned were read or "")."""
+    rows = []
+    try:
+        for row in _sampled_frames(path, plan):
+            rows.append(row)
+    except TruncatedVideo as e:
+        if not allow_truncated or not rows:
+            raise
+        return rows, e.facts
+    return rows, ""
+
+
+def _video_input(frames, times, indices, plan: _Plan, cfg: ProcessorConfig, truncated: str = "") -> VideoInput:
     pixel_values, grid = preprocess_frames(np.stack(frames), cfg)
     return VideoInput(pixel_values, grid, np.asarray(times, np.float64), np.asarray(indices, np.int64),
-                      plan.fps, cfg.temporal_patch_size / plan.fps)
+                      plan.fps, cfg.temporal_patch_size / plan.fps, truncated)
 
 
 def load_video(path, *, fps: float | None = 2.0, max_frames: int | None = None, start: float | None = None,
                end: float | None = None, token_budget: int | None = None,
-               processor: ProcessorConfig | str | Path = DEFAULT_PROCESSOR) -> VideoInput:
+               processor: ProcessorConfig | str | Path = DEFAULT_PROCESSOR, allow_truncated: bool = False) -> VideoInput:
     """Decode, sample and preprocess a video for Qwen2-VL.
 
     fps: frames per second to sample (None: every frame); max_frames: at most this many frames;
     start/end: seconds (end past the video is clamped); token_budget: at most this many visual tokens after the
     merge (resolution is lowered first, down to min_pixels, then frames are dropped); processor: settings or a
-    checkpoint directory. Every check that can fail runs before any frame is decoded.
+    checkpoint directory. Every check that can fail runs before any frame is decoded, but one: a file that ends (or
+    fails to decode) before its last planned frame raises TruncatedVideo, naming the frames its container declares
+    and those read, unless `allow_truncated`, which keeps the frames read and says so in `VideoInput.truncated`.
     """
     cfg = _as_processor(processor)
     plan = plan_sampling(probe_video(path), cfg, fps=fps, max_frames=max_frames, start=start, end=end,
                          token_budget=token_budget)
-    rows = list(_sampled_frames(path, plan))
+    rows, truncated = _read_frames(path, plan, allow_truncated)
     if not rows:
         raise ValueError(f"{path}: no frame decoded in [{plan.start:.3f}, {plan.end:.3f}) s, expected at least one")
     indices, times, frames = zip(*rows)
-    return _video_input(frames, times, indices, plan, cfg)
+    return _video_input(frames, times, indices, plan, cfg, truncated)
 
 
 def iter_video_chunks(path, frames_per_chunk: int, *, fps: float | None = 2.0, start: float | None = None,

@@ -34,8 +34,9 @@ def plain_inv_freq(head_dim, theta) -> np.ndarray:
 def inv_freq(head_dim, theta, scaling=None, **params) -> np.ndarray:
     """np.float32 (head_dim // 2,) rotary frequencies, optionally rescaled.
 
-    `scaling`: None or one of `SCALINGS` (`ntk`, `yarn`, `mrope++`, `videorope++_v1`, `dynamic`); params
-    `factor` (4), `original_max_position` (32768), `seq_len` (dynamic), `variant` (scalings that treat the
+    `scaling`: None or one of `SCALINGS` (`ntk`, `yarn`, `mrope++`, `videorope++_v1`, `dynamic`,
+    `videoropepp_dynamic`); params
+    `factor` (4), `original_max_position` (32768), `seq_len` (the dynamic ones), `variant` (scalings that treat the
     time axis apart read its axis map).
     """
     base = plain_inv_freq(head_dim, theta)

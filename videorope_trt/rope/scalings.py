@@ -7,6 +7,13 @@ yarn             YaRN blend, β_fast = 32, β_slow = 1: high frequencies kept, l
 mrope++          time pairs kept; h pairs 0.5·(inv/s) + 0.5·NTK; w pairs NTK, NTK θ' = θ·((L0·s-1)/(L0-1))^(D/(D-2))
 videorope++_v1   (VideoRoPE++'s YaRN-V) spatial pairs kept; time pairs use that NTK θ'
 dynamic          dynamic NTK: once seq_len = largest position + 1 exceeds L0, θ' = θ·(s·seq_len/L0 - (s-1))^(D/(D-2))
+videoropepp_dynamic  as dynamic, with a factor that grows with seq_len instead of s: with
+                 d_extra = 2·⌈(D/2)·log_θ(L0/2π)⌉ (the dims that complete a period within L0),
+                 s(L) = (L/2π)^(D/d_extra) / θ
+                 (VideoRoPE++'s vLLM code, `_videoropepp_dynamic_frequency_update`; docs/facts.md)
+
+Each is applied once, for the length given (`seq_len` for the dynamic ones), as the exported graphs hold fixed
+frequencies; VideoRoPE++'s code recomputes the dynamic ones whenever a longer sequence arrives.
 
 mrope++ and videorope++_v1 read the time/h/w pairs from the axis map of `variant`; without one they use the
 official split (M-RoPE sections for mrope++, LTA for videorope++_v1), which is what the code hard-codes.
@@ -82,20 +89,56 @@ def videorope_pp_v1(inv, theta, *, factor, original_max_position, variant=None, 
 
 
 def dynamic(inv, theta, *, factor, original_max_position, seq_len=None, **_):
-    if seq_len is None:
-        raise ValueError("scaling 'dynamic' needs seq_len (largest position + 1)")
-    seq_len = float(seq_len)
-    if not math.isfinite(seq_len) or seq_len <= 0:
-        raise ValueError(f"seq_len must be a finite positive number, got {seq_len!r}")
+    seq_len = _seq_len(seq_len, "dynamic")
     if seq_len <= original_max_position:
         return inv.copy()
     d = _dim(inv)
     return _powers(inv, theta * (factor * seq_len / original_max_position - (factor - 1)) ** (d / (d - 2)))
 
 
+def _seq_len(seq_len, name: str) -> float:
+    if seq_len is None:
+        raise ValueError(f"scaling {name!r} needs seq_len (largest position + 1)")
+    seq_len = float(seq_len)
+    if not math.isfinite(seq_len) or seq_len <= 0:
+        raise ValueError(f"seq_len must be a finite positive number, got {seq_len!r}")
+    return seq_len
+
+
+def videoropepp_factor(seq_len: float, theta: float, head_dim: int, original_max_position: float) -> float:
+    """VideoRoPE++'s dynamic factor for a sequence of `seq_len` positions. The first d_extra dims complete a whole
+    period within L0; (L/2π)^(D/d_extra) is the base at which dim d_extra's period is exactly `seq_len`, and the
+    factor is that base over θ (below 1 just past L0, where the formula then changes θ by almost nothing)."""
+    d_extra = 2 * math.ceil(head_dim / 2 * math.log(original_max_position / (2 * math.pi), theta))
+    return (seq_len / (2 * math.pi)) ** (head_dim / d_extra) / theta
+
+
+def videoropepp_dynamic(inv, theta, *, factor, original_max_position, seq_len=None, **_):
+    """`factor` is not read: the length decides it (`videoropepp_factor`)."""
+    seq_len = _seq_len(seq_len, "videoropepp_dynamic")
+    if seq_len <= original_max_position:
+        return inv.copy()
+    d = _dim(inv)
+    s = videoropepp_factor(seq_len, theta, d, original_max_position)
+    return _powers(inv, theta * (s * seq_len / original_max_position - (s - 1)) ** (d / (d - 2)))
+
+
 #: name → function(inv_freq float64, theta, factor=, original_max_position=, seq_len=, variant=)
-SCALINGS = {"ntk": ntk, "yarn": yarn, "mrope++": mrope_pp, "videorope++_v1": videorope_pp_v1, "dynamic": dynamic}
+SCALINGS = {"ntk": ntk, "yarn": yarn, "mrope++": mrope_pp, "videorope++_v1": videorope_pp_v1, "dynamic": dynamic,
+            "videoropepp_dynamic": videoropepp_dynamic}
 _PARAMS = {"factor", "original_max_position", "seq_len", "variant"}
+
+
+def context_limit(max_positions: int, params: dict) -> int:
+    """The longest context (prompt + generated tokens) a RoPE with `params` is meant for: the model's
+    max_position_embeddings, or what its scaling extends that to (the `seq_len` a dynamic one was computed for,
+    else `factor` times it)."""
+    name = params.get("scaling")
+    if not name:
+        return int(max_positions)
+    if params.get("seq_len") is not None:
+        return max(int(max_positions), int(params["seq_len"]))
+    return int(max_positions * float(params.get("factor", 4.0)))
 
 
 def scale_inv_freq(name, inv, theta, *, factor=4.0, original_max_position=32768, **params) -> np.ndarray:

@@ -68,8 +68,8 @@ def _peak_memory(device) -> dict:
 
 
 def bench_context(session, context: int, frame_size: int, config) -> dict:
-    """One generation over a synthetic video whose tokens fill `context`: its timings, rates and peak memory.
-    `config`: a `GenerationConfig` (its max_new_tokens are the decoded tokens; EOS does not stop them)."""
+    """One generation that fills a KV cache of `context` tokens: a synthetic video's prompt takes `context` less the
+    decoded tokens (`config.max_new_tokens`; EOS does not stop them). Its timings, rates and peak memory."""
     from dataclasses import replace
 
     from videorope_trt.media import prompt
@@ -77,9 +77,13 @@ def bench_context(session, context: int, frame_size: int, config) -> dict:
 
     backend, tokenizer = session.backend, session.tokenizer
     text = len(prompt.prompt_ids(tokenizer, "Describe the video.", 0)) + 2
-    video, frames, n_video = synthetic_video(context, text, session.processor, frame_size,
+    video, frames, n_video = synthetic_video(context - config.max_new_tokens, text, session.processor, frame_size,
                                              backend.info.spatial_merge_size)
     rows = [prompt.prompt_ids(tokenizer, "Describe the video.", n_video)]
+    if len(rows[0]) + config.max_new_tokens > context:
+        raise ValueError(f"a context of {context} tokens holds no prompt with a video of {frame_size}x{frame_size} "
+                         f"frames ({len(rows[0])} tokens at least) and {config.max_new_tokens} decoded tokens; bench a "
+                         "longer context, a smaller --frame-size or fewer --decode-tokens")
     tm = generate(backend, rows, video, replace(config, stop_at_eos=False)).timings
     return {
         "context": context, "prompt_tokens": len(rows[0]), "frames": frames, **tm,

@@ -35,6 +35,9 @@ class GenerationConfig:
     stop_at_eos: bool = True
     #: decode steps between host reads of the generated tokens (streaming granularity; each read is one sync)
     sync_every: int = 16
+    #: run past the model's position limit (`ModelInfo.context_limit`), where its answers are no longer the ones it
+    #: was trained to give; without it, a longer prompt is an error
+    allow_long_context: bool = False
 
     def __post_init__(self):
         for name in ("max_new_tokens", "prefill_chunk", "vision_chunk", "sync_every"):
@@ -230,6 +233,20 @@ def decode_inputs(backend, rope_deltas, mask) -> tuple:
     return full, deltas.expand(variant.num_axes, batch, 1).contiguous(), variant.decode_step
 
 
+def check_context(info, prompt_tokens: int, capacity: int, config: GenerationConfig) -> None:
+    """Refuse a generation longer than the model's position limit (before any work), unless
+    `config.allow_long_context`: past it the model answers, but not as it was trained to."""
+    limit, need = info.context_limit, prompt_tokens + config.max_new_tokens
+    if config.allow_long_context or max(need, capacity) <= limit:
+        return
+    extended = "" if limit == info.max_positions else f", as the RoPE's scaling extends its {info.max_positions}"
+    what = (f"the prompt ({prompt_tokens} tokens) and max_new_tokens ({config.max_new_tokens}) need {need} positions"
+            if need > limit else f"a KV cache of {capacity} tokens (--max-context) reaches past them")
+    raise ValueError(f"generation: {what}; the model holds {limit} (max_position_embeddings{extended}). Shorten the "
+                     "video (--max-frames, --fps, --token-budget) or the answer (--max-new-tokens), or run past the "
+                     "limit anyway with --allow-long-context (answers there are not what the model was trained for)")
+
+
 def generate(backend, rows, video=None, config: GenerationConfig = GenerationConfig(), on_token=None, bar=_no_bar):
     """Answer every prompt in `rows` (token-id lists; video tokens already expanded) about one shared video.
 
@@ -245,6 +262,7 @@ def generate(backend, rows, video=None, config: GenerationConfig = GenerationCon
             f"generation: the prompt ({ids.shape[1]} tokens) plus max_new_tokens ({config.max_new_tokens}) "
             f"exceeds the KV cache capacity {capacity}; raise --max-context or shorten the video"
         )
+    check_context(backend.info, ids.shape[1], capacity, config)
     visual = grid = None
     if video is not None:
         grid = np.asarray(video.grid_thw, dtype=np.int64).reshape(3)

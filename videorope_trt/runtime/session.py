@@ -65,12 +65,14 @@ class Session:
     def info(self):
         return self.backend.info
 
-    def load_video(self, path, *, fps: float | None = 2.0, max_frames=None, start=None, end=None, token_budget=None):
-        """Frames sampled and preprocessed as the model's processor does (`media.video.load_video`)."""
+    def load_video(self, path, *, fps: float | None = 2.0, max_frames=None, start=None, end=None, token_budget=None,
+                   allow_truncated: bool = False):
+        """Frames sampled and preprocessed as the model's processor does (`media.video.load_video`; a file cut
+        short is refused unless `allow_truncated`)."""
         from videorope_trt.media.video import load_video
 
         return load_video(path, fps=fps, max_frames=max_frames, start=start, end=end, token_budget=token_budget,
-                          processor=self.processor)
+                          processor=self.processor, allow_truncated=allow_truncated)
 
     def video_tokens(self, video) -> int:
         from videorope_trt.media.prompt import video_token_count

@@ -14,7 +14,8 @@ def model_info(manifest: dict) -> ModelInfo:
 
     rope = manifest.get("rope") or {}
     params = {k: v for k, v in rope.items() if k in POSITION_PARAMS}
-    return ModelInfo.from_config(manifest["model"]["config"], variant=rope["variant"], position_params=params)
+    return ModelInfo.from_config(manifest["model"]["config"], variant=rope["variant"], position_params=params,
+                                 rope_params=rope)
 
 
 def embedding_table(artifact, manifest: dict, device):
@@ -28,21 +29,6 @@ def embedding_table(artifact, manifest: dict, device):
 
 def graph_path(artifact, manifest: dict, graph: str) -> Path:
     """The ONNX file of a graph the manifest registers, checked to be there with its external data file."""
-    graphs = manifest.get("graphs") or {}
-    if graph not in graphs:
-        raise ValueError(f"{artifact}: no graph {graph!r}; the manifest registers {', '.join(sorted(graphs))}")
-    entry = graphs[graph]
-    path = Path(artifact) / entry["file"]
-    data = Path(artifact) / entry.get("external_data", entry["file"] + ".data")
-    for f, what in ((path, "graph"), (data, "weights file")):
-        if not f.is_file() and (what == "graph" or _uses_external_data(path)):
-            raise FileNotFoundError(f"{artifact}: the {graph} {what} {f.name} is missing; export (or calibrate) again")
-    return path
+    from videorope_trt.artifact.manifest import graph_file
 
-
-def _uses_external_data(path: Path) -> bool:
-    import onnx
-    from onnx.external_data_helper import uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    return any(uses_external_data(t) for t in model.graph.initializer)
+    return graph_file(artifact, manifest, graph)

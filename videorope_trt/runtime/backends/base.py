@@ -43,14 +43,25 @@ class ModelInfo(ModelConfig):
     variant: str = "m_rope"
     #: keyword arguments of `videorope_trt.rope.batch_positions` (e.g. delta for VideoRoPE's ATS)
     position_params: dict = field(default_factory=dict)
+    #: the longest context (prompt + generated tokens) the model is meant for: max_position_embeddings, or what the
+    #: RoPE's context-extension scaling extends it to (`rope.scalings.context_limit`); 0: max_positions
+    position_limit: int = 0
 
     @classmethod
     def from_config(cls, config: dict, variant: str = "m_rope", position_params: dict | None = None,
-                    name: str = "checkpoint") -> "ModelInfo":
-        """From a Qwen2-VL config.json dict (text fields at the top level or under `text_config`)."""
+                    name: str = "checkpoint", rope_params: dict | None = None) -> "ModelInfo":
+        """From a Qwen2-VL config.json dict (text fields at the top level or under `text_config`); `rope_params`:
+        every parameter of the variant (its scaling among them)."""
+        from videorope_trt.rope.scalings import context_limit
+
         base = ModelConfig.from_config(config, name=name)
         return cls(**{f.name: getattr(base, f.name) for f in fields(ModelConfig)}, variant=variant,
-                   position_params=dict(position_params or {}))
+                   position_params=dict(position_params or {}),
+                   position_limit=context_limit(base.max_positions, rope_params or {}))
+
+    @property
+    def context_limit(self) -> int:
+        return self.position_limit or self.max_positions
 
 
 class Backend(ABC):

@@ -59,8 +59,6 @@ class TorchOptions:
 
 #: the artifact's precision → the dtype that runs it in torch
 ARTIFACT_DTYPES = {"fp32": "float32", "fp16": "float16"}
-#: manifest rope record fields that describe the frequencies, not the variant's parameters
-_ROPE_RECORD = ("variant", "theta", "head_dim", "axis_map", "num_axes", "decode_step", "attrs")
 
 
 def artifact_options(artifact, options: TorchOptions) -> tuple:
@@ -68,11 +66,10 @@ def artifact_options(artifact, options: TorchOptions) -> tuple:
     An option that asks for something else is refused, never silently applied or dropped."""
     from dataclasses import replace
 
-    from videorope_trt.artifact.manifest import checkpoint_of, checkpoint_sha256, read_manifest
+    from videorope_trt.artifact.manifest import check_checkpoint, checkpoint_of, read_manifest, rope_choice
 
     manifest = read_manifest(artifact)
-    rope = manifest.get("rope") or {}
-    variant, params = rope.get("variant"), {k: v for k, v in rope.items() if k not in _ROPE_RECORD}
+    variant, params = rope_choice(manifest)
     precision = manifest.get("precision", "fp32")
     where = f"{artifact} was exported with variant {variant} {params} at {precision}"
     if options.variant not in (None, variant) or options.rope_params not in (None, params):
@@ -84,10 +81,7 @@ def artifact_options(artifact, options: TorchOptions) -> tuple:
     if options.dtype is not None and DTYPES[options.dtype] != ARTIFACT_DTYPES[precision]:
         raise ValueError(f"{where}: the torch backend runs it in {ARTIFACT_DTYPES[precision]}, not {options.dtype} "
                          "(drop --dtype, or export at another precision)")
-    ckpt = options.checkpoint or checkpoint_of(artifact, manifest)
-    if options.checkpoint is not None and checkpoint_sha256(ckpt) != (manifest.get("source") or {}).get("sha256"):
-        raise ValueError(f"checkpoint {ckpt} is not the one {artifact} was exported from ({manifest['source']['checkpoint']}); "
-                         "the torch backend runs the artifact's own weights")
+    ckpt = check_checkpoint(artifact, manifest, options.checkpoint or checkpoint_of(artifact, manifest))
     return ckpt, replace(options, checkpoint=str(ckpt), variant=variant, rope_params=params,
                          dtype=ARTIFACT_DTYPES[precision])
 
@@ -97,7 +91,7 @@ def info_from_model(model, ckpt_dir) -> ModelInfo:
     from videorope_trt.models.loading import read_config
 
     return ModelInfo.from_config(read_config(ckpt_dir), variant=model.rope.variant,
-                                 position_params=dict(model.rope.position_params))
+                                 position_params=dict(model.rope.position_params), rope_params=dict(model.rope.params))
 
 
 class TorchBackend(Backend):
