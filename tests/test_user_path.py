@@ -47,7 +47,7 @@ def _inputs(root, capfd):
 
 
 def _export(capfd, ckpt, out, *variant):
-    rc, text, err = _cli(capfd, "export", ckpt, out, *variant, "--target", "rtx", "--rotary-form", "native")
+    rc, text, err = _cli(capfd, "export", ckpt, out, *variant, "--target", "rtx", "--rotary-form", "plugin")
     assert rc == 0 and "torchvision is not installed" not in err, err
     return json.loads((out / "manifest.json").read_text())
 
@@ -63,19 +63,20 @@ def _export_and_validate(capfd, ckpt, out):
     assert rc == 0 and "polygraphy comparator: pass" in text
 
 
-def _calibrate_and_build(capfd, ckpt, out, videos, root):
+def _calibrate_and_build(capfd, ckpt, out, videos, root, plugin):
+    """int8-wo with fp32 around its Q/DQ: the plugin node's ONNX Runtime kernel is fp32 only, and `run` checks it."""
     rc, _, err = _cli(capfd, "calibrate", ckpt, out, "--precision", "int8-wo", "--videos", videos, "--prompts",
-                      root / "prompts.txt", "--target", "rtx", "--rotary-form", "native", "--greedy-tokens", 1,
-                      "--no-progress")
+                      root / "prompts.txt", "--target", "rtx", "--rotary-form", "plugin", "--float", "fp32",
+                      "--greedy-tokens", 1, "--no-progress")
     assert rc == 0, err
     graphs = json.loads((out / "manifest.json").read_text())["graphs"]
     assert {g: e["precision"] for g, e in graphs.items()} == {"vision": "fp32", "decoder": "fp32",
                                                              "decoder.int8-wo": "int8-wo"}
-    if not T.available("rtx"):
+    if not T.available("rtx") or plugin is None:
         return None
     rc, printed, err = _cli(capfd, "build", out, "--target", "rtx", "--graphs", "vision", "decoder.int8-wo",
                             "--max-context", 512, "--prefill-chunk", 64, "--frames-per-chunk", 2,
-                            "--compute-capabilities", "8.6")
+                            "--compute-capabilities", "8.6", "--plugin", plugin)
     assert rc == 0 and "Int64 binding" not in printed + err, err
     return out / "engines" / "rtx"
 
@@ -96,7 +97,7 @@ def _backends_answer_with_the_artifacts_model(capfd, out, clip, engines):
     for name, s in runs.items():
         assert (s.info.variant, s.info.position_params) == want, name
     assert runs["torch"].backend.dtype == torch.float32 and runs["onnxruntime"].backend.kv_type is np.float32
-    assert runs["int8"].backend.kv_type is np.float16  # the calibrated graph (fp16 around its Q/DQ), not decoder.onnx
+    assert runs["int8"].backend.decoder._model_path.endswith("decoder.int8-wo.onnx")  # the calibrated graph
     torch_answer = _answer(capfd, out, clip, "--backend", "torch", "--device", "cpu")
     assert torch_answer == _answer(capfd, out, clip, "--backend", "onnxruntime")
     _answer(capfd, out, clip, "--backend", "onnxruntime", "--decoder", "decoder.int8-wo")
@@ -149,7 +150,7 @@ def _a_cut_video_is_refused(capfd, out, root):
     assert rc == 0 and "[run] warning:" in err and "planned frames were read; answering from those" in err
 
 
-def _an_interrupted_build_keeps_the_last(capfd, out, engines, monkeypatch):
+def _an_interrupted_build_keeps_the_last(capfd, out, engines, monkeypatch, plugin):
     from videorope_trt.build import engine as B
 
     before = {p.name: p.read_bytes() for p in engines.iterdir()}
@@ -162,7 +163,7 @@ def _an_interrupted_build_keeps_the_last(capfd, out, engines, monkeypatch):
 
     monkeypatch.setattr(B, "build_engine", interrupted)
     rc, _, err = _cli(capfd, "build", out, "--target", "rtx", "--max-context", 256, "--prefill-chunk", 32,
-                      "--frames-per-chunk", 2, "--compute-capabilities", "8.6")
+                      "--frames-per-chunk", 2, "--compute-capabilities", "8.6", "--plugin", plugin)
     monkeypatch.undo()
     assert rc == 130 and err.endswith("videorope-trt build: interrupted\n")
     assert {p.name: p.read_bytes() for p in engines.iterdir()} == before
@@ -187,16 +188,20 @@ def _reexport_replaces_the_directory(capfd, ckpt, out, clip):
     assert Session.open(out, "torch", device="cpu").info.variant == "vrope"
 
 
-def test_the_user_path(tmp_path, capfd, monkeypatch):
+def test_the_user_path(tmp_path, capfd, monkeypatch, request):
+    try:  # the engines' VideoRopeCache plugin, compiled with nvcc against TensorRT's headers
+        plugin = request.getfixturevalue("plugin_library")
+    except pytest.skip.Exception:
+        plugin = None
     ckpt, videos = _inputs(tmp_path, capfd)
     clip, out = videos / "clip0.mp4", tmp_path / "out"
     _export_and_validate(capfd, ckpt, out)
-    engines = _calibrate_and_build(capfd, ckpt, out, videos, tmp_path)
+    engines = _calibrate_and_build(capfd, ckpt, out, videos, tmp_path, plugin)
     _backends_answer_with_the_artifacts_model(capfd, out, clip, engines)
     _mismatches_are_refused(capfd, out, ckpt, tmp_path)
     _a_cut_video_is_refused(capfd, out, tmp_path)
     if engines is not None:
-        _an_interrupted_build_keeps_the_last(capfd, out, engines, monkeypatch)
+        _an_interrupted_build_keeps_the_last(capfd, out, engines, monkeypatch, plugin)
     else:
-        pytest.skip("TensorRT-RTX wheels not installed (requirements/rtx.txt): the build steps did not run")
+        pytest.skip("TensorRT-RTX wheels or nvcc and TensorRT's headers missing: the build steps did not run")
     _reexport_replaces_the_directory(capfd, ckpt, out, clip)

@@ -208,7 +208,7 @@ def test_first_diverging_node_is_named(exports, tmp_path):
     saved = json.loads((bad / "parity" / "report.json").read_text())
     assert saved["divergence"][0]["node"] == consumer.name
     rc, log, line = _reproduce(report, tmp_path)  # the printed line fails where validate failed
-    assert rc != 0 and "present_key_1: max abs difference" in log and "FAIL" in log, (line, log[-3000:])
+    assert rc != 0 and "logits: max abs difference" in log and "FAIL" in log, (line, log[-3000:])
 
 
 def test_validate_refuses_another_checkpoint(exports, tiny, tmp_path):

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from videorope_trt.serve.limits import DEFAULT_VISION_CHUNK
+from videorope_trt.serve.limits import DEFAULT_PREFILL_CHUNK, DEFAULT_VISION_CHUNK
 
 
 def _positive(text: str) -> int:
