@@ -8,7 +8,8 @@
 # The graphs are written for the oldest TensorRT the target names (export --target); the engines are built where they
 # run, against that machine's TensorRT headers (TRT_INCLUDE) for its GPU (ARCHS). BUILD_TARGET and BACKEND let the
 # same steps run elsewhere: BUILD_TARGET=rtx builds ahead of time with TensorRT-RTX, BACKEND=onnxruntime answers
-# without TensorRT.
+# without TensorRT. `videorope-trt plan` (the first step) says whether the model fits the target at PRECISION:
+# Qwen2-VL-2B fits an Orin Nano 8GB only with INT8 weights, which come from examples/calibrate_folder.sh.
 set -euo pipefail
 CKPT=$1; VIDEO=$2
 TARGET=${TARGET:-orin-nano-8gb}

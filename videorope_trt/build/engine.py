@@ -6,8 +6,8 @@
 One code path serves full TensorRT (10.x, 11.x) and TensorRT-RTX; `runtime.trt` holds their differences as data.
 Networks are strongly typed: the ONNX decides precision (FP16 graph, or Q/DQ), no builder precision flags. The
 optimization profiles come from the memory plan: the decoder gets a prefill profile (S up to the prefill chunk) and a
-decode profile (S = 1), both with the past length up to the planned context; the vision encoder gets patches up to
-one frame chunk. Symbolic dims are read from the manifest's input specs, else from the ONNX inputs.
+decode profile (S = 1), both attending up to the planned context over a cache of that many rows; the vision encoder
+gets patches up to one frame chunk. Symbolic dims are read from the manifest's input specs, else from the ONNX inputs.
 """
 
 from __future__ import annotations

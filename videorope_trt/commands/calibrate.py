@@ -14,6 +14,7 @@ import time
 
 def add_arguments(parser, name: str) -> None:
     from videorope_trt.artifact.precisions import names
+    from videorope_trt.export.cache_op import CACHE_FORMS
 
     parser.add_argument("checkpoint", metavar="CKPT", help="Qwen2-VL checkpoint directory (HF layout)")
     parser.add_argument("out", metavar="OUT", help="artifact directory to write the Q/DQ ONNX and the report into")
@@ -35,7 +36,8 @@ def add_arguments(parser, name: str) -> None:
                              "an fp32 graph's unquantized ops in fp32)")
     parser.add_argument("--alpha", type=float, default=None,
                         help="SmoothQuant migration strength in [0, 1] for int8-sq (default 0.5)")
-    parser.add_argument("--rotary-form", default="plugin", help="plugin, native or decomposed (default plugin)")
+    parser.add_argument("--rotary-form", default="plugin", choices=sorted(CACHE_FORMS),
+                        help="form of the decoder's rotary cache op (default plugin)")
     parser.add_argument("--variant", default=None, help="RoPE variant (default: the checkpoint's)")
     parser.add_argument("--no-onnx-check", action="store_true", help="skip running the Q/DQ decoder in ONNX Runtime")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from videorope_trt.commands.run import _add_common, backend_options, chunk_sizes
+from videorope_trt.commands.run import _add_common, backend_options, chunk_sizes, resolve_backend
 
 
 def _numbers(text: str, kind, what: str) -> tuple:
@@ -62,7 +62,7 @@ def add_arguments(parser, name: str) -> None:
 def _sides(args) -> list:
     """[(path, backend, namespace of its options)]: OUT on --backend, then the comparison deployment if any. The
     torch-only switches (--dtype, --compile, --split-prefill) configure whichever side runs torch."""
-    sides = [(args.out, args.backend, args.target)]
+    sides = [(args.out, resolve_backend(args, "eval"), args.target)]
     if args.compare is not None or args.compare_backend is not None or args.compare_target is not None:
         backend = args.compare_backend or args.backend
         target = args.compare_target if args.compare_target is not None else (

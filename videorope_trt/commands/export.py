@@ -9,7 +9,7 @@ def _export_arguments(p):
     from videorope_trt.artifact.precisions import names
     from videorope_trt.build.presets import PRESETS
     from videorope_trt.export.generations import DEFAULT_GENERATION
-    from videorope_trt.export.rotary import FORMS
+    from videorope_trt.export.cache_op import CACHE_FORMS
 
     p.add_argument("checkpoint", help="Qwen2-VL checkpoint directory (Hugging Face layout, safetensors)")
     p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint, "
@@ -22,9 +22,10 @@ def _export_arguments(p):
                         help="a bare TensorRT version the graphs must parse on, e.g. 10.3, 10.16, 11.1 or rtx-1.7")
     p.add_argument("--variant", default=None, help="RoPE variant (default: the checkpoint's, else m_rope)")
     p.add_argument("--delta", type=float, default=None, help="VideoRoPE temporal spacing δ (default: the checkpoint's)")
-    p.add_argument("--rotary-form", default="plugin", choices=sorted(FORMS),
-                   help="how the rotation appears in ONNX (default plugin: the VideoRope node, which needs the plugin "
-                        "library at build time; decomposed: standard ops only; native: opset-23 RotaryEmbedding)")
+    p.add_argument("--rotary-form", default="plugin", choices=sorted(CACHE_FORMS),
+                   help="how the decoder's rotate-and-write-the-cache op appears in ONNX (default plugin: the "
+                        "VideoRopeCache node, which engines need: its outputs alias the cache; decomposed: standard "
+                        "ops only, for ONNX Runtime)")
     p.add_argument("--precision", default="fp32", choices=names("export"),
                    help="graph precision (default fp32; int8/fp8 come from `videorope-trt calibrate`)")
     p.add_argument("--all-logits", action="store_true",

@@ -29,8 +29,9 @@ def _positive(text: str) -> int:
 
 def _add_common(p, name: str) -> None:
     p.add_argument("out", metavar="OUT", help="artifact directory (or a checkpoint directory for --backend torch)")
-    p.add_argument("--backend", default="torch", choices=("torch", "onnxruntime", "tensorrt"),
-                   help="what runs the model (default torch)")
+    p.add_argument("--backend", default=None, choices=("torch", "onnxruntime", "tensorrt"),
+                   help="what runs the model (default: an artifact's engines where its TensorRT is installed, else "
+                        "ONNX Runtime on its graphs; torch for a checkpoint directory)")
     p.add_argument("--checkpoint", help="torch backend on an artifact: where its checkpoint's weights are now "
                    "(default: where OUT/manifest.json records it; it must be the same checkpoint)")
     p.add_argument("--decoder", default=None, metavar="GRAPH",
@@ -93,6 +94,16 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--plot", default=None, help="plot file (default OUT/bench/bench.png)")
 
 
+def resolve_backend(args, name: str) -> str:
+    """--backend, else the one the directory calls for (`default_backend`), said on stderr; stored in `args`."""
+    if args.backend is None:
+        from videorope_trt.runtime.backends.base import default_backend
+
+        args.backend, why = default_backend(args.out, args.target)
+        print(f"[{name}] backend {args.backend}: {why} (--backend picks another)", file=sys.stderr)
+    return args.backend
+
+
 def backend_options(args, name: str) -> dict:
     """The backend's options from the command line: only those given, so that a backend refuses what it lacks."""
     torch_only = {"dtype": args.dtype, "compile": args.compile, "split_prefill": args.split_prefill or None,
@@ -148,7 +159,7 @@ def _run(args) -> int:
 
     t0 = time.perf_counter()
     prompts = _prompts(args)
-    session = Session.open(args.out, args.backend, **backend_options(args, "run"))
+    session = Session.open(args.out, resolve_backend(args, "run"), **backend_options(args, "run"))
     video = None
     if args.video:
         video = session.load_video(args.video, fps=args.fps, max_frames=args.max_frames, start=args.start,
@@ -241,7 +252,7 @@ def _bench(args) -> int:
     from videorope_trt.runtime.session import Session
 
     contexts = benchmark.parse_contexts(args.contexts)
-    session = Session.open(args.out, args.backend, **backend_options(args, "bench"))
+    session = Session.open(args.out, resolve_backend(args, "bench"), **backend_options(args, "bench"))
     check_contexts(session, args, contexts)
     results = []
     for context in contexts:

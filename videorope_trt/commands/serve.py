@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 
-from videorope_trt.commands.run import _add_common, _positive, backend_options
+from videorope_trt.commands.run import _add_common, _positive, backend_options, resolve_backend
 
 RAY_HELP = ("run on Ray: on the cluster at ADDRESS (e.g. ray://head:10001 or head:6379), else on the one RAY_ADDRESS "
             "names, else on a new local one; give it after OUT (or as --ray=ADDRESS)")
@@ -71,7 +71,8 @@ def serve_options(args):
     from videorope_trt.serve.options import MiB, ServeOptions
 
     return ServeOptions(
-        model=args.out, backend=args.backend, backend_options=backend_options(args, "serve"), model_id=args.model_id,
+        model=args.out, backend=resolve_backend(args, "serve"), backend_options=backend_options(args, "serve"),
+        model_id=args.model_id,
         max_context=args.max_context, prefill_chunk=args.prefill_chunk, vision_chunk=args.vision_chunk,
         max_queue=args.max_queue, max_video_bytes=args.max_video_mb * MiB, upload_timeout_s=args.upload_timeout,
         fetch_timeout_s=args.fetch_timeout, allow_http=args.allow_http_urls,
@@ -107,7 +108,8 @@ def batch_options(args):
     from videorope_trt.serve.batch import BatchOptions
 
     return BatchOptions(
-        model=args.out, backend=args.backend, backend_options=backend_options(args, "run"), fps=args.fps,
+        model=args.out, backend=resolve_backend(args, "batch"), backend_options=backend_options(args, "run"),
+        fps=args.fps,
         max_frames=args.max_frames, token_budget=args.token_budget, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, top_p=args.top_p, seed=args.seed, stop_token_ids=tuple(args.stop),
         prefill_chunk=args.prefill_chunk, vision_chunk=args.vision_chunk, max_context=args.max_context)

@@ -238,7 +238,7 @@ def _reproduce(out: Path, manifest, parity: Path, script: str) -> list:
              f"--load-outputs {parity / 'torch_outputs.json'} --compare-func-script {script}"]
     if manifest["rotary_form"] == "plugin":
         lines.append("# the plugin form needs the VideoRope op: polygraphy's --onnxrt cannot load it; export with "
-                     "--rotary-form native or decomposed to use this line")
+                     "--rotary-form decomposed to use this line")
     return lines
 
 

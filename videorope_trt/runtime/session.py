@@ -50,14 +50,15 @@ class Session:
         self.backend, self.tokenizer, self.processor, self.source = backend, tokenizer, processor, Path(source)
 
     @classmethod
-    def open(cls, path, backend: str = "torch", **options) -> "Session":
+    def open(cls, path, backend: str | None = None, **options) -> "Session":
         """Open `path` (an artifact directory; for the torch backend also a checkpoint) on `backend` with the
-        backend's options."""
+        backend's options; with no backend named, the one `default_backend` picks (an artifact's engines first)."""
         from videorope_trt.media.prompt import load_tokenizer_json
         from videorope_trt.media.video import ProcessorConfig
-        from videorope_trt.runtime.backends import open_backend
+        from videorope_trt.runtime.backends.base import default_backend, open_backend
 
         source = model_dir(path)
+        backend = backend or default_backend(path, options.get("target"))[0]
         return cls(open_backend(backend, path, **options), load_tokenizer_json(source),
                    ProcessorConfig.from_checkpoint(source), source)
 

@@ -30,7 +30,7 @@ class BatchOptions:
     """The model and the generation settings of every item (as `videorope-trt run`'s options)."""
 
     model: str
-    backend: str = "torch"
+    backend: str | None = None  # None: the one the directory calls for (runtime.backends.base.default_backend)
     backend_options: dict = field(default_factory=dict)
     fps: float = 2.0
     max_frames: int | None = None

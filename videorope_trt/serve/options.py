@@ -13,7 +13,7 @@ class ServeOptions:
     """One model behind one endpoint. `None` means: decided from the model (see each field)."""
 
     model: str  # artifact directory (or a checkpoint for the torch backend)
-    backend: str = "torch"
+    backend: str | None = None  # None: the one the directory calls for (runtime.backends.base.default_backend)
     backend_options: dict = field(default_factory=dict)  # `Session.open`'s keyword arguments
     model_id: str | None = None  # the name /v1/models lists and requests give; None: the directory's name
     #: the most tokens (prompt + video + max_tokens) one request may take; None: the model's own limit (the engines'

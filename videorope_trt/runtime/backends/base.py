@@ -197,6 +197,30 @@ def make_options(options_type, backend: str, given: dict):
     return options_type(**given)
 
 
+def default_backend(path, target: str | None = None) -> tuple:
+    """(backend name, why) for `path` when none is named: the engines built into an artifact where their TensorRT is
+    installed, else ONNX Runtime on the artifact's graphs (both read only the artifact); PyTorch for a checkpoint."""
+    from pathlib import Path
+
+    from videorope_trt import trt
+    from videorope_trt.artifact.engine_info import NAME, read_engine_info
+
+    path = Path(path)
+    if not (path / "manifest.json").is_file():
+        return "torch", "a checkpoint directory"
+    root = path / "engines"
+    built = [root / target] if target else sorted(root.glob("*")) if root.is_dir() else []
+    built = [d for d in built if (d / NAME).is_file()]
+    if not built:
+        return "onnxruntime", "an artifact without engines (`videorope-trt build` makes them)"
+    flavour = read_engine_info(built[0]).get("flavour", "tensorrt")
+    if not trt.available(flavour):
+        return "onnxruntime", f"engines are in {built[0]}, but {flavour} is not installed here"
+    if trt.current_gpu() is None:
+        return "onnxruntime", f"engines are in {built[0]}, but this machine has no CUDA GPU to run them"
+    return "tensorrt", f"the engines in {built[0]}"
+
+
 def open_backend(name: str, path, **options) -> Backend:
     """Load backend `name` from `path` (a checkpoint for torch, an artifact directory for the others) with its
     options (`Options` of the backend class; an unknown one is an error)."""
