@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import videorope_trt
+from import_graph import imports, package_of
 from videorope_trt.cli import COMMANDS
 
 ROOT = Path(videorope_trt.__file__).parent
@@ -97,22 +98,6 @@ def test_tensorrt_is_imported_in_one_place():
     assert set(importers) <= {"trt.py"}, importers
 
 
-def _imports(path: Path) -> set:
-    """The videorope_trt modules a file imports (at module level or inside functions)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names if a.name.startswith("videorope_trt")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("videorope_trt"):
-            out |= {node.module} | {f"{node.module}.{a.name}" for a in node.names}
-    return out
-
-
-def _package(module: str) -> str:
-    parts = module.split(".")
-    return parts[1] if len(parts) > 1 else ""
-
-
 #: package → the packages it must never import (layers point downward: artifact at the bottom, then rope, media,
 #: models and plugins, then export, calibration, build, runtime, then eval (which runs models through runtime), and
 #: the command line on top).
@@ -138,8 +123,8 @@ def test_layers_import_only_downward():
     for path in sorted(ROOT.rglob("*.py")):
         rel = path.relative_to(ROOT)
         package = rel.parts[0] if len(rel.parts) > 1 else rel.stem
-        for module in _imports(path):
-            if _package(module) in FORBIDDEN.get(package, ()):
+        for module in imports(path):
+            if package_of(module) in FORBIDDEN.get(package, ()):
                 wrong.append(f"{rel} imports {module}")
     assert not wrong, "\n".join(sorted(wrong))
 
@@ -148,4 +133,4 @@ def test_layer_test_sees_a_forbidden_import(tmp_path):
     """The import-edge check itself: a runtime module importing export is found."""
     bad = tmp_path / "x.py"
     bad.write_text("def f():\n    from videorope_trt.export.exporter import export_checkpoint\n")
-    assert _package(next(iter(sorted(_imports(bad))))) in FORBIDDEN["runtime"]
+    assert package_of(next(iter(sorted(imports(bad))))) in FORBIDDEN["runtime"]
