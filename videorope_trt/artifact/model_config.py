@@ -147,14 +147,6 @@ PUBLISHED = {
 }
 
 
-def published_config(name: str) -> dict:
-    """A copy of a published config.json by its short name (`qwen2-vl-2b`, `qwen2-vl-7b`; `2b`, `7b` too)."""
-    key = name if name in PUBLISHED else f"qwen2-vl-{name}"
-    if key not in PUBLISHED:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PUBLISHED)}")
-    return json.loads(json.dumps(PUBLISHED[key]))
-
-
 def read_model_config(path) -> ModelConfig:
     """A ModelConfig from a checkpoint or artifact directory (config.json), a config.json path or a published name."""
     if isinstance(path, ModelConfig):

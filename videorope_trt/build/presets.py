@@ -46,10 +46,6 @@ class Preset:
         if not 0 <= self.headroom < 1:
             raise ValueError(f"preset {self.name}: headroom must be in [0, 1), got {self.headroom}")
 
-    @property
-    def has_fp8(self) -> bool:
-        return "fp8" in self.precisions
-
     def check_precision(self, precision: str) -> Precision:
         """The precision, or a ValueError naming what this target offers."""
         if precision not in PRECISIONS:

@@ -202,7 +202,3 @@ def switch_form(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
         FORMS[form](model)
         _drop_unused_contrib_import(model)
     return model
-
-
-def rotary_node_count(model: onnx.ModelProto) -> int:
-    return len(_rotary_nodes(model.graph))

@@ -51,7 +51,6 @@ MAX_AXES = 4
 
 LAYOUT_BHSD = 0
 LAYOUT_BSHD = 1
-LAYOUTS = {"bhsd": LAYOUT_BHSD, "bshd": LAYOUT_BSHD}
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 

@@ -11,10 +11,9 @@ once per block rather than every token. TensorRT is imported through `videorope_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, Engine, KVCache, torch_dtype  # noqa: F401
+from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, Engine, KVCache
 
 
 @dataclass(frozen=True)

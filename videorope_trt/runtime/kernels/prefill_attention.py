@@ -49,7 +49,7 @@ def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial, merge=m
     """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key; `merge`
     is `merge_partials` or a compiled form of it. q may be a (B, S, Hq, D) tensor transposed (the projection's
     layout, no copy): the kernels take any layout whose channels are contiguous."""
-    s, past = q.shape[2], k.shape[2] - q.shape[2]
+    past = k.shape[2] - q.shape[2]
     if past <= 0:
         return partial(q, k, v, True, scale)[0]
     out1, lse1 = partial(q, k[:, :, :past], v[:, :, :past], False, scale)
