@@ -116,7 +116,7 @@ def test_fp16_export_keeps_embeddings_and_cache_in_fp16(exports):
 
 def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
     from videorope_trt.export.derive import derive_export
-    from videorope_trt.export.parity_inputs import parse_layout
+    from videorope_trt.export.parity_inputs import parse_media_layout
 
     (tmp_path / "notqwen").mkdir()
     (tmp_path / "notqwen" / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -145,10 +145,10 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
     with pytest.raises(ValueError, match="can only be derived from an fp32 export"):
         derive_export(exports("videorope", "decomposed", "fp16"), tmp_path / "o4", precision="fp32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notqwen", "other"]
-    assert parse_layout("text:3,video,image") == [("text", 3), ("video",), ("image",)]
+    assert parse_media_layout("text:3,video,image") == [("text", 3), ("video",), ("image",)]
     for bad in ("text", "text:0", "audio", "video:2"):
         with pytest.raises(ValueError, match=f"layout part '{bad}': expected one of text:N, video, image"):
-            parse_layout(bad)
+            parse_media_layout(bad)
 
 
 def test_fp16_pass_unifies_mixed_types():

@@ -32,12 +32,12 @@ def _export_arguments(p):
 
 
 def _validate_arguments(p):
-    from videorope_trt.export.parity import BACKENDS
+    from videorope_trt.export.parity import PARITY_RUNNERS
 
     p.add_argument("out", help="artifact directory written by `videorope-trt export`")
     p.add_argument("--checkpoint", default=None, help="checkpoint to compare against (default: the manifest's source)")
     p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
-                   help=f"comma-separated, from {sorted(BACKENDS)} (tensorrt joins only when importable)")
+                   help=f"comma-separated, from {sorted(PARITY_RUNNERS)} (tensorrt joins only when importable)")
     p.add_argument("--layout", default="text:12,video,text:8",
                    help="prompt layout, comma-separated parts: text:N (N random text tokens), video (the generated "
                         "clip), image (its first frame)")

@@ -64,7 +64,7 @@ def _tensorrt_available():
     return importlib.util.find_spec("tensorrt") is not None
 
 
-BACKENDS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
+PARITY_RUNNERS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
 
 
 def typed_feeds(feeds: dict, entry: dict) -> dict:
@@ -86,15 +86,15 @@ def _backend_runs(req, out: Path, manifest, steps):
     """{runner name: [raw outputs per step]} for every requested backend, and the skipped ones with the reason."""
     runs, skipped = {}, {}
     for name in req.backends:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; expected some of {sorted(BACKENDS)}")
+        if name not in PARITY_RUNNERS:
+            raise ValueError(f"unknown backend {name!r}; expected some of {sorted(PARITY_RUNNERS)}")
         if name == "torch":
             continue
         if name == "tensorrt":
             skipped[name] = "the tensorrt package is not importable here" if not _tensorrt_available() else \
                 "engine runs go through `videorope-trt build` + the runtime's TensorRT backend"
             continue
-        sess = BACKENDS[name](graph_file(out, manifest, "decoder"))
+        sess = PARITY_RUNNERS[name](graph_file(out, manifest, "decoder"))
         names = [o.name for o in sess.get_outputs()]
         runner = f"{name}[{manifest['rotary_form']},{manifest['precision']}]"
         runs[runner] = [dict(zip(names, sess.run(None, feeds))) for feeds, _ in steps]
@@ -245,10 +245,10 @@ def _reproduce(out: Path, manifest, parity: Path, script: str) -> list:
 def validate(req: ParityRequest) -> dict:
     """Run the parity check; writes OUT/parity/{report.json, torch_outputs.json, inputs.json, compare.py,
     error_per_output.png}."""
-    from videorope_trt.export.parity_inputs import parse_layout
+    from videorope_trt.export.parity_inputs import parse_media_layout
     from videorope_trt.export.parity_plot import plot_errors
 
-    parse_layout(req.layout)  # a bad layout fails before any work
+    parse_media_layout(req.layout)  # a bad layout fails before any work
     out = Path(req.out_dir)
     manifest = read_manifest(out)
     model, ckpt = _model(req, out, manifest)
