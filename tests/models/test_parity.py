@@ -130,11 +130,11 @@ def test_prefill_then_decode_equals_full_forward(load_tiny, variant):
 
 
 def test_generate_equals_full_forward_argmax_loop(load_tiny):
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     model = load_tiny("videorope")
     ids, inputs, _ = build(model.config, image_video_prompt(model.config))
-    got = generate(model, ids, max_new_tokens=5, eos_token_id=[], **inputs)
+    got = greedy_generate(model, ids, max_new_tokens=5, eos_token_id=[], **inputs)
     seq = ids
     with torch.no_grad():
         for _ in range(5):  # the slow way: a full forward over the whole sequence for every token
@@ -144,12 +144,12 @@ def test_generate_equals_full_forward_argmax_loop(load_tiny):
 
 
 def test_generate_stops_at_eos(load_tiny):
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     model = load_tiny("videorope")
     ids, inputs, _ = build(model.config, image_video_prompt(model.config))
-    first = generate(model, ids, max_new_tokens=1, eos_token_id=[], **inputs)
-    out = generate(model, ids, max_new_tokens=6, eos_token_id=int(first[0, 0]), **inputs)
+    first = greedy_generate(model, ids, max_new_tokens=1, eos_token_id=[], **inputs)
+    out = greedy_generate(model, ids, max_new_tokens=6, eos_token_id=int(first[0, 0]), **inputs)
     assert out.tolist() == first.tolist()  # the first token is the end token: one token, then stop
 
 

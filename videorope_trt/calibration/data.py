@@ -120,12 +120,12 @@ def greedy(model, sample: Sample, max_new_tokens: int):
     """Greedy continuation (N,) of the prompt by the model's own generate loop."""
     import torch
 
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     ids = torch.as_tensor(sample.input_ids)
     grid = torch.as_tensor(sample.grid_thw).reshape(1, 3)
-    out = generate(model, ids, pixel_values_videos=torch.as_tensor(sample.pixel_values), video_grid_thw=grid,
-                   max_new_tokens=max_new_tokens, eos_token_id=[], fps=sample.fps)
+    out = greedy_generate(model, ids, pixel_values_videos=torch.as_tensor(sample.pixel_values),
+                          video_grid_thw=grid, max_new_tokens=max_new_tokens, eos_token_id=[], fps=sample.fps)
     return out[0]
 
 
