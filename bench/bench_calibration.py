@@ -121,12 +121,12 @@ def layer_summary(layers: dict, worst: int = 5) -> dict:
 
 def run_row(ckpt, text: str, calib, held, reference, greedy_tokens: int) -> dict:
     from videorope_trt.calibration import quantize, report
-    from videorope_trt.calibration.data import prefill
+    from videorope_trt.calibration.data import prompt_logits
 
     mode, alpha = parse_row(text)
     start = time.perf_counter()
     model = build_model(ckpt)  # same seed: the same weights for every row, one copy in memory
-    quantize.calibrate_model(model, mode, lambda m: [prefill(m, s) for s in calib], alpha=alpha)
+    quantize.calibrate_model(model, mode, lambda m: [prompt_logits(m, s) for s in calib], alpha=alpha)
     outliers = outlier_ratios(model)
     quantize.to_qdq(model, mode)
     acc = report.compare(reference, report.measure(model, held, greedy_tokens))

@@ -72,8 +72,8 @@ def test_accuracy_targets_and_qdq_equals_modelopt(inputs, samples, precision):
     model = _load(inputs)
     reference = report.measure(model, held, 4)
     mode = quantize.get_mode(precision)
-    quantize.calibrate_model(model, mode, lambda m: [data.prefill(m, s) for s in calib])
-    fake = [data.prefill(model, s)[0].numpy() for s in held]  # ModelOpt's own fake quantization
+    quantize.calibrate_model(model, mode, lambda m: [data.prompt_logits(m, s) for s in calib])
+    fake = [data.prompt_logits(model, s)[0].numpy() for s in held]  # ModelOpt's own fake quantization
     assert quantize.to_qdq(model, mode) == 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head stays float
     measured = report.measure(model, held, 4)
     acc = report.compare(reference, measured)
@@ -276,9 +276,9 @@ def test_graphs_of_one_directory_share_its_rope():
     from videorope_trt.calibration import artifact as art
 
     manifest = {"rope": {"variant": "videorope", "delta": 2.0}, "export": {"variant": None, "delta": 2.0}}
-    assert art.rope_choice(manifest, None) == {"variant": "videorope", "rope_params": {"delta": 2.0}}
+    assert art.rope_arguments(manifest, None) == {"variant": "videorope", "rope_params": {"delta": 2.0}}
     with pytest.raises(ValueError, match="variant 'm_rope': the export in this directory uses 'videorope'"):
-        art.rope_choice(manifest, "m_rope")
+        art.rope_arguments(manifest, "m_rope")
 
 
 def test_smoothquant_alpha_reaches_modelopt():

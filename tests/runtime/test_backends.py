@@ -155,9 +155,9 @@ class _DecoderEngine:
     def __init__(self, model, num_layers):
         from videorope_trt.artifact.specs import cache_names
         from videorope_trt.export.decoder import DecoderGraph
-        from videorope_trt.runtime.backends.trt_engine import Engine
+        from videorope_trt.runtime.backends.trt_engine import TrtEngine
 
-        self.engine = Engine.__new__(Engine)
+        self.engine = TrtEngine.__new__(TrtEngine)
         self.engine.context, self.engine.bound, self.engine.profile = _Context(), {}, 0
         self.engine.engine = SimpleNamespace(num_optimization_profiles=2)  # prefill and decode
         self.engine.inputs = ["inputs_embeds", "positions", "attention_mask", "write_offset"] + [

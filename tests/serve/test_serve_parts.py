@@ -174,13 +174,13 @@ def test_http_urls_are_off_unless_allowed_and_bounded_when_on(tmp_path):
 
 
 def test_limits_name_where_they_come_from(session):
-    from videorope_trt.serve.limits import check_fits, context_limit
+    from videorope_trt.serve.limits import check_fits, session_context_limit
 
-    own = context_limit(session)
+    own = session_context_limit(session)
     assert own.tokens == session.info.max_positions == 32768 and "max_position_embeddings" in own.source
-    configured = context_limit(session, 100)
+    configured = session_context_limit(session, 100)
     assert configured.tokens == 100 and "--max-context (100)" in configured.source
-    assert context_limit(session, 10**6) == own  # a configured maximum only ever lowers the limit
+    assert session_context_limit(session, 10**6) == own  # a configured maximum only ever lowers the limit
     check_fits(session, configured, 60, 40, None)
     with pytest.raises(ValueError, match="needs 101 tokens of context: 60 of prompt and max_tokens 41; the limit "
                                          "is 100, the server's --max-context"):

@@ -59,7 +59,7 @@ def check_generation(manifest: dict, generation: str | None) -> None:
                          "calibrate into a new directory (or export this one again for that target)")
 
 
-def rope_choice(manifest: dict, variant: str | None) -> dict:
+def rope_arguments(manifest: dict, variant: str | None) -> dict:
     """load_model's RoPE arguments: the ones the directory's export used (a different --variant is refused)."""
     export = manifest.get("export") or {}
     recorded = (manifest.get("rope") or {}).get("variant")

@@ -106,7 +106,7 @@ def _first_prefill(model, sample: Sample):
     return embeds, torch.as_tensor(np.asarray(bp.positions), dtype=torch.float32), mask
 
 
-def prefill(model, sample: Sample):
+def prompt_logits(model, sample: Sample):
     """Logits (1, L, vocab) of the whole prompt, through the model's own positions, embedding and decoder."""
     import torch
 

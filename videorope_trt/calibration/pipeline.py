@@ -87,7 +87,7 @@ def prepare_samples(ckpt_dir, cfg: CalibrationConfig, bar=_no_bar) -> tuple:
 def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) -> dict:
     """Quantize `model` in place on `calib`; returns the accuracy on `held` and the GEMM count."""
     from videorope_trt.calibration import quantize, report
-    from videorope_trt.calibration.data import prefill
+    from videorope_trt.calibration.data import prompt_logits
 
     mode = quantize.get_mode(cfg.precision)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) 
 
     def forward_loop(m):
         for s in bar(calib, desc=f"calibrate {mode.name}", unit="sample"):
-            prefill(m, s)
+            prompt_logits(m, s)
 
     start = time.perf_counter()
     quantize.calibrate_model(model, mode, forward_loop, quantize_vision=cfg.quantize_vision, alpha=cfg.alpha)
@@ -152,7 +152,7 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
         _log(f"float vision graph and manifest.json written to {out}")
     manifest = read_manifest(out)
     artifact.check_generation(manifest, cfg.generation)
-    model = load_model(ckpt_dir, **artifact.rope_choice(manifest, cfg.variant)).eval()
+    model = load_model(ckpt_dir, **artifact.rope_arguments(manifest, cfg.variant)).eval()
     artifact.check_rope(model, manifest)
     result = calibrate_model_on(model, cfg, calib, held, bar)
     (out / "calibration").mkdir(parents=True, exist_ok=True)

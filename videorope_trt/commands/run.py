@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from videorope_trt.serve.limits import DEFAULT_PREFILL_CHUNK, DEFAULT_VISION_CHUNK
+from videorope_trt.serve.limits import DEFAULT_PREFILL_CHUNK, DEFAULT_VISION_CHUNK, chunk_sizes
 
 
 def _positive(text: str) -> int:
@@ -111,13 +111,6 @@ def backend_options(args, name: str) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def chunk_sizes(session, args, context: int) -> tuple:
-    """(prefill chunk, vision chunk): the command line's, else the memory plan's for this device and context."""
-    from videorope_trt.serve.limits import chunk_sizes as planned
-
-    return planned(session, context, args.prefill_chunk, args.vision_chunk)
-
-
 def _bar(enabled: bool):
     if not enabled:
         from videorope_trt.runtime.decode_loop import _no_bar
@@ -158,7 +151,7 @@ def _run(args) -> int:
             print(f"[run] warning: {video.truncated}; answering from those (--allow-truncated-video)", file=sys.stderr)
     rows = session.prompt_rows(prompts, video)
     context = args.max_context or max(map(len, rows)) + args.max_new_tokens
-    prefill, vision = chunk_sizes(session, args, context)
+    prefill, vision = chunk_sizes(session, context, args.prefill_chunk, args.vision_chunk)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, prefill_chunk=prefill, vision_chunk=vision,
                               max_context=args.max_context, allow_long_context=args.allow_long_context,
                               sampling=SamplingConfig(args.temperature, args.top_p, args.seed, tuple(args.stop)))
@@ -245,7 +238,7 @@ def _bench(args) -> int:
     check_contexts(session, args, contexts)
     results = []
     for context in contexts:
-        prefill, vision = chunk_sizes(session, args, args.max_context or context)
+        prefill, vision = chunk_sizes(session, args.max_context or context, args.prefill_chunk, args.vision_chunk)
         config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=prefill, vision_chunk=vision,
                                   max_context=args.max_context, allow_long_context=args.allow_long_context)
         r = benchmark.bench_context(session, context, args.frame_size, config)

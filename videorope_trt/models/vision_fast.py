@@ -34,7 +34,7 @@ ACTIVATIONS = {
 COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
 
 
-def rotate(t, cos, sin):
+def rotate_half(t, cos, sin):
     """Rotate-half rotation in fp32, rounded back to t's dtype (as transformers' `apply_rotary_pos_emb_vision`).
     t (slices, length, heads, d); cos/sin (length, 1, d) fp32."""
     f = t.float()
@@ -49,7 +49,7 @@ def vision_block(x, cos, sin, weights: tuple, heads: int, length: int, eps: floa
     h = F.layer_norm(x, (e,), n1w, n1b, eps)
     qkv = F.linear(h, qkv_w, qkv_b).view(n // length, length, 3, heads, e // heads)
     q, k, v = qkv.unbind(2)  # (slices, length, heads, d)
-    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    q, k = rotate_half(q, cos, sin), rotate_half(k, cos, sin)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     x = x + F.linear(out.transpose(1, 2).reshape(n, e), proj_w, proj_b)
     h = F.layer_norm(x, (e,), n2w, n2b, eps)

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from videorope_trt.serve.chat import AnswerText, Conversation, StopText, prompt_row
-from videorope_trt.serve.limits import ContextLimit, chunk_sizes, context_limit
+from videorope_trt.serve.limits import ContextLimit, chunk_sizes, session_context_limit
 
 log = logging.getLogger("videorope_trt.serve")
 
@@ -94,7 +94,7 @@ class Engine:
 
     def __init__(self, session, options, metrics, step_hook=None):
         self.session, self.options, self.metrics, self.step_hook = session, options, metrics, step_hook
-        self.limit: ContextLimit = context_limit(session, options.max_context)
+        self.limit: ContextLimit = session_context_limit(session, options.max_context)
         self._queue: queue.Queue = queue.Queue(maxsize=options.max_queue)
         self._stopping = threading.Event()
         self._current: Job | None = None

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, Engine, KVCache
+from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, KVCache, TrtEngine
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class TrtBackend(Backend):
     name = "tensorrt"
     Options = TrtOptions
 
-    def __init__(self, vision: Engine, decoder: Engine, embeddings, info: ModelInfo, plan, device="cuda",
+    def __init__(self, vision: TrtEngine, decoder: TrtEngine, embeddings, info: ModelInfo, plan, device="cuda",
                  last_only: bool = True):
         """`last_only`: the decoder's logits are the last position's (the export's default)."""
         super().__init__(info, device)
@@ -59,7 +59,7 @@ class TrtBackend(Backend):
             trtmod.load_plugin_library(trt, info["plugin_library"]["path"])
         manifest = read_manifest(artifact)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        vision, decoder = (Engine(trt, runtime, engine_dir / info["engines"][graphs[role]]["file"])
+        vision, decoder = (TrtEngine(trt, runtime, engine_dir / info["engines"][graphs[role]]["file"])
                            for role in ("vision", "decoder"))
         return cls(vision, decoder, embedding_table(artifact, manifest, options.device), model_info(manifest),
                    engine_info.engine_plan(engine_dir), options.device, manifest.get("logits") != "all")
