@@ -102,7 +102,7 @@ def _rotary_nodes(graph: onnx.GraphProto) -> list:
 
 
 def node_attrs(node: onnx.NodeProto) -> RotaryAttrs:
-    """The `RotaryAttrs` of a `VideoRope` node (checked by RotaryAttrs itself)."""
+    """The `RotaryAttrs` of a `VideoRope` or `VideoRopeCache` node (checked by RotaryAttrs itself)."""
     values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     return RotaryAttrs(int(values.get("interleaved", 0)), int(values.get("layout", 0)), float(values.get("scale", 1.0)))
 

@@ -23,6 +23,7 @@ from videorope_trt.artifact.atomic import atomic_dir
 
 import numpy as np
 
+from videorope_trt.models.loading import INDEX_NAME
 from videorope_trt.models.tokenizer import tokenizer_config, train_tokenizer
 
 
@@ -49,7 +50,6 @@ class TinySpec:
 
 DEFAULT_ROPE = {"variant": "videorope", "delta": 2.0}
 SHARD_NAMES = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
-INDEX_NAME = "model.safetensors.index.json"
 
 
 def qwen2vl_config(spec: TinySpec, token_ids: dict, vocab_size: int, rope: dict) -> dict:
