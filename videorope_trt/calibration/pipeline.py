@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import write_atomic
 from videorope_trt.calibration.data import VideoSettings
 
 
@@ -174,12 +174,6 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     if cfg.onnx_check:
         rep["onnx"] = _onnx_check(model, out / graphs["decoder"]["file"], held, result["reference_logits"],
                                   result["quantized_logits"])
-    _write_json(out / "calibration" / "report.json", rep)
+    write_atomic(out / "calibration" / "report.json", json.dumps(rep, indent=2) + "\n")
     artifact.register(out, rep["graphs"])  # last: a registered graph has its report
     return rep
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

@@ -130,13 +130,13 @@ def _polygraphy(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
 def _compare(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.struct import IterationResult
-    from polygraphy.json import save_json
+    from polygraphy.json import to_json
 
     masks = [feeds["attention_mask"] for feeds, _ in steps]
     results = RunResults()
     results.append(("torch", [IterationResult({**r, MASK: m}, runner_name="torch") for r, m in zip(ref_runs, masks)]))
-    results.save(str(parity / "torch_outputs.json"))
-    save_json([feeds for feeds, _ in steps], str(parity / "inputs.json"))
+    write_atomic(parity / "torch_outputs.json", results.to_json())
+    write_atomic(parity / "inputs.json", to_json([feeds for feeds, _ in steps]))
     for runner, outs in runs.items():
         results.append((runner, [IterationResult(o, runner_name=runner) for o in outs]))
     # Per-output absolute tolerance = the relative tolerance times the output's largest reference magnitude

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import atomic_file
+
 CSRC = Path(__file__).resolve().parent / "csrc"
 PLUGIN_LIB = "libvideorope_trt_plugins.so"
 KERNEL_LIB = "libvideorope_kernel.so"
@@ -138,12 +140,9 @@ def build(cfg: BuildConfig) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (KERNEL_LIB if cfg.kernel_only else PLUGIN_LIB)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
-        tmp = Path(tmp)
-        objects = compile_kernels(nvcc, tmp, cfg.archs, cfg.ptx, cfg.debug)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp, atomic_file(target) as partial:
+        objects = compile_kernels(nvcc, Path(tmp), cfg.archs, cfg.ptx, cfg.debug)
         if trt_include is not None:
-            objects += compile_plugin_objects(nvcc, trt_include, tmp)
-        partial = tmp / target.name
+            objects += compile_plugin_objects(nvcc, trt_include, Path(tmp))
         link(nvcc, objects, partial)
-        os.replace(partial, target)
     return target
