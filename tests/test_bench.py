@@ -1,5 +1,6 @@
 """The bench scripts' shared pieces (`bench/profiling.py`) and the scripts' CPU modes on the tiny model: they run
-end to end and write what docs/benchmarks.md quotes from them (their GPU runs are recorded there)."""
+end to end and write what docs/benchmarks.md quotes from them (their GPU runs are recorded in
+docs/benchmark-log.md)."""
 
 import json
 from pathlib import Path

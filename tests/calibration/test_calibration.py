@@ -194,7 +194,7 @@ def test_qdq_graphs_follow_trt_rules_and_run_in_onnx_runtime(artifact, precision
     assert weight_dq == 14 and act_gemms == (14 if act else 0) and (8 <= act_q <= 14 if act else act_q == 0)
     o = reports[precision]["onnx"]
     # fp32 around the Q/DQ: ONNX Runtime computes what PyTorch computes. fp16: the unquantized ops round to fp16,
-    # which costs far less than the quantization itself (measured 0.9991-0.99999 vs PyTorch; docs/benchmarks.md).
+    # which costs far less than the quantization itself (docs/benchmark-log.md, "Calibration").
     assert o["logits_cosine_vs_torch"] > (0.99999 if float_type == "fp32" else 0.998), o
     assert o["logits_cosine_vs_float"] >= TARGETS[precision] - (0 if float_type == "fp32" else 0.001), o
 

@@ -1,4 +1,4 @@
-"""`flash_decode` (the Triton split-row decode attention) against `static_cache.decode_attention` in fp32."""
+"""`flash_decode` (the Triton split-row decode attention) against `static_decoder.decode_attention` in fp32."""
 
 import pytest
 import torch

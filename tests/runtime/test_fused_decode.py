@@ -1,4 +1,4 @@
-"""The fused decode step (`static_cache.DecodeOps`, `StaticCacheDecoder._decode_fused`): its torch form against the
+"""The fused decode step (`static_decoder.DecodeOps`, `StaticCacheDecoder._decode_fused`): its torch form against the
 model's own decoder on the CPU; its Triton kernels (`gemv.gemv` with norm / SwiGLU / residual,
 `rope_cache.project_into_cache`) against that torch form and an fp64 product on a GPU, with and without
 programmatic dependent launch."""

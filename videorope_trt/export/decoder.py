@@ -60,7 +60,8 @@ def example_inputs(cfg: ModelConfig, num_axes: int, *, batch=2, seq=5, past=3, c
 
 def dynamic_shapes(cfg: ModelConfig, num_axes: int) -> tuple:
     """torch.export dims from the spec's symbolic names. seq, total and capacity are independent dims: tied
-    together, torch.export would specialise the graph to the traced sizes (docs/facts.md)."""
+    together, torch.export would specialise the graph to the traced sizes (docs/facts.md, "Decoder export: dynamic
+    dimensions")."""
     spec = decoder_spec(cfg, num_axes)
     made = {}
 

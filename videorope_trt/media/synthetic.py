@@ -28,7 +28,7 @@ DIGIT_SEGMENTS = {
 # Encoders in order of preference, with the options that keep the counter sharp.
 #: The same seed gives the same file: one encoder thread, and x264 without its assembly (its SIMD code made the
 #: bytes of two encodes of the same frames differ now and then, single-threaded too; without it the encode is
-#: about four times slower, which synthetic clips can afford).
+#: slower, which synthetic clips can afford).
 ENCODERS = {
     "libx264": {"options": {"crf": "12", "preset": "fast", "threads": "1", "x264-params": "asm=0"}, "pix_fmt": "yuv420p"},
     "mpeg4": {"options": {"qscale": "2", "threads": "1"}, "pix_fmt": "yuv420p"},

@@ -3,7 +3,7 @@
 Same weights and the same math as transformers' tower (tests compare them), arranged for speed:
 
   * the patch embedding is one matrix product: the Conv3d's kernel equals its stride, so each output is one dot
-    product of a flattened patch with a flattened filter (cuDNN's 3D convolution is slower at this shape);
+    product of a flattened patch with a flattened filter;
   * the rotary cos/sin are built once per call for one temporal slice (every slice has the same (h, w) ids) and
     broadcast over the slices;
   * the slices are a batch (slices, heads, h*w, d): one SDPA call per layer, as `vision_attention` does;
@@ -29,8 +29,8 @@ ACTIVATIONS = {
 }
 
 
-#: inductor searches its kernels' block sizes (coordinate descent) when it compiles a block: on an H200 the two
-#: layer norms' kernels went 21 → 7 ms and 23 → 13 ms over a 32k-token video (docs/benchmarks.md, "Vision")
+#: inductor searches its kernels' block sizes (coordinate descent) when it compiles a block: chosen by
+#: bench/bench_vision_attention.py (docs/benchmarks.md, "Vision", which holds the layer norms' times)
 COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
 
 

@@ -92,9 +92,9 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
 
 def _on_device(array, spans, device):
     """`array[a:b]` on `device` for each (a, b) of `spans`, in order. On CUDA, host rows are copied from page-locked
-    memory on a stream of their own, the next span's while the caller's work on the current one runs (a 32k-token
-    video's patches took 43 ms to copy from pageable memory on an H200, in the vision encoder's way); rows already
-    on a device are used as they are."""
+    memory on a stream of their own, the next span's while the caller's work on the current one runs (copies from
+    pageable memory held up the vision encoder: docs/benchmark-log.md, "32k: time to first token without host
+    stalls", run 1); rows already on a device are used as they are."""
     import torch
 
     device = torch.device(device)

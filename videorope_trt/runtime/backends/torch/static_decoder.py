@@ -59,8 +59,9 @@ from videorope_trt.runtime.kernels.prefill_attention import merge_partials
 SPLIT = 256
 #: most bytes of one prefill MLP call's (tokens, 2 x intermediate) gate/up activation, the largest of a chunk (155
 #: MB for 2048 tokens at 7B). Per-token work, so splitting changes nothing but the peak and the number of calls,
-#: and each call costs host time: 512 tokens per call made a 2B 32k chunk 1,792 calls that kept the GPU waiting
-#: (0.59 s of prefill for 0.30 s of kernels). 128 MB: a 32k chunk in 10 calls at 2B, 20 at 7B; 1024 tokens in one.
+#: and each call costs host time (bench/bench_runtime.py --profile shows the host queue against the kernels;
+#: docs/benchmark-log.md, "32k: time to first token without host stalls", runs 1-5). 128 MB: a 32k chunk in 10
+#: calls at 2B, 20 at 7B; 1024 tokens in one.
 MLP_BYTES = 128_000_000
 
 
@@ -127,7 +128,8 @@ def fuse_projections(layers) -> list:
 @functools.cache
 def _compiled(fn, dynamic: bool | None = False):
     """`fn` through torch.compile with the vision tower's inductor settings, made once per process: with options,
-    making the wrapper copies inductor's configuration (20 ms for a decoder's five, at every cache allocation)."""
+    making the wrapper copies inductor's configuration, at every cache allocation (measured as setup time by
+    bench/bench_runtime.py; docs/benchmark-log.md, "32k: the decode loop on the device, tuned compiles", run 8)."""
     return torch.compile(fn, dynamic=dynamic, options=COMPILE_OPTIONS)
 
 
