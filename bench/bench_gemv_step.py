@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_flash_decode import step_ms
+from bench.bench_flash_decode import step_ms
 from bench.bench_runtime import build_models, decode_bytes, model_config
 from bench.profiling import copy_bandwidth, run_meta, write_json
 
