@@ -30,7 +30,6 @@ from pathlib import Path
 
 from videorope_trt.artifact.atomic import write_atomic
 
-
 QWEN2_VL_2B = {
     "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
     "num_key_value_heads": 2, "vocab_size": 151936, "rope_theta": 1000000.0, "rms_norm_eps": 1e-6,

@@ -61,7 +61,6 @@ def random_model(cfg: dict, variant: str, params: dict):
 
 def main(argv=None) -> int:
     from bench.bench_runtime import CONFIGS
-
     from videorope_trt.export.exporter import ExportConfig, export_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -21,7 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-
 Q_HEADS, KV_HEADS, HEAD_DIM = 28, 4, 128
 
 

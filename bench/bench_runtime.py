@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from bench.profiling import copy_bandwidth, run_meta, write_json
-from bench.runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,
-                            ttft_flops)
+from bench.runtime_probes import decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft, ttft_flops
 
 _COMMON = {"model_type": "qwen2_vl", "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
            "max_position_embeddings": 131072, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},

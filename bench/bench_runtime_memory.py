@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-
 from bench.bench_runtime import CONFIGS, build_models, model_config
 from bench.profiling import run_meta, write_json
 
@@ -150,8 +149,8 @@ def _oneshot(hf, pixels, grid, device, mem) -> dict:
 def bench_jetson(args) -> dict:
     from types import SimpleNamespace
 
-    from videorope_trt.runtime.generate import GenerationConfig, generate
     from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.runtime.generate import GenerationConfig, generate
 
     cfg, device, mem = CONFIGS[args.model], "cuda", Mem("cuda")
     plan = plan_memory(f"qwen2-vl-{args.model}", args.target, PlanRequest(

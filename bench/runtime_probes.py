@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from bench.profiling import device_ms, kernels as profiled_kernels
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+
 @pytest.fixture
 def bench():
     """The bench scripts' shared module (`bench` is a package: `python -m bench.<script>`)."""

@@ -8,7 +8,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from onnx import TensorProto, helper, numpy_helper
 
 from videorope_trt import trt as T

@@ -9,11 +9,11 @@ import math
 
 import pytest
 
-from videorope_trt.cli import main
 from videorope_trt.artifact.engine_info import MemoryPlan
 from videorope_trt.artifact.model_config import PUBLISHED, ModelConfig, read_model_config
 from videorope_trt.build.plan import RUNTIMES, PlanRequest, plan_memory
-from videorope_trt.build.presets import GiB, MiB, PRESETS
+from videorope_trt.build.presets import PRESETS, GiB, MiB
+from videorope_trt.cli import main
 
 MODELS = {name: read_model_config(name) for name in PUBLISHED}
 

@@ -26,8 +26,8 @@ PROMPTS = ["What happens in the video?", "Describe the moving shapes.", "Which n
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from videorope_trt.models import make_tiny
     from videorope_trt.media.synthetic import make_synthetic_video
+    from videorope_trt.models import make_tiny
 
     root = tmp_path_factory.mktemp("calibration")
     ckpt = make_tiny(root / "tiny", seed=0)
@@ -212,8 +212,8 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, plugin_library, caps
     and 12.0 only, int8-sq by the builder itself (the rtx preset does not offer it: TensorRT-RTX documents INT8
     GEMMs as weight-only); the last two are in the decomposed form, which an engine build refuses, so they go
     through `build_engine` directly."""
-    from videorope_trt.build import engine as B
     from videorope_trt import trt as T
+    from videorope_trt.build import engine as B
     from videorope_trt.build.plan import PlanRequest, plan_memory
     from videorope_trt.build.presets import get_preset
 
@@ -260,8 +260,8 @@ def test_build_checks_the_graph_precision_against_the_target(artifact, capsys):
 
 
 def test_another_checkpoints_directory_is_refused(inputs, tmp_path):
-    from videorope_trt.calibration import artifact as art
     from videorope_trt.artifact.manifest import write_manifest
+    from videorope_trt.calibration import artifact as art
 
     write_manifest(tmp_path, {"source": {"sha256": "0" * 64}, "graphs": {}})
     with pytest.raises(FileExistsError, match="holds the export of another checkpoint"):

@@ -3,10 +3,9 @@ ONNX Runtime on a small exported graph, and the forms have the structure they pr
 
 import numpy as np
 import onnx
-import pytest
-
-import torch
 import onnxruntime as ort
+import pytest
+import torch
 
 from videorope_trt.export import rotary
 from videorope_trt.plugins import ort_op, torch_op

@@ -15,7 +15,12 @@ import pytest
 
 from videorope_trt.media.synthetic import make_synthetic_video, read_counter
 from videorope_trt.media.video import (
-    ProcessorConfig, iter_video_chunks, load_video, preprocess_frames, resize_frame, sample_indices,
+    ProcessorConfig,
+    iter_video_chunks,
+    load_video,
+    preprocess_frames,
+    resize_frame,
+    sample_indices,
 )
 from videorope_trt.media.video_io import iter_frames, probe_video
 

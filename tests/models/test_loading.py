@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from _model_inputs import build, image_video_prompt, rel_err
 from videorope_trt.models import load_model, load_tokenizer, save_model
 from videorope_trt.models.rope_settings import resolve_rope_choice
+
+from _model_inputs import build, image_video_prompt, rel_err
 
 
 @pytest.fixture

@@ -9,8 +9,9 @@
 import pytest
 import torch
 
-from _model_inputs import build, image_video_prompt, mm_token_type_ids, rel_err, vision
 from videorope_trt import rope
+
+from _model_inputs import build, image_video_prompt, mm_token_type_ids, rel_err, vision
 
 TOL = 1e-5  # fp32 relative error (issue: <= 1e-5)
 VARIANTS = ["m_rope", "videorope", "vrope", "tad_rope", "videorope_pp"]

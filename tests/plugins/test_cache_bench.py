@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+
 @pytest.fixture
 def bench():
     from bench import bench_cache_kernel

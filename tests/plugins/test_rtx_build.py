@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_env import HEADER_VERSIONS, REPO, trt_include
 
 from videorope_trt.plugins.contract import VIDEO_ROPE, RotaryAttrs
+
+from plugin_env import HEADER_VERSIONS, REPO, trt_include
 
 pytestmark = [pytest.mark.rtx, pytest.mark.nvcc]
 SCRIPT = Path(__file__).resolve().parent / "rtx_build.py"

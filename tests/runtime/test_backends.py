@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.artifact.engine_info import find_engine_dir
+from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.runtime.backends.trt_engine import torch_dtype
 from videorope_trt.runtime.generate import GenerationConfig, generate
 
@@ -233,9 +233,9 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
 
     if not trtmod.available("tensorrt") or not torch.cuda.is_available():
         pytest.skip("needs full TensorRT and a CUDA GPU")
+    from videorope_trt.build.engine import BuildRequest, build_engines
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
     from videorope_trt.runtime.backends import open_backend
-    from videorope_trt.build.engine import BuildRequest, build_engines
 
     out = tmp_path / "out"
     export_checkpoint(tiny, out, ExportConfig(rotary_form="decomposed"))

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from videorope_trt.runtime.kernels import flash_decode
 from videorope_trt.runtime.backends.torch.static_decoder import decode_attention, decode_bias
+from videorope_trt.runtime.kernels import flash_decode
 
 
 def test_supported_shapes():

@@ -12,8 +12,15 @@ from videorope_trt.media import prompt
 from videorope_trt.runtime import streaming
 from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 from videorope_trt.runtime.generate import (
-    GenerationConfig, build_positions, chunk_embeds, encode_video, generate, left_pad, prefill,
-    video_rows)
+    GenerationConfig,
+    build_positions,
+    chunk_embeds,
+    encode_video,
+    generate,
+    left_pad,
+    prefill,
+    video_rows,
+)
 
 GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 18 video tokens
 QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]

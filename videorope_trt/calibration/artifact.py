@@ -82,8 +82,8 @@ def check_rope(model, manifest: dict) -> None:
 
 def register(out: Path, entries: dict) -> dict:
     """Add (or replace) graph entries in OUT/manifest.json, rewritten atomically; returns the new manifest."""
-    from videorope_trt.artifact.atomic import write_atomic
     from videorope_trt.artifact import manifest as mf
+    from videorope_trt.artifact.atomic import write_atomic
 
     manifest = mf.read_manifest(out)
     graphs = {**(manifest.get("graphs") or {}), **entries}

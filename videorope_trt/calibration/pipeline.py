@@ -136,8 +136,8 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
 def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar) -> dict:
     """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir` and register them in its manifest;
     returns the report."""
-    from videorope_trt.calibration import artifact, export
     from videorope_trt.artifact.manifest import read_manifest
+    from videorope_trt.calibration import artifact, export
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video

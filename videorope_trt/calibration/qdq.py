@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from onnxscript import FLOAT
-from onnxscript import opset19 as op
+from onnxscript import FLOAT, opset19 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 

@@ -34,8 +34,8 @@ def _trt_headers() -> Path | None:
 
 def _build_blocker(skip: bool) -> str | None:
     """Why the engine build step cannot run here, or None."""
-    from videorope_trt.plugins.build import BuildError, find_nvcc
     from videorope_trt import trt
+    from videorope_trt.plugins.build import BuildError, find_nvcc
 
     if skip:
         return "--skip-build given"

@@ -56,9 +56,8 @@ def add_arguments(parser, name):
 
 
 def _run_export(args) -> int:
-    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
-
     from videorope_trt.build.optables import generation_for
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
     generation, parser = generation_for(target=args.target, version=args.trt)
     cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision,

@@ -17,7 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import permutations
 
-
 from videorope_trt.eval.pictures import COLORS, SHAPES, Picture, draw_needle, look_alike_color
 from videorope_trt.eval.spec import LETTERS
 

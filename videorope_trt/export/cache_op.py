@@ -23,8 +23,7 @@ from __future__ import annotations
 
 import onnx
 import onnxscript
-from onnxscript import FLOAT, INT32
-from onnxscript import opset18 as op
+from onnxscript import FLOAT, INT32, opset18 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 from videorope_trt.export.rotary import FUNCTION_DOMAIN, node_attrs

@@ -21,9 +21,9 @@ from pathlib import Path
 from videorope_trt.artifact import manifest as mf
 from videorope_trt.artifact.atomic import atomic_dir
 from videorope_trt.artifact.precisions import get_precision
+from videorope_trt.export.cache_op import CACHE_FORMS
 from videorope_trt.export.fp16 import CONVERTERS
 from videorope_trt.export.generations import DEFAULT_GENERATION, get_generation
-from videorope_trt.export.cache_op import CACHE_FORMS
 
 GRAPHS = ("vision", "decoder")
 LOGITS = ("last", "all")
@@ -185,8 +185,7 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
 
 def _decoder(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.artifact.specs import decoder_spec
-    from videorope_trt.export import cache_op
-    from videorope_trt.export import decoder as dec
+    from videorope_trt.export import cache_op, decoder as dec
 
     axes = model.rope.num_axes
     spec = decoder_spec(mcfg, axes, get_precision(cfg.precision).float_type, last_only=cfg.last_only)

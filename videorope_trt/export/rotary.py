@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import onnx
 import onnxscript
-from onnxscript import FLOAT, INT32
-from onnxscript import opset23 as op
+from onnxscript import FLOAT, INT32, opset23 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 from videorope_trt.plugins.contract import LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME, RotaryAttrs

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from videorope_trt.plugins.contract import LAYOUT_BSHD
-from videorope_trt.plugins.torch_op import apply as video_rope
-from videorope_trt.plugins.torch_op import apply_cache
+from videorope_trt.plugins.torch_op import apply as video_rope, apply_cache
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:

@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 from videorope_trt.artifact.atomic import atomic_dir, read_json
-
 from videorope_trt.models.rope_settings import CONFIG_FIELD, make_rope_settings, resolve_rope_choice
 
 MODEL_TYPES = ("qwen2_vl",)

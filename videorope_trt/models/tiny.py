@@ -19,10 +19,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from videorope_trt.artifact.atomic import atomic_dir
-
 import numpy as np
 
+from videorope_trt.artifact.atomic import atomic_dir
 from videorope_trt.models.loading import INDEX_NAME
 from videorope_trt.models.tokenizer import tokenizer_config, train_tokenizer
 

@@ -21,7 +21,6 @@ unfused step), for the CPU and as the kernel's oracle.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import replace
 
 import torch
