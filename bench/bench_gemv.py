@@ -158,8 +158,10 @@ def bench_configs(model: str, dtype, bandwidth: float) -> dict:
         row = out[name] = {"N": n, "K": k, "MB": nbytes / 1e6, "configs": {}}
         for bn, bk, warps in gemv.CONFIGS + EXTRA_CONFIGS:
             grid = ((m + bn - 1) // bn,)
-            run = lambda: kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,  # noqa: E731
-                                          num_stages=1)
+
+            def run(grid=grid, args=args, flags=flags, bn=bn, bk=bk, warps=warps):
+                return kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=1)
+
             ms = do_bench(run, return_mode="median")
             row["configs"][f"{bn}x{bk}/{warps}w"] = {"us": 1000 * ms, "of_copy": nbytes / (ms / 1000) / bandwidth}
         gemv.gemv(x, w, norm=gamma if c.get("norm") else None, eps=1e-6, swiglu=bool(c.get("swiglu")),

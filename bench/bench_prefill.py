@@ -93,7 +93,7 @@ def bench_attention(cfg: dict, length: int, chunks: list, dtype) -> list:
     for chunk in chunks:
         ref = None
         for name, attend in FORMS.items():
-            def run():
+            def run(attend=attend, chunk=chunk):
                 return [attend(q[:, :, s0:s0 + chunk], k[:, :, :s0 + chunk], v[:, :, :s0 + chunk])
                         for s0 in range(0, length, chunk)]
             row = {"chunk": chunk, "form": name}
@@ -130,7 +130,7 @@ def bench_prefill(ours, cfg: dict, length: int, chunks: list, dtype) -> list:
     dec = StaticCacheDecoder(ours, 1, length, split_prefill=True)
     rows = []
     for chunk in chunks:
-        def run():
+        def run(chunk=chunk):
             with torch.no_grad():
                 for s0 in range(0, length, chunk):
                     s1 = min(length, s0 + chunk)

@@ -243,7 +243,7 @@ def test_reading_tokens_back_every_few_steps_changes_nothing(backend, tokenizer,
         seen = []
         config = GenerationConfig(max_new_tokens=7, prefill_chunk=16, vision_chunk=2, stop_at_eos=False,
                                   sync_every=every)
-        result = generate(backend, rows, video, config, on_token=lambda s, t, a: seen.append((s, list(t), list(a))))
+        result = generate(backend, rows, video, config, on_token=lambda s, t, a, seen=seen: seen.append((s, list(t), list(a))))
         assert [s for s, _, _ in seen] == list(range(7))  # every step streamed once, in order
         assert [[t for (_, row, act) in seen for t, a in [(row[b], act[b])] if a] for b in range(2)] == result.tokens
         results.append((result.tokens, seen))

@@ -143,7 +143,7 @@ def variant_positions(variant: str, batch: int, seq: int, rng) -> np.ndarray:
 
     layouts = ([("text", 3), ("video", 3, 4, 6), ("text", 2)], [("text", 3), ("image", 4, 6), ("text", 2)])
     rows = []
-    for b in range(batch):
+    for _ in range(batch):
         start = int(rng.integers(0, 5000))
         for segs in layouts:
             try:

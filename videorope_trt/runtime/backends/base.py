@@ -128,7 +128,7 @@ class Backend(ABC):
         self.length += s
         return out if logits else None
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027  a hook: a backend with no device queue keeps this no-op
         """Wait for queued device work, so that host timings are true."""
 
     def begin_decode(self, attention_mask, offset, step: float) -> None:
@@ -155,7 +155,7 @@ class Backend(ABC):
         logits = self._decode_step_impl(tokens)
         return logits
 
-    def _begin_decode_impl(self, attention_mask, offset, step: float) -> None:
+    def _begin_decode_impl(self, attention_mask, offset, step: float) -> None:  # noqa: B027  an optional hook
         """Nothing to prepare for the default `_decode_step_impl`."""
 
     def _decode_step_impl(self, tokens):

@@ -68,17 +68,17 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
 
     @triton.jit
-    def attend_tile(q, k, v, allowed, m, l, acc, scale):
-        """The online softmax over one tile of cache rows: (running max, sum, output) updated."""
+    def attend_tile(q, k, v, allowed, m, den, acc, scale):
+        """The online softmax over one tile of cache rows: (running max, denominator, output) updated."""
         s = tl.dot(q, tl.trans(k)) * scale
         s = tl.where(allowed[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
         safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
         p = tl.exp(s - safe[:, None])
         alpha = tl.exp(m - safe)
-        l = l * alpha + tl.sum(p, axis=1)
+        den = den * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        return m_new, l, acc
+        return m_new, den, acc
 
     @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
     @triton.jit
@@ -105,19 +105,19 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
             k, v = tl.load(first_k), tl.load(first_v)
         q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
         m = tl.full((GP,), float("-inf"), tl.float32)
-        l = tl.zeros((GP,), tl.float32)
+        den = tl.zeros((GP,), tl.float32)
         acc = tl.zeros((GP, D), tl.float32)
-        m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+        m, den, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, den, acc, scale)
         for r0 in range(start + BLOCK_R, start + SPLIT, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
             v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
-            m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+            m, den, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, den, acc, scale)
         base = (bh * n_splits + split) * GP
         real = g < G  # the tile's padding rows are never read back
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
-        tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
+        tl.store(ml_ptr + (base + g) * 2 + 1, den, mask=real)
 
     return partial_kernel
 
