@@ -100,7 +100,8 @@ def bench_attention(cfg: dict, length: int, chunks: list, dtype) -> list:
             try:
                 out = torch.cat(run(), dim=2)
                 ref = out if ref is None else ref
-                row.update(s=_time(run), rel_err_vs_first=float((out.float() - ref.float()).norm() / ref.float().norm()))
+                rel_err = float((out.float() - ref.float()).norm() / ref.float().norm())
+                row.update(s=_time(run), rel_err_vs_first=rel_err)
                 row["TFLOPs"] = flops / row["s"] / 1e12
             except Exception as e:  # a form this torch does not take at this shape: recorded, the rest goes on
                 row["error"] = f"{type(e).__name__}: {e}"[:200]

@@ -132,7 +132,8 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         ExportConfig(rotary_form="native")
     with pytest.raises(ValueError, match="unknown parser generation 'opset18'"):
         ExportConfig(generation="opset18")
-    with pytest.raises(ValueError, match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
+    with pytest.raises(ValueError,
+                       match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
         ExportConfig(precision="int8-sq")
     other = tmp_path / "other"
     other.mkdir()
@@ -177,7 +178,8 @@ def test_fp16_pass_unifies_mixed_types():
     assert inits[angle_mul.input[1]].data_type == TensorProto.FLOAT  # the exact weight, not an fp16 round trip
     pos = np.array([[3], [700], [40000]], np.int64)
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    y = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pos": pos, "x": x})[0]
+    session = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"pos": pos, "x": x})[0]
     expected = x * np.cos(pos.astype(np.float64) * inv_freq.astype(np.float64))
     np.testing.assert_allclose(y, expected, atol=2e-3)  # an fp16 angle (40000 * 1.23) would be off by ~10 rad
 

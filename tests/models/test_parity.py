@@ -77,7 +77,8 @@ def test_videorope_delta_changes_logits(load_tiny):
 
 def _two_samples(cfg):
     long_ids, long_in, _ = build(cfg, image_video_prompt(cfg), seed=1)
-    short_ids, short_in, _ = build(cfg, [("text", [4, 5])] + vision(cfg, ("video", (2, 4, 4))) + [("text", [6])], seed=2)
+    short = [("text", [4, 5])] + vision(cfg, ("video", (2, 4, 4))) + [("text", [6])]
+    short_ids, short_in, _ = build(cfg, short, seed=2)
     return (long_ids, long_in), (short_ids, short_in)
 
 
@@ -86,7 +87,8 @@ def _pad_batch(cfg, samples):
     length = max(ids.shape[1] for ids, _ in samples)
     pad = cfg.text_config.bos_token_id
     ids = torch.stack([torch.cat([torch.full((length - i.shape[1],), pad), i[0]]) for i, _ in samples])
-    mask = torch.stack([torch.cat([torch.zeros(length - i.shape[1]), torch.ones(i.shape[1])]).long() for i, _ in samples])
+    mask = torch.stack([torch.cat([torch.zeros(length - i.shape[1]), torch.ones(i.shape[1])]).long()
+                        for i, _ in samples])
     inputs = {}
     for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
         parts = [s[key] for _, s in samples if key in s]

@@ -55,7 +55,8 @@ def test_multi_turn_prompt_holds_every_turn_in_order(session):
     ([_user(VIDEO), _user(VIDEO)], "one video per request; this is the second"),
     ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", "content": "c"}],
      "messages.1: a system message must come before"),
-    ([{"role": "assistant", "content": [VIDEO]}, {"role": "user", "content": "a"}], "a video belongs in a user message"),
+    ([{"role": "assistant", "content": [VIDEO]}, {"role": "user", "content": "a"}],
+     "a video belongs in a user message"),
 ])
 def test_bad_turn_structures_are_named(messages, expected):
     with pytest.raises(ValueError, match=expected):
@@ -90,7 +91,8 @@ def test_text_held_back_for_a_stop_string_is_released_when_it_is_not_one():
     (b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x", '
      b'"detail": "low"}}]}]}', "unknown field 'messages.0.content.0.video_url.detail'"),
     (b'{"model": "tiny", "messages": []}', "messages: List should have at least 1 item"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}', "temperature: Input should"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}',
+     "temperature: Input should"),
     (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n: Input should be less than"),
     (b'{"model": "tiny", "messages": [{"role": "tool", "content": "hi"}]}', "messages.0.role: Input should be"),
     (b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}',

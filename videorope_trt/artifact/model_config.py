@@ -48,8 +48,9 @@ class ModelConfig:
         t = {**cfg, **(cfg.get("text_config") or {})}
         v = cfg.get("vision_config")
         if v is None or "hidden_size" not in t or "num_attention_heads" not in t:
-            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys {sorted(cfg)}")
-        get = lambda k, d: cfg.get(k, t.get(k, d))  # noqa: E731  (token ids sit at either level)
+            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys "
+                             f"{sorted(cfg)}")
+        get = lambda k, d: cfg.get(k, t.get(k, d))  # token ids sit at either level
         eos = get("eos_token_id", 151645)
         eos = tuple(int(e) for e in eos) if isinstance(eos, (list, tuple)) else (int(eos),)
         # Qwen2-VL pads with <|endoftext|>, which its config records as bos_token_id

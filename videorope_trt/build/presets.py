@@ -51,7 +51,9 @@ class Preset:
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
         if precision not in self.precisions:
-            why = " (no FP8 tensor cores on compute capability " + self.compute_capability + ")" if PRECISIONS[precision].needs_fp8 else ""
+            why = ""
+            if PRECISIONS[precision].needs_fp8:
+                why = " (no FP8 tensor cores on compute capability " + self.compute_capability + ")"
             raise ValueError(
                 f"target {self.name} does not support precision {precision!r}{why}; "
                 f"it supports {', '.join(self.precisions)}"

@@ -48,7 +48,8 @@ def list_videos(video_dir) -> list:
         raise FileNotFoundError(f"videos directory {d} does not exist; expected a directory of video files")
     videos = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
-        raise ValueError(f"videos directory {d} holds no video file; expected files ending in {', '.join(VIDEO_SUFFIXES)}")
+        raise ValueError(f"videos directory {d} holds no video file; expected files ending in "
+                         f"{', '.join(VIDEO_SUFFIXES)}")
     return videos
 
 

@@ -147,8 +147,8 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     _log(f"{len(calib)} calibration / {len(held)} held-out sample(s), "
          f"{max(s.num_tokens for s in calib + held)} tokens at most")
     if not artifact.has_manifest(out):
-        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form, float_type=cfg.float_type,
-                              generation=cfg.generation)
+        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form,
+                              float_type=cfg.float_type, generation=cfg.generation)
         _log(f"float vision graph and manifest.json written to {out}")
     manifest = read_manifest(out)
     artifact.check_generation(manifest, cfg.generation)

@@ -62,7 +62,7 @@ def require_modelopt() -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its notice that this transformers version is untested by it
-            import modelopt.torch.quantization  # noqa: F401
+            import modelopt.torch.quantization  # noqa: F401  imported to find out whether it imports
     except ImportError as e:
         raise ModelOptMissing(f"calibration needs NVIDIA ModelOpt, which does not import here ({e}); install it: "
                               f"{MODELOPT_INSTALL}") from None

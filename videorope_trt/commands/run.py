@@ -87,8 +87,10 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--contexts", default="8k",
                             help="comma-separated KV cache lengths to fill, e.g. 8k,16k,32k: a synthetic video's "
                                  "prompt takes each, less --decode-tokens (default 8k)")
-        parser.add_argument("--decode-tokens", type=_positive, default=64, help="tokens decoded per context (default 64)")
-        parser.add_argument("--frame-size", type=_positive, default=448, help="square frame side in pixels (default 448)")
+        parser.add_argument("--decode-tokens", type=_positive, default=64,
+                            help="tokens decoded per context (default 64)")
+        parser.add_argument("--frame-size", type=_positive, default=448,
+                            help="square frame side in pixels (default 448)")
         parser.add_argument("--json", default=None, help="result file (default OUT/bench/bench.json)")
         parser.add_argument("--plot", default=None, help="plot file (default OUT/bench/bench.png)")
 
@@ -246,8 +248,9 @@ def _bench(args) -> int:
               f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s", flush=True)
         results.append({**r, "prefill_chunk": prefill, "vision_chunk": vision})
     bench_dir = Path(args.out) / "bench"
-    meta = {"backend": args.backend, "device": str(session.backend.device), "dtype": str(getattr(session.backend, "dtype", None)),
-            "date": time.strftime("%Y-%m-%d"), "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
+    meta = {"backend": args.backend, "device": str(session.backend.device),
+            "dtype": str(getattr(session.backend, "dtype", None)), "date": time.strftime("%Y-%m-%d"),
+            "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
     json_path, plot_path = Path(args.json or bench_dir / "bench.json"), Path(args.plot or bench_dir / "bench.png")
     benchmark.write_bench(results, meta, json_path, plot_path)
     print(f"[bench] wrote {json_path} (results) and {plot_path} (where the time goes)")

@@ -41,7 +41,8 @@ class DecoderGraph(torch.nn.Module):
 
 def model_config(model) -> ModelConfig:
     """The `ModelConfig` of a loaded `VideoRopeQwen2VL` (its config.json as transformers holds it)."""
-    return ModelConfig.from_config(model.config.to_dict(), name=str(getattr(model.config, "_name_or_path", "") or "model"))
+    name = str(getattr(model.config, "_name_or_path", "") or "model")
+    return ModelConfig.from_config(model.config.to_dict(), name=name)
 
 
 def example_inputs(cfg: ModelConfig, num_axes: int, *, batch=2, seq=5, past=3, capacity=12,

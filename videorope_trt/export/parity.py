@@ -185,9 +185,11 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
     for kind, m in media.items():
         with torch.no_grad():
             ref = model.vision(torch.from_numpy(m.pixels), torch.from_numpy(m.grid[None])).numpy()
-        feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in vision_chunks(m, merge, req.vision_slices_per_call)]
+        chunks = vision_chunks(m, merge, req.vision_slices_per_call)
+        feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in chunks]
         got = np.concatenate([sess.run(None, f)[0] for f in feeds])
-        metrics = _metrics(got, ref) if got.shape == ref.shape else {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
+        mismatch = {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
+        metrics = _metrics(got, ref) if got.shape == ref.shape else mismatch
         row = {"backend": f"onnxruntime[vision,{manifest['precision']}]", "output": f"image_embeds[{kind}]", **metrics}
         row["passed"] = bool(row["max_rel"] <= tol.max_rel and row["cosine"] >= tol.min_cosine)
         rows.append(row)

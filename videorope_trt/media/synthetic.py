@@ -30,7 +30,8 @@ DIGIT_SEGMENTS = {
 #: bytes of two encodes of the same frames differ now and then, single-threaded too; without it the encode is
 #: slower, which synthetic clips can afford).
 ENCODERS = {
-    "libx264": {"options": {"crf": "12", "preset": "fast", "threads": "1", "x264-params": "asm=0"}, "pix_fmt": "yuv420p"},
+    "libx264": {"options": {"crf": "12", "preset": "fast", "threads": "1", "x264-params": "asm=0"},
+                "pix_fmt": "yuv420p"},
     "mpeg4": {"options": {"qscale": "2", "threads": "1"}, "pix_fmt": "yuv420p"},
 }
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}

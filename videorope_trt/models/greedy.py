@@ -12,7 +12,8 @@ import torch
 
 @torch.no_grad()
 def greedy_generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
-                    pixel_values_videos=None, video_grid_thw=None, max_new_tokens: int = 16, eos_token_id=None, fps=None):
+                    pixel_values_videos=None, video_grid_thw=None, max_new_tokens: int = 16, eos_token_id=None,
+                    fps=None):
     """Greedy decoding; returns the generated ids (B, N), N <= max_new_tokens.
 
     Rows that reached an end token keep emitting `eos` (the first one given) until every row has ended.

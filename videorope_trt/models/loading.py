@@ -90,7 +90,8 @@ def load_model(ckpt_dir, *, variant=None, rope_params=None, dtype=None):
 def _check_loading_info(ckpt_dir, info: dict) -> None:
     problems = []
     if info.get("mismatched_keys"):
-        problems.append("wrong shapes: " + ", ".join(_describe_mismatch(m) for m in sorted(info["mismatched_keys"])[:8]))
+        shown = sorted(info["mismatched_keys"])[:8]
+        problems.append("wrong shapes: " + ", ".join(_describe_mismatch(m) for m in shown))
     if info.get("missing_keys"):
         problems.append(f"missing tensors: {sorted(info['missing_keys'])[:8]}")
     if info.get("error_msgs"):
@@ -112,7 +113,8 @@ def load_tokenizer(ckpt_dir):
     ckpt = Path(ckpt_dir)
     missing = [n for n in TOKENIZER_FILES if not (ckpt / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoint: tokenizer file(s) {missing} missing from {ckpt}; expected {list(TOKENIZER_FILES)}")
+        raise FileNotFoundError(f"checkpoint: tokenizer file(s) {missing} missing from {ckpt}; expected "
+                                f"{list(TOKENIZER_FILES)}")
     return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True, trust_remote_code=False)
 
 

@@ -61,7 +61,7 @@ def slice_ids(h: int, w: int, merge: int, device=None):
     over blocks, row-major inside each block."""
     rows = torch.arange(h, device=device)[:, None].expand(h, w)
     cols = torch.arange(w, device=device)[None, :].expand(h, w)
-    blocks = lambda t: t.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).reshape(-1)  # noqa: E731
+    blocks = lambda t: t.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).reshape(-1)
     return torch.stack([blocks(rows), blocks(cols)], dim=-1)
 
 
@@ -105,7 +105,8 @@ class FusedVision:
     def cos_sin(self, h: int, w: int, device):
         """(h*w, 1, head_dim) fp32 cos and sin of one slice: angles (rows | columns) repeated for both halves."""
         ids = slice_ids(h, w, self.merge, device).float()
-        freqs = (ids[:, :, None] * self.inv_freq.to(device, torch.float32)).reshape(h * w, -1)  # (h*w, 2 * head_dim / 4)
+        # (h*w, 2 * head_dim / 4)
+        freqs = (ids[:, :, None] * self.inv_freq.to(device, torch.float32)).reshape(h * w, -1)
         emb = torch.cat([freqs, freqs], dim=-1)[:, None]
         return emb.cos(), emb.sin()
 

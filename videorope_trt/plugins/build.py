@@ -108,8 +108,8 @@ def compile_kernel(nvcc: str, out: Path, archs, ptx: bool, debug: bool = False, 
 
 def compile_plugin_object(nvcc: str, trt_include: Path, out: Path, source: str = PLUGIN_SOURCES[0]) -> None:
     """Compile one IPluginV3 source (host code only) against one set of TensorRT headers."""
-    cmd = [nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra", "-isystem", str(trt_include),
-           "-c", str(CSRC / source), "-o", str(out)]
+    cmd = [nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra",
+           "-isystem", str(trt_include), "-c", str(CSRC / source), "-o", str(out)]
     _run(cmd, f"compiling {source} against {trt_include}")
 
 

@@ -131,7 +131,8 @@ class Engine:
             self._queue.put_nowait(job)
         except queue.Full:
             self._count(-1)
-            raise QueueFull(f"the queue holds its most ({self.options.max_queue} waiting requests); retry later") from None
+            raise QueueFull(f"the queue holds its most ({self.options.max_queue} waiting requests); "
+                            "retry later") from None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse queued jobs, cancel the running one, end the thread."""

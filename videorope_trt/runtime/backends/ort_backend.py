@@ -74,7 +74,8 @@ class OrtBackend(Backend):
         for i in session.get_inputs():
             if i.name == name:
                 return {"tensor(float)": np.float32, "tensor(float16)": np.float16}[i.type]
-        raise ValueError(f"onnxruntime backend: the graph has no input {name!r}; inputs {[i.name for i in session.get_inputs()]}")
+        raise ValueError(f"onnxruntime backend: the graph has no input {name!r}; inputs "
+                         f"{[i.name for i in session.get_inputs()]}")
 
     @property
     def _ort_device(self):

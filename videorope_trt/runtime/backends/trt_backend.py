@@ -94,7 +94,8 @@ class TrtBackend(Backend):
         if capacity > self.plan.max_context or batch > self.plan.batch:
             raise ValueError(
                 f"tensorrt backend: the engines were built for batch <= {self.plan.batch} and context <= "
-                f"{self.plan.max_context} tokens; asked for batch {batch}, context {capacity}. Rebuild with a larger plan"
+                f"{self.plan.max_context} tokens; asked for batch {batch}, context {capacity}. "
+                "Rebuild with a larger plan"
             )
         self.kv = self.graphs = None  # free the old cache (and the graphs bound to it) first
         names = [n for i in range(self.info.num_layers) for n in cache_names(i)]

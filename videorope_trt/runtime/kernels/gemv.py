@@ -171,7 +171,8 @@ def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
     """The lengths the kernel reads without bounds of their own; returns (output length, K)."""
     n, k = weight.shape
     if swiglu and n % 2:
-        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
+        raise ValueError("gemv: swiglu needs gate and up stacked, an even number of rows; got weight "
+                         f"{tuple(weight.shape)}")
     for name, t, want in (("bias", bias, n), ("norm", norm, k), ("residual", residual, n // 2 if swiglu else n)):
         if t is not None and t.numel() != want:
             raise ValueError(f"gemv: {name} must hold {want} values for weight {tuple(weight.shape)}"
@@ -192,7 +193,7 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
     check_launch("gemv", x, weight, pdl)
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
-    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
+    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)
     kernel = _kernel(step_configs(n, k, pdl))
     kernel[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
                  residual.contiguous() if residual is not None else y, y, n, k, float(eps), HAS_BIAS=bias is not None,
@@ -220,7 +221,7 @@ def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu:
 def _triton_is_faster(x, weight, bias) -> bool:
     from triton.testing import do_bench  # flushes L2 between runs: a decode step's weights are never cached
 
-    time = lambda fn: do_bench(fn, return_mode="median")  # noqa: E731
+    time = lambda fn: do_bench(fn, return_mode="median")
     return time(lambda: gemv(x, weight, bias)) < time(lambda: F.linear(x, weight, bias))
 
 
