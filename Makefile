@@ -24,6 +24,7 @@ demo: setup
 	$(PY) -m videorope_trt.cli demo --out demo-out
 
 test: setup
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n $(JOBS) -p no:cacheprovider
 
 clean:

@@ -87,7 +87,7 @@ def bench_gpu(lib, model, dtype, seq, copy_bps) -> dict:
     q_heads, kv_heads = MODELS[model]
     step = make_step("cuda", dtype, q_heads, kv_heads, seq)
     attrs, out = RotaryAttrs(layout=1), torch.empty_like(step["q"])
-    run = lambda: rotate_into_cache(*step.values(), attrs, out_q=out, lib=lib)  # noqa: E731
+    run = lambda: rotate_into_cache(*step.values(), attrs, out_q=out, lib=lib)
     check = {n: t.clone() for n, t in step.items()}
     rotate_into_cache(*check.values(), attrs, out_q=out, lib=lib)
     err = rel_error(step, out, check["k_cache"], check["v_cache"])

@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import write_atomic
 
 QWEN2_VL_2B = {
     "hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12,
@@ -121,12 +122,12 @@ def layer_summary(layers: dict, worst: int = 5) -> dict:
 
 def run_row(ckpt, text: str, calib, held, reference, greedy_tokens: int) -> dict:
     from videorope_trt.calibration import quantize, report
-    from videorope_trt.calibration.data import prefill
+    from videorope_trt.calibration.data import prompt_logits
 
     mode, alpha = parse_row(text)
     start = time.perf_counter()
     model = build_model(ckpt)  # same seed: the same weights for every row, one copy in memory
-    quantize.calibrate_model(model, mode, lambda m: [prefill(m, s) for s in calib], alpha=alpha)
+    quantize.calibrate_model(model, mode, lambda m: [prompt_logits(m, s) for s in calib], alpha=alpha)
     outliers = outlier_ratios(model)
     quantize.to_qdq(model, mode)
     acc = report.compare(reference, report.measure(model, held, greedy_tokens))
@@ -173,7 +174,7 @@ def main(argv=None) -> int:
             "calibration_samples": len(calib), "held_out_tokens": held[0].num_tokens,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1),
             "total_seconds": round(time.perf_counter() - t0, 1)}
-    Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    write_atomic(args.out, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
     print(f"{'row':<14}{'logits cos':>12}{'top-1':>8}{'greedy':>8}{'worst layer':>13}{'s':>7}")
     for r in results:
         print(f"{r['row']:<14}{r['logits_cosine']:>12.6f}{r['top1_agreement']:>8.4f}"

@@ -17,6 +17,7 @@ import json
 import sys
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import write_atomic
 from videorope_trt.artifact.model_config import read_model_config
 from videorope_trt.runtime.backends.trt_engine import decode_rows
 from videorope_trt.runtime.benchmark import parse_contexts
@@ -59,10 +60,9 @@ def main(argv=None) -> int:
         print(f"| {r['model']} | {r['form']} | {r['weights'] / 1e9:.3f} | {r['cache_read'] / 1e9:.3f} | "
               f"{r['cache_written'] / 1e9:.4f} | {r['logits'] / 1e6:.2f} | {r['total'] / 1e9:.3f} |")
     if args.out:
-        path = Path(args.out) / "bench_decode_bytes.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"command": "python -m bench.bench_decode_bytes " + " ".join(argv or sys.argv[1:]),
-                                    "rows": rows}, indent=2) + "\n")
+        command = "python -m bench.bench_decode_bytes " + " ".join(argv or sys.argv[1:])
+        write_atomic(Path(args.out) / "bench_decode_bytes.json",
+                     json.dumps({"command": command, "rows": rows}, indent=2) + "\n")
     return 0
 
 

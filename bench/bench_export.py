@@ -22,6 +22,7 @@ import sys
 import time
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import write_atomic
 
 
 def _rss_gib() -> float:
@@ -60,7 +61,6 @@ def random_model(cfg: dict, variant: str, params: dict):
 
 def main(argv=None) -> int:
     from bench.bench_runtime import CONFIGS
-
     from videorope_trt.export.exporter import ExportConfig, export_model
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,7 +92,7 @@ def main(argv=None) -> int:
               "command": " ".join(["python", "bench/bench_export.py", *(argv or sys.argv[1:])])}
     print(json.dumps(result))
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        write_atomic(args.json, json.dumps(result, indent=2) + "\n")
     return 0
 
 

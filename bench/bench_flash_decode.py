@@ -23,7 +23,7 @@ from bench.profiling import chosen, copy_bandwidth, run_meta, write_json
 from bench.runtime_probes import decode_graph_profile
 
 #: variant → flash_decode options (None: no attention at all, see above). The configs, split sizes, L2 prefetch and
-#: counted combine measured on the way to the defaults are in docs/benchmarks.md with the commits that had them.
+#: counted combine measured on the way to the defaults are in docs/benchmark-log.md with the commits that had them.
 VARIANTS = {"no_prefetch": {"prefetch": False}, "prefetch": {}, "no_attention": None,
             "split256": {"split_rows": 256},  # the step's form before `flash_decode.step_split`
             # one tile per program, all of it read before the wait: more, shorter programs

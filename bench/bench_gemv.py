@@ -90,7 +90,7 @@ def bench_chain(model: str, layers: int, dtype, bandwidth: float) -> dict:
     shapes = SHAPES[model]
     hidden, inter = shapes["o"][0], shapes["down"][1]
     g = torch.Generator(device="cuda").manual_seed(0)
-    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)  # noqa: E731
+    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)
     weights = [{name: rand(*shapes[name][:2]) for name in ("qkv", "o", "gate_up", "down")} for _ in range(layers)]
     gamma, bias = rand(hidden) + 1, rand(shapes["qkv"][0])
     x0 = torch.randn(1, 1, hidden, device="cuda", generator=g).to(dtype)
@@ -141,7 +141,7 @@ def bench_configs(model: str, dtype, bandwidth: float) -> dict:
     shapes = SHAPES[model]
     hidden = shapes["o"][0]
     g = torch.Generator(device="cuda").manual_seed(0)
-    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)  # noqa: E731
+    rand = lambda *shape: (torch.randn(*shape, device="cuda", generator=g) * 0.02).to(dtype)
     cases = {"o": dict(n=hidden, k=hidden, residual=True), "gate_up": dict(n=shapes["gate_up"][0], k=hidden,
              norm=True, swiglu=True), "down": dict(n=hidden, k=shapes["down"][1], residual=True)}
     kernel = gemv._kernel()
@@ -158,8 +158,10 @@ def bench_configs(model: str, dtype, bandwidth: float) -> dict:
         row = out[name] = {"N": n, "K": k, "MB": nbytes / 1e6, "configs": {}}
         for bn, bk, warps in gemv.CONFIGS + EXTRA_CONFIGS:
             grid = ((m + bn - 1) // bn,)
-            run = lambda: kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps,  # noqa: E731
-                                          num_stages=1)
+
+            def run(grid=grid, args=args, flags=flags, bn=bn, bk=bk, warps=warps):
+                return kernel.fn[grid](*args, **flags, BLOCK_N=bn, BLOCK_K=bk, num_warps=warps, num_stages=1)
+
             ms = do_bench(run, return_mode="median")
             row["configs"][f"{bn}x{bk}/{warps}w"] = {"us": 1000 * ms, "of_copy": nbytes / (ms / 1000) / bandwidth}
         gemv.gemv(x, w, norm=gamma if c.get("norm") else None, eps=1e-6, swiglu=bool(c.get("swiglu")),
@@ -180,7 +182,8 @@ def main(argv=None) -> int:
     bandwidth = copy_bandwidth()
     meta = {**run_meta("bench_gemv.py", argv), "dtype": args.dtype, "copy_bandwidth_Bps": bandwidth}
     results = {}
-    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s\n| model | matrix | MB | cuBLAS µs (% copy) | Triton µs (% copy) | x |")
+    print(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
+    print("| model | matrix | MB | cuBLAS µs (% copy) | Triton µs (% copy) | x |")
     for model in args.models.split(","):
         for name, (n, k, bias) in SHAPES[model].items():
             r = results.setdefault(model, {})[name] = bench_shape(n, k, bias, dtype, bandwidth)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench_flash_decode import step_ms
+from bench.bench_flash_decode import step_ms
 from bench.bench_runtime import build_models, decode_bytes, model_config
 from bench.profiling import copy_bandwidth, run_meta, write_json
 
@@ -43,9 +43,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
     from videorope_trt.runtime.backends import ModelInfo
-    from videorope_trt.runtime.kernels import gemv
     from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
     from videorope_trt.runtime.benchmark import parse_contexts
+    from videorope_trt.runtime.kernels import gemv
 
     cfg = model_config(args.model)
     _, ours = build_models(cfg, "cuda", torch.bfloat16)

@@ -93,14 +93,15 @@ def bench_attention(cfg: dict, length: int, chunks: list, dtype) -> list:
     for chunk in chunks:
         ref = None
         for name, attend in FORMS.items():
-            def run():
+            def run(attend=attend, chunk=chunk):
                 return [attend(q[:, :, s0:s0 + chunk], k[:, :, :s0 + chunk], v[:, :, :s0 + chunk])
                         for s0 in range(0, length, chunk)]
             row = {"chunk": chunk, "form": name}
             try:
                 out = torch.cat(run(), dim=2)
                 ref = out if ref is None else ref
-                row.update(s=_time(run), rel_err_vs_first=float((out.float() - ref.float()).norm() / ref.float().norm()))
+                rel_err = float((out.float() - ref.float()).norm() / ref.float().norm())
+                row.update(s=_time(run), rel_err_vs_first=rel_err)
                 row["TFLOPs"] = flops / row["s"] / 1e12
             except Exception as e:  # a form this torch does not take at this shape: recorded, the rest goes on
                 row["error"] = f"{type(e).__name__}: {e}"[:200]
@@ -130,7 +131,7 @@ def bench_prefill(ours, cfg: dict, length: int, chunks: list, dtype) -> list:
     dec = StaticCacheDecoder(ours, 1, length, split_prefill=True)
     rows = []
     for chunk in chunks:
-        def run():
+        def run(chunk=chunk):
             with torch.no_grad():
                 for s0 in range(0, length, chunk):
                     s1 = min(length, s0 + chunk)

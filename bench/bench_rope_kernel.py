@@ -21,7 +21,6 @@ import json
 import sys
 from pathlib import Path
 
-
 Q_HEADS, KV_HEADS, HEAD_DIM = 28, 4, 128
 
 
@@ -154,7 +153,8 @@ def main(argv=None) -> int:
             r = rows[-1]
             print(f"{r['dtype']:>8} S={seq:>6}: kernel {r['kernel_ms'] * 1e3:9.1f} us ({r['kernel_TBps']:.2f} TB/s, "
                   f"{r['frac_of_copy']:.0%} of copy {r['copy_TBps']:.2f}) eager x{r['speedup_eager']:.1f} "
-                  f"compiled x{r['speedup_compiled']:.2f} tables x{r['speedup_tables']:.2f} err {r['rel_err_vs_fp64']:.1e}",
+                  f"compiled x{r['speedup_compiled']:.2f} tables x{r['speedup_tables']:.2f} "
+                  f"err {r['rel_err_vs_fp64']:.1e}",
                   flush=True)
     meta = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "command": " ".join(sys.argv)}

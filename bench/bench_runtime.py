@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -28,8 +27,7 @@ import numpy as np
 import torch
 
 from bench.profiling import copy_bandwidth, run_meta, write_json
-from bench.runtime_probes import (decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft,
-                            ttft_flops)
+from bench.runtime_probes import decode_graph_profile, matmul_flops_per_s, phase_peaks, profile_ttft, ttft_flops
 
 _COMMON = {"model_type": "qwen2_vl", "hidden_act": "silu", "rms_norm_eps": 1e-6, "rope_theta": 1_000_000.0,
            "max_position_embeddings": 131072, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
@@ -84,7 +82,7 @@ def synthetic_inputs(cfg: dict, context: int, frame_side: int, device, dtype):
     t = max(1, (context - 40) // per_slice)
     rng = np.random.default_rng(0)
     high = min(5000, cfg["vocab_size"] - 20)  # below the special tokens (the tiny vocabulary ends with them)
-    text = lambda n: rng.integers(100, high, n).tolist()  # noqa: E731
+    text = lambda n: rng.integers(100, high, n).tolist()
     ids = text(20) + [cfg["vision_start_token_id"]] + [cfg["video_token_id"]] * (t * per_slice) + \
         [cfg["vision_end_token_id"]] + text(context - 22 - t * per_slice)
     pixels = torch.randn(t * side * side, 3 * tp * p * p, generator=torch.Generator().manual_seed(1)).to(device, dtype)
@@ -171,8 +169,12 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "decode_tokens": tm["decode_tokens"], "warmup_s": warmup_s, "peak_gb": peak,
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
-           "phase_gb": dict(backend.phases), "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
-           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
+           "phase_gb": dict(backend.phases),
+           "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None),
+           "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
+           "gemv": getattr(backend.fast.linear, "choice", None)
+           and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()},
+           "fused_vision": backend.fused_vision is not None,
            "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
            "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
     out["setup_s"] = tm.get("setup_s")
@@ -188,7 +190,8 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
 
 def bench_transformers(hf, ids, pixels, grid, decode_tokens, device, setting: str) -> dict:
     """transformers' generate: time for 1 token (time to first token) and for n; decode rate from the difference."""
-    inputs = {"input_ids": torch.tensor([ids], device=device), "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device),
+    inputs = {"input_ids": torch.tensor([ids], device=device),
+              "attention_mask": torch.ones(1, len(ids), dtype=torch.long, device=device),
               "pixel_values_videos": pixels.to(device), "video_grid_thw": torch.tensor([grid], device=device)}
     extra = {"cache_implementation": "static"} if setting == "static" else {}
 
@@ -292,9 +295,11 @@ def main(argv=None) -> int:
     ap.add_argument("--hf-static-tokens", type=int, default=16,
                     help="tokens for transformers' static cache (it may recompile every step)")
     ap.add_argument("--ours-settings", default="graph",
-                    help=f"ours, comma-separated: {', '.join(OURS_SETTINGS)} (graph: CUDA graph; compile: plus torch.compile)")
+                    help=f"ours, comma-separated: {', '.join(OURS_SETTINGS)} "
+                         "(graph: CUDA graph; compile: plus torch.compile)")
     ap.add_argument("--no-cuda-graph", action="store_true")
-    ap.add_argument("--kernel-lib", default=None, help="libvideorope_kernel.so for the prefill rotation (build-plugin --kernel-only)")
+    ap.add_argument("--kernel-lib", default=None,
+                    help="libvideorope_kernel.so for the prefill rotation (build-plugin --kernel-only)")
     ap.add_argument("--snapshot", action="store_true", help="list the largest live allocations when prefill starts")
     ap.add_argument("--out", default="bench-out")
     args = ap.parse_args(argv)
@@ -323,16 +328,17 @@ def main(argv=None) -> int:
             print(_row(key, r[key]))
         for key, v in r.items():
             if isinstance(v, dict) and "graph_step_ms" in v:
-                print(f"{key}: vision {v['vision_s']:.3f} s, setup {v['setup_s']:.3f} s, prefill {v['prefill_s']:.3f} s, "
-                      f"decode graph step "
+                print(f"{key}: vision {v['vision_s']:.3f} s, setup {v['setup_s']:.3f} s, "
+                      f"prefill {v['prefill_s']:.3f} s, decode graph step "
                       f"{v['graph_step_ms']:.3f} ms ({1000 / v['graph_step_ms']:.0f} tok/s), kernels/step "
                       f"{v.get('kernels_per_step', '-')}, kernel ms/step {v.get('kernel_ms_per_step', '-')}")
                 for phase, p in v.get("ttft_profile", {}).items():
                     if phase == "host_ms_unprofiled":
                         print("  host ms (unprofiled): " + ", ".join(f"{k} {ms:.1f}" for k, ms in p.items()))
                         continue
+                    by_kind = sorted(p["by_kind_ms"].items(), key=lambda kv: -kv[1])
                     print(f"  {phase} (profiled): wall {p['wall_ms']:.1f} ms, kernels {p['kernel_ms']:.1f} ms: "
-                          + ", ".join(f"{k} {ms:.1f}" for k, ms in sorted(p["by_kind_ms"].items(), key=lambda kv: -kv[1])))
+                          + ", ".join(f"{k} {ms:.1f}" for k, ms in by_kind))
                     print("    host: " + "; ".join(f"{h['name'][:40]} x{h['count']} {h['self_cpu_ms']:.1f} ms"
                                                for h in p.get("host_top", [])[:10]))
         sys.stdout.flush()

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import torch
 
-
 from bench.bench_runtime import CONFIGS, build_models, model_config
 from bench.profiling import run_meta, write_json
 
@@ -150,8 +149,8 @@ def _oneshot(hf, pixels, grid, device, mem) -> dict:
 def bench_jetson(args) -> dict:
     from types import SimpleNamespace
 
-    from videorope_trt.runtime.generate import GenerationConfig, generate
     from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.runtime.generate import GenerationConfig, generate
 
     cfg, device, mem = CONFIGS[args.model], "cuda", Mem("cuda")
     plan = plan_memory(f"qwen2-vl-{args.model}", args.target, PlanRequest(
@@ -169,8 +168,8 @@ def bench_jetson(args) -> dict:
     tokens = t * side * side // m**2
     ids = list(range(100, 120)) + [cfg["vision_start_token_id"]] + [cfg["video_token_id"]] * tokens + \
         [cfg["vision_end_token_id"]] + list(range(200, 220))
-    video = SimpleNamespace(pixel_values=CyclingPatches(t * side * side, 3 * tp * p * p, plan.frames_per_chunk // tp * side * side, device),
-                            grid_thw=(t, side, side))
+    patches = CyclingPatches(t * side * side, 3 * tp * p * p, plan.frames_per_chunk // tp * side * side, device)
+    video = SimpleNamespace(pixel_values=patches, grid_thw=(t, side, side))
     config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=plan.prefill_chunk,
                               vision_chunk=plan.frames_per_chunk // tp, max_context=plan.max_context, stop_at_eos=False)
     mem.reset()
@@ -185,7 +184,8 @@ def bench_jetson(args) -> dict:
     peak, reserved = mem.peak(), mem.peak_reserved()
     result.update(planned_allocator_bytes=planned, peak_allocated_bytes=peak, peak_reserved_bytes=reserved,
                   weights_bytes=_weights_bytes(ours), peak_vs_plan=peak / planned, reserved_vs_plan=reserved / planned,
-                  expandable_segments_in_use=any(seg.get("is_expandable", False) for seg in torch.cuda.memory_snapshot()))
+                  expandable_segments_in_use=any(seg.get("is_expandable", False)
+                                                 for seg in torch.cuda.memory_snapshot()))
     print(json.dumps({k: v for k, v in result.items() if k != "plan"}), flush=True)
     return result
 
@@ -228,7 +228,9 @@ def main(argv=None) -> int:
         return 2
     result = COMMANDS[args.what](args)
     meta = {**run_meta("bench_runtime_memory.py", argv), "allocator": allocator}
-    name = f"memory_{args.what}_{args.model}" + (f"_{args.target}_{args.max_context or 'default'}" if args.what == "jetson" else "")
+    name = f"memory_{args.what}_{args.model}"
+    if args.what == "jetson":
+        name += f"_{args.target}_{args.max_context or 'default'}"
     write_json(Path(args.out) / f"{name}.json", {**meta, **result}, default=str)
     return 0
 

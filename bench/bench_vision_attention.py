@@ -4,9 +4,10 @@ vs the tower written out block by block (`models/vision_fast.FusedVision`, eager
 The Qwen2-VL-2B / -7B vision tower (`bench_runtime.CONFIGS`, random weights), the video that fills a context as
 `bench_runtime` builds it (448×448 frames: 32×32 patches per temporal slice), encoded in calls of `--vision-chunk`
 slices as the runtime does, with the stock tower (`visual(...)`, one SDPA call per slice and layer) and with the
-model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused"; on a GPU "fused_compile" and "fused_compile_tuned"),
-in the same process on the same weights and patches; `--profile` lists the kernels of one pass of each compiled form.
-Patches are on the device before timing (host copies are not measured). CUDA events; one warm-up pass each first.
+model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused"; on a GPU "fused_compile"
+and "fused_compile_tuned"), in the same process on the same weights and patches; `--profile` lists the kernels of
+one pass of each compiled form. Patches are on the device before timing (host copies are not measured). CUDA
+events; one warm-up pass each first.
 
     python -m bench.bench_vision_attention --model 2b --contexts 32k --out bench-out      # on the GPU
     python -m bench.bench_vision_attention --model tiny --device cpu --dtype float32 --contexts 600 --repeats 1

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from videorope_trt.artifact.atomic import write_atomic
+
 
 def run_meta(script: str, argv=None, device="cuda") -> dict:
     """Date, device, torch and the command line of a bench run (`argv` as `main` got it; None: sys.argv)."""
@@ -30,10 +32,7 @@ def chosen(names: str, known, flag: str) -> list:
 
 def write_json(path: Path, data: dict, default=None) -> None:
     """`data` as JSON at `path` (its folder made), through a temporary name: a cut-short run leaves no half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=default) + "\n")
-    tmp.replace(path)
+    write_atomic(path, json.dumps(data, indent=2, default=default) + "\n")
 
 
 def copy_bandwidth(device="cuda") -> float:

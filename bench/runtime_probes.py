@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from bench.profiling import device_ms, kernels as profiled_kernels
 
 
@@ -102,8 +103,9 @@ def kind_of(name: str) -> str:
 
 def profile_ttft(backend, ids, video, config) -> dict:
     """The time-to-first-token phases once more under the profiler, each on its own: the vision encoder, then
-    setup (cache allocation) with the prefill and the decode graph's capture, which overlaps it. Per phase: wall ms, summed kernel ms by
-    kind (`KINDS`) and the heaviest kernels. Profiling slows the host side, so the wall times are upper bounds."""
+    setup (cache allocation) with the prefill and the decode graph's capture, which overlaps it. Per phase: wall ms,
+    summed kernel ms by kind (`KINDS`) and the heaviest kernels. Profiling slows the host side, so the wall times are
+    upper bounds."""
     import time
 
     import numpy as np
@@ -113,7 +115,8 @@ def profile_ttft(backend, ids, video, config) -> dict:
 
     def measured(fn):
         backend.synchronize()
-        with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])) as prof:
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities) as prof:
             start = time.perf_counter()
             result = fn()
             backend.synchronize()

@@ -1,10 +1,12 @@
 """The bench scripts' shared pieces (`bench/profiling.py`) and the scripts' CPU modes on the tiny model: they run
-end to end and write what docs/benchmarks.md quotes from them (their GPU runs are recorded there)."""
+end to end and write what docs/benchmarks.md quotes from them (their GPU runs are recorded in
+docs/benchmark-log.md)."""
 
 import json
 from pathlib import Path
 
 import pytest
+
 
 @pytest.fixture
 def bench():
@@ -41,7 +43,8 @@ def test_write_json_cut_short_before_the_rename_leaves_the_old_file(bench, tmp_p
 def test_chosen_names_what_is_unknown(bench):
     known = {"fused": 1, "layer_by_layer": 2}
     assert bench.chosen("layer_by_layer,fused", known, "--settings") == ["layer_by_layer", "fused"]
-    with pytest.raises(SystemExit, match=r"--settings: unknown \['fast'\]; expected some of \['fused', 'layer_by_layer'\]"):
+    with pytest.raises(SystemExit,
+                       match=r"--settings: unknown \['fast'\]; expected some of \['fused', 'layer_by_layer'\]"):
         bench.chosen("fused,fast", known, "--settings")
 
 

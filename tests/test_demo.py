@@ -2,8 +2,8 @@
 
 import json
 
-from videorope_trt.commands import demo
 from videorope_trt.cli import main
+from videorope_trt.commands import demo
 
 
 def test_demo_runs_every_step_and_parity_passes(tmp_path, capsys):

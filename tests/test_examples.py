@@ -53,7 +53,8 @@ def test_deploy_for_a_jetson_target(tiny_ckpt, clip, tmp_path):
         pb.find_nvcc()
     except pb.BuildError as e:
         pytest.skip(str(e))
-    headers = Path(os.environ.get("VIDEOROPE_TRT_HEADERS", ROOT.parent / "shared" / "third_party")) / "tensorrt-11.1.0" / "include"
+    root = Path(os.environ.get("VIDEOROPE_TRT_HEADERS", ROOT.parent / "shared" / "third_party"))
+    headers = root / "tensorrt-11.1.0" / "include"
     if not headers.is_dir():
         pytest.skip(f"TensorRT headers not found at {headers}")
     env = _env(TARGET="orin-nano-8gb", BUILD_TARGET="rtx", BACKEND="onnxruntime", PRECISION="fp32",

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from import_graph import imports, package_of
 
 import videorope_trt
-from import_graph import imports, package_of
 from videorope_trt.cli import COMMANDS
 
 ROOT = Path(videorope_trt.__file__).parent
@@ -39,7 +39,8 @@ def test_every_module_imports_without_tensorrt():
 
 
 def test_package_import_is_light():
-    code = "import sys, videorope_trt, videorope_trt.rope; print(sorted({'torch', 'onnx', 'tensorrt'} & set(sys.modules)))"
+    code = ("import sys, videorope_trt, videorope_trt.rope; "
+            "print(sorted({'torch', 'onnx', 'tensorrt'} & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
@@ -102,8 +103,8 @@ def test_tensorrt_is_imported_in_one_place():
 #: models and plugins, then export, calibration, build, runtime, then eval (which runs models through runtime), and
 #: the command line on top).
 FORBIDDEN = {
-    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "serve", "commands",
-                 "cli"},
+    "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "serve",
+                 "commands", "cli"},
     "rope": {"media", "models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
     "media": {"models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
     "export": {"calibration", "build", "runtime", "eval", "serve", "commands", "cli"},

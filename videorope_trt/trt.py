@@ -194,7 +194,7 @@ def current_gpu() -> dict | None:
     Read through torch (already a dependency) so that no CUDA binding is needed just to ask."""
     if os.environ.get("CUDA_VISIBLE_DEVICES", None) == "":
         return None
-    import torch  # noqa: PLC0415 (heavy; only asked when checking an engine against this machine)
+    import torch  # heavy; only asked when checking an engine against this machine
 
     if not torch.cuda.is_available():
         return None

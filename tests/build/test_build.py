@@ -8,7 +8,6 @@ import json
 import numpy as np
 import onnx
 import pytest
-
 from onnx import TensorProto, helper, numpy_helper
 
 from videorope_trt import trt as T
@@ -25,7 +24,8 @@ CONFIG = {  # a tiny Qwen2-VL config.json: the plan reads it from the manifest
     "vision_config": {"depth": 1, "embed_dim": E, "num_heads": 2, "mlp_ratio": 2, "hidden_size": H},
 }
 MODELS_TINY = ModelConfig.from_config(CONFIG, name="tiny")
-needs_rtx = pytest.mark.skipif(not T.available("rtx"), reason="TensorRT-RTX wheels not installed (requirements/rtx.txt)")
+needs_rtx = pytest.mark.skipif(not T.available("rtx"),
+                               reason="TensorRT-RTX wheels not installed (requirements/rtx.txt)")
 
 
 def _decoder(dtype) -> onnx.ModelProto:
@@ -35,7 +35,8 @@ def _decoder(dtype) -> onnx.ModelProto:
     vi = helper.make_tensor_value_info
     cache = ["batch", KV, "capacity", D]
     inputs = [vi("inputs_embeds", dtype, ["batch", "seq", H]), vi("positions", TensorProto.FLOAT, [3, "batch", "seq"]),
-              vi("attention_mask", TensorProto.INT64, ["batch", "total"]), vi("write_offset", TensorProto.INT32, ["batch"]),
+              vi("attention_mask", TensorProto.INT64, ["batch", "total"]),
+              vi("write_offset", TensorProto.INT32, ["batch"]),
               vi("key_cache_0", dtype, cache), vi("value_cache_0", dtype, cache)]
     outputs = [vi("logits", dtype, ["batch", "seq", V]), vi("key_cache_0_out", dtype, cache),
                vi("value_cache_0_out", dtype, cache)]
@@ -72,11 +73,13 @@ def _vision(dtype) -> onnx.ModelProto:
     n = helper.make_node
     nodes = [n("MatMul", ["pixel_values", "Wp"], ["p"]), n("Reshape", ["p", "shape"], ["r"]),
              n("MatMul", ["r", "Wm"], ["merged"])]
-    return _model(nodes, [vi("pixel_values", dtype, ["num_patches", 1176])], [vi("merged", dtype, ["merged_tokens", H])], inits)
+    return _model(nodes, [vi("pixel_values", dtype, ["num_patches", 1176])],
+                  [vi("merged", dtype, ["merged_tokens", H])], inits)
 
 
 def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
-    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", 18)])
+    model = helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 9
     onnx.checker.check_model(model)
     return model
@@ -87,13 +90,15 @@ def _artifact(tmp_path, dtype=TensorProto.FLOAT16, precision="fp16"):
     onnx.save(_vision(dtype), str(tmp_path / "vision.onnx"))
     graphs = {g: {"file": f"{g}.onnx", "precision": precision} for g in ("decoder", "vision")}
     (tmp_path / "manifest.json").write_text(json.dumps({"kind": KIND, "format_version": FORMAT_VERSION,
-                                                            "model": {"name": "tiny", "config": CONFIG}, "graphs": graphs}))
+                                                            "model": {"name": "tiny", "config": CONFIG},
+                                                            "graphs": graphs}))
     return tmp_path
 
 
 def test_profiles_follow_the_plan(tmp_path):
     _artifact(tmp_path)
-    plan = plan_memory(B.manifest_model(B.read_manifest(tmp_path)), "rtx", PlanRequest(max_context=1024, prefill_chunk=256))
+    plan = plan_memory(B.manifest_model(B.read_manifest(tmp_path)), "rtx",
+                       PlanRequest(max_context=1024, prefill_chunk=256))
     profiles = dict(B.profile_shapes(B.onnx_inputs(tmp_path / "decoder.onnx"), "decoder", plan))
     pre, dec = profiles["prefill"], profiles["decode"]
     assert pre["inputs_embeds"] == ((1, 1, H), (1, 256, H), (1, 256, H))
@@ -124,7 +129,8 @@ def test_fp8_graph_on_orin_is_refused_before_any_build(tmp_path):
 
 def test_context_that_does_not_fit_says_what_fits(tmp_path):
     # The tiny model's max_position_embeddings (4096) caps its context on any target.
-    with pytest.raises(ValueError, match="context of 8192 tokens does not fit; the most that fits is a context of 4096 tokens"):
+    with pytest.raises(ValueError,
+                       match="context of 8192 tokens does not fit; the most that fits is a context of 4096 tokens"):
         B.build_engines(_artifact(tmp_path), B.BuildRequest("rtx", PlanRequest(max_context=8192)))
 
 
@@ -152,7 +158,8 @@ def test_version_matching():
 @pytest.mark.parametrize("dtype,precision", [(TensorProto.FLOAT, "fp32"), (TensorProto.FLOAT16, "fp16")])
 def test_rtx_builds_engines_and_engine_json(tmp_path, dtype, precision):
     art = _artifact(tmp_path, dtype, precision)
-    request = B.BuildRequest("rtx", PlanRequest(precision=precision, max_context=2048, prefill_chunk=128, frames_per_chunk=2))
+    request = B.BuildRequest("rtx", PlanRequest(precision=precision, max_context=2048, prefill_chunk=128,
+                                                frames_per_chunk=2))
     info = B.build_engines(art, request)
     out = art / "engines" / "rtx"
     on_disk = json.loads((out / "engine.json").read_text())
@@ -166,7 +173,8 @@ def test_rtx_builds_engines_and_engine_json(tmp_path, dtype, precision):
         assert (out / entry["file"]).stat().st_size == entry["bytes"] > 1000
         assert entry["onnx_sha256"] == EI.sha256(art / f"{graph}.onnx")
     pre = on_disk["engines"]["decoder"]["profiles"][0]
-    assert pre["name"] == "prefill" and pre["shapes"]["key_cache_0"] == [[1, KV, 1, D], [1, KV, 2048, D], [1, KV, 2048, D]]
+    assert pre["name"] == "prefill"
+    assert pre["shapes"]["key_cache_0"] == [[1, KV, 1, D], [1, KV, 2048, D], [1, KV, 2048, D]]
     assert EI.engine_plan(out).max_context == 2048 and not list(out.glob("*.tmp*"))
 
 
@@ -184,7 +192,8 @@ def test_engine_dir_checks_say_what_mismatched(tmp_path):
     assert EI.check_engine_dir(d, running_version="10.3.0.30", gpu=orin)["target"] == "orin-nx-16gb"
     with pytest.raises(EI.EngineMismatch, match="built with tensorrt 10.3.0.30, this machine runs 11.4.0.106"):
         EI.check_engine_dir(d, running_version="11.4.0.106", gpu=orin)
-    with pytest.raises(EI.EngineMismatch, match=r"compute capability 8.7 \(target orin-nx-16gb\), this GPU \(H200\) is 9.0"):
+    with pytest.raises(EI.EngineMismatch,
+                       match=r"compute capability 8.7 \(target orin-nx-16gb\), this GPU \(H200\) is 9.0"):
         EI.check_engine_dir(d, running_version="10.3.0.30", gpu={"name": "H200", "compute_capability": "9.0"})
     with pytest.raises(EI.EngineMismatch, match="has no CUDA GPU"):
         EI.check_engine_dir(d, running_version="10.3.0.30", gpu=None)
@@ -219,7 +228,8 @@ def _rope_decoder(path) -> None:
     from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs
 
     vi = helper.make_tensor_value_info
-    inputs = [vi("x", TensorProto.FLOAT16, ["batch", KV, "seq", D]), vi("positions", TensorProto.FLOAT, [3, "batch", "seq"])]
+    inputs = [vi("x", TensorProto.FLOAT16, ["batch", KV, "seq", D]),
+              vi("positions", TensorProto.FLOAT, [3, "batch", "seq"])]
     inits = [numpy_helper.from_array(np.float32([1, 0.1, 0.01, 0.001]), "inv_freq"),
              numpy_helper.from_array(np.int32([0, 1, 2, 0]), "axis_map")]
     node = helper.make_node("VideoRope", ["x", "positions", "inv_freq", "axis_map"], ["y"], domain=ONNX_DOMAIN,
@@ -249,10 +259,11 @@ def test_rtx_build_loads_the_plugin_library_for_videorope_nodes(tmp_path):
         pytest.skip(f"TensorRT headers not found at {headers}")
     _artifact(tmp_path)
     _rope_decoder(tmp_path / "decoder.onnx")
+    request = B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",))
     with pytest.raises(FileNotFoundError, match="VideoRope nodes, which need the plugin library"):
-        B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
+        B.build_engines(tmp_path, request)
     lib = pb.build(pb.BuildConfig(out_dir=tmp_path / "plugins", trt_include=headers, archs=("89",), ptx=False))
-    info = B.build_engines(tmp_path, B.BuildRequest("rtx", PlanRequest(max_context=512, prefill_chunk=64), graphs=("decoder",)))
+    info = B.build_engines(tmp_path, request)
     assert info["plugin_library"]["sha256"] == EI.sha256(lib) and Path(info["plugin_library"]["path"]) == lib.resolve()
     assert info["engines"]["decoder"]["bytes"] > 1000
 

@@ -9,11 +9,11 @@ import math
 
 import pytest
 
-from videorope_trt.cli import main
 from videorope_trt.artifact.engine_info import MemoryPlan
 from videorope_trt.artifact.model_config import PUBLISHED, ModelConfig, read_model_config
 from videorope_trt.build.plan import RUNTIMES, PlanRequest, plan_memory
-from videorope_trt.build.presets import GiB, MiB, PRESETS
+from videorope_trt.build.presets import PRESETS, GiB, MiB
+from videorope_trt.cli import main
 
 MODELS = {name: read_model_config(name) for name in PUBLISHED}
 
@@ -23,8 +23,9 @@ def _hf_config(m: ModelConfig):
 
     return Qwen2VLConfig(
         text_config=dict(hidden_size=m.hidden_size, num_hidden_layers=m.num_layers, num_attention_heads=m.num_heads,
-                         num_key_value_heads=m.num_kv_heads, intermediate_size=m.intermediate_size, vocab_size=m.vocab_size,
-                         tie_word_embeddings=m.tie_word_embeddings, max_position_embeddings=m.max_positions),
+                         num_key_value_heads=m.num_kv_heads, intermediate_size=m.intermediate_size,
+                         vocab_size=m.vocab_size, tie_word_embeddings=m.tie_word_embeddings,
+                         max_position_embeddings=m.max_positions),
         vision_config=dict(depth=m.vision_depth, embed_dim=m.vision_dim, num_heads=m.vision_heads,
                            mlp_ratio=m.vision_mlp_ratio, hidden_size=m.hidden_size),
         tie_word_embeddings=m.tie_word_embeddings, bos_token_id=m.pad_token_id, eos_token_id=m.eos_token_ids[0])
@@ -109,14 +110,16 @@ def test_frames_set_the_context_and_errors_say_what_fits():
     assert p.max_frames == 100 and p.max_context == 16384  # the preset's context already holds 50*256+512
     p = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(max_frames=200))
     assert p.max_context == math.ceil((100 * 256 + 512) / 16) * 16 == 26112
-    with pytest.raises(ValueError, match=r"1000 frames need a context of 128512 tokens .*the most that fits is a context of 32768"):
+    with pytest.raises(ValueError,
+                       match=r"1000 frames need a context of 128512 tokens .*the most that fits is a context of 32768"):
         plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(max_frames=1000))
     with pytest.raises(ValueError, match="multiple of temporal_patch_size=2"):
         plan_memory("qwen2-vl-2b", "h100", PlanRequest(frames_per_chunk=3))
 
 
 def test_precision_errors():
-    with pytest.raises(ValueError, match=r"does not support precision 'fp8' \(no FP8 tensor cores on compute capability 8.7\)"):
+    with pytest.raises(ValueError,
+                       match=r"does not support precision 'fp8' \(no FP8 tensor cores on compute capability 8.7\)"):
         plan_memory("qwen2-vl-2b", "agx-orin-64gb", PlanRequest(precision="fp8"))
     with pytest.raises(ValueError, match="rtx does not support precision 'int8-sq'"):
         plan_memory("qwen2-vl-2b", "rtx", PlanRequest(precision="int8-sq"))
@@ -127,7 +130,8 @@ def test_precision_errors():
 
 
 def test_does_not_fit_names_the_precisions_that_do():
-    with pytest.raises(ValueError, match=r"qwen2-vl-2b fp16 .* does not fit.*int8-wo holds \d+ tokens, int8-sq holds \d+ tokens"):
+    with pytest.raises(ValueError,
+                       match=r"qwen2-vl-2b fp16 .* does not fit.*int8-wo holds \d+ tokens, int8-sq holds \d+ tokens"):
         plan_memory("qwen2-vl-2b", "orin-nano-8gb")
     with pytest.raises(ValueError, match="no precision of this target holds the model"):
         plan_memory("qwen2-vl-7b", "orin-nano-8gb")
@@ -173,7 +177,8 @@ def test_torch_runtime_shares_a_tied_head_and_onnxruntime_keeps_two_caches():
     assert trt.total_bytes - torch_.total_bytes == head
     assert (trt.runtime, torch_.runtime) == ("tensorrt", "torch")
     # ONNX Runtime runs the same decoder graph as TensorRT: the same weights and activations
-    assert (ort.decoder_weight_bytes, ort.decoder_activation_bytes) == (trt.decoder_weight_bytes, trt.decoder_activation_bytes)
+    assert (ort.decoder_weight_bytes, ort.decoder_activation_bytes) == (trt.decoder_weight_bytes,
+                                                                        trt.decoder_activation_bytes)
     # a graph exported with every position's logits: fp32 logits of every position but the last, batch of 2
     full = plan_memory("qwen2-vl-2b", "orin-nx-16gb", PlanRequest(precision="fp16", batch=2, all_logits=True))
     assert full.decoder_activation_bytes - trt.decoder_activation_bytes == 2 * (chunk - 1) * 151936 * 4
@@ -210,7 +215,8 @@ def test_default_runtime_is_tensorrt_and_old_plans_read_back():
 
 
 def test_unknown_runtime_names_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown runtime 'tflite'; expected one of \['onnxruntime', 'tensorrt', 'torch'\]"):
+    with pytest.raises(ValueError,
+                       match=r"unknown runtime 'tflite'; expected one of \['onnxruntime', 'tensorrt', 'torch'\]"):
         plan_memory("qwen2-vl-2b", "h100", PlanRequest(runtime="tflite"))
 
 

@@ -12,6 +12,7 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("modelopt.torch.quantization")
 
+# below the skips: without those packages this module is skipped rather than failing to import
 import onnx  # noqa: E402
 from onnx import numpy_helper  # noqa: E402
 
@@ -19,15 +20,15 @@ from videorope_trt.calibration import data, qdq, quantize, report  # noqa: E402
 from videorope_trt.calibration.pipeline import CalibrationConfig, prepare_samples  # noqa: E402
 from videorope_trt.cli import main  # noqa: E402
 
-# Targets of the issue (fp32 reference, held-out video); FP8 has no target there, this one is ours.
+# Accuracy targets against the fp32 reference on a held-out video; FP8's is this project's own.
 TARGETS = {"int8-wo": 0.999, "int8-sq": 0.99, "fp8": 0.99}
 PROMPTS = ["What happens in the video?", "Describe the moving shapes.", "Which number is shown?"]
 
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from videorope_trt.models import make_tiny
     from videorope_trt.media.synthetic import make_synthetic_video
+    from videorope_trt.models import make_tiny
 
     root = tmp_path_factory.mktemp("calibration")
     ckpt = make_tiny(root / "tiny", seed=0)
@@ -57,8 +58,10 @@ def test_samples_are_the_runtime_inputs(inputs, samples):
     from videorope_trt.media.video import ProcessorConfig, load_video
 
     calib, held = samples
-    assert [s.video for s in calib] == ["clip0.mp4"] * 2 + ["clip1.mp4"] * 2 and [s.video for s in held] == ["clip2.mp4"]
-    video = load_video(inputs["videos"] / "clip2.mp4", fps=2.0, processor=ProcessorConfig.from_checkpoint(inputs["ckpt"]))
+    assert [s.video for s in calib] == ["clip0.mp4"] * 2 + ["clip1.mp4"] * 2
+    assert [s.video for s in held] == ["clip2.mp4"]
+    processor = ProcessorConfig.from_checkpoint(inputs["ckpt"])
+    video = load_video(inputs["videos"] / "clip2.mp4", fps=2.0, processor=processor)
     np.testing.assert_array_equal(held[0].pixel_values, video.pixel_values)
     tok = prompt.load_tokenizer_json(inputs["ckpt"])
     n = prompt.video_token_count(video.grid_thw)
@@ -72,8 +75,8 @@ def test_accuracy_targets_and_qdq_equals_modelopt(inputs, samples, precision):
     model = _load(inputs)
     reference = report.measure(model, held, 4)
     mode = quantize.get_mode(precision)
-    quantize.calibrate_model(model, mode, lambda m: [data.prefill(m, s) for s in calib])
-    fake = [data.prefill(model, s)[0].numpy() for s in held]  # ModelOpt's own fake quantization
+    quantize.calibrate_model(model, mode, lambda m: [data.prompt_logits(m, s) for s in calib])
+    fake = [data.prompt_logits(model, s)[0].numpy() for s in held]  # ModelOpt's own fake quantization
     assert quantize.to_qdq(model, mode) == 14  # 2 layers x (q, k, v, o, gate, up, down); lm_head stays float
     measured = report.measure(model, held, 4)
     acc = report.compare(reference, measured)
@@ -162,7 +165,8 @@ def test_calibrated_graphs_are_registered_in_the_manifest(inputs, artifact):
     assert manifest["graphs"]["vision"]["precision"] == "fp32"  # made by the first calibrate, with its --float fp32
     for precision, (float_type, _, _) in ARTIFACT.items():
         entry = manifest["graphs"][f"decoder.{precision}"]
-        assert entry["file"] == f"decoder.{precision}.onnx" and entry["external_data"] == f"decoder.{precision}.onnx.data"
+        assert entry["file"] == f"decoder.{precision}.onnx"
+        assert entry["external_data"] == f"decoder.{precision}.onnx.data"
         form = "plugin" if precision == "int8-wo" else "decomposed"  # the plugin's ONNX Runtime op is fp32 only
         assert entry["precision"] == precision and entry["float"] == float_type and entry["rotary_form"] == form
         assert (out / entry["file"]).is_file() and (out / entry["external_data"]).stat().st_size > 100_000
@@ -194,7 +198,7 @@ def test_qdq_graphs_follow_trt_rules_and_run_in_onnx_runtime(artifact, precision
     assert weight_dq == 14 and act_gemms == (14 if act else 0) and (8 <= act_q <= 14 if act else act_q == 0)
     o = reports[precision]["onnx"]
     # fp32 around the Q/DQ: ONNX Runtime computes what PyTorch computes. fp16: the unquantized ops round to fp16,
-    # which costs far less than the quantization itself (measured 0.9991-0.99999 vs PyTorch; docs/benchmarks.md).
+    # which costs far less than the quantization itself (docs/benchmark-log.md, "Calibration").
     assert o["logits_cosine_vs_torch"] > (0.99999 if float_type == "fp32" else 0.998), o
     assert o["logits_cosine_vs_float"] >= TARGETS[precision] - (0 if float_type == "fp32" else 0.001), o
 
@@ -212,8 +216,8 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, plugin_library, caps
     and 12.0 only, int8-sq by the builder itself (the rtx preset does not offer it: TensorRT-RTX documents INT8
     GEMMs as weight-only); the last two are in the decomposed form, which an engine build refuses, so they go
     through `build_engine` directly."""
-    from videorope_trt.build import engine as B
     from videorope_trt import trt as T
+    from videorope_trt.build import engine as B
     from videorope_trt.build.plan import PlanRequest, plan_memory
     from videorope_trt.build.presets import get_preset
 
@@ -227,7 +231,8 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, plugin_library, caps
     assert info["precision"] == "int8-wo" and info["compute_capabilities"] == ["8.6"]
     assert {g: e["precision"] for g, e in info["engines"].items()} == {"vision": "fp32", "decoder.int8-wo": "int8-wo"}
     assert [p["name"] for p in info["engines"]["decoder.int8-wo"]["profiles"]] == ["prefill", "decode"]
-    assert (out / "engines" / "rtx" / "decoder.int8-wo.engine").stat().st_size == info["engines"]["decoder.int8-wo"]["bytes"]
+    engine_bytes = (out / "engines" / "rtx" / "decoder.int8-wo.engine").stat().st_size
+    assert engine_bytes == info["engines"]["decoder.int8-wo"]["bytes"]
 
     plan = PlanRequest(precision="fp8", max_context=1024, prefill_chunk=128, frames_per_chunk=2)
     with pytest.raises(ValueError, match="fp8 graph cannot be built for compute capability 8.0 8.6 .*"
@@ -238,7 +243,8 @@ def test_tensorrt_rtx_builds_the_quantized_graphs(artifact, plugin_library, caps
     preset, trt = get_preset("rtx"), T.import_trt("rtx")
     for graph, ccs in (("decoder.fp8", ("8.9", "12.0")), ("decoder.int8-sq", ("8.6",))):
         path = out / f"{graph}.onnx"
-        plan = plan_memory(B.manifest_model(B.read_manifest(out)), preset, PlanRequest(max_context=1024, prefill_chunk=128))
+        plan = plan_memory(B.manifest_model(B.read_manifest(out)), preset,
+                           PlanRequest(max_context=1024, prefill_chunk=128))
         profiles = B.profile_shapes(B.onnx_inputs(path), graph, plan)
         assert len(B.build_engine(trt, path, profiles, preset, T.get_flavour("rtx"), ccs, None)) > 100_000
 
@@ -260,8 +266,8 @@ def test_build_checks_the_graph_precision_against_the_target(artifact, capsys):
 
 
 def test_another_checkpoints_directory_is_refused(inputs, tmp_path):
-    from videorope_trt.calibration import artifact as art
     from videorope_trt.artifact.manifest import write_manifest
+    from videorope_trt.calibration import artifact as art
 
     write_manifest(tmp_path, {"source": {"sha256": "0" * 64}, "graphs": {}})
     with pytest.raises(FileExistsError, match="holds the export of another checkpoint"):
@@ -276,9 +282,9 @@ def test_graphs_of_one_directory_share_its_rope():
     from videorope_trt.calibration import artifact as art
 
     manifest = {"rope": {"variant": "videorope", "delta": 2.0}, "export": {"variant": None, "delta": 2.0}}
-    assert art.rope_choice(manifest, None) == {"variant": "videorope", "rope_params": {"delta": 2.0}}
+    assert art.rope_arguments(manifest, None) == {"variant": "videorope", "rope_params": {"delta": 2.0}}
     with pytest.raises(ValueError, match="variant 'm_rope': the export in this directory uses 'videorope'"):
-        art.rope_choice(manifest, "m_rope")
+        art.rope_arguments(manifest, "m_rope")
 
 
 def test_smoothquant_alpha_reaches_modelopt():
@@ -302,7 +308,8 @@ def test_smoothquant_alpha_reaches_modelopt():
 def test_input_errors(inputs, tmp_path, change, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "blank.txt").write_text("\n  \n")
-    names = {"EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "nope.txt"), "BLANK": str(tmp_path / "blank.txt")}
+    names = {"EMPTY": str(tmp_path / "empty"), "MISSING": str(tmp_path / "nope.txt"),
+             "BLANK": str(tmp_path / "blank.txt")}
     kwargs = {"precision": "int8-sq", "videos": str(inputs["videos"]), "prompts": str(inputs["prompts"])}
     kwargs.update({k: names.get(v, v) for k, v in change.items()})
     with pytest.raises((ValueError, FileNotFoundError), match=message):

@@ -10,7 +10,14 @@ import pytest
 from PIL import Image
 
 from videorope_trt.eval.spec import (
-    DistractorSpec, GenerateSpec, builtin_names, load_task, load_tasks, task_from_dict, to_dict)
+    DistractorSpec,
+    GenerateSpec,
+    builtin_names,
+    load_task,
+    load_tasks,
+    task_from_dict,
+    to_dict,
+)
 
 SHIPPED = {"v_niah": ("niah", None), "v_niah_d": ("niah", 8), "v_ruler_counting": ("counting", None),
            "v_ruler_multi_key": ("multi_key", None), "v_ruler_ordering": ("ordering", None)}

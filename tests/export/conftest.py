@@ -4,6 +4,7 @@ derived from it (`derive_export` applies the exporter's own precision and form s
 a direct export)."""
 
 import pytest
+
 from _export_cases import ALL_LOGITS, VARIANTS
 
 

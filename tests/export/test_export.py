@@ -116,7 +116,7 @@ def test_fp16_export_keeps_embeddings_and_cache_in_fp16(exports):
 
 def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
     from videorope_trt.export.derive import derive_export
-    from videorope_trt.export.parity_inputs import parse_layout
+    from videorope_trt.export.parity_inputs import parse_media_layout
 
     (tmp_path / "notqwen").mkdir()
     (tmp_path / "notqwen" / "config.json").write_text(json.dumps({"model_type": "llama"}))
@@ -132,7 +132,8 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         ExportConfig(rotary_form="native")
     with pytest.raises(ValueError, match="unknown parser generation 'opset18'"):
         ExportConfig(generation="opset18")
-    with pytest.raises(ValueError, match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
+    with pytest.raises(ValueError,
+                       match=r"unknown precision 'int8-sq'; expected one of fp32, fp16 \(fp8, int8-sq, int8-wo come"):
         ExportConfig(precision="int8-sq")
     other = tmp_path / "other"
     other.mkdir()
@@ -145,10 +146,10 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
     with pytest.raises(ValueError, match="can only be derived from an fp32 export"):
         derive_export(exports("videorope", "decomposed", "fp16"), tmp_path / "o4", precision="fp32")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notqwen", "other"]
-    assert parse_layout("text:3,video,image") == [("text", 3), ("video",), ("image",)]
+    assert parse_media_layout("text:3,video,image") == [("text", 3), ("video",), ("image",)]
     for bad in ("text", "text:0", "audio", "video:2"):
         with pytest.raises(ValueError, match=f"layout part '{bad}': expected one of text:N, video, image"):
-            parse_layout(bad)
+            parse_media_layout(bad)
 
 
 def test_fp16_pass_unifies_mixed_types():
@@ -177,7 +178,8 @@ def test_fp16_pass_unifies_mixed_types():
     assert inits[angle_mul.input[1]].data_type == TensorProto.FLOAT  # the exact weight, not an fp16 round trip
     pos = np.array([[3], [700], [40000]], np.int64)
     x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
-    y = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"pos": pos, "x": x})[0]
+    session = ort.InferenceSession(fp16.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"pos": pos, "x": x})[0]
     expected = x * np.cos(pos.astype(np.float64) * inv_freq.astype(np.float64))
     np.testing.assert_allclose(y, expected, atol=2e-3)  # an fp16 angle (40000 * 1.23) would be off by ~10 rad
 

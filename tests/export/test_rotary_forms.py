@@ -3,10 +3,9 @@ ONNX Runtime on a small exported graph, and the forms have the structure they pr
 
 import numpy as np
 import onnx
-import pytest
-
-import torch
 import onnxruntime as ort
+import pytest
+import torch
 
 from videorope_trt.export import rotary
 from videorope_trt.plugins import ort_op, torch_op
@@ -49,7 +48,8 @@ def _run(model, x, positions):
 
 
 @pytest.mark.parametrize("form", sorted(rotary.FORMS))
-@pytest.mark.parametrize("attrs,f", [(RotaryAttrs(0, 0, 1.0), 5), (RotaryAttrs(1, 1, 0.8), 4), (RotaryAttrs(0, 1, 1.0), 3)])
+@pytest.mark.parametrize("attrs,f", [(RotaryAttrs(0, 0, 1.0), 5), (RotaryAttrs(1, 1, 0.8), 4),
+                                     (RotaryAttrs(0, 1, 1.0), 3)])
 def test_form_matches_numpy_reference(form, attrs, f):
     base, inv_freq, axis_map = _export(f, attrs)
     model = rotary.switch_form(onnx.ModelProto.FromString(base.SerializeToString()), form)

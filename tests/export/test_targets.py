@@ -7,9 +7,9 @@ fp16 (the graph converted, compared with the fp32 PyTorch model): cosine >= 0.99
 
 import pytest
 
-from _export_cases import ALL_LOGITS, FORMS, VARIANTS
-
 from videorope_trt.export.parity import ParityRequest, validate
+
+from _export_cases import ALL_LOGITS, FORMS, VARIANTS
 
 #: (precision) -> (max relative error, min cosine) that every decoder output must meet over all steps
 TARGETS = {"fp32": (1e-5, 0.99999), "fp16": (5e-2, 0.999)}

@@ -6,10 +6,16 @@ import numpy as np
 import pytest
 
 from videorope_trt.cli import main as cli_main
-from videorope_trt.media.synthetic import (
-    DIGIT_SEGMENTS, CounterLayout, draw_counter, make_synthetic_video, pick_encoder, read_counter, synthetic_frames,
-)
 from videorope_trt.commands.media import parse_size
+from videorope_trt.media.synthetic import (
+    DIGIT_SEGMENTS,
+    CounterLayout,
+    draw_counter,
+    make_synthetic_video,
+    pick_encoder,
+    read_counter,
+    synthetic_frames,
+)
 from videorope_trt.media.video_io import iter_frames, probe_video
 
 SPEC = dict(seconds=2.5, fps=6, width=96, height=64)

@@ -15,7 +15,12 @@ import pytest
 
 from videorope_trt.media.synthetic import make_synthetic_video, read_counter
 from videorope_trt.media.video import (
-    ProcessorConfig, iter_video_chunks, load_video, preprocess_frames, resize_frame, sample_indices,
+    ProcessorConfig,
+    iter_video_chunks,
+    load_video,
+    preprocess_frames,
+    resize_frame,
+    sample_indices,
 )
 from videorope_trt.media.video_io import iter_frames, probe_video
 
@@ -226,8 +231,8 @@ def test_from_checkpoint_reads_both_layouts(tmp_path, hf):
     assert (loaded.size["shortest_edge"], loaded.size["longest_edge"]) == (cfg.min_pixels, cfg.max_pixels)
     (tmp_path / "video_preprocessor_config.json").write_text(json.dumps(
         {"size": {"shortest_edge": 6272, "longest_edge": 50176}, "patch_size": 14}))
-    assert (ProcessorConfig.from_checkpoint(tmp_path).min_pixels, ProcessorConfig.from_checkpoint(tmp_path).max_pixels) \
-        == (6272, 50176)
+    cfg = ProcessorConfig.from_checkpoint(tmp_path)
+    assert (cfg.min_pixels, cfg.max_pixels) == (6272, 50176)
     with pytest.raises(FileNotFoundError, match="no preprocessor_config.json"):
         ProcessorConfig.from_checkpoint(tmp_path / "missing")
 

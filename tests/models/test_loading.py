@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from _model_inputs import build, image_video_prompt, rel_err
 from videorope_trt.models import load_model, load_tokenizer, save_model
 from videorope_trt.models.rope_settings import resolve_rope_choice
+
+from _model_inputs import build, image_video_prompt, rel_err
 
 
 @pytest.fixture
@@ -63,7 +64,8 @@ def test_save_records_the_rope_and_round_trips(load_tiny, tiny_ckpt, tmp_path):
 
 def test_tokenizer_loads(tiny_ckpt):
     tok = load_tokenizer(tiny_ckpt)
-    assert tok.convert_tokens_to_ids("<|video_pad|>") == json.loads((tiny_ckpt / "config.json").read_text())["video_token_id"]
+    config = json.loads((tiny_ckpt / "config.json").read_text())
+    assert tok.convert_tokens_to_ids("<|video_pad|>") == config["video_token_id"]
 
 
 def test_unknown_variant(tiny_ckpt):

@@ -9,8 +9,9 @@
 import pytest
 import torch
 
-from _model_inputs import build, image_video_prompt, mm_token_type_ids, rel_err, vision
 from videorope_trt import rope
+
+from _model_inputs import build, image_video_prompt, mm_token_type_ids, rel_err, vision
 
 TOL = 1e-5  # fp32 relative error (issue: <= 1e-5)
 VARIANTS = ["m_rope", "videorope", "vrope", "tad_rope", "videorope_pp"]
@@ -76,7 +77,8 @@ def test_videorope_delta_changes_logits(load_tiny):
 
 def _two_samples(cfg):
     long_ids, long_in, _ = build(cfg, image_video_prompt(cfg), seed=1)
-    short_ids, short_in, _ = build(cfg, [("text", [4, 5])] + vision(cfg, ("video", (2, 4, 4))) + [("text", [6])], seed=2)
+    short = [("text", [4, 5])] + vision(cfg, ("video", (2, 4, 4))) + [("text", [6])]
+    short_ids, short_in, _ = build(cfg, short, seed=2)
     return (long_ids, long_in), (short_ids, short_in)
 
 
@@ -85,7 +87,8 @@ def _pad_batch(cfg, samples):
     length = max(ids.shape[1] for ids, _ in samples)
     pad = cfg.text_config.bos_token_id
     ids = torch.stack([torch.cat([torch.full((length - i.shape[1],), pad), i[0]]) for i, _ in samples])
-    mask = torch.stack([torch.cat([torch.zeros(length - i.shape[1]), torch.ones(i.shape[1])]).long() for i, _ in samples])
+    mask = torch.stack([torch.cat([torch.zeros(length - i.shape[1]), torch.ones(i.shape[1])]).long()
+                        for i, _ in samples])
     inputs = {}
     for key in ("pixel_values", "image_grid_thw", "pixel_values_videos", "video_grid_thw"):
         parts = [s[key] for _, s in samples if key in s]
@@ -130,11 +133,11 @@ def test_prefill_then_decode_equals_full_forward(load_tiny, variant):
 
 
 def test_generate_equals_full_forward_argmax_loop(load_tiny):
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     model = load_tiny("videorope")
     ids, inputs, _ = build(model.config, image_video_prompt(model.config))
-    got = generate(model, ids, max_new_tokens=5, eos_token_id=[], **inputs)
+    got = greedy_generate(model, ids, max_new_tokens=5, eos_token_id=[], **inputs)
     seq = ids
     with torch.no_grad():
         for _ in range(5):  # the slow way: a full forward over the whole sequence for every token
@@ -144,12 +147,12 @@ def test_generate_equals_full_forward_argmax_loop(load_tiny):
 
 
 def test_generate_stops_at_eos(load_tiny):
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     model = load_tiny("videorope")
     ids, inputs, _ = build(model.config, image_video_prompt(model.config))
-    first = generate(model, ids, max_new_tokens=1, eos_token_id=[], **inputs)
-    out = generate(model, ids, max_new_tokens=6, eos_token_id=int(first[0, 0]), **inputs)
+    first = greedy_generate(model, ids, max_new_tokens=1, eos_token_id=[], **inputs)
+    out = greedy_generate(model, ids, max_new_tokens=6, eos_token_id=int(first[0, 0]), **inputs)
     assert out.tolist() == first.tolist()  # the first token is the end token: one token, then stop
 
 

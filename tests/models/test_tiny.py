@@ -37,13 +37,15 @@ def test_config_sizes(tiny_ckpt):
     assert cfg["rope_scaling"]["mrope_section"] == [8, 12, 12]
     assert cfg["videorope_trt"] == {"variant": "videorope", "delta": 2.0}
     index = json.loads((tiny_ckpt / "model.safetensors.index.json").read_text())
-    assert set(index["weight_map"].values()) == FILES & {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+    shards = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"}
+    assert set(index["weight_map"].values()) == FILES & shards
 
 
 def test_loads_with_stock_transformers_classes(tiny_ckpt):
     from transformers import AutoTokenizer, Qwen2VLForConditionalGeneration
 
-    model, info = Qwen2VLForConditionalGeneration.from_pretrained(tiny_ckpt, use_safetensors=True, output_loading_info=True)
+    model, info = Qwen2VLForConditionalGeneration.from_pretrained(tiny_ckpt, use_safetensors=True,
+                                                                  output_loading_info=True)
     assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
     tok = AutoTokenizer.from_pretrained(tiny_ckpt)
     assert len(tok) == model.config.text_config.vocab_size
@@ -92,7 +94,8 @@ def test_make_tiny_command(tmp_path, capsys):
     assert main(["make-tiny", str(tmp_path / "v"), "--variant", "vrope"]) == 0
     assert json.loads((tmp_path / "v" / "config.json").read_text())["videorope_trt"] == {"variant": "vrope"}
     assert main(["make-tiny", str(tmp_path / "w"), "--variant", "videorope", "--delta", "3"]) == 0
-    assert json.loads((tmp_path / "w" / "config.json").read_text())["videorope_trt"] == {"variant": "videorope", "delta": 3.0}
+    config = json.loads((tmp_path / "w" / "config.json").read_text())
+    assert config["videorope_trt"] == {"variant": "videorope", "delta": 3.0}
     assert main(["make-tiny", str(tmp_path / "x"), "--variant", "nope"]) == 2
     assert "unknown RoPE variant 'nope'" in capsys.readouterr().err
     assert main(["make-tiny", str(tmp_path / "y"), "--variant", "m_rope", "--delta", "3"]) == 2

@@ -4,8 +4,9 @@ which splits at every temporal slice and makes one SDPA call per slice and layer
 import pytest
 import torch
 
-from _model_inputs import PATCH_DIM, rel_err
 from videorope_trt.models import vision_attention as va
+
+from _model_inputs import PATCH_DIM, rel_err
 
 GRIDS = {  # (t, h, w) in patches, one row per image / video of one vision call
     "video, 5 slices": [[5, 4, 6]],

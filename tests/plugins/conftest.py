@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from plugin_env import HEADER_VERSIONS, TEST_ARCHS, header_dir
 
 from videorope_trt.plugins import build as plugin_build
+
+from plugin_env import HEADER_VERSIONS, TEST_ARCHS, header_dir
 
 
 @pytest.fixture(scope="session")

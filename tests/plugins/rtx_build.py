@@ -65,7 +65,8 @@ def build(plugin: str, model: str, ccs: list, profiles: dict, aliased_io: bool =
     if not ok:
         return report
     report["layers"] = [str(network.get_layer(i).type) for i in range(network.num_layers)]
-    report["outputs"] = [(network.get_output(i).name, str(network.get_output(i).dtype)) for i in range(network.num_outputs)]
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    report["outputs"] = [(o.name, str(o.dtype)) for o in outputs]
     config = builder.create_builder_config()
     if aliased_io:
         enable_aliased_plugin_io(trt, config)

@@ -4,9 +4,9 @@ its byte count is the contract's traffic. The GPU run itself is recorded in docs
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+
 
 @pytest.fixture
 def bench():

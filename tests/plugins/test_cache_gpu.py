@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from plugin_env import HEADER_VERSIONS, trt_include
 from test_cache_op import make, written
 
 from videorope_trt.plugins import build as plugin_build
 from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.reference import VideoRopeCache
+
+from plugin_env import HEADER_VERSIONS, trt_include
 
 pytestmark = [pytest.mark.gpu, pytest.mark.nvcc]
 ATOL = {"float32": 5e-6, "float16": 4e-3, "bfloat16": 3e-2}  # |x| <= ~5: one rounding of the dtype, plus fp32 math

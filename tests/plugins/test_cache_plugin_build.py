@@ -9,12 +9,13 @@ import ctypes
 import re
 
 import pytest
-from plugin_env import HEADER_VERSIONS, trt_include
 
 from videorope_trt.plugins import build as plugin_build
 from videorope_trt.plugins.contract import VIDEO_ROPE, VIDEO_ROPE_CACHE
 from videorope_trt.plugins.driver.run import TRT_DTYPES, Driver
 from videorope_trt.plugins.driver.run_cache import CacheCase, CacheCaseStruct, cases, run_cache
+
+from plugin_env import HEADER_VERSIONS, trt_include
 
 pytestmark = pytest.mark.nvcc
 

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_env import HEADER_VERSIONS, trt_include
 from test_rtx_build import ONNX_TYPES, TRT_TYPES, rtx_build
 
 from videorope_trt.plugins.contract import VIDEO_ROPE_CACHE, RotaryAttrs
+
+from plugin_env import HEADER_VERSIONS, trt_include
 
 pytestmark = [pytest.mark.rtx, pytest.mark.nvcc]
 CAPACITY = 128

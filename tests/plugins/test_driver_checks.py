@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from videorope_trt.plugins.contract import RotaryAttrs
-from videorope_trt.plugins.driver.run import compare, from_bits, make_inputs, to_bits, cases
+from videorope_trt.plugins.driver.run import cases, compare, from_bits, make_inputs, to_bits
 from videorope_trt.plugins.reference import VideoRope
 
 

@@ -17,7 +17,8 @@ pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 
 
 def test_engine_matches_reference(tmp_path):
-    trt = pytest.importorskip("tensorrt", reason="full TensorRT is not installed (its libraries come from NVIDIA's index)")
+    trt = pytest.importorskip("tensorrt",
+                              reason="full TensorRT is not installed (its libraries come from NVIDIA's index)")
     import torch
 
     if not torch.cuda.is_available():

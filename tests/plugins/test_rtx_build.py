@@ -13,9 +13,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from plugin_env import HEADER_VERSIONS, REPO, trt_include
 
 from videorope_trt.plugins.contract import VIDEO_ROPE, RotaryAttrs
+
+from plugin_env import HEADER_VERSIONS, REPO, trt_include
 
 pytestmark = [pytest.mark.rtx, pytest.mark.nvcc]
 SCRIPT = Path(__file__).resolve().parent / "rtx_build.py"
@@ -25,7 +26,7 @@ TRT_TYPES = {"fp32": "DataType.FLOAT", "fp16": "DataType.HALF", "bf16": "DataTyp
 
 @pytest.fixture(scope="module", autouse=True)
 def _needs_rtx():
-    if importlib.util.find_spec("tensorrt_rtx_bindings") is None or importlib.util.find_spec("tensorrt_rtx_libs") is None:
+    if any(importlib.util.find_spec(m) is None for m in ("tensorrt_rtx_bindings", "tensorrt_rtx_libs")):
         pytest.skip("TensorRT-RTX wheels not installed (pip install -r requirements/rtx.txt)")
 
 
@@ -42,8 +43,8 @@ def rope_model(path: Path, dtype="fp16", attrs=RotaryAttrs(), heads=4, head_dim=
     node = helper.make_node(VIDEO_ROPE.name, ["x", "positions", "inv_freq", "axis_map"], ["y"],
                             domain=VIDEO_ROPE.domain, **attrs.onnx_attributes())
     graph = helper.make_graph([node], "videorope", [x, pos], [y], initializer=[inv, amap])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(VIDEO_ROPE.domain, 1)]),
-         path)
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid(VIDEO_ROPE.domain, 1)]
+    save(helper.make_model(graph, opset_imports=opsets), path)
     return path
 
 

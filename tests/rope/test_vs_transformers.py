@@ -14,13 +14,12 @@ import types
 
 import numpy as np
 import pytest
+import torch
+import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen25_vl
+import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
+from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
 from videorope_trt.rope import batch_positions, position_ids, segments_from_tokens
-
-import torch
-import transformers.models.qwen2_vl.modeling_qwen2_vl as qwen2_vl
-import transformers.models.qwen2_5_vl.modeling_qwen2_5_vl as qwen25_vl
-from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
 IMG, VID, TXT, PAD, MERGE, TPS = 151655, 151656, 100, 0, 2, 2
 

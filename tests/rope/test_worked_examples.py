@@ -1,4 +1,5 @@
-"""The worked examples of rope_spec.md (n=3, T=2, H=2, W=3, m=2) for every variant, exact."""
+"""The worked example of docs/facts.md, "Position indices of the RoPE variants" (n=3, T=2, H=2, W=3, then 2 text
+tokens), for every variant, exact."""
 
 import numpy as np
 import pytest

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.artifact.engine_info import find_engine_dir
+from videorope_trt.runtime.backends import Backend, ModelInfo, backend_class, open_backend
 from videorope_trt.runtime.backends.trt_engine import torch_dtype
 from videorope_trt.runtime.generate import GenerationConfig, generate
 
@@ -39,7 +39,8 @@ def inputs(tiny):
     tok = prompt.load_tokenizer_json(tiny)
     rows = [prompt.prompt_ids(tok, q, 18) for q in ("What moves?", "How many shapes are visible at the start?")]
     rng = np.random.default_rng(5)
-    video = SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), 1176), dtype=np.float32), grid_thw=GRID)
+    pixels = rng.standard_normal((int(np.prod(GRID)), 1176), dtype=np.float32)
+    video = SimpleNamespace(pixel_values=pixels, grid_thw=GRID)
     return rows, video
 
 
@@ -83,9 +84,9 @@ class Echo(Backend):
 
 
 _VISION = {"depth": 1, "embed_dim": 8, "num_heads": 1, "spatial_merge_size": 2}
-INFO = ModelInfo.from_config({"hidden_size": 8, "num_attention_heads": 1, "num_hidden_layers": 1, "intermediate_size": 8,
-                              "vocab_size": 16, "pad_token_id": 0, "eos_token_id": 15, "video_token_id": 14,
-                              "vision_config": _VISION})
+INFO = ModelInfo.from_config({"hidden_size": 8, "num_attention_heads": 1, "num_hidden_layers": 1,
+                              "intermediate_size": 8, "vocab_size": 16, "pad_token_id": 0, "eos_token_id": 15,
+                              "video_token_id": 14, "vision_config": _VISION})
 
 
 def test_interface_checks_capacity_mask_and_order():
@@ -95,7 +96,8 @@ def test_interface_checks_capacity_mask_and_order():
     be.allocate(1, 4)
     with pytest.raises(ValueError, match=r"attention_mask must cover cached \+ new tokens"):
         be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 3, dtype=torch.int64))
-    assert be.forward(torch.zeros(1, 3, 8), torch.zeros(3, 1, 3), torch.ones(1, 3, dtype=torch.int64), logits=False) is None
+    mask = torch.ones(1, 3, dtype=torch.int64)
+    assert be.forward(torch.zeros(1, 3, 8), torch.zeros(3, 1, 3), mask, logits=False) is None
     assert be.length == 3  # the tokens went into the cache all the same
     with pytest.raises(ValueError, match="exceed the KV cache capacity 4"):
         be.forward(torch.zeros(1, 2, 8), torch.zeros(3, 1, 2), torch.ones(1, 5, dtype=torch.int64))
@@ -155,9 +157,9 @@ class _DecoderEngine:
     def __init__(self, model, num_layers):
         from videorope_trt.artifact.specs import cache_names
         from videorope_trt.export.decoder import DecoderGraph
-        from videorope_trt.runtime.backends.trt_engine import Engine
+        from videorope_trt.runtime.backends.trt_engine import TrtEngine
 
-        self.engine = Engine.__new__(Engine)
+        self.engine = TrtEngine.__new__(TrtEngine)
         self.engine.context, self.engine.bound, self.engine.profile = _Context(), {}, 0
         self.engine.engine = SimpleNamespace(num_optimization_profiles=2)  # prefill and decode
         self.engine.inputs = ["inputs_embeds", "positions", "attention_mask", "write_offset"] + [
@@ -233,9 +235,9 @@ def test_tensorrt_greedy_tokens_match_torch(tiny, inputs, tmp_path):
 
     if not trtmod.available("tensorrt") or not torch.cuda.is_available():
         pytest.skip("needs full TensorRT and a CUDA GPU")
+    from videorope_trt.build.engine import BuildRequest, build_engines
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
     from videorope_trt.runtime.backends import open_backend
-    from videorope_trt.build.engine import BuildRequest, build_engines
 
     out = tmp_path / "out"
     export_checkpoint(tiny, out, ExportConfig(rotary_form="decomposed"))
@@ -317,7 +319,8 @@ def test_prefill_chunks_without_logits_fill_the_same_cache(tiny):
         torch.testing.assert_close(b, c, atol=2e-5, rtol=1e-5)
     torch.testing.assert_close(a, c, atol=2e-5, rtol=1e-5)
     for i in range(len(fast.fast.layers)):  # the same kernels wrote them: equal, not close
-        assert torch.equal(fast.fast.keys[i], full.fast.keys[i]) and torch.equal(fast.fast.values[i], full.fast.values[i])
+        assert torch.equal(fast.fast.keys[i], full.fast.keys[i])
+        assert torch.equal(fast.fast.values[i], full.fast.values[i])
     e, p = torch.randn(2, 1, fast.info.hidden_size, generator=g), torch.full((3, 2, 1), 30.0)
     mask = torch.cat([mask, torch.ones(2, 1, dtype=torch.int64)], 1)
     torch.testing.assert_close(fast.forward(e, p, mask), ref.forward(e, p, mask), atol=2e-5, rtol=1e-5)
@@ -480,7 +483,8 @@ def test_fast_path_in_bf16_stays_within_tolerance_of_fp32(tiny, inputs):
 
     rows, video = inputs
     ref = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="float32", reference=True))
-    fast = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(), compile=False))
+    fast = TorchBackend.load(tiny, TorchOptions(device="cuda", dtype="bfloat16", kernel_lib=_kernel_lib(),
+                                                compile=False))
     assert fast.static and fast.cuda_graph
     config = GenerationConfig(max_new_tokens=8, prefill_chunk=16, stop_at_eos=False)
     want = generate(ref, rows, video, config).tokens

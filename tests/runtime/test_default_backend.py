@@ -3,8 +3,6 @@ its graphs (both read only the artifact), PyTorch for a checkpoint."""
 
 import json
 
-import pytest
-
 from videorope_trt import trt
 from videorope_trt.artifact.engine_info import write_engine_info
 from videorope_trt.commands import main

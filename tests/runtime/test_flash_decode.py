@@ -1,10 +1,10 @@
-"""`flash_decode` (the Triton split-row decode attention) against `static_cache.decode_attention` in fp32."""
+"""`flash_decode` (the Triton split-row decode attention) against `static_decoder.decode_attention` in fp32."""
 
 import pytest
 import torch
 
-from videorope_trt.runtime.kernels import flash_decode
 from videorope_trt.runtime.backends.torch.static_decoder import decode_attention, decode_bias
+from videorope_trt.runtime.kernels import flash_decode
 
 
 def test_supported_shapes():

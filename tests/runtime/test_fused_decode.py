@@ -1,4 +1,4 @@
-"""The fused decode step (`static_cache.DecodeOps`, `StaticCacheDecoder._decode_fused`): its torch form against the
+"""The fused decode step (`static_decoder.DecodeOps`, `StaticCacheDecoder._decode_fused`): its torch form against the
 model's own decoder on the CPU; its Triton kernels (`gemv.gemv` with norm / SwiGLU / residual,
 `rope_cache.project_into_cache`) against that torch form and an fp64 product on a GPU, with and without
 programmatic dependent launch."""
@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from videorope_trt.models.decoder import rms_norm
 from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope.apply import video_rope_torch
-from videorope_trt.runtime.kernels import gemv, rope_cache
 from videorope_trt.runtime.backends.torch.decode_graph import GraphedDecode
 from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps, swiglu
+from videorope_trt.runtime.kernels import gemv, rope_cache
 
 
 def _counted(ops: DecodeOps, calls: Counter) -> DecodeOps:

@@ -1,4 +1,4 @@
-"""The decode step's one-row matrix products (`runtime/backends/gemv.py`) against an fp64 product."""
+"""The decode step's one-row matrix products (`runtime/kernels/gemv.py`) against an fp64 product."""
 
 import pytest
 import torch

@@ -12,8 +12,15 @@ from videorope_trt.media import prompt
 from videorope_trt.runtime import streaming
 from videorope_trt.runtime.backends.torch.backend import TorchBackend, TorchOptions
 from videorope_trt.runtime.generate import (
-    GenerationConfig, build_positions, chunk_embeds, encode_video, generate, left_pad, prefill,
-    video_rows)
+    GenerationConfig,
+    build_positions,
+    chunk_embeds,
+    encode_video,
+    generate,
+    left_pad,
+    prefill,
+    video_rows,
+)
 
 GRID = (3, 4, 6)  # temporal slices, patch rows, patch columns → 3 * 2 * 3 = 18 video tokens
 QUESTIONS = ["What moves?", "How many shapes are visible at the start of the clip?", "Describe the video."]
@@ -41,7 +48,8 @@ def video(ckpt):
     pre = json.loads((ckpt / "preprocessor_config.json").read_text())
     width = 3 * pre["temporal_patch_size"] * pre["patch_size"] ** 2
     rng = np.random.default_rng(1)
-    return SimpleNamespace(pixel_values=rng.standard_normal((int(np.prod(GRID)), width), dtype=np.float32), grid_thw=GRID)
+    pixels = rng.standard_normal((int(np.prod(GRID)), width), dtype=np.float32)
+    return SimpleNamespace(pixel_values=pixels, grid_thw=GRID)
 
 
 def _rows(tokenizer, questions, n_video=18):
@@ -72,7 +80,8 @@ NO_STOP = dict(stop_at_eos=False)
 
 def test_greedy_matches_the_no_cache_reference(backend, tokenizer, video):
     rows = _rows(tokenizer, QUESTIONS[:1])
-    got = generate(backend, rows, video, GenerationConfig(max_new_tokens=6, prefill_chunk=16, vision_chunk=1, **NO_STOP))
+    config = GenerationConfig(max_new_tokens=6, prefill_chunk=16, vision_chunk=1, **NO_STOP)
+    got = generate(backend, rows, video, config)
     assert got.tokens == reference_greedy(backend.model, rows, video, 6)
 
 
@@ -100,7 +109,8 @@ def test_chunked_prefill_equals_one_shot(backend, tokenizer, video):
     for chunk in (5, 17):
         torch.testing.assert_close(logits[chunk], logits[ids.shape[1]], atol=2e-5, rtol=1e-5)
     a = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=3, vision_chunk=1, **NO_STOP))
-    b = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=4096, vision_chunk=64, **NO_STOP))
+    b = generate(backend, rows, video,
+                 GenerationConfig(max_new_tokens=4, prefill_chunk=4096, vision_chunk=64, **NO_STOP))
     assert a.tokens == b.tokens
 
 
@@ -129,7 +139,8 @@ def test_decode_positions_continue_per_sample_with_left_padding(backend, tokeniz
     for b, r in enumerate(rows):
         segs = rope.segments_from_tokens(np.asarray(r), None, grid, image_token_id=backend.info.image_token_id,
                                          video_token_id=backend.info.video_token_id)
-        full = rope.position_ids(backend.info.variant, list(segs) + [("text", steps - 1)], **backend.info.position_params)
+        full = rope.position_ids(backend.info.variant, list(segs) + [("text", steps - 1)],
+                                 **backend.info.position_params)
         np.testing.assert_array_equal(decode[:, b], full[:, len(r):])
 
 
@@ -236,7 +247,8 @@ def test_reading_tokens_back_every_few_steps_changes_nothing(backend, tokenizer,
         seen = []
         config = GenerationConfig(max_new_tokens=7, prefill_chunk=16, vision_chunk=2, stop_at_eos=False,
                                   sync_every=every)
-        result = generate(backend, rows, video, config, on_token=lambda s, t, a: seen.append((s, list(t), list(a))))
+        result = generate(backend, rows, video, config,
+                          on_token=lambda s, t, a, seen=seen: seen.append((s, list(t), list(a))))
         assert [s for s, _, _ in seen] == list(range(7))  # every step streamed once, in order
         assert [[t for (_, row, act) in seen for t, a in [(row[b], act[b])] if a] for b in range(2)] == result.tokens
         results.append((result.tokens, seen))
@@ -283,7 +295,8 @@ def test_prefill_feeds_each_chunk_exactly_the_rows_of_the_whole_prompt(backend, 
         return forward(embeds, positions, mask, **kw)
 
     for chunk in (1, 7, length):
-        pieces = [chunk_embeds(backend, ids_t, s, min(length, s + chunk), visual, index) for s in range(0, length, chunk)]
+        pieces = [chunk_embeds(backend, ids_t, s, min(length, s + chunk), visual, index)
+                  for s in range(0, length, chunk)]
         assert torch.equal(torch.cat(pieces, 1), whole)
         seen.clear()
         backend.allocate(2, length)
@@ -302,7 +315,8 @@ def test_prefill_feeds_each_chunk_exactly_the_rows_of_the_whole_prompt(backend, 
 
 def test_greedy_tokens_unchanged_when_prefill_chunks_split_the_video(backend, tokenizer, video):
     rows, ids, _ = _mixed_batch(backend, tokenizer)
-    alone = [reference_greedy(backend.model, rows[:1], video, 4)[0], reference_greedy(backend.model, rows[1:], None, 4)[0]]
+    alone = [reference_greedy(backend.model, rows[:1], video, 4)[0],
+             reference_greedy(backend.model, rows[1:], None, 4)[0]]
     for chunk in (1, 7, ids.shape[1]):
         got = generate(backend, rows, video, GenerationConfig(max_new_tokens=4, prefill_chunk=chunk, **NO_STOP))
         assert got.tokens == alone, chunk

@@ -46,8 +46,10 @@ def test_split_takes_a_compiled_merge():
 def test_merge_partials_weights_by_lse():
     """Two halves of the keys: each partial softmax re-weighted by its share of the total mass."""
     g = torch.Generator().manual_seed(0)
-    q, k, v = torch.randn(1, 1, 3, 8, generator=g), torch.randn(1, 1, 10, 8, generator=g), torch.randn(1, 1, 10, 8, generator=g)
-    a, b = _math_partial(q, k[:, :, :4], v[:, :, :4], False, 1.0), _math_partial(q, k[:, :, 4:], v[:, :, 4:], False, 1.0)
+    q = torch.randn(1, 1, 3, 8, generator=g)
+    k, v = torch.randn(1, 1, 10, 8, generator=g), torch.randn(1, 1, 10, 8, generator=g)
+    a = _math_partial(q, k[:, :, :4], v[:, :, :4], False, 1.0)
+    b = _math_partial(q, k[:, :, 4:], v[:, :, 4:], False, 1.0)
     whole = _math_partial(q, k, v, False, 1.0)[0]
     torch.testing.assert_close(merge_partials(a[0], a[1], b[0], b[1]).double(), whole, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(merge_partials(a[0], a[1][..., None], b[0], b[1][..., None]).double(), whole,
@@ -72,7 +74,7 @@ def test_cudnn_split_matches_sdpa_on_gpu(hq, kv):
     ref = _reference(q.cpu(), k.cpu(), v.cpu(), scale).cuda()
     sdpa = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(256, 1024),
                                                             scale=scale, enable_gqa=True)
-    err = lambda x: float((x.double() - ref).norm() / ref.norm())  # noqa: E731
+    err = lambda x: float((x.double() - ref).norm() / ref.norm())
     token_major = q.transpose(1, 2).contiguous().transpose(1, 2)  # the projection's layout, as the decoder gives it
     merge = torch.compile(merge_partials, dynamic=None)
     for query, kw in ((q, {}), (token_major, {}), (token_major, {"merge": merge})):

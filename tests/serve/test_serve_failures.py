@@ -14,7 +14,8 @@ QUESTION = "What moves?"
 
 
 def _body(video=None, **extra):
-    content = ([{"type": "video_url", "video_url": {"url": video}}] if video else []) + [{"type": "text", "text": QUESTION}]
+    content = [{"type": "video_url", "video_url": {"url": video}}] if video else []
+    content += [{"type": "text", "text": QUESTION}]
     return {"model": "tiny", "messages": [{"role": "user", "content": content}], "max_tokens": 4, **extra}
 
 
@@ -54,7 +55,8 @@ def _raw(url, head: bytes, body: bytes = b"", close_after=None, timeout=60):
 
 def _request_head(url, length, extra=b""):
     return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: " + url.split("//")[1].encode() +
-            b"\r\nContent-Type: application/json\r\n" + extra + b"Content-Length: " + str(length).encode() + b"\r\n\r\n")
+            b"\r\nContent-Type: application/json\r\n" + extra +
+            b"Content-Length: " + str(length).encode() + b"\r\n\r\n")
 
 
 def _wait(predicate, what, timeout=60.0):
@@ -85,7 +87,8 @@ def test_every_bad_request_is_a_4xx_naming_the_problem_and_the_server_keeps_serv
         (_body("a.mp4", max_tokens=200), 400, "the limit is 96, the server's --max-context (96)"),
         (_body("a.mp4", fps=0), 400, "fps: Input should be greater than 0"),
     ]
-    with serve(media_root=str(clips), max_context=96, max_video_bytes=(clips / "a.mp4").stat().st_size + 1) as (url, app):
+    limit = (clips / "a.mp4").stat().st_size + 1
+    with serve(media_root=str(clips), max_context=96, max_video_bytes=limit) as (url, app):
         for body, status, message in cases:
             got_status, got = _post(url, body)
             assert got_status == status, (message, got)
@@ -147,7 +150,8 @@ def test_a_full_queue_answers_429_and_queued_requests_still_complete(serve, clip
         first.join(60)
         second.join(60)
     assert results["first"][0] == results["second"][0] == 200
-    assert results["first"][1]["choices"][0]["message"]["content"] != results["second"][1]["choices"][0]["message"]["content"]
+    first, second = (results[k][1]["choices"][0]["message"]["content"] for k in ("first", "second"))
+    assert first != second
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -95,7 +95,8 @@ def test_concurrent_clients_get_their_own_answers(serve, session, clips):
     alone = {}
     for name, question, tokens, _ in cases:
         video = session.load_video(clips / name)
-        alone[(name, question, tokens)] = session.ask([question], video, GenerationConfig(max_new_tokens=tokens)).texts[0]
+        answer = session.ask([question], video, GenerationConfig(max_new_tokens=tokens))
+        alone[(name, question, tokens)] = answer.texts[0]
     assert len(set(alone.values())) > 3  # the answers differ: a swap would show
     got, errors = {}, []
 
@@ -103,7 +104,10 @@ def test_concurrent_clients_get_their_own_answers(serve, session, clips):
         try:
             client = _client(url)
             kw = dict(model="tiny", messages=_messages(name, question), max_tokens=tokens)
-            got[i] = _streamed(client, **kw)[0] if stream else client.chat.completions.create(**kw).choices[0].message.content
+            if stream:
+                got[i] = _streamed(client, **kw)[0]
+            else:
+                got[i] = client.chat.completions.create(**kw).choices[0].message.content
         except Exception as e:  # noqa: BLE001 - reported below
             errors.append(repr(e))
 

@@ -55,7 +55,8 @@ def test_multi_turn_prompt_holds_every_turn_in_order(session):
     ([_user(VIDEO), _user(VIDEO)], "one video per request; this is the second"),
     ([{"role": "user", "content": "a"}, {"role": "system", "content": "b"}, {"role": "user", "content": "c"}],
      "messages.1: a system message must come before"),
-    ([{"role": "assistant", "content": [VIDEO]}, {"role": "user", "content": "a"}], "a video belongs in a user message"),
+    ([{"role": "assistant", "content": [VIDEO]}, {"role": "user", "content": "a"}],
+     "a video belongs in a user message"),
 ])
 def test_bad_turn_structures_are_named(messages, expected):
     with pytest.raises(ValueError, match=expected):
@@ -90,7 +91,8 @@ def test_text_held_back_for_a_stop_string_is_released_when_it_is_not_one():
     (b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": "x", '
      b'"detail": "low"}}]}]}', "unknown field 'messages.0.content.0.video_url.detail'"),
     (b'{"model": "tiny", "messages": []}', "messages: List should have at least 1 item"),
-    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}', "temperature: Input should"),
+    (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "temperature": -1}',
+     "temperature: Input should"),
     (b'{"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "n": 2}', "n: Input should be less than"),
     (b'{"model": "tiny", "messages": [{"role": "tool", "content": "hi"}]}', "messages.0.role: Input should be"),
     (b'{"model": "tiny", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]}',
@@ -174,13 +176,13 @@ def test_http_urls_are_off_unless_allowed_and_bounded_when_on(tmp_path):
 
 
 def test_limits_name_where_they_come_from(session):
-    from videorope_trt.serve.limits import check_fits, context_limit
+    from videorope_trt.serve.limits import check_fits, session_context_limit
 
-    own = context_limit(session)
+    own = session_context_limit(session)
     assert own.tokens == session.info.max_positions == 32768 and "max_position_embeddings" in own.source
-    configured = context_limit(session, 100)
+    configured = session_context_limit(session, 100)
     assert configured.tokens == 100 and "--max-context (100)" in configured.source
-    assert context_limit(session, 10**6) == own  # a configured maximum only ever lowers the limit
+    assert session_context_limit(session, 10**6) == own  # a configured maximum only ever lowers the limit
     check_fits(session, configured, 60, 40, None)
     with pytest.raises(ValueError, match="needs 101 tokens of context: 60 of prompt and max_tokens 41; the limit "
                                          "is 100, the server's --max-context"):

@@ -9,7 +9,7 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra (requirements/serve.txt) is not installed")
 
-from videorope_trt.serve.batch import CRASH_MARKER_ENV, BatchOptions, grid_items, run_batch  # noqa: E402
+from videorope_trt.serve.batch import CRASH_MARKER_ENV, BatchOptions, grid_items, run_batch  # noqa: E402  after the ray skip
 
 TOKENS = 5
 

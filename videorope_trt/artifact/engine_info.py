@@ -101,7 +101,7 @@ class MemoryPlan:
 
     def table(self) -> str:
         """A table a person reads: one line per cost, then what fits."""
-        g = lambda b: f"{b / GiB:9.2f} GiB"  # noqa: E731
+        g = lambda b: f"{b / GiB:9.2f} GiB"
         rows = [
             ("memory", g(self.memory_bytes)),
             ("reserved (OS, carve-outs)", g(self.reserved_bytes)),
@@ -115,7 +115,8 @@ class MemoryPlan:
             (f"decoder activations ({self.prefill_chunk}-token chunk)", g(self.decoder_activation_bytes)),
             (f"vision activations ({self.patches_per_chunk} patches)", g(self.vision_activation_bytes)),
             (f"KV cache per token ({self.kv_precision}, {self.kv_copies} "
-             f"cop{'y' if self.kv_copies == 1 else 'ies'})", f"{self.kv_copies * self.kv_bytes_per_token / 1024:9.2f} KiB"),
+             f"cop{'y' if self.kv_copies == 1 else 'ies'})",
+             f"{self.kv_copies * self.kv_bytes_per_token / 1024:9.2f} KiB"),
             ("per token (KV + embeddings)", f"{self.per_token_bytes / 1024:9.2f} KiB"),
             ("largest context / frames", f"{self.capacity_context} tokens / {self.capacity_frames} frames"),
             ("planned context / frames", f"{self.max_context} tokens / {self.max_frames} frames"),
@@ -123,8 +124,9 @@ class MemoryPlan:
             ("planned total", g(self.total_bytes)),
         ]
         width = max(len(k) for k, _ in rows)
-        head = (f"{self.model} on {self.target} ({self.runtime} runtime): batch {self.batch}, frames {self.frame_size[0]}x{self.frame_size[1]} "
-                f"px = {self.tokens_per_slice} tokens per temporal slice")
+        head = (f"{self.model} on {self.target} ({self.runtime} runtime): batch {self.batch}, "
+                f"frames {self.frame_size[0]}x{self.frame_size[1]} px = {self.tokens_per_slice} tokens per temporal "
+                "slice")
         return "\n".join([head] + [f"  {k:<{width}}  {v}" for k, v in rows])
 
 
@@ -147,7 +149,8 @@ def read_engine_info(engine_dir) -> dict:
     path = Path(engine_dir) / NAME
     info = read_json(path, "expected a directory written by `videorope-trt build`")
     if info.get("format_version") != ENGINE_FORMAT:
-        raise EngineMismatch(f"{path}: format_version {info.get('format_version')!r}, this reader expects {ENGINE_FORMAT}; rebuild")
+        raise EngineMismatch(f"{path}: format_version {info.get('format_version')!r}, this reader expects "
+                             f"{ENGINE_FORMAT}; rebuild")
     return info
 
 
@@ -174,14 +177,16 @@ def check_engine_dir(engine_dir, *, running_version: str, gpu: dict | None, plug
                              f"this machine runs {running_version}; {rebuild}")
     ccs = info["compute_capabilities"]
     if gpu is None:
-        raise EngineMismatch(f"{engine_dir}: engines run on compute capability {' or '.join(ccs)}, and this machine has no CUDA GPU")
+        raise EngineMismatch(f"{engine_dir}: engines run on compute capability {' or '.join(ccs)}, and this machine "
+                             "has no CUDA GPU")
     if gpu["compute_capability"] not in ccs:
         raise EngineMismatch(f"{engine_dir}: engines were built for compute capability {' or '.join(ccs)} "
-                             f"(target {info['target']}), this GPU ({gpu['name']}) is {gpu['compute_capability']}; {rebuild}")
+                             f"(target {info['target']}), this GPU ({gpu['name']}) is {gpu['compute_capability']}; "
+                             f"{rebuild}")
     built = info.get("plugin_library")
     if built and plugin_library is not None and sha256(plugin_library) != built["sha256"]:
-        raise EngineMismatch(f"{engine_dir}: plugin library {plugin_library} differs from the one the engines were built "
-                             f"with ({built['path']}, sha256 {built['sha256'][:12]}…); {rebuild}")
+        raise EngineMismatch(f"{engine_dir}: plugin library {plugin_library} differs from the one the engines were "
+                             f"built with ({built['path']}, sha256 {built['sha256'][:12]}…); {rebuild}")
     return info
 
 
@@ -198,8 +203,9 @@ def select_engines(info: dict, engine_dir, decoder: str | None = None) -> dict:
                 raise ValueError(f"{engine_dir}: no {asked!r} engine; engine.json lists {', '.join(built) or 'none'}")
             names = [asked]
         if len(names) != 1:
-            raise ValueError(f"{engine_dir}: engine.json lists {len(names)} {role} engines ({', '.join(names) or 'none'});"
-                             f" name the one to run (--decoder GRAPH) or build it (videorope-trt build)")
+            raise ValueError(f"{engine_dir}: engine.json lists {len(names)} {role} engines "
+                             f"({', '.join(names) or 'none'}); name the one to run (--decoder GRAPH) or build it "
+                             "(videorope-trt build)")
         out[role] = names[0]
     return out
 

@@ -92,7 +92,8 @@ def checkpoint_of(artifact, manifest: dict) -> Path:
         return Path(path)
     if (Path(artifact) / "config.json").is_file():
         return Path(artifact)
-    raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass --checkpoint DIR")
+    raise FileNotFoundError(f"{artifact}: the checkpoint recorded in manifest.json ({path}) is not there; pass "
+                            "--checkpoint DIR")
 
 
 def graph_file(artifact, manifest: dict, graph: str) -> Path:

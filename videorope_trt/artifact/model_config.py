@@ -48,8 +48,9 @@ class ModelConfig:
         t = {**cfg, **(cfg.get("text_config") or {})}
         v = cfg.get("vision_config")
         if v is None or "hidden_size" not in t or "num_attention_heads" not in t:
-            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys {sorted(cfg)}")
-        get = lambda k, d: cfg.get(k, t.get(k, d))  # noqa: E731  (token ids sit at either level)
+            raise ValueError(f"{name}: expected a Qwen2-VL config with text fields and a vision_config, got keys "
+                             f"{sorted(cfg)}")
+        get = lambda k, d: cfg.get(k, t.get(k, d))  # token ids sit at either level
         eos = get("eos_token_id", 151645)
         eos = tuple(int(e) for e in eos) if isinstance(eos, (list, tuple)) else (int(eos),)
         # Qwen2-VL pads with <|endoftext|>, which its config records as bos_token_id
@@ -145,14 +146,6 @@ PUBLISHED = {
                     "num_attention_heads": 28, "num_key_value_heads": 4, "vocab_size": 152064,
                     "tie_word_embeddings": False, "vision_config": {**_VISION, "hidden_size": 3584}},
 }
-
-
-def published_config(name: str) -> dict:
-    """A copy of a published config.json by its short name (`qwen2-vl-2b`, `qwen2-vl-7b`; `2b`, `7b` too)."""
-    key = name if name in PUBLISHED else f"qwen2-vl-{name}"
-    if key not in PUBLISHED:
-        raise ValueError(f"unknown model {name!r}; expected one of {sorted(PUBLISHED)}")
-    return json.loads(json.dumps(PUBLISHED[key]))
 
 
 def read_model_config(path) -> ModelConfig:

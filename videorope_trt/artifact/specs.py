@@ -30,13 +30,6 @@ class TensorSpec:
     def to_json(self) -> dict:
         return {"name": self.name, "dtype": self.dtype, "shape": list(self.dims)}
 
-    def shape_for(self, sizes: dict) -> tuple:
-        """Concrete shape given a value for every symbolic dim."""
-        missing = [d for d in self.dims if isinstance(d, str) and d not in sizes]
-        if missing:
-            raise ValueError(f"{self.name}: no size given for symbolic dim(s) {missing}; got {sorted(sizes)}")
-        return tuple(sizes[d] if isinstance(d, str) else d for d in self.dims)
-
 
 @dataclass(frozen=True)
 class GraphSpec:
@@ -60,12 +53,6 @@ class GraphSpec:
 
     def to_json(self) -> dict:
         return {"inputs": [t.to_json() for t in self.inputs], "outputs": [t.to_json() for t in self.outputs]}
-
-    @classmethod
-    def from_json(cls, name: str, entry: dict) -> "GraphSpec":
-        """The spec of a manifest's graph entry (`to_json`'s form)."""
-        tensors = lambda key: tuple(TensorSpec(t["name"], t["dtype"], tuple(t["shape"])) for t in entry[key])  # noqa: E731
-        return cls(name, tensors("inputs"), tensors("outputs"))
 
 
 def cache_names(layer: int) -> tuple:

@@ -20,7 +20,8 @@ def host_inputs(grid_thw, spatial_merge_size: int) -> dict:
     pos, seg, next_seg = [], [], 0
     for t, h, w in grids:
         if h % m or w % m:
-            raise ValueError(f"vision: grid (t, h, w) = {(int(t), int(h), int(w))} is not a multiple of the merge size {m}")
+            raise ValueError(f"vision: grid (t, h, w) = {(int(t), int(h), int(w))} is not a multiple of the merge size "
+                             f"{m}")
         hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
         blocks = (h // m, m, w // m, m)
         frame = np.stack([hh.reshape(blocks).transpose(0, 2, 1, 3).ravel(),

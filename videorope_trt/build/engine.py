@@ -79,7 +79,8 @@ def manifest_model(manifest: dict) -> ModelConfig:
     for cfg in (model.get("config"), manifest.get("model_config"), manifest.get("config")):
         if isinstance(cfg, dict):
             return ModelConfig.from_config(cfg, name=model.get("name") or manifest.get("name", "checkpoint"))
-    raise ValueError(f"manifest.json has no model config (looked for model.config, model_config, config); keys {sorted(manifest)}")
+    raise ValueError("manifest.json has no model config (looked for model.config, model_config, config); keys "
+                     f"{sorted(manifest)}")
 
 
 def graph_entry(manifest: dict, graph: str, artifact: Path) -> dict:
@@ -95,7 +96,7 @@ def graph_entry(manifest: dict, graph: str, artifact: Path) -> dict:
 
 def onnx_inputs(onnx_path: Path) -> list:
     """[{"name", "shape"}] of the graph inputs, symbolic dims as their names (initializers excluded)."""
-    import onnx  # noqa: PLC0415
+    import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
@@ -142,9 +143,11 @@ def _dim_range(dim, input_name: str, ranges: dict) -> tuple:
         return (dim, dim, dim)
     role = DIM_ROLES.get(dim)
     if role is None:
-        raise ValueError(f"input {input_name}: symbolic dim {dim!r} has no known role; expected one of {sorted(DIM_ROLES)}")
+        raise ValueError(f"input {input_name}: symbolic dim {dim!r} has no known role; expected one of "
+                         f"{sorted(DIM_ROLES)}")
     if role not in ranges:
-        raise ValueError(f"input {input_name}: dim {dim!r} ({role}) has no range in this profile; it has {sorted(ranges)}")
+        raise ValueError(f"input {input_name}: dim {dim!r} ({role}) has no range in this profile; it has "
+                         f"{sorted(ranges)}")
     return ranges[role]
 
 
@@ -160,16 +163,16 @@ def _check_fp8_ccs(precisions: list, ccs: tuple) -> None:
     old = [cc for cc in ccs if tuple(int(v) for v in cc.split(".")) < (8, 9)]
     if old and any(PRECISIONS[p].needs_fp8 for p in precisions if p in PRECISIONS):
         newer = [cc for cc in ccs if cc not in old] or ["8.9", "12.0"]
-        raise ValueError(f"an fp8 graph cannot be built for compute capability {' '.join(old)} (FP8 needs 8.9 or newer); "
-                         f"pass --compute-capabilities {' '.join(newer)}")
+        raise ValueError(f"an fp8 graph cannot be built for compute capability {' '.join(old)} (FP8 needs 8.9 or "
+                         f"newer); pass --compute-capabilities {' '.join(newer)}")
 
 
 def _check_builder_matches(trt, preset, flavour) -> dict | None:
     """Full TensorRT builds for the GPU it runs on: refuse a machine that is not the target."""
     running = trtmod.version(trt)
     if not trtmod.version_matches(running, preset.trt_versions):
-        raise ValueError(f"target {preset.name} expects {flavour.name} {' or '.join(preset.trt_versions)}.x, this machine "
-                         f"runs {running}; build on (or for) the target device with its TensorRT")
+        raise ValueError(f"target {preset.name} expects {flavour.name} {' or '.join(preset.trt_versions)}.x, this "
+                         f"machine runs {running}; build on (or for) the target device with its TensorRT")
     gpu = trtmod.current_gpu()
     if flavour.aot_compute_capabilities:
         return gpu  # TensorRT-RTX builds ahead of time for explicit compute capabilities
@@ -206,7 +209,8 @@ def set_decomposable_attentions(trt, network) -> int:
     for i in range(network.num_layers if kind is not None else 0):
         layer = network.get_layer(i)
         if layer.type == kind:
-            layer.__class__ = trt.IAttentionInputLayer  # get_layer returns the base class: narrow it to reach .attention
+            # get_layer returns the base class: narrow it to reach .attention
+            layer.__class__ = trt.IAttentionInputLayer
             layer.attention.decomposable = True
             marked += 1
     return marked
@@ -248,7 +252,8 @@ def build_engine(trt, onnx_path: Path, profiles: list, preset, flavour, ccs, tim
         config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise RuntimeError(f"TensorRT {trtmod.version(trt)} failed to build {onnx_path} (run with --verbose for the log)")
+        raise RuntimeError(f"TensorRT {trtmod.version(trt)} failed to build {onnx_path} "
+                           "(run with --verbose for the log)")
     if cache is not None:
         write_atomic(timing_cache, bytes(config.get_timing_cache().serialize()))
     return bytes(engine)
@@ -260,9 +265,10 @@ def _plugin_for(artifact: Path, request: BuildRequest, entries: dict) -> Path | 
     ops = {g: plugin_ops(artifact / e["file"]) for g, e in entries.items()}
     for graph, found in ops.items():
         if entries[graph].get("aliases") and CACHE_OP_NAME not in found:
+            form = entries[graph].get("rotary_form", "decomposed")
             raise ValueError(f"{graph}: engines run the decoder in the plugin form (its {CACHE_OP_NAME} plugin writes "
-                             f"the KV cache in place); this graph has the {entries[graph].get('rotary_form', 'decomposed')} "
-                             "form, which returns a new cache per call. Export with --rotary-form plugin")
+                             f"the KV cache in place); this graph has the {form} form, which returns a new cache per "
+                             "call. Export with --rotary-form plugin")
     if not any(ops.values()):
         return None
     path = Path(request.plugin_library) if request.plugin_library else artifact / "plugins" / PLUGIN_LIB

@@ -50,7 +50,8 @@ RUNTIMES = {
                              why="engine lm_head beside the embedding table; one cache, written in place"),
     # The same decoder graph; ONNX has no in-place update, so a call returns new caches beside the ones it read.
     "onnxruntime": RuntimeCosts("onnxruntime", separate_lm_head=True, runs_graph=True, kv_copies=2,
-                                why="graph lm_head beside the embedding table; the caches read and the caches returned"),
+                                why="graph lm_head beside the embedding table; the caches read and the caches "
+                                    "returned"),
     # PyTorch shares a tied lm_head with the embedding, applies it to the last position of a prefill chunk only,
     # and writes K/V in place into one cache whose rows are whole attention splits (static_decoder.SPLIT).
     "torch": RuntimeCosts("torch", separate_lm_head=False, runs_graph=False, kv_copies=1, kv_rows_align=256,
@@ -122,7 +123,8 @@ def _weights(model: ModelConfig, precision: str, vision_precision: str, runtime:
     return decoder, vision, model.embed_params() * p.act_bytes
 
 
-def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: int = 1, chunk_logits: bool = True) -> int:
+def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: int = 1,
+                             chunk_logits: bool = True) -> int:
     """One prefill step of `chunk` tokens: hidden states, q/k/v, MLP intermediates, and logits for every position
     of the chunk (`chunk_logits`) or for the last one."""
     per_token = act * (4 * model.hidden_size + 2 * model.kv_dim + 3 * model.intermediate_size)
@@ -133,7 +135,8 @@ def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: in
 def vision_activation_bytes(model: ModelConfig, patches: int, act: int, fused_attention: bool = True) -> int:
     """One vision-encoder call over `patches` patches: the input, block intermediates and the dense mask bias."""
     e = model.vision_dim
-    per_patch = 4 * model.patch_dim + act * e * (6 + model.vision_mlp_ratio) + act * model.hidden_size // model.spatial_merge_size ** 2
+    merged = act * model.hidden_size // model.spatial_merge_size ** 2
+    per_patch = 4 * model.patch_dim + act * e * (6 + model.vision_mlp_ratio) + merged
     square = patches * patches * act * (1 if fused_attention else 1 + 2 * model.vision_heads)
     return patches * per_patch + square
 
@@ -248,7 +251,7 @@ def _choose_budget(preset, request, capacity, tokens_per_slice, tp, where, capac
 
 def _what_fits(model: ModelConfig, preset: Preset, request: PlanRequest) -> str:
     """A hint naming the precisions of this target that do fit, or saying none does."""
-    from dataclasses import replace  # noqa: PLC0415
+    from dataclasses import replace
 
     ok = []
     for name in preset.precisions:
@@ -260,7 +263,9 @@ def _what_fits(model: ModelConfig, preset: Preset, request: PlanRequest) -> str:
         except ValueError:
             continue
         ok.append(f"{name} holds {p.capacity_context} tokens")
-    return ("on this target " + ", ".join(ok)) if ok else "no precision of this target holds the model; use a larger target"
+    if not ok:
+        return "no precision of this target holds the model; use a larger target"
+    return "on this target " + ", ".join(ok)
 
 
 def largest_prefill_chunk(model, target, request: PlanRequest, context: int, align: int = 256) -> int:

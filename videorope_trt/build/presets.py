@@ -46,16 +46,14 @@ class Preset:
         if not 0 <= self.headroom < 1:
             raise ValueError(f"preset {self.name}: headroom must be in [0, 1), got {self.headroom}")
 
-    @property
-    def has_fp8(self) -> bool:
-        return "fp8" in self.precisions
-
     def check_precision(self, precision: str) -> Precision:
         """The precision, or a ValueError naming what this target offers."""
         if precision not in PRECISIONS:
             raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(PRECISIONS)}")
         if precision not in self.precisions:
-            why = " (no FP8 tensor cores on compute capability " + self.compute_capability + ")" if PRECISIONS[precision].needs_fp8 else ""
+            why = ""
+            if PRECISIONS[precision].needs_fp8:
+                why = " (no FP8 tensor cores on compute capability " + self.compute_capability + ")"
             raise ValueError(
                 f"target {self.name} does not support precision {precision!r}{why}; "
                 f"it supports {', '.join(self.precisions)}"

@@ -59,7 +59,7 @@ def check_generation(manifest: dict, generation: str | None) -> None:
                          "calibrate into a new directory (or export this one again for that target)")
 
 
-def rope_choice(manifest: dict, variant: str | None) -> dict:
+def rope_arguments(manifest: dict, variant: str | None) -> dict:
     """load_model's RoPE arguments: the ones the directory's export used (a different --variant is refused)."""
     export = manifest.get("export") or {}
     recorded = (manifest.get("rope") or {}).get("variant")
@@ -82,8 +82,8 @@ def check_rope(model, manifest: dict) -> None:
 
 def register(out: Path, entries: dict) -> dict:
     """Add (or replace) graph entries in OUT/manifest.json, rewritten atomically; returns the new manifest."""
-    from videorope_trt.artifact.atomic import write_atomic
     from videorope_trt.artifact import manifest as mf
+    from videorope_trt.artifact.atomic import write_atomic
 
     manifest = mf.read_manifest(out)
     graphs = {**(manifest.get("graphs") or {}), **entries}

@@ -48,7 +48,8 @@ def list_videos(video_dir) -> list:
         raise FileNotFoundError(f"videos directory {d} does not exist; expected a directory of video files")
     videos = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
     if not videos:
-        raise ValueError(f"videos directory {d} holds no video file; expected files ending in {', '.join(VIDEO_SUFFIXES)}")
+        raise ValueError(f"videos directory {d} holds no video file; expected files ending in "
+                         f"{', '.join(VIDEO_SUFFIXES)}")
     return videos
 
 
@@ -106,7 +107,7 @@ def _first_prefill(model, sample: Sample):
     return embeds, torch.as_tensor(np.asarray(bp.positions), dtype=torch.float32), mask
 
 
-def prefill(model, sample: Sample):
+def prompt_logits(model, sample: Sample):
     """Logits (1, L, vocab) of the whole prompt, through the model's own positions, embedding and decoder."""
     import torch
 
@@ -120,12 +121,12 @@ def greedy(model, sample: Sample, max_new_tokens: int):
     """Greedy continuation (N,) of the prompt by the model's own generate loop."""
     import torch
 
-    from videorope_trt.models import generate
+    from videorope_trt.models import greedy_generate
 
     ids = torch.as_tensor(sample.input_ids)
     grid = torch.as_tensor(sample.grid_thw).reshape(1, 3)
-    out = generate(model, ids, pixel_values_videos=torch.as_tensor(sample.pixel_values), video_grid_thw=grid,
-                   max_new_tokens=max_new_tokens, eos_token_id=[], fps=sample.fps)
+    out = greedy_generate(model, ids, pixel_values_videos=torch.as_tensor(sample.pixel_values),
+                          video_grid_thw=grid, max_new_tokens=max_new_tokens, eos_token_id=[], fps=sample.fps)
     return out[0]
 
 

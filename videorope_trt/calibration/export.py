@@ -40,7 +40,8 @@ def _export(model, graph: str, path, *, rotary_form: str = "plugin", float_type:
             **(decoder if graph == "decoder" else {}), **spec.to_json()}
 
 
-def export_decoder(model, path, rotary_form: str = "plugin", float_type: str = "fp16", base: dict | None = None) -> dict:
+def export_decoder(model, path, rotary_form: str = "plugin", float_type: str = "fp16",
+                   base: dict | None = None) -> dict:
     """Q/DQ decoder graph of the (quantized) model at `path`, with the artifact's export settings `base` (the
     manifest's "export" record); returns its manifest entry (+ "qdq" counts)."""
     return _export(model, "decoder", path, rotary_form=rotary_form, float_type=float_type, base=base)

@@ -11,12 +11,12 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from videorope_trt.artifact.atomic import write_atomic
 from videorope_trt.calibration.data import VideoSettings
 
 
@@ -87,7 +87,7 @@ def prepare_samples(ckpt_dir, cfg: CalibrationConfig, bar=_no_bar) -> tuple:
 def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) -> dict:
     """Quantize `model` in place on `calib`; returns the accuracy on `held` and the GEMM count."""
     from videorope_trt.calibration import quantize, report
-    from videorope_trt.calibration.data import prefill
+    from videorope_trt.calibration.data import prompt_logits
 
     mode = quantize.get_mode(cfg.precision)
     start = time.perf_counter()
@@ -96,7 +96,7 @@ def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) 
 
     def forward_loop(m):
         for s in bar(calib, desc=f"calibrate {mode.name}", unit="sample"):
-            prefill(m, s)
+            prompt_logits(m, s)
 
     start = time.perf_counter()
     quantize.calibrate_model(model, mode, forward_loop, quantize_vision=cfg.quantize_vision, alpha=cfg.alpha)
@@ -136,8 +136,8 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
 def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar) -> dict:
     """Quantize a checkpoint on videos, export the Q/DQ graphs into `out_dir` and register them in its manifest;
     returns the report."""
-    from videorope_trt.calibration import artifact, export
     from videorope_trt.artifact.manifest import read_manifest
+    from videorope_trt.calibration import artifact, export
     from videorope_trt.models import load_model, read_config
 
     read_config(ckpt_dir)  # not a Qwen2-VL checkpoint: fail before decoding any video
@@ -147,12 +147,12 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     _log(f"{len(calib)} calibration / {len(held)} held-out sample(s), "
          f"{max(s.num_tokens for s in calib + held)} tokens at most")
     if not artifact.has_manifest(out):
-        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form, float_type=cfg.float_type,
-                              generation=cfg.generation)
+        artifact.export_float(ckpt_dir, out, variant=cfg.variant, rotary_form=cfg.rotary_form,
+                              float_type=cfg.float_type, generation=cfg.generation)
         _log(f"float vision graph and manifest.json written to {out}")
     manifest = read_manifest(out)
     artifact.check_generation(manifest, cfg.generation)
-    model = load_model(ckpt_dir, **artifact.rope_choice(manifest, cfg.variant)).eval()
+    model = load_model(ckpt_dir, **artifact.rope_arguments(manifest, cfg.variant)).eval()
     artifact.check_rope(model, manifest)
     result = calibrate_model_on(model, cfg, calib, held, bar)
     (out / "calibration").mkdir(parents=True, exist_ok=True)
@@ -174,12 +174,6 @@ def calibrate_checkpoint(ckpt_dir, out_dir, cfg: CalibrationConfig, bar=_no_bar)
     if cfg.onnx_check:
         rep["onnx"] = _onnx_check(model, out / graphs["decoder"]["file"], held, result["reference_logits"],
                                   result["quantized_logits"])
-    _write_json(out / "calibration" / "report.json", rep)
+    write_atomic(out / "calibration" / "report.json", json.dumps(rep, indent=2) + "\n")
     artifact.register(out, rep["graphs"])  # last: a registered graph has its report
     return rep
-
-
-def _write_json(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)

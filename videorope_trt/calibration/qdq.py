@@ -1,6 +1,6 @@
 """Quantize-dequantize as torch custom ops whose ONNX translation is one QuantizeLinear / DequantizeLinear pair.
 
-TensorRT's explicit quantization rules (trt_facts §1.3) shape every choice here: symmetric (zero point 0),
+TensorRT's explicit quantization rules (docs/facts.md, "Q/DQ rules") shape every choice here: symmetric (zero point 0),
 per-channel scales for weights (axis 0 of the (out, in) weight), one per-tensor scale for activations, INT8 or
 FP8 E4M3. The ONNX zero point is written explicitly with the quantized type, so ONNX Runtime and TensorRT read the
 same type (an FP8 DQ without one makes ONNX Runtime's Q/DQ passes insert uint8 nodes).
@@ -17,8 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from onnxscript import FLOAT
-from onnxscript import opset19 as op
+from onnxscript import FLOAT, opset19 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 

@@ -5,8 +5,9 @@
                                scale per tensor, SmoothQuant multiplier): what the ONNX holds, op for op
 
 ModelOpt does the calibration (max amax; SmoothQuant's per-channel migration for int8-sq). Its own ONNX export
-fails under torch.onnx's dynamo exporter on fake-quant (trt_facts §14), so the calibrated scales are moved into
-`QDQLinear`, whose ops translate to plain QuantizeLinear / DequantizeLinear (qdq.py). The LM head and, unless asked,
+fails under torch.onnx's dynamo exporter on fake-quant (docs/facts.md, "ModelOpt beside a CPU ONNX Runtime"), so
+the calibrated scales are moved into `QDQLinear`, whose ops translate to plain QuantizeLinear / DequantizeLinear
+(qdq.py). The LM head and, unless asked,
 the vision tower stay in float (ModelOpt's defaults; quantizing the vision tower costs accuracy in published
 reports).
 """
@@ -34,7 +35,7 @@ class QuantMode:
 
 #: SmoothQuant's migration strength unless told otherwise: the paper's 0.5 rather than ModelOpt's 1.0, which on a
 #: Qwen2-VL-2B-shaped model moves whole activation ranges into the per-channel weight scales and loses accuracy
-#: (docs/benchmarks.md, Calibration).
+#: (bench/bench_calibration.py; docs/benchmarks.md, "Export and calibration").
 DEFAULT_ALPHA = 0.5
 
 MODES = {m.name: m for m in [
@@ -61,7 +62,7 @@ def require_modelopt() -> None:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # its notice that this transformers version is untested by it
-            import modelopt.torch.quantization  # noqa: F401
+            import modelopt.torch.quantization  # noqa: F401  imported to find out whether it imports
     except ImportError as e:
         raise ModelOptMissing(f"calibration needs NVIDIA ModelOpt, which does not import here ({e}); install it: "
                               f"{MODELOPT_INSTALL}") from None

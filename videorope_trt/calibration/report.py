@@ -53,12 +53,12 @@ def record_gemm_outputs(model, store: dict):
 
 def measure(model, samples, greedy_tokens: int, bar=None) -> dict:
     """Per-sample logits, greedy tokens and GEMM outputs of `model` on `samples`."""
-    from videorope_trt.calibration.data import greedy, prefill
+    from videorope_trt.calibration.data import greedy, prompt_logits
 
     logits, tokens, gemms = [], [], {}
     for s in samples if bar is None else bar(samples, desc="held-out", unit="sample"):
         with record_gemm_outputs(model, gemms):
-            logits.append(prefill(model, s)[0].float().numpy())
+            logits.append(prompt_logits(model, s)[0].float().numpy())
         tokens.append(greedy(model, s, greedy_tokens).numpy() if greedy_tokens else np.zeros(0, np.int64))
     return {"logits": logits, "tokens": tokens, "gemms": gemms}
 

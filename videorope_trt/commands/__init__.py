@@ -9,7 +9,6 @@ import argparse
 import importlib
 import sys
 
-
 DESCRIPTION = "Video-LLMs with 3D rotary position embeddings, from Qwen2-VL checkpoints to TensorRT."
 
 

@@ -30,8 +30,10 @@ def _plan_arguments(p) -> None:
                    help="weights/activations precision (default: fp16; build: the manifest's)")
     p.add_argument("--vision-precision", choices=sorted(PRECISIONS), default=None,
                    help="vision tower precision (default: fp16 for quantized modes)")
-    p.add_argument("--max-context", type=int, default=None, help="context budget in tokens (default: preset's, within what fits)")
-    p.add_argument("--max-frames", type=int, default=None, help="video frames to hold (default: preset's, within what fits)")
+    p.add_argument("--max-context", type=int, default=None,
+                   help="context budget in tokens (default: preset's, within what fits)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="video frames to hold (default: preset's, within what fits)")
     p.add_argument("--prefill-chunk", type=int, default=None, help="tokens per prefill step")
     p.add_argument("--frames-per-chunk", type=int, default=None, help="frames per vision-encoder call (even)")
     p.add_argument("--frame-size", type=_frame_size, default=(448, 448), help="WIDTHxHEIGHT pixels per frame (448x448)")
@@ -42,7 +44,8 @@ def _plan_arguments(p) -> None:
 
 def add_arguments(parser, name: str) -> None:
     if name == "plan":
-        parser.add_argument("ckpt", help="checkpoint directory, config.json, or a known model: qwen2-vl-2b, qwen2-vl-7b")
+        parser.add_argument("ckpt",
+                            help="checkpoint directory, config.json, or a known model: qwen2-vl-2b, qwen2-vl-7b")
         parser.add_argument("--json", action="store_true", help="print the plan as JSON")
         parser.add_argument("--runtime", choices=sorted(RUNTIMES), default="tensorrt",
                             help="what runs the model: its lm_head copy and logits are counted as it holds them "
@@ -93,10 +96,10 @@ def _run_build(args) -> int:
     # the ONNX decides precision (strong typing): per graph if recorded, else the export's
     decoder = next((g for g in args.graphs if B.graph_role(g) == "decoder"), "decoder")
     precision = args.precision or (graphs.get(decoder) or {}).get("precision") or manifest.get("precision", "fp16")
+    ccs = tuple(args.compute_capabilities) if args.compute_capabilities else None
     request = B.BuildRequest(args.target, _request(args, precision, manifest.get("logits") == "all"),
-                             graphs=tuple(args.graphs),
-                             plugin_library=args.plugin, verbose=args.verbose,
-                             compute_capabilities=tuple(args.compute_capabilities) if args.compute_capabilities else None)
+                             graphs=tuple(args.graphs), plugin_library=args.plugin, verbose=args.verbose,
+                             compute_capabilities=ccs)
     start = time.perf_counter()
     print(f"build: {args.out} for {args.target} ({precision})", flush=True)
     try:
@@ -107,9 +110,9 @@ def _run_build(args) -> int:
         print(f"  {graph}: {e['file']} {e['bytes'] / 2**20:.1f} MiB in {e['build_seconds']:.1f} s, "
               f"profiles {', '.join(p['name'] for p in e['profiles'])}")
     plan = info["plan"]
-    print(f"  {info['flavour']} {info['tensorrt_version']}, compute capability {' '.join(info['compute_capabilities'])}; "
-          f"context {plan['max_context']} tokens, {plan['max_frames']} frames; "
-          f"done in {time.perf_counter() - start:.1f} s")
+    print(f"  {info['flavour']} {info['tensorrt_version']}, compute capability "
+          f"{' '.join(info['compute_capabilities'])}; context {plan['max_context']} tokens, "
+          f"{plan['max_frames']} frames; done in {time.perf_counter() - start:.1f} s")
     _warn(MemoryPlan.from_dict(plan))
     return 0
 

@@ -34,8 +34,8 @@ def _trt_headers() -> Path | None:
 
 def _build_blocker(skip: bool) -> str | None:
     """Why the engine build step cannot run here, or None."""
-    from videorope_trt.plugins.build import BuildError, find_nvcc
     from videorope_trt import trt
+    from videorope_trt.plugins.build import BuildError, find_nvcc
 
     if skip:
         return "--skip-build given"
@@ -46,7 +46,8 @@ def _build_blocker(skip: bool) -> str | None:
     except BuildError as e:
         return f"the plugin library needs the CUDA compiler: {e}"
     if _trt_headers() is None:
-        return "the plugin library needs TensorRT's C++ headers: set TENSORRT_INCLUDE to the folder with NvInferRuntime.h"
+        return ("the plugin library needs TensorRT's C++ headers: set TENSORRT_INCLUDE to the folder with "
+                "NvInferRuntime.h")
     return None
 
 
@@ -72,7 +73,8 @@ def _steps(args, out: Path) -> list:
     if blocker is None:
         steps.append(["build-plugin", "--out", str(art / "plugins"), "--trt-include", str(_trt_headers()),
                       "--archs", "89", "--no-ptx"])
-        steps.append(["build", str(art), "--target", "rtx", "--plugin", str(art / "plugins" / "libvideorope_trt_plugins.so")])
+        plugin = art / "plugins" / "libvideorope_trt_plugins.so"
+        steps.append(["build", str(art), "--target", "rtx", "--plugin", str(plugin)])
     else:
         steps.append(f"build skipped: {blocker}")
     for backend in ("torch", "onnxruntime"):

@@ -11,7 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from videorope_trt.commands.run import _add_common, backend_options, chunk_sizes, resolve_backend
+from videorope_trt.commands.run import _add_common, backend_options, resolve_backend
+from videorope_trt.serve.limits import chunk_sizes
 
 
 def _numbers(text: str, kind, what: str) -> tuple:
@@ -92,7 +93,7 @@ def _deployments(args, sides, sessions, grid, size) -> list:
     context = args.max_context or int(max(grid.lengths) * 1.5 * per_frame) + 512
     out = []
     for label, (path, backend, side), session in zip("ab", sides, sessions):
-        prefill, vision = chunk_sizes(session, side, context)
+        prefill, vision = chunk_sizes(session, context, side.prefill_chunk, side.vision_chunk)
         config = GenerationConfig(max_new_tokens=args.max_new_tokens, prefill_chunk=prefill, vision_chunk=vision,
                                   max_context=args.max_context)
         description = {"path": str(Path(path).resolve()), "backend": backend,

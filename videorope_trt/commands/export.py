@@ -8,8 +8,8 @@ import time
 def _export_arguments(p):
     from videorope_trt.artifact.precisions import names
     from videorope_trt.build.presets import PRESETS
-    from videorope_trt.export.generations import DEFAULT_GENERATION
     from videorope_trt.export.cache_op import CACHE_FORMS
+    from videorope_trt.export.generations import DEFAULT_GENERATION
 
     p.add_argument("checkpoint", help="Qwen2-VL checkpoint directory (Hugging Face layout, safetensors)")
     p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint, "
@@ -33,12 +33,12 @@ def _export_arguments(p):
 
 
 def _validate_arguments(p):
-    from videorope_trt.export.parity import BACKENDS
+    from videorope_trt.export.parity import PARITY_RUNNERS
 
     p.add_argument("out", help="artifact directory written by `videorope-trt export`")
     p.add_argument("--checkpoint", default=None, help="checkpoint to compare against (default: the manifest's source)")
     p.add_argument("--backends", default="torch,onnxruntime,tensorrt",
-                   help=f"comma-separated, from {sorted(BACKENDS)} (tensorrt joins only when importable)")
+                   help=f"comma-separated, from {sorted(PARITY_RUNNERS)} (tensorrt joins only when importable)")
     p.add_argument("--layout", default="text:12,video,text:8",
                    help="prompt layout, comma-separated parts: text:N (N random text tokens), video (the generated "
                         "clip), image (its first frame)")
@@ -57,9 +57,8 @@ def add_arguments(parser, name):
 
 
 def _run_export(args) -> int:
-    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
-
     from videorope_trt.build.optables import generation_for
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 
     generation, parser = generation_for(target=args.target, version=args.trt)
     cfg = ExportConfig(variant=args.variant, delta=args.delta, rotary_form=args.rotary_form, precision=args.precision,

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from videorope_trt.serve.limits import DEFAULT_PREFILL_CHUNK, DEFAULT_VISION_CHUNK
+from videorope_trt.serve.limits import DEFAULT_PREFILL_CHUNK, DEFAULT_VISION_CHUNK, chunk_sizes
 
 
 def _positive(text: str) -> int:
@@ -88,8 +88,10 @@ def add_arguments(parser, name: str) -> None:
         parser.add_argument("--contexts", default="8k",
                             help="comma-separated KV cache lengths to fill, e.g. 8k,16k,32k: a synthetic video's "
                                  "prompt takes each, less --decode-tokens (default 8k)")
-        parser.add_argument("--decode-tokens", type=_positive, default=64, help="tokens decoded per context (default 64)")
-        parser.add_argument("--frame-size", type=_positive, default=448, help="square frame side in pixels (default 448)")
+        parser.add_argument("--decode-tokens", type=_positive, default=64,
+                            help="tokens decoded per context (default 64)")
+        parser.add_argument("--frame-size", type=_positive, default=448,
+                            help="square frame side in pixels (default 448)")
         parser.add_argument("--json", default=None, help="result file (default OUT/bench/bench.json)")
         parser.add_argument("--plot", default=None, help="plot file (default OUT/bench/bench.png)")
 
@@ -120,13 +122,6 @@ def backend_options(args, name: str) -> dict:
     if args.backend == "torch" and args.compile is None and name == "run":
         options["compile"] = False
     return {k: v for k, v in options.items() if v is not None}
-
-
-def chunk_sizes(session, args, context: int) -> tuple:
-    """(prefill chunk, vision chunk): the command line's, else the memory plan's for this device and context."""
-    from videorope_trt.serve.limits import chunk_sizes as planned
-
-    return planned(session, context, args.prefill_chunk, args.vision_chunk)
 
 
 def _bar(enabled: bool):
@@ -169,7 +164,7 @@ def _run(args) -> int:
             print(f"[run] warning: {video.truncated}; answering from those (--allow-truncated-video)", file=sys.stderr)
     rows = session.prompt_rows(prompts, video)
     context = args.max_context or max(map(len, rows)) + args.max_new_tokens
-    prefill, vision = chunk_sizes(session, args, context)
+    prefill, vision = chunk_sizes(session, context, args.prefill_chunk, args.vision_chunk)
     config = GenerationConfig(max_new_tokens=args.max_new_tokens, prefill_chunk=prefill, vision_chunk=vision,
                               max_context=args.max_context, allow_long_context=args.allow_long_context,
                               sampling=SamplingConfig(args.temperature, args.top_p, args.seed, tuple(args.stop)))
@@ -256,7 +251,7 @@ def _bench(args) -> int:
     check_contexts(session, args, contexts)
     results = []
     for context in contexts:
-        prefill, vision = chunk_sizes(session, args, args.max_context or context)
+        prefill, vision = chunk_sizes(session, args.max_context or context, args.prefill_chunk, args.vision_chunk)
         config = GenerationConfig(max_new_tokens=args.decode_tokens, prefill_chunk=prefill, vision_chunk=vision,
                                   max_context=args.max_context, allow_long_context=args.allow_long_context)
         r = benchmark.bench_context(session, context, args.frame_size, config)
@@ -264,8 +259,9 @@ def _bench(args) -> int:
               f"ms/frame, prefill {r['prefill_tok_s']:.0f} tok/s, decode {r['decode_tok_s']:.1f} tok/s", flush=True)
         results.append({**r, "prefill_chunk": prefill, "vision_chunk": vision})
     bench_dir = Path(args.out) / "bench"
-    meta = {"backend": args.backend, "device": str(session.backend.device), "dtype": str(getattr(session.backend, "dtype", None)),
-            "date": time.strftime("%Y-%m-%d"), "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
+    meta = {"backend": args.backend, "device": str(session.backend.device),
+            "dtype": str(getattr(session.backend, "dtype", None)), "date": time.strftime("%Y-%m-%d"),
+            "command": "videorope-trt bench " + " ".join(sys.argv[2:])}
     json_path, plot_path = Path(args.json or bench_dir / "bench.json"), Path(args.plot or bench_dir / "bench.png")
     benchmark.write_bench(results, meta, json_path, plot_path)
     print(f"[bench] wrote {json_path} (results) and {plot_path} (where the time goes)")

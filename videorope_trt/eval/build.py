@@ -12,14 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.artifact.atomic import write_atomic
+from videorope_trt.artifact.atomic import atomic_file, write_atomic
 from videorope_trt.eval.haystack import Haystack, haystack_frames
 from videorope_trt.eval.trials import insertion_points
 
@@ -123,20 +122,14 @@ def _encode(path: Path, frames, spec: VideoSpec) -> int:
     """Write RGB frames as an MP4 through a temporary name; the frame count."""
     import av
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     count = 0
-    try:
-        with av.open(str(tmp), "w", format="mp4") as out:
-            stream = out.add_stream(spec.codec, rate=Fraction(spec.fps).limit_denominator(1001),
-                                    options=ENCODER[spec.codec])
-            stream.width, stream.height, stream.pix_fmt = spec.size[0], spec.size[1], "yuv420p"
-            for count, rgb in enumerate(frames, start=1):
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
-                frame.pts = count - 1
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_file(path) as tmp, av.open(str(tmp), "w", format="mp4") as out:
+        stream = out.add_stream(spec.codec, rate=Fraction(spec.fps).limit_denominator(1001),
+                                options=ENCODER[spec.codec])
+        stream.width, stream.height, stream.pix_fmt = spec.size[0], spec.size[1], "yuv420p"
+        for count, rgb in enumerate(frames, start=1):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts = count - 1
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     return count

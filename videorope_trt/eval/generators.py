@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import permutations
 
-import numpy as np
-
 from videorope_trt.eval.pictures import COLORS, SHAPES, Picture, draw_needle, look_alike_color
 from videorope_trt.eval.spec import LETTERS
 

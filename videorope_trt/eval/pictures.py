@@ -55,7 +55,7 @@ def _shape_mask(shape: str, height: int, width: int) -> np.ndarray:
 def draw_digit(frame: np.ndarray, digit: int, box: tuple, color=(0, 0, 0)) -> None:
     """Draw a seven-segment `digit` in place inside box (y0, y1, x0, x1)."""
     y0, y1, x0, x1 = box
-    h, w = y1 - y0, x1 - x0
+    h = y1 - y0
     th = max(2, h // 7)
     mid = y0 + h // 2
     rects = {

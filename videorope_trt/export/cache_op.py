@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import onnx
 import onnxscript
-from onnxscript import FLOAT, INT32
-from onnxscript import opset18 as op
+from onnxscript import FLOAT, INT32, opset18 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
-from videorope_trt.plugins.contract import CACHE_OP_NAME, LAYOUT_BSHD, ONNX_DOMAIN, RotaryAttrs
+from videorope_trt.export.rotary import FUNCTION_DOMAIN, node_attrs
+from videorope_trt.plugins.contract import CACHE_OP_NAME, LAYOUT_BSHD, ONNX_DOMAIN
 
-FUNCTION_DOMAIN = "videorope"
 MIN_OPSET = 18
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)
 _functions = onnxscript.values.Opset(FUNCTION_DOMAIN, 1)
@@ -109,12 +108,6 @@ def VideoRopeCacheDecomposed(  # noqa: N802  ONNX function names are CamelCase
 
 def _cache_nodes(graph: onnx.GraphProto) -> list:
     return [n for n in graph.node if n.op_type == CACHE_OP_NAME and n.domain == ONNX_DOMAIN]
-
-
-def node_attrs(node: onnx.NodeProto) -> RotaryAttrs:
-    """The `RotaryAttrs` of a `VideoRopeCache` node (checked by RotaryAttrs itself)."""
-    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    return RotaryAttrs(int(values.get("interleaved", 0)), int(values.get("layout", 0)), float(values.get("scale", 1.0)))
 
 
 def _default_opset(model: onnx.ModelProto) -> int:

@@ -41,7 +41,8 @@ class DecoderGraph(torch.nn.Module):
 
 def model_config(model) -> ModelConfig:
     """The `ModelConfig` of a loaded `VideoRopeQwen2VL` (its config.json as transformers holds it)."""
-    return ModelConfig.from_config(model.config.to_dict(), name=str(getattr(model.config, "_name_or_path", "") or "model"))
+    name = str(getattr(model.config, "_name_or_path", "") or "model")
+    return ModelConfig.from_config(model.config.to_dict(), name=name)
 
 
 def example_inputs(cfg: ModelConfig, num_axes: int, *, batch=2, seq=5, past=3, capacity=12,
@@ -60,7 +61,8 @@ def example_inputs(cfg: ModelConfig, num_axes: int, *, batch=2, seq=5, past=3, c
 
 def dynamic_shapes(cfg: ModelConfig, num_axes: int) -> tuple:
     """torch.export dims from the spec's symbolic names. seq, total and capacity are independent dims: tied
-    together, torch.export would specialise the graph to the traced sizes (docs/facts.md)."""
+    together, torch.export would specialise the graph to the traced sizes (docs/facts.md, "Decoder export: dynamic
+    dimensions")."""
     spec = decoder_spec(cfg, num_axes)
     made = {}
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from videorope_trt.artifact.atomic import atomic_dir
 from videorope_trt.artifact import manifest as mf
+from videorope_trt.artifact.atomic import atomic_dir
 
 
 def _check_source(manifest: dict, form: str, precision: str) -> None:

@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from videorope_trt.artifact import manifest as mf
+from videorope_trt.artifact.atomic import atomic_dir
 from videorope_trt.artifact.precisions import get_precision
+from videorope_trt.export.cache_op import CACHE_FORMS
 from videorope_trt.export.fp16 import CONVERTERS
 from videorope_trt.export.generations import DEFAULT_GENERATION, get_generation
-from videorope_trt.export.cache_op import CACHE_FORMS
 
 GRAPHS = ("vision", "decoder")
 LOGITS = ("last", "all")
@@ -184,8 +185,7 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
 
 def _decoder(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.artifact.specs import decoder_spec
-    from videorope_trt.export import cache_op
-    from videorope_trt.export import decoder as dec
+    from videorope_trt.export import cache_op, decoder as dec
 
     axes = model.rope.num_axes
     spec = decoder_spec(mcfg, axes, get_precision(cfg.precision).float_type, last_only=cfg.last_only)
@@ -247,16 +247,12 @@ def export_model(model, out_dir, cfg: ExportConfig, source: dict) -> dict:
     out = Path(out_dir)
     _check_out_dir(out, source["sha256"])
     mcfg = model_config(model)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.export-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; the artifact directory is for sharing
-    try:
+    # What an earlier export of this directory left (graphs, engines, parity and calibration results, Q/DQ graphs:
+    # all made from the old graphs) goes with it; built plugin libraries stay.
+    with atomic_dir(out, keep=("plugins",)) as tmp:
         specs = {name: _write_graph(model, mcfg, name, tmp / f"{name}.onnx", cfg) for name in cfg.graphs}
         files = _write_model_files(model, cfg, tmp, source.get("checkpoint"))
         mf.write_manifest(tmp, {**_manifest(model, mcfg, specs, cfg, source), "files": files})
-        _replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return mf.read_manifest(out)
 
 
@@ -280,19 +276,6 @@ def _write_model_files(model, cfg: ExportConfig, out: Path, checkpoint) -> dict:
         raise FileNotFoundError(f"export: the checkpoint {checkpoint} lacks {missing}; an artifact carries its "
                                 "tokenizer and preprocessor settings (expected a complete Qwen2-VL checkpoint)")
     return {"embeddings": FILE, "model": copied}
-
-
-def _replace(tmp: Path, out: Path) -> None:
-    """`tmp` becomes `out`. What an earlier export of this directory left (graphs, engines, parity and calibration
-    results, Q/DQ graphs: all made from the old graphs) goes with it; built plugin libraries stay."""
-    if out.exists() and (out / "plugins").is_dir():
-        os.replace(out / "plugins", tmp / "plugins")
-    old = out.with_name(f".{out.name}.old-{os.getpid()}")
-    if out.exists():
-        os.replace(out, old)
-    os.replace(tmp, out)
-    tmp.mkdir()  # the caller's cleanup removes this empty stand-in
-    shutil.rmtree(old, ignore_errors=True)
 
 
 STEPS = {"vision": _vision, "decoder": _decoder}

@@ -1,7 +1,8 @@
 """FP16 graphs for strongly typed engines (TensorRT 11 / TensorRT-RTX decide precision from the ONNX types).
 
 Converter: onnxconverter-common's `convert_float_to_float16`, a maintained converter that installs cleanly beside
-onnxruntime (ModelOpt AutoCast's ONNX extra replaces the CPU onnxruntime with onnxruntime-gpu, see trt_facts §14).
+onnxruntime (ModelOpt's onnx extra replaces the CPU onnxruntime with onnxruntime-gpu: docs/facts.md, "ModelOpt
+beside a CPU ONNX Runtime").
 It runs before the rotary form switch, while the rotation is still one opaque `VideoRope` node, so blocking that
 node keeps the whole rotation (angle included) in fp32 whatever form it becomes.
 

@@ -64,7 +64,7 @@ def _tensorrt_available():
     return importlib.util.find_spec("tensorrt") is not None
 
 
-BACKENDS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
+PARITY_RUNNERS = {"torch": None, "onnxruntime": _ort_session, "tensorrt": None}
 
 
 def typed_feeds(feeds: dict, entry: dict) -> dict:
@@ -86,15 +86,15 @@ def _backend_runs(req, out: Path, manifest, steps):
     """{runner name: [raw outputs per step]} for every requested backend, and the skipped ones with the reason."""
     runs, skipped = {}, {}
     for name in req.backends:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; expected some of {sorted(BACKENDS)}")
+        if name not in PARITY_RUNNERS:
+            raise ValueError(f"unknown backend {name!r}; expected some of {sorted(PARITY_RUNNERS)}")
         if name == "torch":
             continue
         if name == "tensorrt":
             skipped[name] = "the tensorrt package is not importable here" if not _tensorrt_available() else \
                 "engine runs go through `videorope-trt build` + the runtime's TensorRT backend"
             continue
-        sess = BACKENDS[name](graph_file(out, manifest, "decoder"))
+        sess = PARITY_RUNNERS[name](graph_file(out, manifest, "decoder"))
         names = [o.name for o in sess.get_outputs()]
         runner = f"{name}[{manifest['rotary_form']},{manifest['precision']}]"
         runs[runner] = [dict(zip(names, sess.run(None, feeds))) for feeds, _ in steps]
@@ -130,13 +130,13 @@ def _polygraphy(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
 def _compare(ref_runs, runs, steps, tol: Tolerance, parity: Path) -> dict:
     from polygraphy.comparator import Comparator, RunResults
     from polygraphy.comparator.struct import IterationResult
-    from polygraphy.json import save_json
+    from polygraphy.json import to_json
 
     masks = [feeds["attention_mask"] for feeds, _ in steps]
     results = RunResults()
     results.append(("torch", [IterationResult({**r, MASK: m}, runner_name="torch") for r, m in zip(ref_runs, masks)]))
-    results.save(str(parity / "torch_outputs.json"))
-    save_json([feeds for feeds, _ in steps], str(parity / "inputs.json"))
+    write_atomic(parity / "torch_outputs.json", results.to_json())
+    write_atomic(parity / "inputs.json", to_json([feeds for feeds, _ in steps]))
     for runner, outs in runs.items():
         results.append((runner, [IterationResult(o, runner_name=runner) for o in outs]))
     # Per-output absolute tolerance = the relative tolerance times the output's largest reference magnitude
@@ -185,9 +185,11 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
     for kind, m in media.items():
         with torch.no_grad():
             ref = model.vision(torch.from_numpy(m.pixels), torch.from_numpy(m.grid[None])).numpy()
-        feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in vision_chunks(m, merge, req.vision_slices_per_call)]
+        chunks = vision_chunks(m, merge, req.vision_slices_per_call)
+        feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in chunks]
         got = np.concatenate([sess.run(None, f)[0] for f in feeds])
-        metrics = _metrics(got, ref) if got.shape == ref.shape else {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
+        mismatch = {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
+        metrics = _metrics(got, ref) if got.shape == ref.shape else mismatch
         row = {"backend": f"onnxruntime[vision,{manifest['precision']}]", "output": f"image_embeds[{kind}]", **metrics}
         row["passed"] = bool(row["max_rel"] <= tol.max_rel and row["cosine"] >= tol.min_cosine)
         rows.append(row)
@@ -245,10 +247,10 @@ def _reproduce(out: Path, manifest, parity: Path, script: str) -> list:
 def validate(req: ParityRequest) -> dict:
     """Run the parity check; writes OUT/parity/{report.json, torch_outputs.json, inputs.json, compare.py,
     error_per_output.png}."""
-    from videorope_trt.export.parity_inputs import parse_layout
+    from videorope_trt.export.parity_inputs import parse_media_layout
     from videorope_trt.export.parity_plot import plot_errors
 
-    parse_layout(req.layout)  # a bad layout fails before any work
+    parse_media_layout(req.layout)  # a bad layout fails before any work
     out = Path(req.out_dir)
     manifest = read_manifest(out)
     model, ckpt = _model(req, out, manifest)

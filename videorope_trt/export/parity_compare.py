@@ -75,5 +75,6 @@ def write_script(parity_dir: Path, atol: dict) -> Path:
 
     tolerances = ", ".join(f"{k!r}: {float(v)!r}" for k, v in atol.items())
     return write_atomic(Path(parity_dir) / SCRIPT, Path(__file__).read_text() + (
-        "\n\n# Written by `videorope-trt validate` (parity/report.json, \"commands\"): its comparison, its tolerances.\n"
+        "\n\n# Written by `videorope-trt validate` (parity/report.json, \"commands\"): its comparison, its "
+        "tolerances.\n"
         f"compare_outputs = PaddingMaskedCompare({{{tolerances}}})\n"))

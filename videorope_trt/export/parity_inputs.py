@@ -34,7 +34,7 @@ class Prompt:
     fps: float  # the video's sampled fps (positions of time-aware variants)
 
 
-def parse_layout(layout: str) -> list:
+def parse_media_layout(layout: str) -> list:
     """"text:12,video,image" → [("text", 12), ("video",), ("image",)]; errors name the bad part."""
     parts = []
     for part in layout.split(","):
@@ -77,7 +77,7 @@ def build_prompt(config, layout: str, batch: int, media: dict, fps: float, seed:
     rows = []
     for b in range(batch):
         ids = []
-        for part in parse_layout(layout):
+        for part in parse_media_layout(layout):
             if part[0] == "text":
                 ids += rng.integers(3, min(specials), max(1, part[1] - 3 * b)).tolist()
             else:
@@ -95,7 +95,7 @@ def _grids(prompt: Prompt, layout: str, kind: str):
     """Pixels and grids of every `kind` part of every row, in token order (as the model's embed expects)."""
     import torch
 
-    n = sum(1 for p in parse_layout(layout) if p[0] == kind) * prompt.ids.shape[0]
+    n = sum(1 for p in parse_media_layout(layout) if p[0] == kind) * prompt.ids.shape[0]
     if n == 0:
         return None, None
     m = prompt.media[kind]

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import onnx
 import onnxscript
-from onnxscript import FLOAT, INT32
-from onnxscript import opset23 as op
+from onnxscript import FLOAT, INT32, opset23 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 from videorope_trt.plugins.contract import LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME, RotaryAttrs
@@ -30,7 +29,8 @@ _PLUGIN_ONLY_ATTRS = ("plugin_namespace", "plugin_version")
 
 @onnxscript.script(_contrib)
 def _plugin_node(
-    x: TFloat, positions: FLOAT, inv_freq: FLOAT, axis_map: INT32, interleaved: int = 0, layout: int = 0, scale: float = 1.0
+    x: TFloat, positions: FLOAT, inv_freq: FLOAT, axis_map: INT32, interleaved: int = 0, layout: int = 0,
+    scale: float = 1.0,
 ) -> TFloat:
     y = _contrib.VideoRope(
         x, positions, inv_freq, axis_map, interleaved=interleaved, layout=layout, scale=scale,
@@ -63,7 +63,7 @@ def VideoRopeNative(  # noqa: N802  ONNX function names are CamelCase
 
 
 @onnxscript.script(_functions)
-def VideoRopeDecomposed(  # noqa: N802
+def VideoRopeDecomposed(  # noqa: N802  ONNX function names are CamelCase
     x: TFloat, positions: FLOAT, inv_freq: FLOAT, axis_map: INT32, interleaved: int = 0, layout: int = 0,
     scale: float = 1.0,
 ) -> TFloat:
@@ -82,7 +82,8 @@ def VideoRopeDecomposed(  # noqa: N802
     partner_half = op.Mod(op.Add(d, f), op.Mul(f, two))
     partner_pair = op.Sub(op.Add(d, one), op.Mul(odd, two))
     partner = op.Where(rotated, op.Where(inter, partner_pair, partner_half), d)
-    first = op.Or(op.And(inter, op.Equal(odd, zero)), op.And(op.Not(inter), op.Less(d, f)))  # first element of its pair: takes -sin
+    # the first element of its pair: takes -sin
+    first = op.Or(op.And(inter, op.Equal(odd, zero)), op.And(op.Not(inter), op.Less(d, f)))
     sign = op.Where(rotated, op.Where(first, op.Constant(value_float=-1.0), op.Constant(value_float=1.0)),
                     op.Constant(value_float=0.0))
     # angle (B, S, F) in fp32, then one column per head dim: (B, S, D)
@@ -102,7 +103,7 @@ def _rotary_nodes(graph: onnx.GraphProto) -> list:
 
 
 def node_attrs(node: onnx.NodeProto) -> RotaryAttrs:
-    """The `RotaryAttrs` of a `VideoRope` node (checked by RotaryAttrs itself)."""
+    """The `RotaryAttrs` of a `VideoRope` or `VideoRopeCache` node (checked by RotaryAttrs itself)."""
     values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     return RotaryAttrs(int(values.get("interleaved", 0)), int(values.get("layout", 0)), float(values.get("scale", 1.0)))
 
@@ -117,7 +118,8 @@ def _frequencies(model: onnx.ModelProto, node: onnx.NodeProto) -> int:
     for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
         if vi.name == name and vi.type.tensor_type.shape.dim[0].HasField("dim_value"):
             return int(vi.type.tensor_type.shape.dim[0].dim_value)
-    raise ValueError(f"VideoRope node {node.name!r}: cannot find the length of inv_freq {name!r}; expected a static (F,)")
+    raise ValueError(f"VideoRope node {node.name!r}: cannot find the length of inv_freq {name!r}; expected a static "
+                     "(F,)")
 
 
 def _to_function_call(model, node, function, extra_attrs: dict, drop=()) -> None:
@@ -202,7 +204,3 @@ def switch_form(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
         FORMS[form](model)
         _drop_unused_contrib_import(model)
     return model
-
-
-def rotary_node_count(model: onnx.ModelProto) -> int:
-    return len(_rotary_nodes(model.graph))

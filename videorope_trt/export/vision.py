@@ -39,7 +39,7 @@ def _segment_attention(module, query, key, value, attention_mask=None, scaling=N
     return sdpa_attention_forward(module, query, key, value, bias, dropout=dropout, scaling=scaling, is_causal=False)
 
 
-def register_attention() -> str:
+def register_segment_attention() -> str:
     return vision_attention.register_attention(ATTENTION_NAME, _segment_attention)
 
 
@@ -52,7 +52,7 @@ class VisionGraph(torch.nn.Module):
     def __init__(self, visual):
         super().__init__()
         self.visual = visual
-        register_attention()
+        register_segment_attention()
 
     def forward(self, pixel_values, rotary_pos_ids, segment_ids):
         v = self.visual

@@ -15,7 +15,8 @@ def load_tokenizer_json(ckpt_dir):
 
     path = Path(ckpt_dir) / "tokenizer.json"
     if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer.json in {ckpt_dir}: expected a checkpoint (or artifact) directory holding one")
+        raise FileNotFoundError(f"no tokenizer.json in {ckpt_dir}: expected a checkpoint (or artifact) directory "
+                                "holding one")
     return Tokenizer.from_file(str(path))
 
 

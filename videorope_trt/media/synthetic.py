@@ -16,6 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
+from videorope_trt.artifact.atomic import atomic_file, write_atomic
+
 MAX_SIDE = 8192
 MIN_DIGITS = 4
 # Seven segments a..g of each digit (a top, b top right, c bottom right, d bottom, e bottom left, f top left, g mid).
@@ -26,9 +28,10 @@ DIGIT_SEGMENTS = {
 # Encoders in order of preference, with the options that keep the counter sharp.
 #: The same seed gives the same file: one encoder thread, and x264 without its assembly (its SIMD code made the
 #: bytes of two encodes of the same frames differ now and then, single-threaded too; without it the encode is
-#: about four times slower, which synthetic clips can afford).
+#: slower, which synthetic clips can afford).
 ENCODERS = {
-    "libx264": {"options": {"crf": "12", "preset": "fast", "threads": "1", "x264-params": "asm=0"}, "pix_fmt": "yuv420p"},
+    "libx264": {"options": {"crf": "12", "preset": "fast", "threads": "1", "x264-params": "asm=0"},
+                "pix_fmt": "yuv420p"},
     "mpeg4": {"options": {"qscale": "2", "threads": "1"}, "pix_fmt": "yuv420p"},
 }
 CONTAINERS = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
@@ -197,20 +200,15 @@ def make_synthetic_video(path, *, seconds: float, fps: float, width: int, height
     if codec not in ENCODERS:
         raise ValueError(f"codec: received {codec!r}, expected one of {sorted(ENCODERS)}")
     layout = CounterLayout.for_frame(width, height, num_frames)  # fails before any file is created
-    path.parent.mkdir(parents=True, exist_ok=True)  # as every other writer (FFmpeg's error would name no file)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with av.open(str(tmp), "w", format=container_format) as out:
-            stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=ENCODERS[codec]["options"])
-            stream.width, stream.height, stream.pix_fmt = width, height, ENCODERS[codec]["pix_fmt"]
-            for i, rgb in enumerate(synthetic_frames(seconds=seconds, fps=fps, width=width, height=height, seed=seed)):
-                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                frame.pts = i
-                out.mux(stream.encode(frame))
-            out.mux(stream.encode(None))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    # the folder is made as every other writer makes it (FFmpeg's error would name no file)
+    with atomic_file(path) as tmp, av.open(str(tmp), "w", format=container_format) as out:
+        stream = out.add_stream(codec, rate=Fraction(fps).limit_denominator(1001), options=ENCODERS[codec]["options"])
+        stream.width, stream.height, stream.pix_fmt = width, height, ENCODERS[codec]["pix_fmt"]
+        for i, rgb in enumerate(synthetic_frames(seconds=seconds, fps=fps, width=width, height=height, seed=seed)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        out.mux(stream.encode(None))
     return SyntheticVideo(str(path), num_frames, float(fps), width, height, codec, layout)
 
 
@@ -234,5 +232,4 @@ def cut_short(src, out, fraction: float = 0.5) -> Path:
         data = whole.read_bytes()
     finally:
         whole.unlink(missing_ok=True)
-    out.write_bytes(data[: int(len(data) * fraction)])
-    return out
+    return write_atomic(out, data[: int(len(data) * fraction)])

@@ -321,7 +321,8 @@ def _video_input(frames, times, indices, plan: _Plan, cfg: ProcessorConfig, trun
 
 def load_video(path, *, fps: float | None = 2.0, max_frames: int | None = None, start: float | None = None,
                end: float | None = None, token_budget: int | None = None,
-               processor: ProcessorConfig | str | Path = DEFAULT_PROCESSOR, allow_truncated: bool = False) -> VideoInput:
+               processor: ProcessorConfig | str | Path = DEFAULT_PROCESSOR,
+               allow_truncated: bool = False) -> VideoInput:
     """Decode, sample and preprocess a video for Qwen2-VL.
 
     fps: frames per second to sample (None: every frame); max_frames: at most this many frames;

@@ -18,7 +18,7 @@ _EXPORTS = {
     "make_rope_settings": "videorope_trt.models.rope_settings",
     "make_tiny": "videorope_trt.models.tiny",
     "TinySpec": "videorope_trt.models.tiny",
-    "generate": "videorope_trt.models.greedy",
+    "greedy_generate": "videorope_trt.models.greedy",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -23,8 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from videorope_trt.plugins.contract import LAYOUT_BSHD
-from videorope_trt.plugins.torch_op import apply as video_rope
-from videorope_trt.plugins.torch_op import apply_cache
+from videorope_trt.plugins.torch_op import apply as video_rope, apply_cache
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
@@ -83,7 +82,8 @@ def decoder_forward(text_model, lm_head, inputs_embeds, positions, attention_mas
         h, kv = attention(layer.self_attn, rms_norm(x, layer.input_layernorm.weight, eps), positions, rope_args,
                           mask, None if past is None else past[i])
         x = x + h
-        x = x + mlp(layer.mlp, rms_norm(x, layer.post_attention_layernorm.weight, layer.post_attention_layernorm.variance_epsilon))
+        ln = layer.post_attention_layernorm
+        x = x + mlp(layer.mlp, rms_norm(x, ln.weight, ln.variance_epsilon))
         present.append(kv)
     x = rms_norm(x, text_model.norm.weight, text_model.norm.variance_epsilon)
     return lm_head(x), present

@@ -1,4 +1,5 @@
-"""A small greedy `generate` over `VideoRopeQwen2VL` (prefill once, then one token per step with explicit K/V).
+"""`greedy_generate`: a small greedy loop over `VideoRopeQwen2VL` (prefill once, then one token per step with
+explicit K/V).
 
 The full runtime (chunked prefill, backends, sampling) lives in `videorope_trt.runtime`; this one is the
 plain PyTorch loop a demo or a test can read in one screen.
@@ -10,8 +11,9 @@ import torch
 
 
 @torch.no_grad()
-def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
-             pixel_values_videos=None, video_grid_thw=None, max_new_tokens: int = 16, eos_token_id=None, fps=None):
+def greedy_generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_grid_thw=None,
+                    pixel_values_videos=None, video_grid_thw=None, max_new_tokens: int = 16, eos_token_id=None,
+                    fps=None):
     """Greedy decoding; returns the generated ids (B, N), N <= max_new_tokens.
 
     Rows that reached an end token keep emitting `eos` (the first one given) until every row has ended.
@@ -19,7 +21,7 @@ def generate(model, input_ids, *, attention_mask=None, pixel_values=None, image_
     from videorope_trt import rope
 
     if max_new_tokens < 1:
-        raise ValueError(f"generate: max_new_tokens must be >= 1, got {max_new_tokens}")
+        raise ValueError(f"greedy_generate: max_new_tokens must be >= 1, got {max_new_tokens}")
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     eos = _eos_ids(model, eos_token_id)

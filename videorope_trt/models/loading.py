@@ -13,7 +13,6 @@ import shutil
 from pathlib import Path
 
 from videorope_trt.artifact.atomic import atomic_dir, read_json
-
 from videorope_trt.models.rope_settings import CONFIG_FIELD, make_rope_settings, resolve_rope_choice
 
 MODEL_TYPES = ("qwen2_vl",)
@@ -91,7 +90,8 @@ def load_model(ckpt_dir, *, variant=None, rope_params=None, dtype=None):
 def _check_loading_info(ckpt_dir, info: dict) -> None:
     problems = []
     if info.get("mismatched_keys"):
-        problems.append("wrong shapes: " + ", ".join(_describe_mismatch(m) for m in sorted(info["mismatched_keys"])[:8]))
+        shown = sorted(info["mismatched_keys"])[:8]
+        problems.append("wrong shapes: " + ", ".join(_describe_mismatch(m) for m in shown))
     if info.get("missing_keys"):
         problems.append(f"missing tensors: {sorted(info['missing_keys'])[:8]}")
     if info.get("error_msgs"):
@@ -113,7 +113,8 @@ def load_tokenizer(ckpt_dir):
     ckpt = Path(ckpt_dir)
     missing = [n for n in TOKENIZER_FILES if not (ckpt / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"checkpoint: tokenizer file(s) {missing} missing from {ckpt}; expected {list(TOKENIZER_FILES)}")
+        raise FileNotFoundError(f"checkpoint: tokenizer file(s) {missing} missing from {ckpt}; expected "
+                                f"{list(TOKENIZER_FILES)}")
     return AutoTokenizer.from_pretrained(str(ckpt), local_files_only=True, trust_remote_code=False)
 
 

@@ -19,10 +19,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from videorope_trt.artifact.atomic import atomic_dir
-
 import numpy as np
 
+from videorope_trt.artifact.atomic import atomic_dir
+from videorope_trt.models.loading import INDEX_NAME
 from videorope_trt.models.tokenizer import tokenizer_config, train_tokenizer
 
 
@@ -49,7 +49,6 @@ class TinySpec:
 
 DEFAULT_ROPE = {"variant": "videorope", "delta": 2.0}
 SHARD_NAMES = ("model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors")
-INDEX_NAME = "model.safetensors.index.json"
 
 
 def qwen2vl_config(spec: TinySpec, token_ids: dict, vocab_size: int, rope: dict) -> dict:
@@ -175,7 +174,8 @@ def _write_json(path: Path, obj) -> None:
     path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpec = TinySpec(), overwrite: bool = False) -> Path:
+def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpec = TinySpec(),
+              overwrite: bool = False) -> Path:
     """Write the tiny checkpoint into `out_dir` (built in a temporary folder beside it, renamed on success).
 
     `rope` is recorded as config.json's "videorope_trt" field (default: VideoRoPE with delta 2).
@@ -184,7 +184,8 @@ def make_tiny(out_dir, seed: int = 0, *, rope: dict | None = None, spec: TinySpe
     rope = dict(DEFAULT_ROPE if rope is None else rope)
     _check_rope(rope, spec)
     if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"make_tiny: {out} exists and is not empty; expected a new or empty folder (or overwrite=True)")
+        raise FileExistsError(f"make_tiny: {out} exists and is not empty; expected a new or empty folder (or "
+                              "overwrite=True)")
     with atomic_dir(out) as tmp:
         tok = train_tokenizer(spec.vocab_target)
         tok.save(str(tmp / "tokenizer.json"))

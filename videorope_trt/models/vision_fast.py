@@ -3,7 +3,7 @@
 Same weights and the same math as transformers' tower (tests compare them), arranged for speed:
 
   * the patch embedding is one matrix product: the Conv3d's kernel equals its stride, so each output is one dot
-    product of a flattened patch with a flattened filter (cuDNN's 3D convolution is slower at this shape);
+    product of a flattened patch with a flattened filter;
   * the rotary cos/sin are built once per call for one temporal slice (every slice has the same (h, w) ids) and
     broadcast over the slices;
   * the slices are a batch (slices, heads, h*w, d): one SDPA call per layer, as `vision_attention` does;
@@ -29,12 +29,12 @@ ACTIVATIONS = {
 }
 
 
-#: inductor searches its kernels' block sizes (coordinate descent) when it compiles a block: on an H200 the two
-#: layer norms' kernels went 21 → 7 ms and 23 → 13 ms over a 32k-token video (docs/benchmarks.md, "Vision")
+#: inductor searches its kernels' block sizes (coordinate descent) when it compiles a block: chosen by
+#: bench/bench_vision_attention.py (docs/benchmarks.md, "Vision", which holds the layer norms' times)
 COMPILE_OPTIONS = {"coordinate_descent_tuning": True}
 
 
-def rotate(t, cos, sin):
+def rotate_half(t, cos, sin):
     """Rotate-half rotation in fp32, rounded back to t's dtype (as transformers' `apply_rotary_pos_emb_vision`).
     t (slices, length, heads, d); cos/sin (length, 1, d) fp32."""
     f = t.float()
@@ -49,7 +49,7 @@ def vision_block(x, cos, sin, weights: tuple, heads: int, length: int, eps: floa
     h = F.layer_norm(x, (e,), n1w, n1b, eps)
     qkv = F.linear(h, qkv_w, qkv_b).view(n // length, length, 3, heads, e // heads)
     q, k, v = qkv.unbind(2)  # (slices, length, heads, d)
-    q, k = rotate(q, cos, sin), rotate(k, cos, sin)
+    q, k = rotate_half(q, cos, sin), rotate_half(k, cos, sin)
     out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
     x = x + F.linear(out.transpose(1, 2).reshape(n, e), proj_w, proj_b)
     h = F.layer_norm(x, (e,), n2w, n2b, eps)
@@ -61,7 +61,7 @@ def slice_ids(h: int, w: int, merge: int, device=None):
     over blocks, row-major inside each block."""
     rows = torch.arange(h, device=device)[:, None].expand(h, w)
     cols = torch.arange(w, device=device)[None, :].expand(h, w)
-    blocks = lambda t: t.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).reshape(-1)  # noqa: E731
+    blocks = lambda t: t.reshape(h // merge, merge, w // merge, merge).permute(0, 2, 1, 3).reshape(-1)
     return torch.stack([blocks(rows), blocks(cols)], dim=-1)
 
 
@@ -105,7 +105,8 @@ class FusedVision:
     def cos_sin(self, h: int, w: int, device):
         """(h*w, 1, head_dim) fp32 cos and sin of one slice: angles (rows | columns) repeated for both halves."""
         ids = slice_ids(h, w, self.merge, device).float()
-        freqs = (ids[:, :, None] * self.inv_freq.to(device, torch.float32)).reshape(h * w, -1)  # (h*w, 2 * head_dim / 4)
+        # (h*w, 2 * head_dim / 4)
+        freqs = (ids[:, :, None] * self.inv_freq.to(device, torch.float32)).reshape(h * w, -1)
         emb = torch.cat([freqs, freqs], dim=-1)[:, None]
         return emb.cos(), emb.sin()
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from videorope_trt.artifact.atomic import atomic_file
 
 CSRC = Path(__file__).resolve().parent / "csrc"
 PLUGIN_LIB = "libvideorope_trt_plugins.so"
@@ -107,8 +108,8 @@ def compile_kernel(nvcc: str, out: Path, archs, ptx: bool, debug: bool = False, 
 
 def compile_plugin_object(nvcc: str, trt_include: Path, out: Path, source: str = PLUGIN_SOURCES[0]) -> None:
     """Compile one IPluginV3 source (host code only) against one set of TensorRT headers."""
-    cmd = [nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra", "-isystem", str(trt_include),
-           "-c", str(CSRC / source), "-o", str(out)]
+    cmd = [nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-fvisibility=hidden,-Wall,-Wextra",
+           "-isystem", str(trt_include), "-c", str(CSRC / source), "-o", str(out)]
     _run(cmd, f"compiling {source} against {trt_include}")
 
 
@@ -139,12 +140,9 @@ def build(cfg: BuildConfig) -> Path:
     out_dir = Path(cfg.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / (KERNEL_LIB if cfg.kernel_only else PLUGIN_LIB)
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
-        tmp = Path(tmp)
-        objects = compile_kernels(nvcc, tmp, cfg.archs, cfg.ptx, cfg.debug)
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp, atomic_file(target) as partial:
+        objects = compile_kernels(nvcc, Path(tmp), cfg.archs, cfg.ptx, cfg.debug)
         if trt_include is not None:
-            objects += compile_plugin_objects(nvcc, trt_include, tmp)
-        partial = tmp / target.name
+            objects += compile_plugin_objects(nvcc, trt_include, Path(tmp))
         link(nvcc, objects, partial)
-        os.replace(partial, target)
     return target

@@ -51,7 +51,6 @@ MAX_AXES = 4
 
 LAYOUT_BHSD = 0
 LAYOUT_BSHD = 1
-LAYOUTS = {"bhsd": LAYOUT_BHSD, "bshd": LAYOUT_BSHD}
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,8 @@ class RotaryAttrs:
 
     def __post_init__(self):
         if self.interleaved not in (0, 1):
-            raise ValueError(f"VideoRope: interleaved must be 0 (rotate-half) or 1 (interleaved pairs), got {self.interleaved!r}")
+            raise ValueError("VideoRope: interleaved must be 0 (rotate-half) or 1 (interleaved pairs), got "
+                             f"{self.interleaved!r}")
         if self.layout not in (LAYOUT_BHSD, LAYOUT_BSHD):
             raise ValueError(f"VideoRope: layout must be 0 (B,H,S,D) or 1 (B,S,H,D), got {self.layout!r}")
         if not (self.scale > 0 and self.scale < float("inf")):

@@ -110,7 +110,7 @@ def _params(q, k, positions, inv_freq, axis_map, attrs: RotaryAttrs, q_out, k_ou
     _check_tensor(axis_map, "axis_map", torch.int32, 1)
     bhsd = attrs.layout == LAYOUT_BHSD
     b, s, d = q.shape[0], q.shape[2 if bhsd else 1], q.shape[3]
-    heads = lambda t: t.shape[1 if bhsd else 2]  # noqa: E731
+    heads = lambda t: t.shape[1 if bhsd else 2]
     f, a = inv_freq.shape[0], positions.shape[0]
     if tuple(positions.shape[1:]) != (b, s) or not 1 <= a <= MAX_AXES:
         raise ValueError(f"VideoRope kernel: positions must be (A<=4, B={b}, S={s}), got {tuple(positions.shape)}")
@@ -122,7 +122,7 @@ def _params(q, k, positions, inv_freq, axis_map, attrs: RotaryAttrs, q_out, k_ou
         kb, ks, kd = k.shape[0], k.shape[2 if bhsd else 1], k.shape[3]
         if (kb, ks, kd) != (b, s, d):
             raise ValueError(f"VideoRope kernel: k {tuple(k.shape)} must share B, S, D with q {tuple(q.shape)}")
-    ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    ptr = lambda t: None if t is None else t.data_ptr()
     return Params(ptr(q), ptr(q_out), ptr(k), ptr(k_out), ptr(positions), ptr(inv_freq), ptr(axis_map), b, s,
                   heads(q), 0 if k is None else heads(k), d, f, a, _dtype_code(q.dtype), attrs.layout,
                   attrs.interleaved, attrs.scale)
@@ -161,7 +161,7 @@ def _cache_params(q, k, v, positions, inv_freq, axis_map, k_cache, v_cache, writ
         raise ValueError(f"VideoRopeCache kernel: out_q must be like q {tuple(q.shape)} {q.dtype}, got "
                          f"{tuple(q_out.shape)} {q_out.dtype}")
     rot = _params(q, None, positions, inv_freq, axis_map, attrs, q_out, None)  # positions, frequencies, dtype
-    ptr = lambda t: t.data_ptr()  # noqa: E731
+    ptr = lambda t: t.data_ptr()
     return CacheParams(ptr(q), ptr(q_out), ptr(k), ptr(v), ptr(k_cache), ptr(v_cache), rot.positions, rot.inv_freq,
                        rot.axis_map, ptr(write_offset), b, s, c, rot.q_heads, kv, rot.head_dim, rot.num_freq,
                        rot.num_axes, rot.dtype, attrs.layout, attrs.interleaved, attrs.scale)

@@ -18,7 +18,8 @@ def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs, map_len=None):
         raise ValueError(f"VideoRope: x must be 4-D (B,H,S,D) or (B,S,H,D), got shape {tuple(x_shape)}")
     b, s, d = x_shape[0], x_shape[2 if attrs.layout == LAYOUT_BHSD else 1], x_shape[3]
     if len(pos_shape) != 3 or not 1 <= pos_shape[0] <= MAX_AXES:
-        raise ValueError(f"VideoRope: positions must be (A, B, S) with 1 <= A <= {MAX_AXES}, got shape {tuple(pos_shape)}")
+        raise ValueError(f"VideoRope: positions must be (A, B, S) with 1 <= A <= {MAX_AXES}, got shape "
+                         f"{tuple(pos_shape)}")
     if tuple(pos_shape[1:]) != (b, s):
         raise ValueError(f"VideoRope: positions (A, B, S) = {tuple(pos_shape)} does not match x's B={b}, S={s}")
     if 2 * f > d or f == 0:

@@ -3,8 +3,9 @@
 A vision rule takes the current position `cur` (where the block starts: one past the text before it), a
 `Segment` and the resolved parameters, and returns `(rows, next_cur)`: rows (A, t*h*w) float64 in token order
 (frame-major, then row i, then column j) and the position the next text token gets. Text rules are in
-`positions.py`. Sources: rope_spec.md and the official VideoRoPE code (`get_t_scale_rope_index`,
-`get_input_t_scale_modify_positions`, the V-NIAH evaluation's `get_m_modify_*_index`).
+`positions.py`. Rules and sources: docs/facts.md, "Position indices of the RoPE variants" (the official VideoRoPE
+code: `get_t_scale_rope_index`, `get_input_t_scale_modify_positions`, the V-NIAH evaluation's
+`get_m_modify_*_index`).
 """
 
 from __future__ import annotations

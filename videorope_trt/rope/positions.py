@@ -63,13 +63,16 @@ def layout_positions(variant, segments, *, start=0, delta=None, fps=None, tokens
             rows.append(np.broadcast_to(pos, (v.num_axes, seg.n)))
             cur += v.decode_step * seg.n
             continue
-        p = params if seg.kind == "image" else IndexParams(params.delta, next(fps_iter), params.tokens_per_second, params.order)
+        p = params
+        if seg.kind != "image":
+            p = IndexParams(params.delta, next(fps_iter), params.tokens_per_second, params.order)
         block, cur = v.index_rule(cur, seg, p)
         rows.append(block)
     return np.concatenate(rows, axis=1), float(cur)
 
 
-def position_ids(variant, segments, *, start=0, delta=None, fps=None, tokens_per_second=None, order="code") -> np.ndarray:
+def position_ids(variant, segments, *, start=0, delta=None, fps=None, tokens_per_second=None,
+                 order="code") -> np.ndarray:
     """Positions of a layout: float32 (A, L); A = 3 rows (t, h, w) for Qwen-style variants, 4 for `vrope`.
 
     `segments`: `("text", n)`, `("image", h, w)`, `("video", t, h, w)` with h, w on the LLM grid after the

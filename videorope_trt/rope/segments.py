@@ -72,7 +72,3 @@ def parse_layout(text: str) -> list[Segment]:
             raise ValueError(f"layout part {part!r}: sizes must be finite")
         out.append(parse_segment((kind.strip(), *vals)))
     return parse_segments(out)
-
-
-def total_tokens(segments) -> int:
-    return sum(s.n for s in parse_segments(segments))

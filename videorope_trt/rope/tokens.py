@@ -46,7 +46,9 @@ def segments_from_tokens(input_ids, image_grid_thw=None, video_grid_thw=None, *,
     Grids are in patches as the processor gives them (h, w before the merge); the segments are on the LLM
     grid. `attention_mask` (L,), when given, drops the padding first.
     """
-    ids = np.asarray(input_ids).reshape(-1) if np.ndim(input_ids) == 2 and np.shape(input_ids)[0] == 1 else np.asarray(input_ids)
+    ids = np.asarray(input_ids)
+    if ids.ndim == 2 and ids.shape[0] == 1:
+        ids = ids.reshape(-1)
     if ids.ndim != 1 or ids.shape[0] == 0:
         raise ValueError(f"input_ids must be one non-empty sample (L,), got shape {ids.shape}")
     if attention_mask is not None:
@@ -65,7 +67,8 @@ def segments_from_tokens(input_ids, image_grid_thw=None, video_grid_thw=None, *,
                 raise ValueError(f"more {kind} tokens than {kind}_grid_thw describes ({len(grids)} grid(s))")
             seg, count = _vision(kind, grids[used[tok]], spatial_merge_size)
             if count > n:
-                raise ValueError(f"{kind} {used[tok]} with grid {grids[used[tok]]} needs {count} tokens, the run has {n}")
+                raise ValueError(f"{kind} {used[tok]} with grid {grids[used[tok]]} needs {count} tokens, the run has "
+                                 f"{n}")
             out.append(seg)
             used[tok] += 1
             n -= count

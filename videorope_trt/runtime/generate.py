@@ -67,12 +67,14 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
     t, h, w = (int(v) for v in np.asarray(grid_thw).reshape(3))
     per_slice = h * w
     if pixel_values.shape[0] != t * per_slice:
-        raise ValueError(f"encode_video: grid_thw {(t, h, w)} holds {t * per_slice} patches, pixel_values has {pixel_values.shape[0]}")
+        raise ValueError(f"encode_video: grid_thw {(t, h, w)} holds {t * per_slice} patches, pixel_values has "
+                         f"{pixel_values.shape[0]}")
     merged = per_slice // backend.info.spatial_merge_size**2
     if backend.max_vision_patches:
         if per_slice > backend.max_vision_patches:
             raise ValueError(f"encode_video: one temporal slice has {per_slice} patches; the {backend.name} backend "
-                             f"takes at most {backend.max_vision_patches} per call (a smaller frame size or a larger plan)")
+                             f"takes at most {backend.max_vision_patches} per call "
+                             "(a smaller frame size or a larger plan)")
         chunk = min(chunk, backend.max_vision_patches // per_slice)
     out, progress = None, bar(total=t, desc="vision", unit="slice")
     spans = [(t0, min(t, t0 + chunk)) for t0 in range(0, t, chunk)]
@@ -92,9 +94,9 @@ def encode_video(backend, pixel_values, grid_thw, chunk: int = 8, bar=_no_bar):
 
 def _on_device(array, spans, device):
     """`array[a:b]` on `device` for each (a, b) of `spans`, in order. On CUDA, host rows are copied from page-locked
-    memory on a stream of their own, the next span's while the caller's work on the current one runs (a 32k-token
-    video's patches took 43 ms to copy from pageable memory on an H200, in the vision encoder's way); rows already
-    on a device are used as they are."""
+    memory on a stream of their own, the next span's while the caller's work on the current one runs (copies from
+    pageable memory held up the vision encoder: docs/benchmark-log.md, "32k: time to first token without host
+    stalls", run 1); rows already on a device are used as they are."""
     import torch
 
     device = torch.device(device)

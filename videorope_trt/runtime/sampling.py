@@ -20,7 +20,8 @@ class SamplingConfig:
 
     def __post_init__(self):
         if not (self.temperature >= 0 and self.temperature < float("inf")):
-            raise ValueError(f"sampling: temperature must be a finite number >= 0 (0 = greedy), got {self.temperature!r}")
+            raise ValueError("sampling: temperature must be a finite number >= 0 (0 = greedy), got "
+                             f"{self.temperature!r}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"sampling: top_p must be in (0, 1], got {self.top_p!r}")
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in self.stop_token_ids))

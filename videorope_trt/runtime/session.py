@@ -39,8 +39,8 @@ def model_dir(path) -> Path:
         return path
     if (path / "config.json").is_file():
         return path
-    raise FileNotFoundError(f"{path}: expected an artifact directory (manifest.json, written by `videorope-trt export`) "
-                            "or a checkpoint directory (config.json)")
+    raise FileNotFoundError(f"{path}: expected an artifact directory (manifest.json, written by "
+                            "`videorope-trt export`) or a checkpoint directory (config.json)")
 
 
 class Session:

@@ -75,7 +75,7 @@ def read_items(path) -> list:
             item = json.loads(line)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}:{n}: not JSON ({e})") from None
-        if not isinstance(item, dict) or not isinstance(item.get("video"), str) or not isinstance(item.get("prompt"), str):
+        if not (isinstance(item, dict) and isinstance(item.get("video"), str) and isinstance(item.get("prompt"), str)):
             raise ValueError(f"{path}:{n}: expected an object with string fields \"video\" and \"prompt\"")
         items.append(item)
     return items

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 
 from videorope_trt.serve.chat import AnswerText, Conversation, StopText, prompt_row
-from videorope_trt.serve.limits import ContextLimit, chunk_sizes, context_limit
+from videorope_trt.serve.limits import ContextLimit, chunk_sizes, session_context_limit
 
 log = logging.getLogger("videorope_trt.serve")
 
@@ -94,7 +94,7 @@ class Engine:
 
     def __init__(self, session, options, metrics, step_hook=None):
         self.session, self.options, self.metrics, self.step_hook = session, options, metrics, step_hook
-        self.limit: ContextLimit = context_limit(session, options.max_context)
+        self.limit: ContextLimit = session_context_limit(session, options.max_context)
         self._queue: queue.Queue = queue.Queue(maxsize=options.max_queue)
         self._stopping = threading.Event()
         self._current: Job | None = None
@@ -131,7 +131,8 @@ class Engine:
             self._queue.put_nowait(job)
         except queue.Full:
             self._count(-1)
-            raise QueueFull(f"the queue holds its most ({self.options.max_queue} waiting requests); retry later") from None
+            raise QueueFull(f"the queue holds its most ({self.options.max_queue} waiting requests); "
+                            "retry later") from None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Refuse queued jobs, cancel the running one, end the thread."""

@@ -44,7 +44,7 @@ def _torch_cuda_plan(session):
     return read_model_config(session.source), preset, PlanRequest(precision=precision, runtime="torch")
 
 
-def context_limit(session, configured: int | None = None) -> ContextLimit:
+def session_context_limit(session, configured: int | None = None) -> ContextLimit:
     """The most tokens one request may take on `session`'s backend."""
     backend = session.backend
     plan = getattr(backend, "plan", None)

@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import json
-import os
 import sys
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.artifact.atomic import write_atomic
+from videorope_trt.artifact.atomic import atomic_file, write_atomic
 from videorope_trt.plugins import build as plugin_build
 from videorope_trt.plugins.contract import LAYOUT_BHSD, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
@@ -82,12 +80,10 @@ def build_driver(out_dir: Path, trt_include: Path, nvcc=None) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     here = Path(__file__).resolve().parent
     sources = [str(here / name) for name in DRIVER_SOURCES]
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".build-") as tmp:
-        partial = Path(tmp) / DRIVER_LIB
+    with atomic_file(out_dir / DRIVER_LIB) as partial:
         plugin_build._run([nvcc, "-std=c++17", "-O2", "-Xcompiler", "-fPIC,-Wall,-Wextra", "-isystem",
                            str(trt_include), "-shared", "-cudart", "static", *sources, "-o", str(partial), "-ldl"],
                           "compiling the plugin test driver")
-        os.replace(partial, out_dir / DRIVER_LIB)
     return out_dir / DRIVER_LIB
 
 
@@ -147,7 +143,7 @@ def variant_positions(variant: str, batch: int, seq: int, rng) -> np.ndarray:
 
     layouts = ([("text", 3), ("video", 3, 4, 6), ("text", 2)], [("text", 3), ("image", 4, 6), ("text", 2)])
     rows = []
-    for b in range(batch):
+    for _ in range(batch):
         start = int(rng.integers(0, 5000))
         for segs in layouts:
             try:

@@ -148,7 +148,7 @@ def check_outputs(case: CacheCase, inputs: dict, q_bits, k_bits, v_bits) -> dict
                                      inputs["axis_map"], zeros, zeros, inputs["write_offset"], attrs)
     rows = written_rows(case)
     # (B, KV, C, D) -> the written rows as (N, KV, D)
-    pick = lambda a: a.transpose(0, 2, 1, 3)[rows]  # noqa: E731
+    pick = lambda a: a.transpose(0, 2, 1, 3)[rows]
     q = compare(values(raw(q_bits, case.dtype), case.dtype), ref_q, case.dtype)
     k = compare(pick(values(k_bits, case.dtype)), pick(ref_k), case.dtype) if rows.any() else {"passed": True}
     v_src = raw(to_bits(inputs["v"], case.dtype), case.dtype)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from videorope_trt.runtime.backends.base import ModelInfo
 
+
 def model_info(manifest: dict) -> ModelInfo:
     """ModelInfo of the exported model: its config record and the variant and position parameters it was exported
     with."""

@@ -89,7 +89,8 @@ class Backend(ABC):
             )
         n = int(grid_thw.prod(-1).sum())
         if n != pixel_values.shape[0]:
-            raise ValueError(f"{self.name}: grid_thw {grid_thw.tolist()} holds {n} patches, pixel_values has {pixel_values.shape[0]} rows")
+            raise ValueError(f"{self.name}: grid_thw {grid_thw.tolist()} holds {n} patches, pixel_values has "
+                             f"{pixel_values.shape[0]} rows")
         return self._encode_vision_impl(pixel_values, grid_thw)
 
     def embed(self, input_ids):
@@ -99,7 +100,8 @@ class Backend(ABC):
 
     def allocate(self, batch: int, capacity: int) -> None:
         if batch < 1 or capacity < 1:
-            raise ValueError(f"{self.name}: KV cache needs batch >= 1 and capacity >= 1, got batch={batch}, capacity={capacity}")
+            raise ValueError(f"{self.name}: KV cache needs batch >= 1 and capacity >= 1, got batch={batch}, "
+                             f"capacity={capacity}")
         self._allocate_impl(batch, capacity)
         self.batch, self.capacity, self.length = batch, capacity, 0
         self._decoding = None
@@ -111,7 +113,8 @@ class Backend(ABC):
         if self.capacity == 0:
             raise ValueError(f"{self.name}: call allocate(batch, capacity) before forward")
         if b != self.batch:
-            raise ValueError(f"{self.name}: inputs_embeds batch {b} differs from the allocated cache batch {self.batch}")
+            raise ValueError(f"{self.name}: inputs_embeds batch {b} differs from the allocated cache batch "
+                             f"{self.batch}")
         if self.length + s > self.capacity:
             raise ValueError(
                 f"{self.name}: {self.length} cached + {s} new tokens exceed the KV cache capacity {self.capacity}; "
@@ -128,7 +131,7 @@ class Backend(ABC):
         self.length += s
         return out if logits else None
 
-    def synchronize(self) -> None:
+    def synchronize(self) -> None:  # noqa: B027  a hook: a backend with no device queue keeps this no-op
         """Wait for queued device work, so that host timings are true."""
 
     def begin_decode(self, attention_mask, offset, step: float) -> None:
@@ -140,7 +143,8 @@ class Backend(ABC):
             raise ValueError(f"{self.name}: begin_decode's attention_mask must be (B, capacity) = "
                              f"({self.batch}, {self.capacity}); got {tuple(attention_mask.shape)}")
         if offset.dim() != 3 or tuple(offset.shape[1:]) != (self.batch, 1):
-            raise ValueError(f"{self.name}: begin_decode's offset must be (A, {self.batch}, 1), got {tuple(offset.shape)}")
+            raise ValueError(f"{self.name}: begin_decode's offset must be (A, {self.batch}, 1), got "
+                             f"{tuple(offset.shape)}")
         self._decoding = (attention_mask, offset, float(step))
         self._begin_decode_impl(attention_mask, offset, float(step))
 
@@ -155,7 +159,7 @@ class Backend(ABC):
         logits = self._decode_step_impl(tokens)
         return logits
 
-    def _begin_decode_impl(self, attention_mask, offset, step: float) -> None:
+    def _begin_decode_impl(self, attention_mask, offset, step: float) -> None:  # noqa: B027  an optional hook
         """Nothing to prepare for the default `_decode_step_impl`."""
 
     def _decode_step_impl(self, tokens):

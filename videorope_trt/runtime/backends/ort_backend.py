@@ -11,7 +11,6 @@ parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -75,7 +74,8 @@ class OrtBackend(Backend):
         for i in session.get_inputs():
             if i.name == name:
                 return {"tensor(float)": np.float32, "tensor(float16)": np.float16}[i.type]
-        raise ValueError(f"onnxruntime backend: the graph has no input {name!r}; inputs {[i.name for i in session.get_inputs()]}")
+        raise ValueError(f"onnxruntime backend: the graph has no input {name!r}; inputs "
+                         f"{[i.name for i in session.get_inputs()]}")
 
     @property
     def _ort_device(self):

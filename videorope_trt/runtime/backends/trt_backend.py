@@ -11,10 +11,9 @@ once per block rather than every token. TensorRT is imported through `videorope_
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
-from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, Engine, KVCache, torch_dtype  # noqa: F401
+from videorope_trt.runtime.backends.trt_engine import DecodeGraphs, KVCache, TrtEngine
 
 
 @dataclass(frozen=True)
@@ -28,7 +27,7 @@ class TrtBackend(Backend):
     name = "tensorrt"
     Options = TrtOptions
 
-    def __init__(self, vision: Engine, decoder: Engine, embeddings, info: ModelInfo, plan, device="cuda",
+    def __init__(self, vision: TrtEngine, decoder: TrtEngine, embeddings, info: ModelInfo, plan, device="cuda",
                  last_only: bool = True):
         """`last_only`: the decoder's logits are the last position's (the export's default)."""
         super().__init__(info, device)
@@ -60,7 +59,7 @@ class TrtBackend(Backend):
             trtmod.load_plugin_library(trt, info["plugin_library"]["path"])
         manifest = read_manifest(artifact)
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        vision, decoder = (Engine(trt, runtime, engine_dir / info["engines"][graphs[role]]["file"])
+        vision, decoder = (TrtEngine(trt, runtime, engine_dir / info["engines"][graphs[role]]["file"])
                            for role in ("vision", "decoder"))
         return cls(vision, decoder, embedding_table(artifact, manifest, options.device), model_info(manifest),
                    engine_info.engine_plan(engine_dir), options.device, manifest.get("logits") != "all")
@@ -95,7 +94,8 @@ class TrtBackend(Backend):
         if capacity > self.plan.max_context or batch > self.plan.batch:
             raise ValueError(
                 f"tensorrt backend: the engines were built for batch <= {self.plan.batch} and context <= "
-                f"{self.plan.max_context} tokens; asked for batch {batch}, context {capacity}. Rebuild with a larger plan"
+                f"{self.plan.max_context} tokens; asked for batch {batch}, context {capacity}. "
+                "Rebuild with a larger plan"
             )
         self.kv = self.graphs = None  # free the old cache (and the graphs bound to it) first
         names = [n for i in range(self.info.num_layers) for n in cache_names(i)]

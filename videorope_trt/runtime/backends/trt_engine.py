@@ -26,7 +26,7 @@ def torch_dtype(trt_dtype):
     return getattr(torch, TRT_DTYPES[name])
 
 
-class Engine:
+class TrtEngine:
     """One deserialized engine and its execution context. Shapes and addresses are set only when they change:
     a cache bound once stays bound, and a replayed CUDA graph sees the same bindings it was captured with."""
 

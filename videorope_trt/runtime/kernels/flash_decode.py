@@ -1,12 +1,13 @@
 """One query token against the whole KV cache, split over the cache rows (flash-decoding), in Triton.
 
-The torch form (`static_cache.decode_attention`) is two batched matrix products and a softmax between them: five
+The torch form (`static_decoder.decode_attention`) is two batched matrix products and a softmax between them: five
 kernels per layer, and the (heads, rows) scores written and read back three times. Here a first kernel gives each
 program one KV head of one sample and `SPLIT_ROWS` cache rows: all G query heads of that KV head are one tile
 (padded to 16 rows for the tensor cores), scores stay in fp32 registers, the softmax is online, and it leaves
 a partial output with its running max and sum. A second kernel combines the partials of each query head in one
-pass (a program per head and 32 channels: at 32k rows the first form of it, a program per head and two passes,
-took 7 µs of a 2B layer's 60; its programs take up to 256 splits per step, every split of a 64k cache in one).
+pass (a program per head and 32 channels, faster than the first form, a program per head and two passes:
+docs/benchmark-log.md, "32k with the fused decode step", run 3; its programs take up to 256 splits per step, every
+split of a 64k cache in one).
 The cache is read once, by programs spread over every SM.
 
 In the decode step both kernels are programmatic dependent launches behind the q/k/v kernel, and the first
@@ -14,14 +15,13 @@ kernel reads its first tile of cache rows before waiting for that kernel (`cache
 the mask were written before the kernel before it (itself a dependent launch, started only once they were),
 except this token's row, so only the tile that holds this token's row is read again after the wait. How long
 the step takes then hangs on how much of each split comes in early and how many programs are on the GPU at the
-launch, which the autotuner, timing the kernel alone, does not see. Measured in the step
-(`bench/bench_flash_decode.py`, docs/benchmarks.md), grids of about two programs per SM do best, so the step
+launch, which the autotuner, timing the kernel alone, does not see. Chosen by bench/bench_flash_decode.py in the
+step (docs/benchmarks.md, "Decode step and its attention"): grids of about two programs per SM do best, so the step
 cuts the cache into the longest splits that give that many (`step_split`): 256 rows at 32k (2B: 258 programs, two
 128-row tiles in two stages, so half of each split comes in early; 7B: 516, the autotuner's pick), and at shorter
-caches one-tile splits of 128 or 64 rows read whole before the wait (2B at 8k: 264 programs of 64 rows, a step
-1.211 ms against 1.258 in 256-row splits).
+caches one-tile splits of 128 or 64 rows read whole before the wait (2B at 8k: 264 programs of 64 rows).
 
-Masking follows `static_cache.decode_bias`: the bias is 0 where a row may be attended and a large negative
+Masking follows `static_decoder.decode_bias`: the bias is 0 where a row may be attended and a large negative
 number elsewhere; such rows get probability exactly 0, and a split with no allowed row contributes nothing. A
 query with no allowed row anywhere gets 0 (the torch form's softmax would average every row).
 Triton is imported only here, when first used.
@@ -35,7 +35,7 @@ import torch
 
 from videorope_trt.runtime.kernels.gemv import launch
 
-#: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_cache.SPLIT)
+#: cache rows per program of the first kernel (the cache's row count is a multiple of it: static_decoder.SPLIT)
 SPLIT_ROWS = 256
 
 
@@ -68,17 +68,17 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
     configs = [triton.Config({"BLOCK_R": r}, num_warps=w, num_stages=st) for r, w, st in configs]
 
     @triton.jit
-    def attend_tile(q, k, v, allowed, m, l, acc, scale):
-        """The online softmax over one tile of cache rows: (running max, sum, output) updated."""
+    def attend_tile(q, k, v, allowed, m, den, acc, scale):
+        """The online softmax over one tile of cache rows: (running max, denominator, output) updated."""
         s = tl.dot(q, tl.trans(k)) * scale
         s = tl.where(allowed[None, :], s, float("-inf"))
         m_new = tl.maximum(m, tl.max(s, axis=1))
         safe = tl.where(m_new == float("-inf"), 0.0, m_new)  # a row with nothing allowed yet
         p = tl.exp(s - safe[:, None])
         alpha = tl.exp(m - safe)
-        l = l * alpha + tl.sum(p, axis=1)
+        den = den * alpha + tl.sum(p, axis=1)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
-        return m_new, l, acc
+        return m_new, den, acc
 
     @triton.autotune(configs=configs, key=["rows", "G", "D", "PDL", "PREFETCH"])
     @triton.jit
@@ -105,19 +105,19 @@ def _partial_kernel(configs=PARTIAL_CONFIGS):
             k, v = tl.load(first_k), tl.load(first_v)
         q = tl.load(q_ptr + (bh * G + g)[:, None] * D + d[None, :], mask=(g < G)[:, None], other=0.0)
         m = tl.full((GP,), float("-inf"), tl.float32)
-        l = tl.zeros((GP,), tl.float32)
+        den = tl.zeros((GP,), tl.float32)
         acc = tl.zeros((GP, D), tl.float32)
-        m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+        m, den, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, den, acc, scale)
         for r0 in range(start + BLOCK_R, start + SPLIT, BLOCK_R):
             r = r0 + tl.arange(0, BLOCK_R)
             k = tl.load(k_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
             v = tl.load(v_ptr + (bh * rows + r)[:, None].to(tl.int64) * D + d[None, :])
-            m, l, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, l, acc, scale)
+            m, den, acc = attend_tile(q, k, v, tl.load(bias_ptr + b * rows + r) > -1e30, m, den, acc, scale)
         base = (bh * n_splits + split) * GP
         real = g < G  # the tile's padding rows are never read back
         tl.store(acc_ptr + (base + g)[:, None] * D + d[None, :], acc, mask=real[:, None])
         tl.store(ml_ptr + (base + g) * 2, m, mask=real)
-        tl.store(ml_ptr + (base + g) * 2 + 1, l, mask=real)
+        tl.store(ml_ptr + (base + g) * 2 + 1, den, mask=real)
 
     return partial_kernel
 
@@ -179,8 +179,9 @@ def partial_configs(programs_per_sm: int | None, split_rows: int = SPLIT_ROWS) -
 def step_split(rows: int, heads: int, sms: int) -> int:
     """Cache rows per program in the decode step: the longest of `STEP_SPLITS` whose grid (rows / split x heads
     programs, heads = samples x KV heads) gives two programs per SM or more, rounded; else the shortest. In the
-    step on an H200 (docs/benchmarks.md) about two per SM did best: at 2B, 8k rows in 64-row splits (264 programs)
-    took 1.211 ms against 1.258 in 256-row ones (66), while at 32k 256-row splits (258) beat shorter ones."""
+    step (bench/bench_flash_decode.py; docs/benchmarks.md, "Decode step and its attention") about two per SM did
+    best: at 2B, 8k rows in 64-row splits (264 programs) rather than 256-row ones (66), at 32k 256-row splits
+    (258)."""
     for split in STEP_SPLITS:
         if rows % split == 0 and round(rows // split * heads / sms) >= 2:
             return split
@@ -195,7 +196,7 @@ def _sm_count(index: int) -> int:
 def flash_decode(q, keys, values, bias, scale: float, pdl: bool = False, *, cache_position=None,
                  prefetch: bool = True, split_rows: int | None = None, config: tuple | None = None):
     """q (B, Hq, 1, D), keys/values (B, KV, R, D), bias (B, 1, 1, R) fp32 → (B, Hq, 1, D) (as
-    `static_cache.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
+    `static_decoder.decode_attention`); `pdl`: both kernels as programmatic dependent launches (`gemv.gemv`);
     `cache_position` (1,) int64 on the device, with `pdl`: the row this token's key and value were written to by
     the kernel before, which triggers its dependents only after its own wait (as `gemv`'s and `rope_cache`'s
     kernels do): every other row's first tile is read before the wait (`prefetch=False`: all after it), and the

@@ -1,14 +1,14 @@
 """One-token matrix products for the decode step, in Triton: y (1, N) = x (1, K) · Wᵀ + b, W (N, K) row-major.
 
 A decode step is little more than reading every weight once, so its speed is the speed of these reads. cuBLAS's
-kernels for one row move 38-95 % of the measured copy bandwidth on an H200 at the decoder's shapes (the small
-matrices worst; docs/benchmarks.md). This kernel gives each program a few weight rows, walks K in wide contiguous
-tiles, keeps a fp32 partial sum per lane and reduces once at the end; autotuning picks the rows per program and
-the tile width per shape. It is faster than cuBLAS at most of those shapes, not all, so `OneRowLinear` times both
-once per shape and keeps the faster. The same kernel takes the layer's element-wise neighbours (the RMS norm
-before a product, SwiGLU and the residual add after it) and a programmatic dependent launch, which is what the
-fused decode step (`static_cache.StaticCacheDecoder`, `fused_decode`) runs: fewer kernels, and each one's
-weight reads started before the previous kernel has finished.
+one-row kernels leave much of the copy bandwidth unused at the decoder's smaller matrices (measured by
+bench/bench_gemv.py; docs/benchmark-log.md, "Where the time goes", its "One-row products" table). This kernel gives
+each program a few weight rows, walks K in wide contiguous tiles, keeps a fp32 partial sum per lane and reduces once
+at the end; autotuning picks the rows per program and the tile width per shape. It is faster than cuBLAS at most of
+those shapes, not all, so `OneRowLinear` times both once per shape and keeps the faster. The same kernel takes the
+layer's element-wise neighbours (the RMS norm before a product, SwiGLU and the residual add after it) and a
+programmatic dependent launch, which is what the fused decode step (`static_decoder.StaticCacheDecoder`, its
+`decode_ops`) runs: fewer kernels, and each one's weight reads started before the previous kernel has finished.
 
 Used only on CUDA for fp16/bf16 with a single row of x (`usable`): `OneRowLinear` sends everything else to
 `F.linear`, and the fused step is only chosen where it applies. Triton is imported only here, and only when the
@@ -49,9 +49,9 @@ def _pdl_on(index: int) -> bool:
     return torch.cuda.get_device_capability(index)[0] >= 9 and hasattr(tl.extra.cuda, "gdc_wait")
 
 
-#: (rows per program, tile width, warps) the autotuner tries: the shapes measured on an H200 chose one or two rows
-#: per program and 1024-wide tiles; a few neighbours stay for other GPUs and shapes (every config is compiled and
-#: timed once per shape: keep the list short)
+#: (rows per program, tile width, warps) the autotuner tries: chosen by bench/bench_gemv.py --configs (one or two
+#: rows per program and 1024-wide tiles won at the decoder's shapes); a few neighbours stay for other GPUs and shapes
+#: (every config is compiled and timed once per shape: keep the list short)
 CONFIGS = [(1, 1024, 4), (2, 1024, 4), (2, 512, 4), (4, 512, 4), (1, 2048, 8), (4, 256, 4), (8, 256, 4)]
 
 
@@ -114,8 +114,8 @@ def autotune_configs(configs=None):
 
 #: the config of a product at least 4x as deep as it is tall (K >= 4N: the MLP's down projection) in the decode step
 #: (`pdl`). The autotuner times each kernel alone with L2 flushed; in the step, where the first weight tiles come in
-#: while the kernel before ends, one row per program beat its pick (two) at both 2B and 7B
-#: (`bench/bench_gemv_step.py`, docs/benchmarks.md); the other shapes' picks were within 0.5 % of their best there.
+#: while the kernel before ends, one row per program beat its pick (two) at both 2B and 7B: chosen by
+#: bench/bench_gemv_step.py (docs/benchmarks.md, "GEMV (one-row products)", which holds the other picks' margins).
 DEEP_STEP_CONFIG = (1, 1024, 4)
 
 
@@ -171,7 +171,8 @@ def _check_epilogue(weight, bias, norm, swiglu: bool, residual):
     """The lengths the kernel reads without bounds of their own; returns (output length, K)."""
     n, k = weight.shape
     if swiglu and n % 2:
-        raise ValueError(f"gemv: swiglu needs gate and up stacked, an even number of rows; got weight {tuple(weight.shape)}")
+        raise ValueError("gemv: swiglu needs gate and up stacked, an even number of rows; got weight "
+                         f"{tuple(weight.shape)}")
     for name, t, want in (("bias", bias, n), ("norm", norm, k), ("residual", residual, n // 2 if swiglu else n)):
         if t is not None and t.numel() != want:
             raise ValueError(f"gemv: {name} must hold {want} values for weight {tuple(weight.shape)}"
@@ -192,7 +193,7 @@ def gemv(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu: bool = Fa
     check_launch("gemv", x, weight, pdl)
     n, k = _check_epilogue(weight, bias, norm, swiglu, residual)
     y = torch.empty(x.shape[:-1] + (n,), dtype=x.dtype, device=x.device)
-    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
+    grid = lambda meta: ((n + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)
     kernel = _kernel(step_configs(n, k, pdl))
     kernel[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
                  residual.contiguous() if residual is not None else y, y, n, k, float(eps), HAS_BIAS=bias is not None,
@@ -220,7 +221,7 @@ def gemv_reference(x, weight, bias=None, *, norm=None, eps: float = 0.0, swiglu:
 def _triton_is_faster(x, weight, bias) -> bool:
     from triton.testing import do_bench  # flushes L2 between runs: a decode step's weights are never cached
 
-    time = lambda fn: do_bench(fn, return_mode="median")  # noqa: E731
+    time = lambda fn: do_bench(fn, return_mode="median")
     return time(lambda: gemv(x, weight, bias)) < time(lambda: F.linear(x, weight, bias))
 
 

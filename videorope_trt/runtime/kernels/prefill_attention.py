@@ -1,9 +1,9 @@
 """Chunked-prefill attention in two parts, each on the fast fused kernel, merged by their log-sum-exps.
 
 A prefill chunk of S queries attends the P cache rows before it (all of them) and its own S rows (causally). SDPA
-given the whole thing as one causal mask aligned to the last key runs on the older flash kernel (~250-300 TFLOP/s
-on an H200 at the decoder's shapes, docs/benchmarks.md), while each part alone is a form cuDNN's fused attention
-takes (no mask; causal with as many queries as keys) at 600+ TFLOP/s. Softmax over the union of two key sets is
+given the whole thing as one causal mask aligned to the last key runs on the older flash kernel, at a fraction of
+the rate of cuDNN's fused attention, which takes each part alone (no mask; causal with as many queries as keys):
+measured by bench/bench_prefill.py (docs/benchmarks.md, "Prefill"). Softmax over the union of two key sets is
 the two partial outputs weighted by exp(lse_part - lse_all), lse_all = logaddexp(lse_1, lse_2): exact up to
 rounding, and nothing of size (S, P) is ever formed.
 """
@@ -49,7 +49,7 @@ def split_causal_attention(q, k, v, scale: float, partial=cudnn_partial, merge=m
     """q (B, Hq, S, D) for the last S of the keys k/v (B, KV, P + S, D), causal aligned to the last key; `merge`
     is `merge_partials` or a compiled form of it. q may be a (B, S, Hq, D) tensor transposed (the projection's
     layout, no copy): the kernels take any layout whose channels are contiguous."""
-    s, past = q.shape[2], k.shape[2] - q.shape[2]
+    past = k.shape[2] - q.shape[2]
     if past <= 0:
         return partial(q, k, v, True, scale)[0]
     out1, lse1 = partial(q, k[:, :, :past], v[:, :, :past], False, scale)

@@ -21,7 +21,6 @@ unfused step), for the CPU and as the kernel's oracle.
 from __future__ import annotations
 
 import functools
-
 from dataclasses import replace
 
 import torch
@@ -111,7 +110,7 @@ def project_into_cache(x, weight, bias, norm, eps: float, positions, inv_freq, a
     q = torch.empty((1, q_heads, 1, d), dtype=x.dtype, device=x.device)
     positions = positions.float().contiguous()  # the kernel reads axis a at offset a (no copy when already so)
     pairs = (q_heads + 2 * kv) * d // 2
-    grid = lambda meta: ((pairs + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)  # noqa: E731
+    grid = lambda meta: ((pairs + meta["BLOCK_N"] - 1) // meta["BLOCK_N"],)
     _kernel()[grid](x.contiguous(), weight, bias if bias is not None else weight, norm if norm is not None else weight,
                     positions, inv_freq, axis_map, cache_position, q, keys, values, k, float(eps), rows,
                     float(attrs.scale), q_heads, kv, HAS_BIAS=bias is not None, NORM=norm is not None,

@@ -48,8 +48,9 @@ class TorchOptions:
 
     def resolved(self) -> "TorchOptions":
         """The options with the device's defaults filled in."""
-        import torch
         from dataclasses import replace
+
+        import torch
 
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         on_cuda = str(device).startswith("cuda")

@@ -1,4 +1,4 @@
-"""The whole decode step of a `static_cache.StaticCacheDecoder` as one CUDA graph, replayed per token."""
+"""The whole decode step of a `static_decoder.StaticCacheDecoder` as one CUDA graph, replayed per token."""
 
 from __future__ import annotations
 

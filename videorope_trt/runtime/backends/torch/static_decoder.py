@@ -59,8 +59,9 @@ from videorope_trt.runtime.kernels.prefill_attention import merge_partials
 SPLIT = 256
 #: most bytes of one prefill MLP call's (tokens, 2 x intermediate) gate/up activation, the largest of a chunk (155
 #: MB for 2048 tokens at 7B). Per-token work, so splitting changes nothing but the peak and the number of calls,
-#: and each call costs host time: 512 tokens per call made a 2B 32k chunk 1,792 calls that kept the GPU waiting
-#: (0.59 s of prefill for 0.30 s of kernels). 128 MB: a 32k chunk in 10 calls at 2B, 20 at 7B; 1024 tokens in one.
+#: and each call costs host time (bench/bench_runtime.py --profile shows the host queue against the kernels;
+#: docs/benchmark-log.md, "32k: time to first token without host stalls", runs 1-5). 128 MB: a 32k chunk in 10
+#: calls at 2B, 20 at 7B; 1024 tokens in one.
 MLP_BYTES = 128_000_000
 
 
@@ -101,7 +102,8 @@ def _fuse(mods, name: str):
     first, rows = params[0], sum(p.shape[0] for p in params)
     storage, offset = first.untyped_storage(), first.storage_offset()
     adjacent = all(p.untyped_storage().data_ptr() == storage.data_ptr() and p.is_contiguous() for p in params)
-    adjacent = adjacent and all(b.storage_offset() == a.storage_offset() + a.numel() for a, b in zip(params, params[1:]))
+    adjacent = adjacent and all(b.storage_offset() == a.storage_offset() + a.numel()
+                                for a, b in zip(params, params[1:]))
     if adjacent:
         return torch.empty(0, dtype=first.dtype, device=first.device).set_(storage, offset, (rows,) + first.shape[1:])
     with torch.no_grad():
@@ -127,7 +129,8 @@ def fuse_projections(layers) -> list:
 @functools.cache
 def _compiled(fn, dynamic: bool | None = False):
     """`fn` through torch.compile with the vision tower's inductor settings, made once per process: with options,
-    making the wrapper copies inductor's configuration (20 ms for a decoder's five, at every cache allocation)."""
+    making the wrapper copies inductor's configuration, at every cache allocation (measured as setup time by
+    bench/bench_runtime.py; docs/benchmark-log.md, "32k: the decode loop on the device, tuned compiles", run 8)."""
     return torch.compile(fn, dynamic=dynamic, options=COMPILE_OPTIONS)
 
 
@@ -196,7 +199,8 @@ class StaticCacheDecoder:
         if triton_decode and device.type == "cuda" and dtype in (torch.float16, torch.bfloat16):
             from videorope_trt.runtime.kernels import flash_decode
 
-            if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim, self.rows):
+            if flash_decode.available() and flash_decode.supports(self.q_heads, self.kv_heads, self.head_dim,
+                                                                  self.rows):
                 self.decode_attention, self.flash = flash_decode.flash_decode, True
         # the fused step takes one row, a power-of-two head dim (the attention kernel's tiles), its kernels' dtypes
         # and device, and folds no gate/up bias (Qwen2's MLP has none)
@@ -224,7 +228,7 @@ class StaticCacheDecoder:
             q, k = q if q.is_contiguous() else q.contiguous(), k if k.is_contiguous() else k.contiguous()
             return vr_cuda.rotate(q, positions, inv_freq, axis_map, replace(attrs, layout=LAYOUT_BSHD), k=k,
                                   out_q=q, out_k=k, lib=self.kernel)
-        bhsd = lambda t: video_rope(t.transpose(1, 2).contiguous(), positions, inv_freq, axis_map, attrs)  # noqa: E731
+        bhsd = lambda t: video_rope(t.transpose(1, 2).contiguous(), positions, inv_freq, axis_map, attrs)
         return bhsd(q).transpose(1, 2), bhsd(k).transpose(1, 2)
 
     def _prefill_attention(self, q, i, mask, keys: int):
