@@ -1,5 +1,5 @@
 """Vision encoding time: transformers' per-slice sdpa attention vs one SDPA call per vision call (batched slices)
-vs the tower written out block by block (`models/vision_fast.FusedVision`, eager and torch.compile'd).
+vs the tower written out block by block (`models/vision_tower.FusedVision`, eager and torch.compile'd).
 
 The Qwen2-VL-2B / -7B vision tower (`bench_runtime.CONFIGS`, random weights), the video that fills a context as
 `bench_runtime` builds it (448×448 frames: 32×32 patches per temporal slice), encoded in calls of `--vision-chunk`
@@ -39,7 +39,7 @@ def build_tower(cfg: dict, device, dtype):
 
 def encoders(visual, device) -> dict:
     from videorope_trt.models.vision_attention import batched_vision
-    from videorope_trt.models.vision_fast import FusedVision
+    from videorope_trt.models.vision_tower import FusedVision
 
     out = {"stock_per_slice": lambda px, g: visual(px, grid_thw=g).pooler_output,
            "batched": lambda px, g: batched_vision(visual, px, g), "fused": FusedVision(visual)}

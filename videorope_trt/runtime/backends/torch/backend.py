@@ -5,7 +5,7 @@ Two paths over the same weights, chosen by `TorchOptions.reference`:
     split grouped-query attention for decode, lm_head on the last token only; on CUDA it decodes through the Triton
     kernels (`runtime.kernels`: one-row products, split decode attention, and for batch 1 the fused decode step with
     rotation and cache writes folded in), replays the decode step as one CUDA graph captured at the cache's first
-    `begin_decode`, and runs the vision tower as `models.vision_fast.FusedVision`;
+    `begin_decode`, and runs the vision tower as `models.vision_tower.FusedVision`;
   * reference: the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and one for values;
     each forward hands the model's own `decoder` views of the filled part as `past` and writes the new rows of
     `present` back in place: the model's own code path, the parity oracle.
@@ -121,7 +121,7 @@ class TorchBackend(Backend):
         self.keys = self.values = self.fast = self.graphed = None
         self.fused_vision = None
         if on_cuda:
-            from videorope_trt.models.vision_fast import FusedVision
+            from videorope_trt.models.vision_tower import FusedVision
 
             if FusedVision.supports(model.visual) is None:
                 self.fused_vision = FusedVision(model.visual, compile=self.compile)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from _model_inputs import PATCH_DIM, rel_err
-from videorope_trt.models.vision_fast import FusedVision, slice_ids
+from videorope_trt.models.vision_tower import FusedVision, slice_ids
 
 GRIDS = [(5, 4, 6), (1, 4, 4), (2, 6, 4)]  # (t, h, w) in patches: video, image, portrait video
 
