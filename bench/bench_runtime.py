@@ -172,7 +172,7 @@ def bench_ours(ours, cfg, ids, pixels, grid, frames, decode_tokens, device, args
            "kernel": backend.fast.kernel is not None, "cuda_graph": backend.graphed is not None,
            "vision_chunk": args.vision_chunk, "prefill_chunk": args.prefill_chunk,
            "phase_gb": dict(backend.phases), "largest_at_prefill_start": getattr(backend, "largest_at_prefill_start", None), "split_prefill": backend.fast.split_prefill, "setting": OURS_SETTINGS[setting],
-           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "fused_vision": backend.fused_vision is not None,
+           "gemv": getattr(backend.fast.linear, "choice", None) and {" ".join(map(str, k)): v for k, v in backend.fast.linear.choice.items()}, "vision_compiled": backend.compile,
            "flash_decode": backend.fast.flash, "fused_decode": backend.fast.decode_ops is not None,
            "pdl": backend.fast.decode_ops is not None and backend.fast.decode_ops.pdl}
     out["setup_s"] = tm.get("setup_s")
