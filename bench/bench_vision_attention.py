@@ -1,13 +1,13 @@
-"""Vision encoding time: transformers' per-slice sdpa attention vs one SDPA call per vision call (batched slices)
-vs the tower written out block by block (`models/vision_fast.FusedVision`, eager and torch.compile'd).
+"""Vision encoding time: transformers' stock tower (one SDPA call per temporal slice and layer) vs the tower every
+path runs (`models/vision_tower.VisionTower`: a grid's slices as one batch, one SDPA call per layer), eager and
+torch.compile'd.
 
 The Qwen2-VL-2B / -7B vision tower (`bench_runtime.CONFIGS`, random weights), the video that fills a context as
 `bench_runtime` builds it (448×448 frames: 32×32 patches per temporal slice), encoded in calls of `--vision-chunk`
-slices as the runtime does, with the stock tower (`visual(...)`, one SDPA call per slice and layer) and with the
-model's vision call (`vision_attention.batched_vision`) and with `FusedVision` ("fused"; on a GPU "fused_compile"
-and "fused_compile_tuned"), in the same process on the same weights and patches; `--profile` lists the kernels of
-one pass of each compiled form. Patches are on the device before timing (host copies are not measured). CUDA
-events; one warm-up pass each first.
+slices as the runtime does, with the stock tower (`visual(...)`) and with `VisionTower` ("tower"; on a GPU
+"tower_compile" and "tower_compile_tuned"), in the same process on the same weights and patches; `--profile` lists
+the kernels of one pass of each compiled form. Patches are on the device before timing (host copies are not
+measured). CUDA events; one warm-up pass each first.
 
     python -m bench.bench_vision_attention --model 2b --contexts 32k --out bench-out      # on the GPU
     python -m bench.bench_vision_attention --model tiny --device cpu --dtype float32 --contexts 600 --repeats 1
@@ -39,15 +39,13 @@ def build_tower(cfg: dict, device, dtype):
 
 
 def encoders(visual, device) -> dict:
-    from videorope_trt.models.vision_attention import batched_vision
-    from videorope_trt.models.vision_fast import FusedVision
+    from videorope_trt.models.vision_tower import VisionTower
 
-    out = {"stock_per_slice": lambda px, g: visual(px, grid_thw=g).pooler_output,
-           "batched": lambda px, g: batched_vision(visual, px, g), "fused": FusedVision(visual)}
+    out = {"stock_per_slice": lambda px, g: visual(px, grid_thw=g).pooler_output, "tower": VisionTower(visual)}
     if torch.device(device).type == "cuda":
-        out["fused_compile"] = FusedVision(visual, compile=True, compile_options=None)
+        out["tower_compile"] = VisionTower(visual, compile=True, compile_options=None)
         # the runtime's form: inductor's coordinate-descent search over its kernels' block sizes
-        out["fused_compile_tuned"] = FusedVision(visual, compile=True)
+        out["tower_compile_tuned"] = VisionTower(visual, compile=True)
     return out
 
 
@@ -105,14 +103,14 @@ def bench_context(visual, cfg, context: int, args) -> dict:
             r[name] = {"s": statistics.median(times), "all_s": times,
                        "ms_per_frame": 1000 * statistics.median(times) / frames}
             print(f"{context} tokens, {name}: {r[name]['s']:.4f} s ({times})", flush=True)
-        for name in ("fused_compile", "fused_compile_tuned") if args.profile else ():
+        for name in ("tower_compile", "tower_compile_tuned") if args.profile else ():
             if name in outs:
                 r[f"profile_{name}"] = profile(encoders(visual, args.device)[name], pixels, grid, args.vision_chunk)
     ref = outs["stock_per_slice"].float()
     for name, out in outs.items():
         r[f"rel_err_{name}_vs_stock"] = float((out.float() - ref).norm() / ref.norm())
         r[f"speedup_{name}"] = r["stock_per_slice"]["s"] / r[name]["s"]
-    r["speedup"] = r["speedup_batched"]
+    r["speedup"] = r["speedup_tower"]
     return r
 
 

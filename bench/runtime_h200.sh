@@ -36,7 +36,7 @@ B="$PY -m bench.bench_runtime ${VIDEOROPE_KERNEL_LIB:+--kernel-lib $VIDEOROPE_KE
 M="$PY -m bench.bench_runtime_memory"
 for s in $STEPS; do
   case $s in
-    tests) step 300 tests $PY -m pytest -q -m gpu -p no:cacheprovider ${TESTS:-tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_decode_loop.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_fast.py} ;;
+    tests) step 300 tests $PY -m pytest -q -m gpu -p no:cacheprovider ${TESTS:-tests/runtime/test_backends.py tests/runtime/test_generate.py tests/runtime/test_decode_loop.py tests/runtime/test_gemv.py tests/runtime/test_flash_decode.py tests/runtime/test_prefill_attention.py tests/runtime/test_fused_decode.py tests/models/test_vision_tower.py} ;;
     gemv) step 120 gemv $PY -m bench.bench_gemv --out "$OUT/gemv" ;;
     decode) step 150 decode $PY -m bench.bench_decode_step --model 2b --contexts 8k,32k ${PROFILE:+--profile} --out "$OUT/decode2b"
             step 150 decode7b $PY -m bench.bench_decode_step --model 7b --contexts 32k --settings fused ${PROFILE:+--profile} --out "$OUT/decode7b" ;;

@@ -63,18 +63,30 @@ def _decoder(dtype) -> onnx.ModelProto:
 
 
 def _vision(dtype) -> onnx.ModelProto:
-    """merged (num_patches/4, H) = reshape(patches @ Wp, (-1, 4E)) @ Wm."""
+    """The vision graph's inputs and their shapes' use: patches viewed as slices of one slice's length,
+    merged (num_patches/4, H) = reshape(reshape(patches @ Wp, (-1, L, E)) + sum of each slice id, (-1, 4E)) @ Wm."""
     np_t = np.float16 if dtype == TensorProto.FLOAT16 else np.float32
     vi = helper.make_tensor_value_info
     rng = np.random.default_rng(1)
     inits = [numpy_helper.from_array(rng.standard_normal((1176, E)).astype(np_t), "Wp"),
              numpy_helper.from_array(rng.standard_normal((4 * E, H)).astype(np_t), "Wm"),
-             numpy_helper.from_array(np.array([-1, 4 * E], np.int64), "shape")]
+             numpy_helper.from_array(np.array([-1, 4 * E], np.int64), "shape"),
+             numpy_helper.from_array(np.array([-1], np.int64), "minus_one"),
+             numpy_helper.from_array(np.array([E], np.int64), "width"),
+             numpy_helper.from_array(np.array([1], np.int64), "one")]
     n = helper.make_node
-    nodes = [n("MatMul", ["pixel_values", "Wp"], ["p"]), n("Reshape", ["p", "shape"], ["r"]),
+    nodes = [n("MatMul", ["pixel_values", "Wp"], ["p"]),
+             n("Shape", ["slice_pos_ids"], ["ids_shape"], end=1),
+             n("Concat", ["minus_one", "ids_shape", "width"], ["slices_shape"], axis=0),
+             n("Reshape", ["p", "slices_shape"], ["slices"]),
+             n("Cast", ["slice_pos_ids"], ["ids"], to=dtype),
+             n("ReduceSum", ["ids", "one"], ["id_sum"], keepdims=1),
+             n("Add", ["slices", "id_sum"], ["placed"]),
+             n("Reshape", ["placed", "shape"], ["r"]),
              n("MatMul", ["r", "Wm"], ["merged"])]
-    return _model(nodes, [vi("pixel_values", dtype, ["num_patches", 1176])],
-                  [vi("merged", dtype, ["merged_tokens", H])], inits)
+    inputs = [vi("pixel_values", dtype, ["num_patches", 1176]),
+              vi("slice_pos_ids", TensorProto.INT64, ["slice_len", 2])]
+    return _model(nodes, inputs, [vi("merged", dtype, ["merged_tokens", H])], inits)
 
 
 def _model(nodes, inputs, outputs, inits) -> onnx.ModelProto:
@@ -109,10 +121,31 @@ def test_profiles_follow_the_plan(tmp_path):
     assert dec["inputs_embeds"] == ((1, 1, H),) * 3
     assert dec["value_cache_0"] == ((1, KV, 1, D), (1, KV, 1024, D), (1, KV, 1024, D))
     assert dec["attention_mask"] == ((1, 1), (1, 513), (1, 1024))
-    vis = dict(B.profile_shapes(B.onnx_inputs(tmp_path / "vision.onnx"), "vision", plan))["vision"]
+    vision = B.profile_shapes(B.onnx_inputs(tmp_path / "vision.onnx"), "vision", plan)
     n = plan.patches_per_chunk  # 8 frames at 448x448: 4 slices x 256 tokens x 4 patches
-    assert n == 8 // 2 * 256 * 4
-    assert vis["pixel_values"] == ((4, 1176), (n, 1176), (n, 1176))
+    assert n == 8 // 2 * 256 * 4 and plan.patches_per_slice == 256 * 4
+    # whole slices of one grid, from one merge block up to the chunk, in ranges of slice lengths: the planned
+    # frames' range first, tuned for their slices
+    assert [name for name, _ in vision] == ["vision:256-1024", "vision:64-256", "vision:16-64", "vision:4-16",
+                                            "vision:1024-2048", "vision:2048-4096"]
+    first = vision[0][1]
+    assert first["pixel_values"] == ((256, 1176), (n, 1176), (n, 1176))
+    assert first["slice_pos_ids"] == ((256, 2), (1024, 2), (1024, 2))
+    assert vision[3][1]["slice_pos_ids"] == ((4, 2), (16, 2), (16, 2)) and vision[3][1]["pixel_values"][0] == (4, 1176)
+    assert vision[5][1]["slice_pos_ids"] == ((2048, 2), (4096, 2), (4096, 2))
+
+
+def test_vision_profiles_bound_each_profiles_slices():
+    """TensorRT sizes a profile for its most slices (most patches over its shortest slice) of its longest slice:
+    each range of slice lengths spans at most SLICE_RATIOS (below and above the planned slice), and the ranges
+    cover one merge block to the chunk."""
+    for shortest, planned, longest in ((4, 1024, 1024), (4, 1024, 8192), (4, 36, 144), (4, 4, 4), (4, 64, 64)):
+        ranges = B.slice_ranges(shortest, planned, longest)
+        assert ranges[0][1] == planned or ranges == [(planned, planned)]
+        assert all(hi <= B.SLICE_RATIOS[hi > planned] * lo for lo, hi in ranges)
+        covered = sorted(ranges)
+        assert covered[0][0] == shortest and covered[-1][1] == longest
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # no gap
 
 
 def test_unknown_symbolic_dim_is_named(tmp_path):
@@ -220,7 +253,9 @@ def test_every_symbolic_dim_of_the_export_specs_has_a_range():
                 assert shapes["positions"][2] == (4, 1, 128 if name == "prefill" else 1)
                 assert shapes["key_cache_1"][2] == (1, KV, 1024, D)
             else:
-                assert shapes["segment_ids"] == ((4,), (plan.patches_per_chunk,), (plan.patches_per_chunk,))
+                assert shapes["pixel_values"][2] == (plan.patches_per_chunk, model.patch_dim)
+                lo, hi = (int(v) for v in name.split(":")[1].split("-"))
+                assert shapes["slice_pos_ids"][0] == (lo, 2) and shapes["slice_pos_ids"][2] == (hi, 2)
 
 
 def _rope_decoder(path) -> None:

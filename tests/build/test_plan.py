@@ -89,6 +89,23 @@ def test_qwen2_vl_2b_int8_on_orin_nano_by_hand():
     assert p.total_bytes == p.fixed_bytes + p.per_token_bytes * 4096
 
 
+def test_vision_activations_by_hand():
+    """Qwen2-VL-7B on orin-nx-16gb (deployment.md's worked example): 4 frames per call at 448x448 are 2 slices of
+    1024 patches. Per patch: the fp32 input, the fp16 block intermediates and the merged output; nothing grows with
+    the square of the call's patches (attention stays inside a slice). Unfused attention adds each slice's fp16
+    scores and probabilities, (slices, heads, L, L) each."""
+    p = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo"))
+    assert (p.patches_per_chunk, p.patches_per_slice, p.tokens_per_slice) == (2048, 1024, 256)
+    per_patch = 4 * 1176 + 2 * 1280 * (6 + 4) + 2 * 3584 // 4
+    assert p.vision_activation_bytes == 2048 * per_patch
+    unfused = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", fused_attention=False))
+    assert unfused.vision_activation_bytes == 2048 * per_patch + 2 * (2 * 16 * 1024 * 1024) * 2
+    # twice the frames per call: twice the activations (an (N, N) term would make it four times)
+    double = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", frames_per_chunk=8,
+                                                                    fused_attention=False))
+    assert double.vision_activation_bytes == 2 * unfused.vision_activation_bytes
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("target", sorted(PRESETS))
 def test_largest_context_is_tight(model, target):

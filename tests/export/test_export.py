@@ -1,6 +1,7 @@
-"""Export on the tiny checkpoint: manifest and files (a self-contained directory), derived forms equal to direct
-exports, last-position and every-position logits, fp16 I/O, bad input, the fp16 type pass, the first diverging
-node on an injected error, and TensorRT-RTX builds of both graphs (both generations, fp32 and fp16) through the
+"""Export on the tiny checkpoint: manifest and files (a self-contained directory), the vision graph against
+transformers' stock tower (both generations, fp32 and fp16), derived forms equal to direct exports, last-position
+and every-position logits, fp16 I/O, bad input, the fp16 type pass, the first diverging node on an injected error,
+and TensorRT-RTX builds of both graphs (both generations, fp32 and fp16) through the
 project's builder, ahead of time on the CPU."""
 
 import json
@@ -11,6 +12,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 
+from videorope_trt.artifact.manifest import FORMAT_VERSION
 from videorope_trt.export.exporter import ExportConfig, export_checkpoint
 from videorope_trt.export.parity import ParityRequest, validate
 
@@ -59,6 +61,54 @@ def _feeds(manifest, seq=5, past=3, batch=2, capacity=12):
         else:
             feeds[t["name"]] = (rng.random(shape) * (30 if t["name"] == "positions" else 1)).astype(np.float32)
     return feeds
+
+
+#: images and videos of different sizes, odd and even slice counts: one call per grid, as every backend splits them
+VISION_GRIDS = [[5, 4, 6], [1, 4, 4], [2, 6, 4], [4, 2, 2]]
+VISION_TOLERANCE = {"fp32": 1e-5, "fp16": 5e-3}  # max |a - b| / max |b|
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("generation", ["opset20", "opset23"])
+def test_vision_graph_matches_the_stock_tower(exports, tiny, generation, precision):
+    """vision.onnx in ONNX Runtime, one call per grid (whole slices, one slice's position ids), against transformers'
+    stock tower over all the grids at once; its attention is over the slices as a batch, with no mask input (opset
+    23: ONNX Attention of q, k, v; opset 20: MatMul, Softmax, MatMul with nothing added to the scores)."""
+    import torch
+
+    from videorope_trt.artifact.vision_inputs import slice_pos_ids, vision_calls
+    from videorope_trt.models import load_model
+
+    out = exports("videorope", "plugin", precision, generation)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["graphs"]["vision"]["inputs"] == [
+        {"name": "pixel_values", "dtype": "float32", "shape": ["num_patches", 1176]},
+        {"name": "slice_pos_ids", "dtype": "int64", "shape": ["slice_len", 2]}]
+    graph = onnx.load(str(out / "vision.onnx"), load_external_data=False).graph
+    ops = [n.op_type for n in graph.node]
+    producer = {o: n for n in graph.node for o in n.output}
+
+    def scores(node):  # what makes the softmax's input, past fp16's Casts
+        while node.op_type == "Cast":
+            node = producer[node.input[0]]
+        return node.op_type
+
+    if generation == "opset23":
+        assert "Softmax" not in ops and all(len(n.input) == 3 for n in graph.node if n.op_type == "Attention")
+    else:
+        assert "Attention" not in ops
+        assert {scores(producer[n.input[0]]) for n in graph.node if n.op_type == "Softmax"} == {"MatMul"}
+    sess = ort.InferenceSession(str(out / "vision.onnx"), providers=["CPUExecutionProvider"])
+    pixels = np.random.default_rng(0).standard_normal((sum(t * h * w for t, h, w in VISION_GRIDS), 1176), np.float32)
+    calls = vision_calls(VISION_GRIDS, 2)
+    got = np.concatenate([sess.run(None, {"pixel_values": pixels[c.start:c.stop],
+                                          "slice_pos_ids": slice_pos_ids(c.h, c.w, 2)})[0] for c in calls])
+    with torch.no_grad():
+        ref = load_model(tiny).visual(torch.from_numpy(pixels), grid_thw=torch.tensor(VISION_GRIDS)).pooler_output
+    ref = ref.numpy()
+    assert len(calls) == len(VISION_GRIDS) and got.shape == ref.shape
+    assert got.dtype == (np.float16 if precision == "fp16" else np.float32)
+    assert np.abs(got.astype(np.float64) - ref).max() / np.abs(ref).max() <= VISION_TOLERANCE[precision]
 
 
 def test_derived_form_equals_direct_export(exports, tiny, tmp_path):
@@ -137,7 +187,7 @@ def test_bad_inputs_leave_nothing(tiny, exports, tmp_path):
         ExportConfig(precision="int8-sq")
     other = tmp_path / "other"
     other.mkdir()
-    (other / "manifest.json").write_text(json.dumps({"kind": "videorope-trt-export", "format_version": 2,
+    (other / "manifest.json").write_text(json.dumps({"kind": "videorope-trt-export", "format_version": FORMAT_VERSION,
                                                      "source": {"sha256": "0" * 64}}))
     with pytest.raises(FileExistsError, match="another checkpoint"):
         export_checkpoint(tiny, other)

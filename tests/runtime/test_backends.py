@@ -63,6 +63,26 @@ def test_greedy_tokens_identical_torch_and_onnxruntime(tiny, artifact, inputs):
     torch.testing.assert_close(ort_be.forward(emb, pos, mask), torch_be.forward(emb, pos, mask), atol=1e-4, rtol=1e-4)
 
 
+#: images and videos of different sizes in one vision call (the ONNX Runtime and TensorRT backends: a call per grid)
+VISION_GRIDS = [[3, 4, 4], [1, 2, 2], [1, 4, 8], [2, 4, 6]]
+
+
+def _stock_vision(tiny, grids, seed=1):
+    """Random patches for `grids` and transformers' stock tower's embeddings of them (the reference)."""
+    from videorope_trt.models import load_model
+
+    n = sum(t * h * w for t, h, w in grids)
+    pixels = torch.from_numpy(np.random.default_rng(seed).standard_normal((n, 1176), dtype=np.float32))
+    with torch.no_grad():
+        return pixels, load_model(tiny).visual(pixels, grid_thw=torch.tensor(grids)).pooler_output
+
+
+def test_onnxruntime_vision_encodes_grids_of_every_size(tiny, artifact):
+    pixels, ref = _stock_vision(tiny, VISION_GRIDS)
+    out = open_backend("onnxruntime", artifact).encode_vision(pixels, torch.tensor(VISION_GRIDS))
+    assert out.shape == ref.shape and float((out - ref).norm() / ref.norm()) <= 1e-5
+
+
 # -- the shared interface ------------------------------------------------------------------------------------------
 
 class Echo(Backend):
@@ -210,6 +230,64 @@ def test_tensorrt_backend_owns_one_cache_and_binds_it_once(tiny, device):
     assert masks[3:] == [(2, DECODE_ROWS), (2, 290)] == [(2, decode_rows(c, 290)) for c in (150, 256)]
     assert decode_rows(255, 10_000) == 256 and decode_rows(256, 10_000) == 512 and decode_rows(300, 400) == 400
     assert len(be.graphs.graphs) == (2 if device == "cuda" else 0)  # one CUDA graph per block of rows
+
+
+class _VisionEngine:
+    """A vision "engine" on the CPU: the exported graph's torch module over the tensors the backend binds, with as
+    many profiles as the build gives it."""
+
+    def __init__(self, visual, profiles: int):
+        from videorope_trt.export.vision import VisionGraph
+        from videorope_trt.runtime.backends.trt_engine import TrtEngine
+
+        self.engine = TrtEngine.__new__(TrtEngine)
+        self.engine.context, self.engine.bound, self.engine.profile = _Context(), {}, 0
+        self.engine.engine = SimpleNamespace(num_optimization_profiles=profiles)
+        self.engine.inputs = ["pixel_values", "slice_pos_ids"]
+        self.engine.dtypes = {"pixel_values": torch.float32, "slice_pos_ids": torch.int64,
+                              "image_embeds": torch.float32}
+        self.graph, self.tensors, self.runs = VisionGraph(visual), {}, []
+        bind = self.engine.bind
+        self.engine.bind = lambda tensors: (self.tensors.update(tensors), bind(tensors))
+        width = visual.merger.mlp[2].out_features
+        self.engine.output_shape = lambda name: (self.tensors["pixel_values"].shape[0] // 4, width)
+        self.engine.execute = self.execute
+
+    def execute(self, stream):
+        px, ids = self.tensors["pixel_values"], self.tensors["slice_pos_ids"]
+        self.runs.append((px.shape[0], ids.shape[0], self.engine.profile))
+        with torch.no_grad():
+            self.tensors["image_embeds"].copy_(self.graph(px, ids))
+
+
+def test_tensorrt_backend_encodes_whole_slices_of_one_grid_per_call(tiny):
+    """The TensorRT backend's vision calls over a CPU stand-in for the engine, with the profiles the build writes
+    into engine.json: one grid per call, in chunks of whole slices within the plan's patches per call, each call on
+    the profile of its slice length; the embeddings are the stock tower's."""
+    from videorope_trt.artifact.specs import vision_spec
+    from videorope_trt.build import engine as B
+    from videorope_trt.build.plan import PlanRequest, plan_memory
+    from videorope_trt.models import load_model
+    from videorope_trt.runtime.backends.trt_backend import TrtBackend, vision_slice_ranges
+
+    model = load_model(tiny)
+    info = ModelInfo.from_config(json.loads((tiny / "config.json").read_text()))
+    # 56x56 frames: 16 patches per slice, 2 slices per call; profiles for slices of 4-16 and 16-32 patches
+    plan = plan_memory(tiny, "h100", PlanRequest(max_context=1024, frames_per_chunk=4, frame_size=(56, 56)))
+    profiles = B.profile_shapes(vision_spec(info).to_json()["inputs"], "vision", plan)
+    entry = json.loads(json.dumps({"profiles": [{"name": n, "shapes": sh} for n, sh in profiles]}))  # as engine.json
+    assert vision_slice_ranges(entry) == [(4, 16), (16, 32)] and plan.patches_per_chunk == 32
+    fake = _VisionEngine(model.visual, len(profiles))
+    be = TrtBackend(fake.engine, None, None, info, plan, device="cpu", vision_slices=vision_slice_ranges(entry))
+    pixels, ref = _stock_vision(tiny, VISION_GRIDS)
+    out = be.encode_vision(pixels, torch.tensor(VISION_GRIDS))
+    assert out.shape == ref.shape and float((out - ref).norm() / ref.norm()) <= 1e-5
+    # (patches, slice length, profile) of each run: 3 slices of 16 in calls of 2 and 1, a slice of 4, one of 32 (the
+    # second profile), 2 slices of 24 in a call each (the second profile's)
+    assert fake.runs == [(32, 16, 0), (16, 16, 0), (4, 4, 0), (32, 32, 1), (24, 24, 1), (24, 24, 1)]
+    assert [c for c in fake.engine.context.calls if c[0] == "profile"] == [("profile", 1)]  # switched once
+    with pytest.raises(ValueError, match=r"slice of grid \(1, 6, 8\) has 48 patches; a call takes at most 32"):
+        be.encode_vision(torch.zeros(48, 1176), torch.tensor([[1, 6, 8]]))
 
 
 def test_torch_dtype_of_tensorrt_types():

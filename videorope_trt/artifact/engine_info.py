@@ -59,6 +59,9 @@ class MemoryPlan:
     tokens_per_slice: int
     frame_size: tuple
     text_reserve: int
+    #: patches in one temporal slice at `frame_size` (tokens_per_slice × merge²); 0 in a plan written before it was
+    #: recorded (its engines take the vision graph of an older manifest, which readers refuse)
+    patches_per_slice: int = 0
     runtime: str = "tensorrt"  # plans written before runtimes were told apart were TensorRT's
     kv_copies: int = 1  # KV caches the runtime keeps alive at once
     kv_rows_align: int = 1  # the cache's rows: the context rounded up to this

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from videorope_trt.artifact.atomic import read_json, write_atomic
 
-FORMAT_VERSION = 2  # 2: the directory carries its embedding table and the checkpoint's tokenizer files
+#: 2: the directory carries its embedding table and the checkpoint's tokenizer files; 3: the vision graph takes whole
+#: slices of one grid and one slice's position ids (pixel_values, slice_pos_ids), no longer per-patch ids and segments
+FORMAT_VERSION = 3
 KIND = "videorope-trt-export"
 NAME = "manifest.json"
 #: checkpoint files an artifact carries beside its graphs (those present): tokenizer, chat template, preprocessor

@@ -7,7 +7,9 @@ Types: the embeddings (vision output, decoder input) and the KV cache are in the
 of fp32 in an fp16 export); pixel values, positions (exact fractional values) and logits are always float32.
 
 Symbolic dims:
-    num_patches   vision patches in one call (a multiple of merge², frames of one or more grids)
+    num_patches   vision patches in one call: whole temporal slices of one grid (a multiple of slice_len)
+    slice_len     patches in one temporal slice of that grid (h × w, a multiple of merge²): the call's slices are
+                  attended as one batch, so they must all be this long (one grid per call)
     num_merged    num_patches / merge²
     batch         sequences in the batch
     seq           new tokens in this call (prefill: a chunk of the prompt; decode: 1)
@@ -76,8 +78,7 @@ def vision_spec(model, float_dtype: str = "float32") -> GraphSpec:
         "vision",
         inputs=(
             TensorSpec("pixel_values", "float32", ("num_patches", model.patch_dim)),  # the processor's own type
-            TensorSpec("rotary_pos_ids", "int64", ("num_patches", 2)),
-            TensorSpec("segment_ids", "int64", ("num_patches",)),
+            TensorSpec("slice_pos_ids", "int64", ("slice_len", 2)),  # (row, column) of each patch of one slice
         ),
         outputs=(TensorSpec("image_embeds", float_dtype, ("num_merged", model.hidden_size)),),
     )

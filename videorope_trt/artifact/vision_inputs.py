@@ -1,35 +1,73 @@
-"""The vision graph's host-side inputs: what Qwen2-VL's vision tower derives from `grid_thw` with Python loops,
-computed on the host so that the graph needs none (2D rotary position ids and per-frame segment ids).
+"""What the vision tower needs besides the patches, computed on the host: the (row, column) ids of one temporal
+slice, and how a set of grids splits into calls.
+
+Attention in Qwen2-VL's tower stays inside a temporal slice, and every slice of one grid has h × w patches with the
+same ids, so a call takes whole slices of one grid and the ids of one slice (`models/vision_tower.py`): its slices
+form one batch of equal length, attended with no mask. Slices of different sizes (an image beside a video, two
+videos of different frame sizes) go to different calls.
 
 numpy only: the runtime of every backend calls it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 
-def host_inputs(grid_thw, spatial_merge_size: int) -> dict:
-    """`rotary_pos_ids` (N, 2) int64 and `segment_ids` (N,) int64 for patches laid out as Qwen2-VL's processor does.
-
-    grid_thw: (n, 3) in patches (t temporal slices, h and w patch rows/columns, both multiples of the merge size).
-    Position ids run block-major over merge × merge blocks; every temporal slice of every grid is one segment.
-    """
+def check_grids(grid_thw, spatial_merge_size: int, patches: int | None = None) -> list:
+    """[(t, h, w)] of `grid_thw` (n, 3) in patches, each checked (t ≥ 1, h and w multiples of the merge size) and,
+    with `patches`, their total against it."""
     grids = np.asarray(grid_thw, dtype=np.int64).reshape(-1, 3)
     m = int(spatial_merge_size)
-    pos, seg, next_seg = [], [], 0
-    for t, h, w in grids:
-        if h % m or w % m:
-            raise ValueError(f"vision: grid (t, h, w) = {(int(t), int(h), int(w))} is not a multiple of the merge size "
-                             f"{m}")
-        hh, ww = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        blocks = (h // m, m, w // m, m)
-        frame = np.stack([hh.reshape(blocks).transpose(0, 2, 1, 3).ravel(),
-                          ww.reshape(blocks).transpose(0, 2, 1, 3).ravel()], axis=-1)
-        pos.append(np.tile(frame, (t, 1)))
-        seg.append(np.repeat(np.arange(next_seg, next_seg + t), h * w))
-        next_seg += int(t)
-    return {"rotary_pos_ids": np.concatenate(pos).astype(np.int64), "segment_ids": np.concatenate(seg).astype(np.int64)}
+    out = [tuple(int(v) for v in g) for g in grids]
+    for t, h, w in out:
+        if t < 1 or h < m or w < m or h % m or w % m:
+            raise ValueError(f"vision: grid (t, h, w) = {(t, h, w)}: expected t >= 1 and h, w positive multiples of "
+                             f"the merge size {m}")
+    if patches is not None and sum(t * h * w for t, h, w in out) != patches:
+        raise ValueError(f"vision: grids {[list(g) for g in out]} hold {sum(t * h * w for t, h, w in out)} patches, "
+                         f"pixel_values has {patches} rows")
+    return out
+
+
+def slice_pos_ids(h: int, w: int, spatial_merge_size: int) -> np.ndarray:
+    """(h*w, 2) int64 (row, column) of each patch of one temporal slice, in the processor's order: merge × merge
+    blocks, row-major over blocks, row-major inside each block."""
+    m = int(spatial_merge_size)
+    if h % m or w % m:
+        raise ValueError(f"vision: a slice of {h} x {w} patches is not a whole number of {m} x {m} merge blocks")
+    rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    by_block = [a.reshape(h // m, m, w // m, m).transpose(0, 2, 1, 3).ravel() for a in (rows, cols)]
+    return np.stack(by_block, axis=-1).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class VisionCall:
+    """One call of the vision graph: patches [start, stop) of the call's input, whole slices of h × w patches."""
+
+    start: int
+    stop: int
+    h: int
+    w: int
+
+
+def vision_calls(grid_thw, spatial_merge_size: int, max_patches: int | None = None) -> list:
+    """The calls that encode the patches of `grid_thw` (n, 3), in order: each grid on its own, in chunks of whole
+    temporal slices of at most `max_patches` patches (None: a grid per call)."""
+    calls, start = [], 0
+    for t, h, w in check_grids(grid_thw, spatial_merge_size):
+        per_slice = h * w
+        if max_patches is not None and per_slice > max_patches:
+            raise ValueError(f"vision: one temporal slice of grid {(t, h, w)} has {per_slice} patches; a call takes "
+                             f"at most {max_patches} (a smaller frame size or a larger plan)")
+        chunk = t if max_patches is None else max_patches // per_slice
+        for first in range(0, t, chunk):
+            n = min(chunk, t - first)
+            calls.append(VisionCall(start + first * per_slice, start + (first + n) * per_slice, h, w))
+        start += t * per_slice
+    return calls
 
 
 def example_grid(spatial_merge_size: int) -> np.ndarray:

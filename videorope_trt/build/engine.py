@@ -7,7 +7,8 @@ One code path serves full TensorRT (10.x, 11.x) and TensorRT-RTX; `runtime.trt` 
 Networks are strongly typed: the ONNX decides precision (FP16 graph, or Q/DQ), no builder precision flags. The
 optimization profiles come from the memory plan: the decoder gets a prefill profile (S up to the prefill chunk) and a
 decode profile (S = 1), both attending up to the planned context over a cache of that many rows; the vision encoder
-gets patches up to one frame chunk. Symbolic dims are read from the manifest's input specs, else from the ONNX inputs.
+gets patches up to one frame chunk, one profile per range of slice lengths (`slice_ranges`). Symbolic dims are read
+from the manifest's input specs, else from the ONNX inputs.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DIM_ROLES = {
     **dict.fromkeys(("capacity", "C", "cache_length"), "capacity"),
     **dict.fromkeys(("total", "T", "total_sequence_length", "total_length", "total_len"), "total"),
     **dict.fromkeys(("patches", "N", "num_patches", "n_patches"), "patches"),
+    **dict.fromkeys(("slice_len", "slice_length", "patches_per_slice"), "slice"),
     **dict.fromkeys(("merged", "M", "num_merged", "merged_tokens", "n_merged"), "merged"),
 }
 
@@ -48,14 +50,47 @@ def _decode(p: MemoryPlan) -> dict:
     return {"batch": (1, p.batch, p.batch), "sequence": (1, 1, 1), "total": (1, n // 2 + 1, n), "capacity": (1, n, n)}
 
 
-def _vision(p: MemoryPlan) -> dict:
-    n = p.patches_per_chunk
-    return {"patches": (4, n, n), "merged": (1, n // 4, n // 4), "batch": (1, 1, 1)}
+#: The vision engine has one profile per range of slice lengths. TensorRT sizes a profile's tensors for its dims'
+#: maxima taken apart: a call's most slices (its most patches over its shortest slice), each of its longest slice.
+#: One range from a merge block to a whole chunk would size unfused attention's scores (slices, heads, L, L) for
+#: chunk / merge² slices of a chunk's length each, more than any build has. A range [lo, r·lo] holds at most
+#: r² · chunk · lo scores per head: r = 4 below the planned slice (at most 4 × a chunk of planned slices), r = 2
+#: above it, up to one slice as long as the chunk (at most 2 × that slice's chunk² scores).
+SLICE_RATIOS = (4, 2)  # (below the planned slice, above it)
 
 
-#: Profile name → role ranges (min, opt, max) computed from the plan; graphs list their profiles in order.
-PROFILES = {"prefill": _prefill, "decode": _decode, "vision": _vision}
-GRAPH_PROFILES = {"decoder": ("prefill", "decode"), "vision": ("vision",)}
+def slice_ranges(shortest: int, planned: int, longest: int) -> list:
+    """[(shortest, longest)] slice lengths of the vision profiles: ranges of SLICE_RATIOS from `planned` down to
+    `shortest` (the first of them ends at `planned`) and up to `longest`; neighbours share their end."""
+    down, up = [planned], [planned]
+    while down[-1] > shortest:
+        down.append(max(shortest, down[-1] // SLICE_RATIOS[0]))
+    while up[-1] < longest:
+        up.append(min(longest, up[-1] * SLICE_RATIOS[1]))
+    ranges = [(lo, hi) for hi, lo in zip(down, down[1:])] + list(zip(up, up[1:]))
+    return ranges or [(planned, planned)]
+
+
+def _vision(p: MemoryPlan) -> list:
+    """Whole slices of one grid per call, up to the chunk's patches: one profile per range of slice lengths from one
+    merge block up to the chunk (a slice as long as the whole chunk, an image larger than the frames, still runs),
+    the planned frame size's range first and tuned for its slices."""
+    n, per_slice = p.patches_per_chunk, p.patches_per_slice
+    m2 = per_slice // p.tokens_per_slice  # patches merged into one token
+    profiles = []
+    for i, (lo, hi) in enumerate(slice_ranges(m2, per_slice, n)):
+        opt = per_slice if i == 0 else hi  # the first range holds the planned slices
+        profiles.append((f"vision:{lo}-{hi}", {"patches": (lo, n, n), "slice": (lo, opt, hi),
+                                               "merged": (lo // m2, n // m2, n // m2), "batch": (1, 1, 1)}))
+    return profiles
+
+
+def _decoder(p: MemoryPlan) -> list:
+    return [("prefill", _prefill(p)), ("decode", _decode(p))]
+
+
+#: Graph role → [(profile name, role ranges (min, opt, max))] computed from the plan, in the engine's profile order.
+GRAPH_PROFILES = {"decoder": _decoder, "vision": _vision}
 
 
 def graph_role(graph: str) -> str:
@@ -126,8 +161,7 @@ def profile_shapes(inputs: list, graph: str, plan: MemoryPlan) -> list:
         raise ValueError(f"no optimization profiles for graph {graph!r}; expected a name whose role (before the first "
                          f"'.') is one of {sorted(GRAPH_PROFILES)}")
     result = []
-    for name in GRAPH_PROFILES[graph_role(graph)]:
-        ranges = PROFILES[name](plan)
+    for name, ranges in GRAPH_PROFILES[graph_role(graph)](plan):
         shapes = {}
         for spec in inputs:
             dims = spec["shape"]

@@ -8,7 +8,8 @@
 
 The same plan gives the build its optimization profiles (prefill chunk, context, patches per chunk) and the
 runtime its KV cache size (`MemoryPlan.max_context`, `MemoryPlan.kv_cache_bytes`); engine.json stores it.
-Estimates assume TensorRT fuses attention (no (heads, S, T) score tensor); `fused_attention=False` counts one.
+Estimates assume TensorRT fuses attention (no (heads, S, T) score tensor, nor the vision tower's (slices, heads, L,
+L)); `fused_attention=False` counts them.
 What differs between runtimes (a separate lm_head copy, logits for a whole prefill chunk) is data: `RUNTIMES`.
 """
 
@@ -132,13 +133,16 @@ def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: in
     return batch * (chunk * per_token + logit_rows * LOGIT_BYTES * model.vocab_size)
 
 
-def vision_activation_bytes(model: ModelConfig, patches: int, act: int, fused_attention: bool = True) -> int:
-    """One vision-encoder call over `patches` patches: the input, block intermediates and the dense mask bias."""
+def vision_activation_bytes(model: ModelConfig, patches: int, per_slice: int, act: int,
+                            fused_attention: bool = True) -> int:
+    """One vision-encoder call over `patches` patches in temporal slices of `per_slice`: the input and block
+    intermediates; unfused attention adds each slice's scores and probabilities (slices, heads, L, L) (attention
+    never crosses a slice, so nothing grows with patches²)."""
     e = model.vision_dim
     merged = act * model.hidden_size // model.spatial_merge_size ** 2
     per_patch = 4 * model.patch_dim + act * e * (6 + model.vision_mlp_ratio) + merged
-    square = patches * patches * act * (1 if fused_attention else 1 + 2 * model.vision_heads)
-    return patches * per_patch + square
+    scores = 0 if fused_attention else 2 * patches * per_slice * model.vision_heads * act
+    return patches * per_patch + scores
 
 
 def _frames_for(context: int, tokens_per_slice: int, tp: int, text_reserve: int) -> int:
@@ -169,7 +173,8 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     if frames_per_chunk % tp:
         raise ValueError(f"frames per chunk must be a multiple of temporal_patch_size={tp}, got {frames_per_chunk}")
     tokens_per_slice = _frame_grid(model, request.frame_size)
-    patches = frames_per_chunk // tp * tokens_per_slice * model.spatial_merge_size ** 2
+    per_slice = tokens_per_slice * model.spatial_merge_size ** 2  # patches
+    patches = frames_per_chunk // tp * per_slice
 
     usable = preset.memory_bytes - preset.reserved_bytes
     headroom = preset.headroom if request.headroom is None else request.headroom
@@ -177,7 +182,7 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
     dec_w, vis_w, emb = _weights(model, request.precision, vprec, runtime)
     act = prec.act_bytes
     dec_act = decoder_activation_bytes(model, chunk, act, request.batch, _chunk_logits(runtime, request))
-    vis_act = vision_activation_bytes(model, patches, PRECISIONS[vprec].act_bytes, request.fused_attention)
+    vis_act = vision_activation_bytes(model, patches, per_slice, PRECISIONS[vprec].act_bytes, request.fused_attention)
     fixed = dec_w + vis_w + emb + preset.overhead_bytes + preset.workspace_bytes + dec_act + vis_act
     kv_token = model.kv_bytes_per_token(FLOAT_BYTES[kv_type]) * request.batch
     per_token = kv_token * runtime.kv_copies + request.batch * act * model.hidden_size  # + the prompt's embeddings row
@@ -204,7 +209,8 @@ def plan_memory(model, target, request: PlanRequest = PlanRequest(), *, _hint: b
         decoder_activation_bytes=dec_act, vision_activation_bytes=vis_act, kv_bytes_per_token=kv_token,
         per_token_bytes=per_token, capacity_context=capacity, capacity_frames=capacity_frames,
         max_context=context, max_frames=frames, prefill_chunk=min(chunk, context),
-        frames_per_chunk=frames_per_chunk, patches_per_chunk=patches, tokens_per_slice=tokens_per_slice,
+        frames_per_chunk=frames_per_chunk, patches_per_chunk=patches, patches_per_slice=per_slice,
+        tokens_per_slice=tokens_per_slice,
         frame_size=tuple(request.frame_size), text_reserve=request.text_reserve, runtime=runtime.name,
         kv_copies=runtime.kv_copies, kv_rows_align=runtime.kv_rows_align,
     )

@@ -169,17 +169,17 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
     import torch
 
     from videorope_trt.artifact.specs import vision_spec
-    from videorope_trt.artifact.vision_inputs import example_grid, host_inputs
+    from videorope_trt.artifact.vision_inputs import example_grid, slice_pos_ids
     from videorope_trt.export.vision import VisionGraph
 
     spec = vision_spec(mcfg, get_precision(cfg.precision).float_type)
-    grid = example_grid(mcfg.spatial_merge_size)
-    host = host_inputs(grid, mcfg.spatial_merge_size)
-    pixels = torch.randn(int(grid.prod(1).sum()), mcfg.patch_dim, generator=torch.Generator().manual_seed(0))
-    n = torch.export.Dim("num_patches", min=mcfg.spatial_merge_size**2)
-    onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, torch.from_numpy(host["rotary_pos_ids"]),
-                              torch.from_numpy(host["segment_ids"])), spec, ({0: n}, {0: n}, {0: n}), tmp,
-                              cfg.opset, translation=translation)
+    m = mcfg.spatial_merge_size
+    t, h, w = (int(v) for v in example_grid(m)[0])
+    pixels = torch.randn(t * h * w, mcfg.patch_dim, generator=torch.Generator().manual_seed(0))
+    ids = torch.from_numpy(slice_pos_ids(h, w, m))
+    dims = ({0: torch.export.Dim("num_patches", min=m**2)}, {0: torch.export.Dim("slice_len", min=m**2)})
+    onnx_model, raw = _export(VisionGraph(model.visual).eval(), (pixels, ids), spec, dims, tmp, cfg.opset,
+                              translation=translation)
     return _precision(onnx_model, raw, cfg.precision, spec), spec, raw
 
 

@@ -144,14 +144,9 @@ def decoder_steps(model, prompt: Prompt, layout: str, decode_steps: int, last_on
 
 
 def vision_chunks(media: Media, merge: int, slices_per_call: int) -> list:
-    """Feeds of the vision graph for `media`, a few temporal slices per call (the graph's bias is N × N)."""
-    from videorope_trt.artifact.vision_inputs import host_inputs
+    """Feeds of the vision graph for `media`, a few temporal slices per call (as the runtime splits a video)."""
+    from videorope_trt.artifact.vision_inputs import slice_pos_ids, vision_calls
 
-    t, h, w = (int(v) for v in media.grid)
-    per_slice = h * w
-    feeds = []
-    for start in range(0, t, slices_per_call):
-        k = min(slices_per_call, t - start)
-        host = host_inputs(np.array([[k, h, w]]), merge)
-        feeds.append({"pixel_values": media.pixels[start * per_slice:(start + k) * per_slice], **host})
-    return feeds
+    h, w = (int(v) for v in media.grid[1:])
+    return [{"pixel_values": media.pixels[c.start:c.stop], "slice_pos_ids": slice_pos_ids(h, w, merge)}
+            for c in vision_calls(media.grid[None], merge, slices_per_call * h * w)]

@@ -1,8 +1,9 @@
 """`VideoRopeQwen2VL`: Qwen2-VL whose decoder rotation follows any RoPE variant of `videorope_trt.rope`.
 
-Built by composition over the stock `Qwen2VLForConditionalGeneration` (its vision tower runs as is; its
-embeddings, decoder-layer weights, norm and lm_head are read by our decoder forward in `decoder.py`). Nothing in
-transformers is patched. The pieces are separate methods because export and the runtime call them separately:
+Built by composition over the stock `Qwen2VLForConditionalGeneration` (its vision tower's weights are run by
+`vision_tower.VisionTower`; its embeddings, decoder-layer weights, norm and lm_head are read by our decoder forward in
+`decoder.py`). Nothing in transformers is patched. The pieces are separate methods because export and the runtime
+call them separately:
 
     embed(input_ids, pixels, grids) → inputs_embeds          vision(pixels, grid_thw) → merged visual embeddings
     positions(input_ids, grids, attention_mask) → BatchPositions (host-side, numpy)
@@ -46,12 +47,12 @@ class VideoRopeQwen2VL(nn.Module):
     def vision(self, pixel_values: torch.Tensor, grid_thw: torch.Tensor) -> torch.Tensor:
         """Patches (N, C*tp*p*p) + grid (n, 3) in patches → merged visual embeddings (N / merge², hidden).
 
-        The stock tower's modules, with the slices of equal size attended in one SDPA call instead of one per
-        slice and layer (`vision_attention.batched_slices_attention`).
+        The tower's weights through `vision_tower.VisionTower`: each grid's temporal slices attended as one batch
+        (the same blocks the exported vision graph holds).
         """
-        from videorope_trt.models.vision_attention import batched_vision
+        from videorope_trt.models.vision_tower import VisionTower
 
-        return batched_vision(self.visual, pixel_values.to(self.dtype), grid_thw)
+        return VisionTower(self.visual)(pixel_values.to(self.dtype), grid_thw)
 
     def embed(self, input_ids, pixel_values=None, image_grid_thw=None, pixel_values_videos=None, video_grid_thw=None):
         """Token embeddings with each image / video placeholder token replaced by its visual embedding."""

@@ -183,6 +183,19 @@ class Backend(ABC):
         """The last token's logits; with `logits` False the result is dropped (None may be returned)."""
 
 
+def encode_by_calls(pixel_values, grid_thw, spatial_merge_size: int, max_patches: int | None, run):
+    """Visual embeddings of `grid_thw`'s patches from a vision graph that takes whole temporal slices of one grid per
+    call (`artifact.vision_inputs.vision_calls`, at most `max_patches` patches each): `run(patches, slice_pos_ids)`
+    encodes one call (slice_pos_ids: numpy (L, 2) int64) and returns its embeddings; they are joined in order."""
+    import torch
+
+    from videorope_trt.artifact.vision_inputs import slice_pos_ids, vision_calls
+
+    calls = vision_calls(grid_thw.cpu().numpy(), spatial_merge_size, max_patches)
+    outs = [run(pixel_values[c.start:c.stop], slice_pos_ids(c.h, c.w, spatial_merge_size)) for c in calls]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
 def backend_class(name: str):
     """The backend class registered under `name` (imported on demand)."""
     if name not in BACKENDS:

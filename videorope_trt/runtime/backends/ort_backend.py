@@ -95,15 +95,18 @@ class OrtBackend(Backend):
         return t  # the caller keeps it alive until the run ends
 
     def _encode_vision_impl(self, pixel_values, grid_thw):
+        from videorope_trt.runtime.backends.base import encode_by_calls
+
+        return encode_by_calls(pixel_values, grid_thw, self.info.spatial_merge_size, self.max_vision_patches,
+                               self._vision_call)
+
+    def _vision_call(self, pixel_values, slice_pos_ids):
+        """One run of the vision graph: whole slices of one grid and the position ids of one slice."""
         import torch
 
-        from videorope_trt.artifact.vision_inputs import host_inputs
-
-        host = host_inputs(grid_thw.cpu().numpy(), self.info.spatial_merge_size)
         binding, keep = self.vision.io_binding(), []
         keep.append(self._bind(binding, "pixel_values", pixel_values, self._input_type(self.vision, "pixel_values")))
-        for name, value in host.items():
-            keep.append(self._bind(binding, name, torch.as_tensor(value, device=self.device), np.int64))
+        keep.append(self._bind(binding, "slice_pos_ids", torch.as_tensor(slice_pos_ids, device=self.device), np.int64))
         binding.bind_output("image_embeds", *self._ort_device)
         self.vision.run_with_iobinding(binding)
         return self._to_torch(binding.get_outputs()[0]).float()

@@ -23,15 +23,23 @@ class TrtOptions:
     decoder: str | None = None  # the decoder engine to run when engine.json lists several (e.g. "decoder.int8-sq")
 
 
+def vision_slice_ranges(entry: dict) -> list:
+    """[(shortest, longest)] slice of each profile of a vision engine, from its engine.json entry (`build` writes
+    one profile per range of slice lengths: TensorRT sizes each for its longest slices)."""
+    return [(p["shapes"]["slice_pos_ids"][0][0], p["shapes"]["slice_pos_ids"][2][0]) for p in entry["profiles"]]
+
+
 class TrtBackend(Backend):
     name = "tensorrt"
     Options = TrtOptions
 
     def __init__(self, vision: TrtEngine, decoder: TrtEngine, embeddings, info: ModelInfo, plan, device="cuda",
-                 last_only: bool = True):
-        """`last_only`: the decoder's logits are the last position's (the export's default)."""
+                 last_only: bool = True, vision_slices: list | None = None):
+        """`last_only`: the decoder's logits are the last position's (the export's default); `vision_slices`: the
+        (shortest, longest) slice of each of the vision engine's profiles, in order (`vision_slice_ranges`)."""
         super().__init__(info, device)
         self.vision, self.decoder = vision, decoder
+        self.vision_slices = list(vision_slices or [])
         self.embeddings = embeddings
         self.plan = plan
         # the memory plan bounds what the engines' profiles accept
@@ -62,7 +70,8 @@ class TrtBackend(Backend):
         vision, decoder = (TrtEngine(trt, runtime, engine_dir / info["engines"][graphs[role]]["file"])
                            for role in ("vision", "decoder"))
         return cls(vision, decoder, embedding_table(artifact, manifest, options.device), model_info(manifest),
-                   engine_info.engine_plan(engine_dir), options.device, manifest.get("logits") != "all")
+                   engine_info.engine_plan(engine_dir), options.device, manifest.get("logits") != "all",
+                   vision_slice_ranges(info["engines"][graphs["vision"]]))
 
     def _stream(self):
         # torch's current stream: the inputs torch just wrote are ordered before the engine reads them
@@ -71,19 +80,36 @@ class TrtBackend(Backend):
         return torch.cuda.current_stream(self.device).cuda_stream if str(self.device).startswith("cuda") else 0
 
     def _encode_vision_impl(self, pixel_values, grid_thw):
+        from videorope_trt.runtime.backends.base import encode_by_calls
+
+        # the engine's profile takes at most a planned chunk of patches per call
+        return encode_by_calls(pixel_values, grid_thw, self.info.spatial_merge_size, self.max_vision_patches,
+                               self._vision_call)
+
+    def _vision_call(self, pixel_values, slice_pos_ids):
+        """One run of the vision engine: whole slices of one grid and the position ids of one slice."""
         import torch
 
-        from videorope_trt.artifact.vision_inputs import host_inputs
-
-        host = host_inputs(grid_thw.cpu().numpy(), self.info.spatial_merge_size)
         e = self.vision
-        feeds = {"pixel_values": pixel_values.to(e.dtypes["pixel_values"]).contiguous()}
-        feeds.update({k: torch.as_tensor(v, device=self.device).contiguous() for k, v in host.items()})
+        e.use_profile(self._vision_profile(len(slice_pos_ids)), self._stream())
+        # kept alive until the run is queued: freed earlier, the output could be allocated over them
+        feeds = {"pixel_values": pixel_values.to(e.dtypes["pixel_values"]).contiguous(),
+                 "slice_pos_ids": torch.as_tensor(slice_pos_ids, device=self.device).contiguous()}
         e.bind(feeds)
         out = torch.empty(e.output_shape("image_embeds"), dtype=e.dtypes["image_embeds"], device=self.device)
         e.bind({"image_embeds": out})
         e.execute(self._stream())
         return out
+
+    def _vision_profile(self, length: int) -> int:
+        """The vision engine's first profile whose slices are `length` patches long (the only one if none is named)."""
+        if not self.vision_slices:
+            return 0
+        for index, (lo, hi) in enumerate(self.vision_slices):
+            if lo <= length <= hi:
+                return index
+        raise ValueError(f"tensorrt backend: the vision engine's profiles take slices of {self.vision_slices} "
+                         f"patches; this call's are {length} long. Rebuild with a plan for this frame size")
 
     def _embed_impl(self, input_ids):
         return self.embeddings[input_ids.to(self.embeddings.device)]

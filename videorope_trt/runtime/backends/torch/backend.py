@@ -4,11 +4,14 @@ Two paths over the same weights, chosen by `TorchOptions.reference`:
   * static (the default): `static_decoder.StaticCacheDecoder` writes K/V in place, runs SDPA for prefill chunks and a
     split grouped-query attention for decode, lm_head on the last token only; on CUDA it decodes through the Triton
     kernels (`runtime.kernels`: one-row products, split decode attention, and for batch 1 the fused decode step with
-    rotation and cache writes folded in), replays the decode step as one CUDA graph captured at the cache's first
-    `begin_decode`, and runs the vision tower as `models.vision_fast.FusedVision`;
+    rotation and cache writes folded in) and replays the decode step as one CUDA graph captured at the cache's first
+    `begin_decode`;
   * reference: the cache is one (B, kv_heads, capacity, head_dim) buffer per layer for keys and one for values;
     each forward hands the model's own `decoder` views of the filled part as `past` and writes the new rows of
     `present` back in place: the model's own code path, the parity oracle.
+
+Both run the vision tower as `models.vision_tower.VisionTower` (compiled with `compile`), the blocks the exported
+vision graph holds.
 
 Which kernels run is not an option: each was chosen by the benchmarks in bench/ (docs/benchmarks.md). What stays an
 option is what a user trades: the dtype, compiling (faster after a slower first generation), the prefill attention
@@ -120,12 +123,9 @@ class TorchBackend(Backend):
             if gemv.available():  # the decoder takes the fused step where batch, dtype and shapes allow it
                 self.linear, self.decode_ops = gemv.OneRowLinear(), DecodeOps.triton()
         self.keys = self.values = self.fast = self.graphed = None
-        self.fused_vision = None
-        if on_cuda:
-            from videorope_trt.models.vision_fast import FusedVision
+        from videorope_trt.models.vision_tower import VisionTower
 
-            if FusedVision.supports(model.visual) is None:
-                self.fused_vision = FusedVision(model.visual, compile=self.compile)
+        self.vision_tower = VisionTower(model.visual, compile=self.compile)
 
     @property
     def num_axes(self) -> int:
@@ -155,10 +155,7 @@ class TorchBackend(Backend):
         import torch
 
         with torch.no_grad():
-            if self.fused_vision is not None and grid_thw.shape[0] == 1:  # reads the grid on the host
-                return self.fused_vision(pixel_values.to(self.dtype), grid_thw)
-            # the stock tower builds its slice boundaries and rotary positions on the grid's device
-            return self.model.vision(pixel_values.to(self.dtype), grid_thw.to(pixel_values.device))
+            return self.vision_tower(pixel_values.to(self.dtype), grid_thw)  # reads the grid on the host
 
     def _embed_impl(self, input_ids):
         import torch

@@ -25,7 +25,7 @@ Same weights and same math as `models/decoder.py` (its `rms_norm` and `mlp` are 
   * the rotation is the fused CUDA kernel (`plugins.cuda`) on the projections' (B, S, H, D) layout when a kernel
     library is given, else the torch op;
   * `compile=True` fuses the element-wise work (norms, SwiGLU; decode's softmax) with torch.compile (inductor's
-    block-size search on: `vision_fast.COMPILE_OPTIONS`);
+    block-size search on: `vision_tower.COMPILE_OPTIONS`);
   * `decode_graph.GraphedDecode` captures the whole decode step (embedding, positions, mask, layers, lm_head) in
     one graph;
   * with `decode_ops` (`DecodeOps.triton()` on CUDA), one token of batch 1 runs six kernels per layer instead
@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from videorope_trt.models.decoder import rms_norm
-from videorope_trt.models.vision_fast import COMPILE_OPTIONS
+from videorope_trt.models.vision_tower import COMPILE_OPTIONS
 from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
 from videorope_trt.runtime.kernels.prefill_attention import merge_partials
