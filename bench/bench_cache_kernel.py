@@ -57,8 +57,8 @@ def rel_error(step, q_rot, k_cache, v_cache) -> float:
     """The largest ‖out − ref‖ / ‖ref‖ of q_rot and the written rows, against the float64 reference."""
     import numpy as np
 
-    from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.reference import VideoRopeCache
+    from videorope_trt.rope.contract import RotaryAttrs
 
     host = {n: t.cpu().double().numpy() if t.is_floating_point() else t.cpu().numpy() for n, t in step.items()}
     host["positions"], host["inv_freq"] = host["positions"].astype(np.float32), host["inv_freq"].astype(np.float32)
@@ -81,8 +81,8 @@ def timer(seq):
 def bench_gpu(lib, model, dtype, seq, copy_bps) -> dict:
     import torch
 
-    from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.cuda import rotate_into_cache
+    from videorope_trt.rope.contract import RotaryAttrs
 
     q_heads, kv_heads = MODELS[model]
     step = make_step("cuda", dtype, q_heads, kv_heads, seq)
@@ -100,8 +100,8 @@ def bench_gpu(lib, model, dtype, seq, copy_bps) -> dict:
 
 def bench_dry(dtype) -> list:
     """The torch op on the CPU at tiny shapes: exercises the script, times nothing that matters."""
-    from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.torch_op import apply_cache
+    from videorope_trt.rope.contract import RotaryAttrs
 
     rows = []
     for model, (q_heads, kv_heads) in DRY["models"].items():

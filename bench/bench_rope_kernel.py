@@ -82,8 +82,8 @@ def check(lib, q, k, pos, inv, amap):
     the larger ‖y − ref‖ / ‖ref‖ of q and k."""
     import torch
 
-    from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.cuda import rotate
+    from videorope_trt.rope.contract import RotaryAttrs
 
     yq, yk = rotate(q, pos, inv, amap, RotaryAttrs(layout=1), k=k, lib=lib)
     ang = (pos[amap.long()].permute(1, 2, 0) * inv).double()  # (B, S, F): fp32 product, as the contract says
@@ -94,8 +94,8 @@ def check(lib, q, k, pos, inv, amap):
 def bench_one(lib, seq, dtype, compiled):
     import torch
 
-    from videorope_trt.plugins.contract import RotaryAttrs
     from videorope_trt.plugins.cuda import rotate
+    from videorope_trt.rope.contract import RotaryAttrs
 
     q, k, pos, inv, amap = inputs(seq, dtype)
     err = check(lib, q, k, pos, inv, amap)

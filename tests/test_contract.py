@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from videorope_trt.plugins.contract import VIDEO_ROPE, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
 from videorope_trt.plugins.torch_op import apply
+from videorope_trt.rope.contract import VIDEO_ROPE, RotaryAttrs
 
 
 def _loop_reference(x, positions, inv_freq, axis_map, attrs):

@@ -105,7 +105,8 @@ def test_tensorrt_is_imported_in_one_place():
 FORBIDDEN = {
     "artifact": {"rope", "media", "models", "plugins", "export", "calibration", "build", "runtime", "eval", "serve",
                  "commands", "cli"},
-    "rope": {"media", "models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
+    "rope": {"plugins", "media", "models", "export", "calibration", "build", "runtime", "eval", "serve", "commands",
+             "cli"},
     "media": {"models", "export", "calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
     "export": {"calibration", "build", "runtime", "eval", "serve", "commands", "cli"},
     "calibration": {"build", "runtime", "eval", "serve", "commands", "cli"},

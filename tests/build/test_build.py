@@ -260,7 +260,7 @@ def test_every_symbolic_dim_of_the_export_specs_has_a_range():
 
 def _rope_decoder(path) -> None:
     """A graph whose one node is VideoRope, with the decoder's symbolic dims."""
-    from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs
+    from videorope_trt.rope.contract import ONNX_DOMAIN, RotaryAttrs
 
     vi = helper.make_tensor_value_info
     inputs = [vi("x", TensorProto.FLOAT16, ["batch", KV, "seq", D]),

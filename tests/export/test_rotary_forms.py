@@ -9,8 +9,8 @@ import torch
 
 from videorope_trt.export import rotary
 from videorope_trt.plugins import ort_op, torch_op
-from videorope_trt.plugins.contract import ONNX_DOMAIN, RotaryAttrs
 from videorope_trt.rope.apply import video_rope_numpy
+from videorope_trt.rope.contract import ONNX_DOMAIN, RotaryAttrs
 
 TOL = 2e-6  # fp32, |x| ~ 1: the forms compute the angle in fp32, the reference in float64
 

@@ -7,10 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.driver import run_cache as R
 from videorope_trt.plugins.driver.run import to_bits
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import RotaryAttrs
 
 
 def plugin_like(case, inputs):

@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import RotaryAttrs
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 Q_HEADS, KV_HEADS, HEAD_DIM, FREQ, AXES = 4, 2, 64, 32, 3

@@ -9,8 +9,8 @@ import pytest
 from test_cache_op import make, written
 
 from videorope_trt.plugins import build as plugin_build
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import RotaryAttrs
 
 from plugin_env import HEADER_VERSIONS, trt_include
 

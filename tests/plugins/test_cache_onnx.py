@@ -14,8 +14,8 @@ from test_cache_op import make, written
 
 from videorope_trt.export import cache_op
 from videorope_trt.plugins import ort_op, torch_op
-from videorope_trt.plugins.contract import ONNX_DOMAIN, VIDEO_ROPE_CACHE, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import ONNX_DOMAIN, VIDEO_ROPE_CACHE, RotaryAttrs
 
 ONNX_TYPES = {np.float32: TensorProto.FLOAT, np.float16: TensorProto.FLOAT16}
 #: |error| against the reference rounded to the dtype: fp32 rounds cos/sin and a product; fp16 rotates in fp16.

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from videorope_trt.plugins import ort_op, torch_op
-from videorope_trt.plugins.contract import VIDEO_ROPE_CACHE, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import VIDEO_ROPE_CACHE, RotaryAttrs
 
 #: |error| limits against the float64 reference, values ~N(0, 1): fp32 rounds the angle's cos/sin and one product;
 #: fp16 (the torch op rotates in fp16, as transformers) a few units in the last place at |x| up to ~5.

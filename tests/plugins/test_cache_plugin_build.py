@@ -11,9 +11,9 @@ import re
 import pytest
 
 from videorope_trt.plugins import build as plugin_build
-from videorope_trt.plugins.contract import VIDEO_ROPE, VIDEO_ROPE_CACHE
 from videorope_trt.plugins.driver.run import TRT_DTYPES, Driver
 from videorope_trt.plugins.driver.run_cache import CacheCase, CacheCaseStruct, cases, run_cache
+from videorope_trt.rope.contract import VIDEO_ROPE, VIDEO_ROPE_CACHE
 
 from plugin_env import HEADER_VERSIONS, trt_include
 

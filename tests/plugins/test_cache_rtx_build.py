@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from test_rtx_build import ONNX_TYPES, TRT_TYPES, rtx_build
 
-from videorope_trt.plugins.contract import VIDEO_ROPE_CACHE, RotaryAttrs
+from videorope_trt.rope.contract import VIDEO_ROPE_CACHE, RotaryAttrs
 
 from plugin_env import HEADER_VERSIONS, trt_include
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.driver.run import cases, compare, from_bits, make_inputs, to_bits
 from videorope_trt.plugins.reference import VideoRope
+from videorope_trt.rope.contract import RotaryAttrs
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16", "bf16"])

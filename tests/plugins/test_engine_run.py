@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
+from videorope_trt.rope.contract import RotaryAttrs
 
 pytestmark = [pytest.mark.tensorrt, pytest.mark.gpu]
 

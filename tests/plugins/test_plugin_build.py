@@ -9,8 +9,8 @@ import subprocess
 import pytest
 
 from videorope_trt.plugins import build as plugin_build
-from videorope_trt.plugins.contract import VIDEO_ROPE
 from videorope_trt.plugins.driver.run import Case, Driver, cases
+from videorope_trt.rope.contract import VIDEO_ROPE
 
 from plugin_env import HEADER_VERSIONS, trt_include
 

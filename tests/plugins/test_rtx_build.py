@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import VIDEO_ROPE, RotaryAttrs
+from videorope_trt.rope.contract import VIDEO_ROPE, RotaryAttrs
 
 from plugin_env import HEADER_VERSIONS, REPO, trt_include
 

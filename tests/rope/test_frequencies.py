@@ -5,9 +5,9 @@ import math
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope import apply_rotary, axis_map, inv_freq, position_ids, rotary_tables
 from videorope_trt.rope.apply import video_rope_numpy
+from videorope_trt.rope.contract import RotaryAttrs
 
 D, THETA, S, L0 = 128, 1e6, 4.0, 32768
 

@@ -90,7 +90,7 @@ def test_first_tile_read_before_the_wait_sees_the_row_written_by_the_kernel_befo
     (`rope_cache.project_into_cache`, itself a dependent launch), counts with its new values, at a split's first
     row and in the middle of one; with the in-step config (8 programs in 256-row splits; `step_split` makes
     them 64-row ones) and the autotuner's (320 programs)."""
-    from videorope_trt.plugins.contract import RotaryAttrs
+    from videorope_trt.rope.contract import RotaryAttrs
     from videorope_trt.runtime.kernels import rope_cache
     from videorope_trt.runtime.kernels.gemv import pdl_supported
 

@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from videorope_trt.models.decoder import rms_norm
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope.apply import video_rope_torch
+from videorope_trt.rope.contract import RotaryAttrs
 from videorope_trt.runtime.backends.torch.decode_graph import GraphedDecode
 from videorope_trt.runtime.backends.torch.static_decoder import DecodeOps, swiglu
 from videorope_trt.runtime.kernels import gemv, rope_cache

@@ -26,7 +26,7 @@ from videorope_trt.artifact.precisions import PRECISIONS
 from videorope_trt.build.plan import PlanRequest, plan_memory
 from videorope_trt.build.presets import get_preset
 from videorope_trt.plugins.build import PLUGIN_LIB
-from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
+from videorope_trt.rope.contract import CACHE_OP_NAME, OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
 
 #: Symbolic dim names the exporter may use, by role. Add a name here when an exporter uses a new one.
 DIM_ROLES = {

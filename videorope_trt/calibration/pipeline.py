@@ -111,7 +111,7 @@ def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
     import numpy as np
     import onnx
 
-    from videorope_trt.plugins.contract import CACHE_OP_NAME
+    from videorope_trt.rope.contract import CACHE_OP_NAME
 
     graph = onnx.load(str(path), load_external_data=False).graph
     half = {v.name for v in graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}

@@ -1,4 +1,4 @@
-"""The two ONNX forms of `VideoRopeCache` (contract in `plugins/contract.py`): rotate q and k, write the rotated k
+"""The two ONNX forms of `VideoRopeCache` (contract in `rope/contract.py`): rotate q and k, write the rotated k
 and the v into the caches at a per-sequence offset.
 
 The exporter translates `torch.ops.videorope.VideoRopeCache` into one opaque node (the `plugin` form, through
@@ -27,7 +27,7 @@ from onnxscript import FLOAT, INT32, opset18 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
 from videorope_trt.export.rotary import FUNCTION_DOMAIN, node_attrs
-from videorope_trt.plugins.contract import CACHE_OP_NAME, LAYOUT_BSHD, ONNX_DOMAIN
+from videorope_trt.rope.contract import CACHE_OP_NAME, LAYOUT_BSHD, ONNX_DOMAIN
 
 MIN_OPSET = 18
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)

@@ -200,7 +200,7 @@ def _decoder(model, mcfg, tmp, cfg, translation=None):
 
 
 def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:
-    from videorope_trt.plugins import contract
+    from videorope_trt.rope import contract
 
     c = model.config
     from videorope_trt.artifact.specs import cache_aliases

@@ -27,7 +27,7 @@ import warnings
 import onnx
 from onnx import TensorProto
 
-from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME
+from videorope_trt.rope.contract import CACHE_OP_NAME, OP_NAME
 
 FP32_OPS = ("RMSNormalization", "LayerNormalization", "SimplifiedLayerNormalization", "ReduceMean", "Pow",
             "Softmax", OP_NAME)

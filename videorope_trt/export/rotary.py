@@ -1,4 +1,4 @@
-"""The three ONNX forms of the rotary op (`VideoRope`, contract in `plugins/contract.py`).
+"""The three ONNX forms of the rotary op (`VideoRope`, contract in `rope/contract.py`).
 
 The exporter always translates `torch.ops.videorope.VideoRope` into one opaque ONNX node (the `plugin` form), and
 `switch_form` then rewrites those nodes into the requested form:
@@ -19,7 +19,7 @@ import onnxscript
 from onnxscript import FLOAT, INT32, opset23 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
-from videorope_trt.plugins.contract import LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME, RotaryAttrs
+from videorope_trt.rope.contract import LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME, RotaryAttrs
 
 FUNCTION_DOMAIN = "videorope"
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)

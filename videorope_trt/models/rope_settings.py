@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from videorope_trt.plugins.contract import RotaryAttrs
+from videorope_trt.rope.contract import RotaryAttrs
 
 #: Config field that records the variant and its parameters.
 CONFIG_FIELD = "videorope_trt"

@@ -16,7 +16,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 
-from videorope_trt.plugins.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
+from videorope_trt.rope.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
 
 LIB_ENV = "VIDEOROPE_KERNEL_LIB"
 

@@ -16,8 +16,8 @@ import functools
 
 import numpy as np
 
-from videorope_trt.plugins.contract import CACHE_OP_NAME, OP_NAME, RotaryAttrs
 from videorope_trt.rope.apply import video_rope_cache_numpy, video_rope_numpy
+from videorope_trt.rope.contract import CACHE_OP_NAME, OP_NAME, RotaryAttrs
 
 
 def _attrs(attrs: dict) -> RotaryAttrs:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from videorope_trt.plugins.contract import RotaryAttrs
 from videorope_trt.rope.apply import video_rope_cache_torch, video_rope_torch
+from videorope_trt.rope.contract import RotaryAttrs
 
 
 @torch.library.custom_op("videorope::VideoRope", mutates_args=())

@@ -1,4 +1,4 @@
-"""The reference rotation (the `VideoRope` op contract, `plugins/contract.py`) in numpy and in torch.
+"""The reference rotation (the `VideoRope` op contract, `rope/contract.py`) in numpy and in torch.
 
 Both are written for clarity: they gather one angle per (batch, token, frequency) from the position rows, then
 rotate pairs. Every fast path (CUDA kernel, TensorRT plugin, ONNX forms) is checked against these.
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from videorope_trt.plugins.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
+from videorope_trt.rope.contract import LAYOUT_BHSD, MAX_AXES, RotaryAttrs
 
 
 def _check(x_shape, pos_shape, f, axis_map, attrs: RotaryAttrs, map_len=None):

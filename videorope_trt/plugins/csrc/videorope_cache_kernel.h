@@ -1,5 +1,5 @@
 // The VideoRopeCache CUDA kernel: one launch rotates q into q_out and writes the rotated k and the raw v into the
-// caches at each sequence's offset, in place (contract: videorope_trt/plugins/contract.py).
+// caches at each sequence's offset, in place (contract: videorope_trt/rope/contract.py).
 //
 //   q_out = VideoRope(q)
 //   k_cache[b, :, write_offset[b] + s, :] = VideoRope(k)[b, :, s, :]   (in cache layout (B, KV, C, D))

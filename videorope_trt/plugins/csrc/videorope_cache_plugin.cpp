@@ -1,4 +1,4 @@
-// TensorRT IPluginV3 for the VideoRopeCache op (contract: videorope_trt/plugins/contract.py; kernel:
+// TensorRT IPluginV3 for the VideoRopeCache op (contract: videorope_trt/rope/contract.py; kernel:
 // videorope_cache_kernel.cu).
 //
 // Inputs:  0 q, 1 k, 2 v (fp32/fp16/bf16, one dtype; (B,H,S,D) or (B,S,H,D)), 3 positions (A,B,S) fp32,

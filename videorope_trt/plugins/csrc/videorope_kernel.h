@@ -1,4 +1,4 @@
-// The VideoRope CUDA kernel: one launch rotates q and (optionally) k, contract in videorope_trt/plugins/contract.py.
+// The VideoRope CUDA kernel: one launch rotates q and (optionally) k, contract in videorope_trt/rope/contract.py.
 //
 // y = VideoRope(x, positions, inv_freq, axis_map; interleaved, layout, scale)
 //   angle[b, s, k] = positions[axis_map[k], b, s] * inv_freq[k]   (fp32 product; reduced in fp64, sincospi in fp32)

@@ -1,4 +1,4 @@
-// TensorRT IPluginV3 for the VideoRope op (contract: videorope_trt/plugins/contract.py; kernel: videorope_kernel.cu),
+// TensorRT IPluginV3 for the VideoRope op (contract: videorope_trt/rope/contract.py; kernel: videorope_kernel.cu),
 // the helpers the VideoRopeCache plugin shares with it, and the library's exported entry points.
 //
 // Inputs: x (B,H,S,D) or (B,S,H,D) fp32/fp16/bf16, positions (A,B,S) fp32, inv_freq (F) fp32, axis_map (F) int32.

@@ -10,7 +10,7 @@
 namespace videorope
 {
 
-//! The op's attributes, as the creator's declared fields (videorope_trt/plugins/contract.py: VIDEO_ROPE.fields).
+//! The op's attributes, as the creator's declared fields (videorope_trt/rope/contract.py: VIDEO_ROPE.fields).
 struct RopeAttrs
 {
     int32_t interleaved{0};

@@ -26,8 +26,8 @@ import numpy as np
 
 from videorope_trt.artifact.atomic import atomic_file, write_atomic
 from videorope_trt.plugins import build as plugin_build
-from videorope_trt.plugins.contract import LAYOUT_BHSD, RotaryAttrs
 from videorope_trt.plugins.reference import VideoRope
+from videorope_trt.rope.contract import LAYOUT_BHSD, RotaryAttrs
 
 DRIVER_LIB = "libvideorope_driver.so"
 DRIVER_SOURCES = ("driver.cpp", "driver_cache.cpp")  # VideoRope's protocol, VideoRopeCache's

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.plugins.contract import LAYOUT_BHSD, VIDEO_ROPE_CACHE, RotaryAttrs
 from videorope_trt.plugins.driver.run import TRT_DTYPES, compare, from_bits, to_bits, variant_positions
 from videorope_trt.plugins.reference import VideoRopeCache
+from videorope_trt.rope.contract import LAYOUT_BHSD, VIDEO_ROPE_CACHE, RotaryAttrs
 
 #: Cache filler per dtype: a NaN with a payload no kernel computes, so a stray write is seen bit for bit.
 POISON = {"fp32": np.uint32(0x7FA5A5A5), "fp16": np.uint16(0x7DA5), "bf16": np.uint16(0x7FA5)}

@@ -25,8 +25,8 @@ from dataclasses import replace
 
 import torch
 
-from videorope_trt.plugins.contract import LAYOUT_BHSD
 from videorope_trt.rope.apply import video_rope_torch
+from videorope_trt.rope.contract import LAYOUT_BHSD
 from videorope_trt.runtime.kernels import gemv
 
 

@@ -51,8 +51,8 @@ from torch.nn.attention.bias import CausalBias, causal_lower_right
 
 from videorope_trt.models.decoder import rms_norm
 from videorope_trt.models.vision_tower import COMPILE_OPTIONS
-from videorope_trt.plugins.contract import LAYOUT_BSHD
 from videorope_trt.plugins.torch_op import apply as video_rope
+from videorope_trt.rope.contract import LAYOUT_BSHD
 from videorope_trt.runtime.kernels.prefill_attention import merge_partials
 
 #: cache rows per block of the split decode attention (and the cache's row granularity)
