@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from import_graph import imports, package_of
+from import_graph import cycles, imports, module_graph, package_of
 
 import videorope_trt
 from videorope_trt.cli import COMMANDS
@@ -136,3 +136,19 @@ def test_layer_test_sees_a_forbidden_import(tmp_path):
     bad = tmp_path / "x.py"
     bad.write_text("def f():\n    from videorope_trt.export.exporter import export_checkpoint\n")
     assert package_of(next(iter(sorted(imports(bad))))) in FORBIDDEN["runtime"]
+
+
+def test_no_modules_import_each_other_in_a_loop():
+    """Within a layer too, modules import downward (a function-level import counts as well)."""
+    assert cycles(module_graph(ROOT)) == []
+
+
+def test_loop_check_sees_a_loop_through_a_function_level_import(tmp_path):
+    pkg = tmp_path / "videorope_trt"
+    (pkg / "eval").mkdir(parents=True)
+    for name in ("__init__.py", "eval/__init__.py"):
+        (pkg / name).write_text("")
+    (pkg / "eval/a.py").write_text("from videorope_trt.eval.b import f\n")
+    (pkg / "eval/b.py").write_text("def f():\n    from videorope_trt.eval import a\n")
+    (pkg / "eval/c.py").write_text("from videorope_trt.eval import a\n")  # imports into the loop, is not in it
+    assert cycles(module_graph(pkg)) == [("videorope_trt.eval.a", "videorope_trt.eval.b")]

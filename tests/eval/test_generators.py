@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from videorope_trt.eval.pictures import COLORS, draw_needle, look_alike_color
-from videorope_trt.eval.spec import LETTERS, task_from_dict
+from videorope_trt.eval.scoring import LETTERS
+from videorope_trt.eval.spec import task_from_dict
 from videorope_trt.eval.trials import make_item, prompt_text
 
 SIZE = (64, 48)

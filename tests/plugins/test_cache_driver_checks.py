@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from videorope_trt.plugins.driver import run_cache as R
-from videorope_trt.plugins.driver.run import to_bits
+from videorope_trt.plugins.driver.numerics import to_bits
 from videorope_trt.plugins.reference import VideoRopeCache
 from videorope_trt.rope.contract import RotaryAttrs
 

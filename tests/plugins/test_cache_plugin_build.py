@@ -11,7 +11,8 @@ import re
 import pytest
 
 from videorope_trt.plugins import build as plugin_build
-from videorope_trt.plugins.driver.run import TRT_DTYPES, Driver
+from videorope_trt.plugins.driver.numerics import TRT_DTYPES
+from videorope_trt.plugins.driver.run import Driver
 from videorope_trt.plugins.driver.run_cache import CacheCase, CacheCaseStruct, cases, run_cache
 from videorope_trt.rope.contract import VIDEO_ROPE, VIDEO_ROPE_CACHE
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from videorope_trt.plugins.driver.run import cases, compare, from_bits, make_inputs, to_bits
+from videorope_trt.plugins.driver.numerics import compare, from_bits, to_bits
+from videorope_trt.plugins.driver.run import cases, make_inputs
 from videorope_trt.plugins.reference import VideoRope
 from videorope_trt.rope.contract import RotaryAttrs
 

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from videorope_trt.serve.batch import BatchOptions, grid_items, partial_path, run_batch
+from videorope_trt.serve.answerer import BatchOptions
+from videorope_trt.serve.batch import grid_items, partial_path, run_batch
 
 PROMPTS = ["What moves?", "Describe the video."]
 TOKENS = 6

@@ -9,7 +9,8 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="the ray extra (requirements/serve.txt) is not installed")
 
-from videorope_trt.serve.batch import CRASH_MARKER_ENV, BatchOptions, grid_items, run_batch  # noqa: E402  after the ray skip
+from videorope_trt.serve.answerer import CRASH_MARKER_ENV, BatchOptions  # noqa: E402  after the ray skip
+from videorope_trt.serve.batch import grid_items, run_batch  # noqa: E402
 
 TOKENS = 5
 

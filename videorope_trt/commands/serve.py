@@ -105,7 +105,7 @@ def _serve(args) -> int:
 
 
 def batch_options(args):
-    from videorope_trt.serve.batch import BatchOptions
+    from videorope_trt.serve.answerer import BatchOptions
 
     return BatchOptions(
         model=args.out, backend=resolve_backend(args, "batch"), backend_options=backend_options(args, "run"),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from itertools import permutations
 
 from videorope_trt.eval.pictures import COLORS, SHAPES, Picture, draw_needle, look_alike_color
-from videorope_trt.eval.spec import LETTERS
+from videorope_trt.eval.scoring import LETTERS
 
 NUM_OPTIONS = 4
 

@@ -11,8 +11,10 @@ from typing import Iterator
 
 import numpy as np
 
+from videorope_trt.eval.pictures import fit
+from videorope_trt.media.video_io import frames_at_fps
+
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts"}
-_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -54,21 +56,6 @@ def open_haystack(source=None) -> Haystack:
     return Haystack((str(path.resolve()),))
 
 
-def sampled_frames(path, fps: float) -> Iterator[np.ndarray]:
-    """RGB frames of a video at `fps`: sample time k / fps shows the last frame shown at or before it."""
-    from videorope_trt.media.video_io import iter_frames
-
-    step, next_time, held, held_rgb, last = 1.0 / fps, 0.0, None, None, 0.0
-    for seconds, frame in iter_frames(path):
-        while held is not None and next_time < seconds - _EPS:
-            held_rgb = held.to_ndarray(format="rgb24") if held_rgb is None else held_rgb
-            yield held_rgb
-            next_time += step
-        held, held_rgb, last = frame, None, seconds
-    if held is not None and next_time <= last + _EPS:
-        yield held.to_ndarray(format="rgb24")
-
-
 def generated_frames(size: tuple, seed: int) -> Iterator[np.ndarray]:
     """An endless, slowly changing scene: soft colored blobs drifting over a dim gradient; no text, no digits, and
     no pixel brighter than 200 (drawn needles have a lighter ground)."""
@@ -88,15 +75,13 @@ def generated_frames(size: tuple, seed: int) -> Iterator[np.ndarray]:
 
 def haystack_frames(haystack: Haystack, size: tuple, fps: float, seed: int = 0) -> Iterator[np.ndarray]:
     """Endless (H, W, 3) uint8 frames at `fps`, fitted to size (W, H)."""
-    from videorope_trt.eval.pictures import fit
-
     if haystack.generated:
         yield from generated_frames(size, seed)
         return
     while True:
         count = 0
         for path in haystack.paths:
-            for frame in sampled_frames(path, fps):
+            for frame in frames_at_fps(path, fps):
                 count += 1
                 yield fit(frame, size)
         if count == 0:

@@ -120,10 +120,10 @@ def read_picture(path, size: tuple, fps: float, max_frames: int = 64) -> Picture
         except OSError as e:
             raise ValueError(f"{path}: cannot be read as an image ({e})") from None
         return Picture(path.name, fit(rgb, size)[None])
-    from videorope_trt.eval.haystack import sampled_frames
+    from videorope_trt.media.video_io import frames_at_fps
 
     frames = []
-    for frame in sampled_frames(path, fps):
+    for frame in frames_at_fps(path, fps):
         frames.append(fit(frame, size))
         if len(frames) > max_frames:
             raise ValueError(f"{path}: a needle clip holds at most {max_frames} frames at {fps:g} fps; "

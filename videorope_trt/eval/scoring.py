@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-from videorope_trt.eval.spec import LETTERS
+#: the option letters of a multiple-choice question, in order
+LETTERS = "ABCDEFGHIJ"
 
 _CHAT = re.compile(r"<\|[^|<>]*\|>|</?s>|<eos>|<pad>|\[/?INST\]|<end_of_turn>|<start_of_turn>\w*", re.I)
 _MARKUP = re.compile(r"[*_`#]+")

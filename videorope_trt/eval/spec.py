@@ -17,7 +17,8 @@ import json
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
 
-LETTERS = "ABCDEFGHIJ"
+from videorope_trt.eval.generators import GENERATORS
+from videorope_trt.eval.scoring import LETTERS
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,6 @@ class GenerateSpec:
     needles: int = 1  # needles per question (multi_key, counting: the most, ordering)
 
     def __post_init__(self):
-        from videorope_trt.eval.generators import GENERATORS
-
         if self.kind not in GENERATORS:
             raise ValueError(f"generate.kind: received {self.kind!r}, expected one of {', '.join(sorted(GENERATORS))}")
         for name in ("items", "needles"):

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from videorope_trt.eval.generators import GENERATORS, Item
-from videorope_trt.eval.spec import LETTERS, TaskSpec, resolve
+from videorope_trt.eval.scoring import LETTERS
+from videorope_trt.eval.spec import TaskSpec, resolve
 
 ANSWER_WITH_LETTER = "Answer with the option's letter from the given choices directly."
 ANSWER_SHORT = "Answer the question using a single word or phrase."

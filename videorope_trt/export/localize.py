@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from videorope_trt.export.parity_compare import error_metrics
+
 
 def _all_outputs_session(path: Path):
     """An ONNX Runtime session over `path` with every node output as a graph output; (session, node list)."""
@@ -50,8 +52,6 @@ def _run_all(path: Path, feeds: dict):
 
 def _diverges(got: np.ndarray, ref: np.ndarray, tol) -> dict | None:
     """Metrics when `got` fails the parity table's rule (max relative error, cosine), else None."""
-    from videorope_trt.export.parity import _metrics
-
     if got.shape != ref.shape or not np.issubdtype(ref.dtype, np.floating):
         return None
     g, r = got.astype(np.float64), ref.astype(np.float64)
@@ -60,7 +60,7 @@ def _diverges(got: np.ndarray, ref: np.ndarray, tol) -> dict | None:
         if not np.array_equal(np.isfinite(g), np.isfinite(r)):
             return {"max_abs": float("inf"), "max_rel": float("inf"), "cosine": 0.0}
         g, r = g[finite], r[finite]
-    m = _metrics(g, r)
+    m = error_metrics(g, r)
     return None if m["max_rel"] <= tol.max_rel and m["cosine"] >= tol.min_cosine else m  # the table's pass rule
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from videorope_trt.artifact.atomic import write_atomic
 from videorope_trt.artifact.manifest import graph_file, read_manifest
-from videorope_trt.export.parity_compare import MASK, PaddingMaskedCompare, write_script, zero_padding
+from videorope_trt.export.parity_compare import MASK, PaddingMaskedCompare, error_metrics, write_script, zero_padding
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,6 @@ def typed_feeds(feeds: dict, entry: dict) -> dict:
     return {k: v.astype(types.get(k, v.dtype), copy=False) for k, v in feeds.items()}
 
 
-def _metrics(got: np.ndarray, ref: np.ndarray) -> dict:
-    g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
-    err = float(np.abs(g - r).max()) if g.size else 0.0
-    scale = float(np.abs(r).max()) if r.size else 0.0
-    cos = float(g @ r / (np.linalg.norm(g) * np.linalg.norm(r))) if g.size and np.linalg.norm(r) > 0 else 1.0
-    return {"max_abs": err, "max_rel": err / scale if scale else err, "cosine": cos}
-
-
 def _backend_runs(req, out: Path, manifest, steps):
     """{runner name: [raw outputs per step]} for every requested backend, and the skipped ones with the reason."""
     runs, skipped = {}, {}
@@ -105,7 +97,7 @@ def _table(ref_runs, runs, tol: Tolerance) -> list:
     rows = []
     for runner, outs in runs.items():
         for name in ref_runs[0]:
-            per_step = [_metrics(o[name], r[name]) for o, r in zip(outs, ref_runs)]
+            per_step = [error_metrics(o[name], r[name]) for o, r in zip(outs, ref_runs)]
             row = {"backend": runner, "output": name, "max_abs": max(m["max_abs"] for m in per_step),
                    "max_rel": max(m["max_rel"] for m in per_step), "cosine": min(m["cosine"] for m in per_step)}
             row["passed"] = bool(row["max_rel"] <= tol.max_rel and row["cosine"] >= tol.min_cosine)
@@ -189,7 +181,7 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
         feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in chunks]
         got = np.concatenate([sess.run(None, f)[0] for f in feeds])
         mismatch = {"max_abs": np.inf, "max_rel": np.inf, "cosine": 0.0}
-        metrics = _metrics(got, ref) if got.shape == ref.shape else mismatch
+        metrics = error_metrics(got, ref) if got.shape == ref.shape else mismatch
         row = {"backend": f"onnxruntime[vision,{manifest['precision']}]", "output": f"image_embeds[{kind}]", **metrics}
         row["passed"] = bool(row["max_rel"] <= tol.max_rel and row["cosine"] >= tol.min_cosine)
         rows.append(row)
@@ -293,7 +285,7 @@ def _first_failing_step(ref_runs, runs, tol: Tolerance) -> int | None:
     for step, ref in enumerate(ref_runs):
         for outs in runs.values():
             for name in ref:
-                m = _metrics(outs[step][name], ref[name])
+                m = error_metrics(outs[step][name], ref[name])
                 if m["max_rel"] > tol.max_rel or m["cosine"] < tol.min_cosine:
                     return step
     return None

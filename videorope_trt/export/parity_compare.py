@@ -20,6 +20,15 @@ MASK = "attention_mask"
 SCRIPT = "compare.py"
 
 
+def error_metrics(got: np.ndarray, ref: np.ndarray) -> dict:
+    """Largest absolute and relative difference and cosine similarity of two outputs, in float64."""
+    g, r = got.astype(np.float64).ravel(), ref.astype(np.float64).ravel()
+    err = float(np.abs(g - r).max()) if g.size else 0.0
+    scale = float(np.abs(r).max()) if r.size else 0.0
+    cos = float(g @ r / (np.linalg.norm(g) * np.linalg.norm(r))) if g.size and np.linalg.norm(r) > 0 else 1.0
+    return {"max_abs": err, "max_rel": err / scale if scale else err, "cosine": cos}
+
+
 def zero_padding(outputs: dict, mask: np.ndarray) -> dict:
     """`outputs` with every row at a padding position zeroed: logits (B, S or 1, vocab) over the mask's last
     columns, the caches (B, heads, capacity, D) over their first rows (the rows past the mask are not written yet)."""

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+
 MAX_FRAME_SIDE = 16384  # beyond any real codec level: a corrupt header, not a video
 _EPS = 1e-6
 
@@ -97,3 +99,16 @@ def iter_frames(path, start: float = 0.0, end: float | None = None) -> Iterator[
             if end is not None and seconds >= end - _EPS:
                 return
             yield seconds, frame
+
+
+def frames_at_fps(path, fps: float) -> Iterator[np.ndarray]:
+    """RGB frames of a video at `fps`: sample time k / fps shows the last frame shown at or before it."""
+    step, next_time, held, held_rgb, last = 1.0 / fps, 0.0, None, None, 0.0
+    for seconds, frame in iter_frames(path):
+        while held is not None and next_time < seconds - _EPS:
+            held_rgb = held.to_ndarray(format="rgb24") if held_rgb is None else held_rgb
+            yield held_rgb
+            next_time += step
+        held, held_rgb, last = frame, None, seconds
+    if held is not None and next_time <= last + _EPS:
+        yield held.to_ndarray(format="rgb24")

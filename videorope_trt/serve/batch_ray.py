@@ -50,7 +50,7 @@ def results(options, items, address: str | None = None, workers: int | None = No
     """Yield one record per item, in the order they finish."""
     import ray
 
-    from videorope_trt.serve.batch import Answerer
+    from videorope_trt.serve.answerer import Answerer
 
     connect(address)
     resources = worker_resources()

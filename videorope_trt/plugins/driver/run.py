@@ -26,17 +26,12 @@ import numpy as np
 
 from videorope_trt.artifact.atomic import atomic_file, write_atomic
 from videorope_trt.plugins import build as plugin_build
+from videorope_trt.plugins.driver.numerics import TRT_DTYPES, compare, from_bits, to_bits, variant_positions
 from videorope_trt.plugins.reference import VideoRope
 from videorope_trt.rope.contract import LAYOUT_BHSD, RotaryAttrs
 
 DRIVER_LIB = "libvideorope_driver.so"
 DRIVER_SOURCES = ("driver.cpp", "driver_cache.cpp")  # VideoRope's protocol, VideoRopeCache's
-TRT_DTYPES = {"fp32": 0, "fp16": 1, "bf16": 7}  # nvinfer1::DataType values
-MANTISSA = {"fp32": 23, "fp16": 10, "bf16": 7}
-#: ‖out − ref‖ / ‖ref‖ limits against the float64 reference.
-TOLERANCE = {"fp32": 1e-6, "fp16": 2e-3, "bf16": 2e-3}
-
-
 class CaseStruct(ctypes.Structure):
     """Mirror of `Case` in driver.cpp."""
 
@@ -121,42 +116,6 @@ class Driver:
         return y
 
 
-# ---- dtype bits: the driver moves raw bytes; bf16 has no numpy type, so it travels as uint16
-def to_bits(x32: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "fp32":
-        return x32.astype(np.float32)
-    if dtype == "fp16":
-        return x32.astype(np.float16)
-    u = x32.astype(np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)  # round to nearest even
-
-
-def from_bits(bits: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "bf16":
-        return (bits.astype(np.uint32) << 16).view(np.float32)
-    return bits.astype(np.float32)
-
-
-def variant_positions(variant: str, batch: int, seq: int, rng) -> np.ndarray:
-    """(A, B, S) positions of `variant` for a text + video (or image) + text prompt, a different start per sample."""
-    from videorope_trt import rope
-
-    layouts = ([("text", 3), ("video", 3, 4, 6), ("text", 2)], [("text", 3), ("image", 4, 6), ("text", 2)])
-    rows = []
-    for _ in range(batch):
-        start = int(rng.integers(0, 5000))
-        for segs in layouts:
-            try:
-                p = rope.position_ids(variant, segs, start=start)
-                break
-            except ValueError:
-                continue
-        reps = -(-seq // p.shape[1])  # tile to S tokens, shifted so later copies keep growing
-        tiled = np.concatenate([p + i * (p.max() + 1) for i in range(reps)], axis=1)[:, :seq]
-        rows.append(tiled)
-    return np.stack(rows, axis=1).astype(np.float32)
-
-
 def make_inputs(case: Case):
     """(x float32 values exactly representable in the dtype, positions, inv_freq, axis_map)."""
     rng = np.random.default_rng(case.seed)
@@ -172,20 +131,6 @@ def make_inputs(case: Case):
         inv = (10000.0 ** (-np.arange(case.freq) / case.freq)).astype(np.float32)
     x = from_bits(to_bits(rng.standard_normal(case.x_shape).astype(np.float32), case.dtype), case.dtype)
     return x, positions, inv, amap
-
-
-def compare(y: np.ndarray, ref: np.ndarray, dtype: str) -> dict:
-    """Norm-relative error, plus an elementwise bound: one unit in the last place of the dtype at |ref| plus a few
-    fp32 rounding steps at the tensor's scale (cancellation in x1 cos - x2 sin). NaN = an element never written."""
-    err = np.abs(y.astype(np.float64) - ref)
-    scale = float(np.max(np.abs(ref))) or 1.0
-    ulp = np.exp2(np.floor(np.log2(np.maximum(np.abs(ref), 1e-30))) - MANTISSA[dtype])
-    bound = ulp + 8 * 2.0 ** -24 * scale
-    rel = float(np.linalg.norm(np.nan_to_num(y - ref, nan=1e30)) / (np.linalg.norm(ref) or 1.0))
-    unwritten = int(np.isnan(y).sum())
-    over = int((err > bound).sum())
-    return {"rel_l2": rel, "max_abs_err": float(np.nanmax(err)), "unwritten": unwritten, "over_bound": over,
-            "passed": unwritten == 0 and over == 0 and rel <= TOLERANCE[dtype]}
 
 
 def run_case(driver: Driver, plugin: Path, case: Case) -> dict:

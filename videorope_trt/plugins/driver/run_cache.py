@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from videorope_trt.plugins.driver.run import TRT_DTYPES, compare, from_bits, to_bits, variant_positions
+from videorope_trt.plugins.driver.numerics import TRT_DTYPES, compare, from_bits, to_bits, variant_positions
 from videorope_trt.plugins.reference import VideoRopeCache
 from videorope_trt.rope.contract import LAYOUT_BHSD, VIDEO_ROPE_CACHE, RotaryAttrs
 
