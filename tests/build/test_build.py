@@ -139,13 +139,31 @@ def test_vision_profiles_bound_each_profiles_slices():
     """TensorRT sizes a profile for its most slices (most patches over its shortest slice) of its longest slice:
     each range of slice lengths spans at most SLICE_RATIOS (below and above the planned slice), and the ranges
     cover one merge block to the chunk."""
-    for shortest, planned, longest in ((4, 1024, 1024), (4, 1024, 8192), (4, 36, 144), (4, 4, 4), (4, 64, 64)):
+    from videorope_trt.build.plan import SLICE_RATIOS
+
+    for shortest, planned, longest in ((4, 1024, 1024), (4, 1024, 8192), (4, 36, 144), (4, 4, 4), (4, 64, 64),
+                                       (4, 1196, 3588), (4, 1196, 4784)):
         ranges = B.slice_ranges(shortest, planned, longest)
         assert ranges[0][1] == planned or ranges == [(planned, planned)]
-        assert all(hi <= B.SLICE_RATIOS[hi > planned] * lo for lo, hi in ranges)
+        assert all(hi <= SLICE_RATIOS[hi > planned] * lo and lo % shortest == 0 for lo, hi in ranges)
         covered = sorted(ranges)
         assert covered[0][0] == shortest and covered[-1][1] == longest
         assert all(a[1] == b[0] for a, b in zip(covered, covered[1:]))  # no gap
+
+
+@pytest.mark.parametrize("frame_size", [(448, 448), (360, 640), (252, 336)], ids=lambda v: "x".join(map(str, v)))
+@pytest.mark.parametrize("frames_per_chunk", [2, 6, 8, 12])
+def test_vision_profiles_are_whole_slices_at_every_point(frame_size, frames_per_chunk):
+    """The graph views a call's patches as (slices, L): at a profile's min and opt points the patches are whole
+    slices of the slice length (TensorRT refuses the build otherwise: "reshape would change volume"), every slice
+    length is whole merge blocks, and no point exceeds the chunk."""
+    plan = plan_memory("qwen2-vl-2b", "h100", PlanRequest(frame_size=frame_size, frames_per_chunk=frames_per_chunk))
+    n, m2 = plan.patches_per_chunk, 4
+    for name, r in B.GRAPH_PROFILES["vision"](plan):
+        (pmin, popt, pmax), (smin, sopt, smax) = r["patches"], r["slice"]
+        assert pmin % smin == 0 and popt % sopt == 0 and popt > 0, (name, r)
+        assert all(v % m2 == 0 for v in (smin, sopt, smax)) and smin <= sopt <= smax <= pmax == n, (name, r)
+        assert r["merged"] == (pmin // m2, popt // m2, pmax // m2)
 
 
 def test_unknown_symbolic_dim_is_named(tmp_path):
@@ -341,6 +359,19 @@ def test_an_engine_built_from_another_graph_is_refused(tmp_path):
     (art / "decoder.onnx").unlink()
     with pytest.raises(EI.EngineMismatch, match="built from another decoder.onnx"):
         EI.check_engine_sources(info, engines, art, ["decoder"])
+
+
+@needs_rtx
+@pytest.mark.rtx
+def test_rtx_builds_the_vision_engine_for_a_wide_frame_and_an_uneven_chunk(tmp_path):
+    """360x640 frames (26 x 46 patches a slice) and 6 frames a call (3 slices): no slice range of the profiles
+    divides the chunk, and every profile still builds."""
+    art = _artifact(tmp_path)
+    request = B.BuildRequest("rtx", PlanRequest(max_context=2048, prefill_chunk=128, frames_per_chunk=6,
+                                                frame_size=(360, 640)), graphs=("vision",))
+    info = B.build_engines(art, request)
+    names = [p["name"] for p in info["engines"]["vision"]["profiles"]]
+    assert names[0] == "vision:300-1196" and len(names) == 7
 
 
 @needs_rtx

@@ -93,17 +93,19 @@ def test_vision_activations_by_hand():
     """Qwen2-VL-7B on orin-nx-16gb (deployment.md's worked example): 4 frames per call at 448x448 are 2 slices of
     1024 patches. Per patch: the fp32 input, the fp16 block intermediates and the merged output; nothing grows with
     the square of the call's patches (attention stays inside a slice). Unfused attention adds each slice's fp16
-    scores and probabilities, (slices, heads, L, L) each."""
+    scores and probabilities, (slices, heads, L, L) each, as large as the engine's profiles let them be."""
     p = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo"))
     assert (p.patches_per_chunk, p.patches_per_slice, p.tokens_per_slice) == (2048, 1024, 256)
     per_patch = 4 * 1176 + 2 * 1280 * (6 + 4) + 2 * 3584 // 4
     assert p.vision_activation_bytes == 2048 * per_patch
-    unfused = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", fused_attention=False))
-    assert unfused.vision_activation_bytes == 2048 * per_patch + 2 * (2 * 16 * 1024 * 1024) * 2
     # twice the frames per call: twice the activations (an (N, N) term would make it four times)
-    double = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", frames_per_chunk=8,
-                                                                    fused_attention=False))
-    assert double.vision_activation_bytes == 2 * unfused.vision_activation_bytes
+    double = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", frames_per_chunk=8))
+    assert double.vision_activation_bytes == 2 * p.vision_activation_bytes
+    # Unfused: the profiles' slice ranges are (256, 1024) (64, 256) (16, 64) (4, 16) (1024, 2048). The (256, 1024)
+    # profile takes up to 2048 / 256 = 8 slices of up to 1024 patches, (1024, 2048) up to 2 of 2048: 8 · 1024² =
+    # 2 · 2048² score elements per head, fp16, scores and probabilities, 16 heads.
+    unfused = plan_memory("qwen2-vl-7b", "orin-nx-16gb", PlanRequest(precision="int8-wo", fused_attention=False))
+    assert unfused.vision_activation_bytes == 2048 * per_patch + 2 * (8 * 1024 * 1024) * 16 * 2
 
 
 @pytest.mark.parametrize("model", sorted(MODELS))

@@ -23,7 +23,7 @@ from videorope_trt.artifact.engine_info import MemoryPlan, sha256, write_engine_
 from videorope_trt.artifact.manifest import read_manifest
 from videorope_trt.artifact.model_config import ModelConfig
 from videorope_trt.artifact.precisions import PRECISIONS
-from videorope_trt.build.plan import PlanRequest, plan_memory
+from videorope_trt.build.plan import PlanRequest, plan_memory, slice_ranges
 from videorope_trt.build.presets import get_preset
 from videorope_trt.plugins.build import PLUGIN_LIB
 from videorope_trt.rope.contract import CACHE_OP_NAME, OP_NAME, PLUGIN_NAMESPACE, PLUGIN_VERSION
@@ -50,27 +50,6 @@ def _decode(p: MemoryPlan) -> dict:
     return {"batch": (1, p.batch, p.batch), "sequence": (1, 1, 1), "total": (1, n // 2 + 1, n), "capacity": (1, n, n)}
 
 
-#: The vision engine has one profile per range of slice lengths. TensorRT sizes a profile's tensors for its dims'
-#: maxima taken apart: a call's most slices (its most patches over its shortest slice), each of its longest slice.
-#: One range from a merge block to a whole chunk would size unfused attention's scores (slices, heads, L, L) for
-#: chunk / merge² slices of a chunk's length each, more than any build has. A range [lo, r·lo] holds at most
-#: r² · chunk · lo scores per head: r = 4 below the planned slice (at most 4 × a chunk of planned slices), r = 2
-#: above it, up to one slice as long as the chunk (at most 2 × that slice's chunk² scores).
-SLICE_RATIOS = (4, 2)  # (below the planned slice, above it)
-
-
-def slice_ranges(shortest: int, planned: int, longest: int) -> list:
-    """[(shortest, longest)] slice lengths of the vision profiles: ranges of SLICE_RATIOS from `planned` down to
-    `shortest` (the first of them ends at `planned`) and up to `longest`; neighbours share their end."""
-    down, up = [planned], [planned]
-    while down[-1] > shortest:
-        down.append(max(shortest, down[-1] // SLICE_RATIOS[0]))
-    while up[-1] < longest:
-        up.append(min(longest, up[-1] * SLICE_RATIOS[1]))
-    ranges = [(lo, hi) for hi, lo in zip(down, down[1:])] + list(zip(up, up[1:]))
-    return ranges or [(planned, planned)]
-
-
 def _vision(p: MemoryPlan) -> list:
     """Whole slices of one grid per call, up to the chunk's patches: one profile per range of slice lengths from one
     merge block up to the chunk (a slice as long as the whole chunk, an image larger than the frames, still runs),
@@ -80,8 +59,11 @@ def _vision(p: MemoryPlan) -> list:
     profiles = []
     for i, (lo, hi) in enumerate(slice_ranges(m2, per_slice, n)):
         opt = per_slice if i == 0 else hi  # the first range holds the planned slices
-        profiles.append((f"vision:{lo}-{hi}", {"patches": (lo, n, n), "slice": (lo, opt, hi),
-                                               "merged": (lo // m2, n // m2, n // m2), "batch": (1, 1, 1)}))
+        # the graph views the patches as (slices, L): TensorRT refuses a profile whose opt patches are not whole
+        # slices of the opt length, so the opt call is the most whole slices of that length a chunk holds
+        full = n // opt * opt
+        profiles.append((f"vision:{lo}-{hi}", {"patches": (lo, full, n), "slice": (lo, opt, hi),
+                                               "merged": (lo // m2, full // m2, n // m2), "batch": (1, 1, 1)}))
     return profiles
 
 

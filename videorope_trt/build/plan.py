@@ -133,15 +133,45 @@ def decoder_activation_bytes(model: ModelConfig, chunk: int, act: int, batch: in
     return batch * (chunk * per_token + logit_rows * LOGIT_BYTES * model.vocab_size)
 
 
+#: The vision engine has one profile per range of slice lengths (`build.engine`). TensorRT sizes a profile's tensors
+#: for its dims' maxima taken apart: a call's most slices (its most patches over its shortest slice), each of its
+#: longest slice. One range from a merge block to a whole chunk would size unfused attention's scores (slices, heads,
+#: L, L) for chunk / merge² slices of a chunk's length each, more than any build has. A range [lo, r·lo] holds at
+#: most r² · chunk · lo scores per head (`vision_score_bytes` counts them): r = 4 below the planned slice (at most
+#: 4 × a chunk of planned slices), r = 2 above it, up to one slice as long as the chunk (2 × that slice's chunk²).
+SLICE_RATIOS = (4, 2)  # (below the planned slice, above it)
+
+
+def slice_ranges(shortest: int, planned: int, longest: int) -> list:
+    """[(shortest, longest)] slice lengths of the vision profiles: ranges of SLICE_RATIOS from `planned` down to
+    `shortest` (the first of them ends at `planned`) and up to `longest`; neighbours share their end."""
+    down, up = [planned], [planned]
+    while down[-1] > shortest:
+        # rounded up to whole merge blocks (multiples of `shortest`), as every slice is, keeping hi <= r * lo
+        down.append(max(shortest, -(-down[-1] // (SLICE_RATIOS[0] * shortest)) * shortest))
+    while up[-1] < longest:
+        up.append(min(longest, up[-1] * SLICE_RATIOS[1]))
+    ranges = [(lo, hi) for hi, lo in zip(down, down[1:])] + list(zip(up, up[1:]))
+    return ranges or [(planned, planned)]
+
+
+def vision_score_bytes(model: ModelConfig, patches: int, per_slice: int, act: int) -> int:
+    """Unfused attention's scores and probabilities (slices, heads, L, L) as the vision engine's profiles size them:
+    the largest over the ranges of slice lengths of (most slices) × (longest slice)²."""
+    shortest = model.spatial_merge_size ** 2
+    worst = max((patches // lo) * hi * hi for lo, hi in slice_ranges(shortest, per_slice, patches))
+    return 2 * worst * model.vision_heads * act
+
+
 def vision_activation_bytes(model: ModelConfig, patches: int, per_slice: int, act: int,
                             fused_attention: bool = True) -> int:
     """One vision-encoder call over `patches` patches in temporal slices of `per_slice`: the input and block
-    intermediates; unfused attention adds each slice's scores and probabilities (slices, heads, L, L) (attention
-    never crosses a slice, so nothing grows with patches²)."""
+    intermediates; unfused attention adds the scores the engine's profiles allow (`vision_score_bytes`; attention
+    never crosses a slice, so with fused attention nothing grows with patches²)."""
     e = model.vision_dim
     merged = act * model.hidden_size // model.spatial_merge_size ** 2
     per_patch = 4 * model.patch_dim + act * e * (6 + model.vision_mlp_ratio) + merged
-    scores = 0 if fused_attention else 2 * patches * per_slice * model.vision_heads * act
+    scores = 0 if fused_attention else vision_score_bytes(model, patches, per_slice, act)
     return patches * per_patch + scores
 
 
