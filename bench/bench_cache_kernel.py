@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.profiling import chosen, copy_bandwidth, run_meta, write_json
+from bench.profiling import chosen, copy_bandwidth, result_path, run_meta, write_json
 
 MODELS = {"qwen2-vl-2b": (12, 2), "qwen2-vl-7b": (28, 4)}  # (q heads, kv heads)
 HEAD_DIM = 128
@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib", default=None, help="libvideorope_kernel.so or the plugin library (default: "
                     "$VIDEOROPE_KERNEL_LIB)")
-    ap.add_argument("--out", type=Path, default=Path("bench_cache_kernel.json"))
+    ap.add_argument("--out", type=Path, default=Path("bench_cache_kernel.json"),
+                    help="a .json file, or a folder for bench_cache_kernel.json")
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--dtypes", default="float16,bfloat16")
     ap.add_argument("--prefill", type=int, default=4096, help="prefill chunk length")
@@ -169,7 +170,9 @@ def main(argv=None) -> int:
         rows = [bench_gpu(lib, m, d, s, copy_bps) for m in models for d in dtypes for s in (1, args.prefill)]
         device, extra = "cuda", {"mode": "gpu", "copy_bytes_per_s": copy_bps}
     print_table(rows)
-    write_json(args.out, {**run_meta("bench_cache_kernel.py", argv, device), **extra, "rows": rows})
+    path = result_path(args.out, "bench_cache_kernel")
+    write_json(path, {**run_meta("bench_cache_kernel.py", argv, device), **extra, "rows": rows})
+    print(f"wrote {path}")
     return 0
 
 

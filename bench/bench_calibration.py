@@ -28,6 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.profiling import result_path
 from videorope_trt.artifact.atomic import write_atomic
 
 QWEN2_VL_2B = {
@@ -141,7 +142,8 @@ def run_row(ckpt, text: str, calib, held, reference, greedy_tokens: int) -> dict
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="bench_calibration.json")
+    ap.add_argument("--out", default="bench_calibration.json",
+                    help="a .json file, or a folder for bench_calibration.json")
     ap.add_argument("--precisions", default="int8-wo,int8-sq,fp8",
                     help="rows: int8-wo, int8-sq, fp8, int8 (no smoothing); '@A' sets SmoothQuant alpha (int8-sq@0.5)")
     ap.add_argument("--layers", type=int, default=28, help="decoder layers (the 2B model has 28)")
@@ -174,7 +176,9 @@ def main(argv=None) -> int:
             "calibration_samples": len(calib), "held_out_tokens": held[0].num_tokens,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 1),
             "total_seconds": round(time.perf_counter() - t0, 1)}
-    write_atomic(args.out, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    path = result_path(args.out, "bench_calibration")
+    write_atomic(path, json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+    print(f"wrote {path}")
     print(f"{'row':<14}{'logits cos':>12}{'top-1':>8}{'greedy':>8}{'worst layer':>13}{'s':>7}")
     for r in results:
         print(f"{r['row']:<14}{r['logits_cosine']:>12.6f}{r['top1_agreement']:>8.4f}"

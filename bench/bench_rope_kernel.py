@@ -134,12 +134,13 @@ def bench_one(lib, seq, dtype, compiled):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--lib", required=True, help="libvideorope_kernel.so or the plugin library")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--out", type=Path, required=True, help="a .json file, or a folder for bench_rope_kernel.json")
     ap.add_argument("--seqs", default="1,4096,32768,131072")
     ap.add_argument("--dtypes", default="float16,bfloat16")
     args = ap.parse_args(argv)
     import torch
 
+    from bench.profiling import result_path
     from videorope_trt.artifact.atomic import write_atomic
     from videorope_trt.plugins.cuda import load
 
@@ -158,7 +159,9 @@ def main(argv=None) -> int:
                   flush=True)
     meta = {"date": datetime.date.today().isoformat(), "device": torch.cuda.get_device_name(),
             "torch": torch.__version__, "command": " ".join(sys.argv)}
-    write_atomic(args.out, json.dumps({"meta": meta, "rows": rows}, indent=1))
+    path = result_path(args.out, "bench_rope_kernel")
+    write_atomic(path, json.dumps({"meta": meta, "rows": rows}, indent=1))
+    print(f"wrote {path}")
     return 0
 
 

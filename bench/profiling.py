@@ -30,6 +30,13 @@ def chosen(names: str, known, flag: str) -> list:
     return picked
 
 
+def result_path(out, script: str) -> Path:
+    """Where a script given `--out OUT` writes its JSON: OUT itself when it names a .json file, else OUT/<script>.json
+    (OUT a folder, as the other scripts take it)."""
+    out = Path(out)
+    return out if out.suffix == ".json" and not out.is_dir() else out / f"{script}.json"
+
+
 def write_json(path: Path, data: dict, default=None) -> None:
     """`data` as JSON at `path` (its folder made), through a temporary name: a cut-short run leaves no half file."""
     write_atomic(path, json.dumps(data, indent=2, default=default) + "\n")

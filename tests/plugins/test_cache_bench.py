@@ -27,6 +27,12 @@ def test_dry_run_writes_its_json(bench, tmp_path):
     assert errors["float32"] < 1e-6 and errors["float16"] < 2e-3  # the torch op, checked like the kernel would be
 
 
+def test_out_may_name_a_folder_as_the_other_benches_take_it(bench, tmp_path, capsys):
+    assert bench.main(["--dry", "--out", str(tmp_path), "--dtypes", "float32"]) == 0
+    path = tmp_path / "bench_cache_kernel.json"
+    assert json.loads(path.read_text())["mode"] == "dry" and f"wrote {path}" in capsys.readouterr().out
+
+
 def test_without_a_gpu_the_reason_is_given(bench):
     import torch
 
