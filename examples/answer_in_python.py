@@ -1,9 +1,9 @@
 """From a checkpoint to an answer with the Python API: export, open the artifact, ask about a video.
 
-    python examples/answer_in_python.py CKPT VIDEO "What happens in the video?" [--backend onnxruntime]
+    python examples/answer_in_python.py CKPT VIDEO "What happens in the video?" [--out OUT] [--backend onnxruntime]
 
-CKPT is a Qwen2-VL checkpoint folder (Hugging Face layout). The artifact goes to OUT (default: a folder beside this
-script's working directory); `--backend torch` answers from the checkpoint's weights with the artifact's RoPE.
+CKPT is a Qwen2-VL checkpoint folder (Hugging Face layout). The artifact goes to --out (default: `artifact` in the
+current directory); `--backend torch` answers from the checkpoint's weights with the artifact's RoPE.
 """
 
 import argparse

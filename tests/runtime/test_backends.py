@@ -109,6 +109,36 @@ INFO = ModelInfo.from_config({"hidden_size": 8, "num_attention_heads": 1, "num_h
                               "video_token_id": 14, "vision_config": _VISION})
 
 
+def test_onnxruntime_refuses_an_fp16_plugin_form_graph_in_one_line(tiny, tmp_path):
+    """The op's ONNX Runtime kernel is float32 only: loading an fp16 plugin-form decoder used to end in ONNX
+    Runtime's InvalidGraph traceback; it is refused naming the way to a graph ONNX Runtime runs."""
+    from videorope_trt.export.exporter import ExportConfig, export_checkpoint
+    from videorope_trt.runtime.backends.ort_backend import OrtBackend
+
+    out = tmp_path / "fp16"
+    export_checkpoint(tiny, out, ExportConfig(rotary_form="plugin", precision="fp16"))
+    with pytest.raises(ValueError, match=r"fp16 graph with VideoRopeCache plugin nodes.*--rotary-form decomposed"):
+        OrtBackend.load(out)
+
+
+def test_ctrl_c_inside_an_onnxruntime_call_takes_effect_when_it_returns():
+    """Raised inside the call (a Python op's callback), a KeyboardInterrupt aborts the process; deferred, the call
+    finishes and the command then ends as Ctrl-C ends it everywhere else."""
+    import os
+    import signal
+
+    from videorope_trt.runtime.backends.ort_backend import interrupt_after_the_call
+
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("this process does not have Python's own SIGINT handler, which the deferral replaces")
+    finished = []
+    with pytest.raises(KeyboardInterrupt):
+        with interrupt_after_the_call():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished.append(sum(range(1000)))  # bytecode after the signal: Python's handler has run by now
+    assert finished == [499500] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_interface_checks_capacity_mask_and_order():
     be = Echo(INFO)
     with pytest.raises(ValueError, match="call allocate"):

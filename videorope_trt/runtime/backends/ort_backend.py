@@ -10,11 +10,15 @@ parity oracle; the native and decomposed forms run on ONNX Runtime's own kernels
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from dataclasses import dataclass
 
 import numpy as np
 
 from videorope_trt.artifact.manifest import read_manifest
+from videorope_trt.rope.contract import CACHE_OP_NAME, ONNX_DOMAIN, OP_NAME
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
 
 
@@ -30,12 +34,47 @@ def _providers(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
+def check_runnable(path) -> None:
+    """Refuse an fp16 graph holding the rotary ops' plugin nodes: ONNX Runtime runs those through Python kernels
+    that take float32 only, and such a graph fails to load with a message about the op's input types."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    ops = sorted({n.op_type for n in model.graph.node if n.domain == ONNX_DOMAIN} & {OP_NAME, CACHE_OP_NAME})
+    half = [i.name for i in model.graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16]
+    if ops and half:
+        raise ValueError(f"onnxruntime backend: {path} is an fp16 graph with {', '.join(ops)} plugin nodes, which "
+                         "ONNX Runtime runs in float32 only; run its TensorRT engines, or export for ONNX Runtime with "
+                         "--rotary-form decomposed or --precision fp32 (calibrate: --rotary-form decomposed or --float "
+                         "fp32)")
+
+
 def make_session(path, device: str):
     import onnxruntime as ort
 
     from videorope_trt.plugins.ort_op import session_options
 
+    check_runnable(path)
     return ort.InferenceSession(str(path), session_options(), providers=_providers(device))
+
+
+@contextlib.contextmanager
+def interrupt_after_the_call():
+    """Ctrl-C during an ONNX Runtime call takes effect when the call returns: a KeyboardInterrupt raised inside it
+    (in a Python op's callback, or in the binding while the run holds the GIL) aborts the whole process instead of
+    ending the command. Only where Python's own handler is in place, in the main thread (the only one signals reach)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 @dataclass(frozen=True)
@@ -108,7 +147,8 @@ class OrtBackend(Backend):
         keep.append(self._bind(binding, "pixel_values", pixel_values, self._input_type(self.vision, "pixel_values")))
         keep.append(self._bind(binding, "slice_pos_ids", torch.as_tensor(slice_pos_ids, device=self.device), np.int64))
         binding.bind_output("image_embeds", *self._ort_device)
-        self.vision.run_with_iobinding(binding)
+        with interrupt_after_the_call():
+            self.vision.run_with_iobinding(binding)
         return self._to_torch(binding.get_outputs()[0]).float()
 
     def _embed_impl(self, input_ids):
@@ -143,7 +183,8 @@ class OrtBackend(Backend):
         for i in range(self.info.num_layers):
             for n in cache_out_names(i):
                 binding.bind_output(n, *self._ort_device)
-        self.decoder.run_with_iobinding(binding)
+        with interrupt_after_the_call():
+            self.decoder.run_with_iobinding(binding)
         outputs = binding.get_outputs()
         self.caches = outputs[1:]
         return self._to_torch(outputs[0])[:, -1].float()
