@@ -16,7 +16,12 @@ TOKENS = 5
 
 
 @pytest.fixture
-def local_ray(tmp_path):
+def local_ray(tmp_path, monkeypatch):
+    from videorope_trt.serve.ray_app import READY_CHECK_ENV
+
+    # the local cluster inherits this environment: a proxy starting on a loaded 2-core machine can take longer than
+    # Serve's default ready check (5 s), after which the controller kills it and serve.start fails
+    monkeypatch.setenv(READY_CHECK_ENV, "120")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield
@@ -73,3 +78,20 @@ def test_ray_serve_deployment_answers_as_the_single_process_server(local_ray, ti
             client.chat.completions.create(model="tiny", messages=messages, extra_body={"bogus": 1})
     finally:
         serve.shutdown()
+
+
+
+def test_a_proxy_killed_at_start_is_one_clear_error(monkeypatch):
+    """Serve's controller kills a proxy not ready within its check, and serve.start then raises ActorDiedError (seen
+    on a loaded 2-core machine); `run` turns it into an error naming the setting that gives the proxy longer."""
+    from ray import serve
+
+    from videorope_trt.serve import batch_ray, ray_app
+
+    def killed(**_):
+        raise ray.exceptions.ActorDiedError()
+
+    monkeypatch.setattr(batch_ray, "connect", lambda address=None: False)
+    monkeypatch.setattr(serve, "start", killed)
+    with pytest.raises(ray_app.ProxyNotStarted, match="RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S=60"):
+        ray_app.run(None, "127.0.0.1", 8000, replicas=1, blocking=False)

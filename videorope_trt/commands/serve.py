@@ -88,7 +88,12 @@ def _serve(args) -> int:
 
         print(f"[serve] Ray Serve: {args.replicas} replica(s) of {options.name} on http://{args.host}:{args.port}/v1",
               file=sys.stderr)
-        ray_app.run(options, args.host, args.port, args.replicas, args.ray or None)
+        try:
+            ray_app.run(options, args.host, args.port, args.replicas, args.ray or None)
+        except ray_app.ProxyNotStarted as e:
+            from videorope_trt.commands import UserError
+
+            raise UserError(str(e)) from None
         return 0
     import uvicorn
 

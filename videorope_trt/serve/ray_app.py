@@ -43,12 +43,27 @@ def application(options, replicas: int = 1, gpus: bool | None = None):
     return deployment.bind(options)
 
 
+class ProxyNotStarted(RuntimeError):
+    """Serve's HTTP proxy did not come up (the message says which setting gives it longer)."""
+
+
+#: Ray Serve's setting for how long a starting proxy may take before its controller kills it
+READY_CHECK_ENV = "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S"
+
+
 def run(options, host: str, port: int, replicas: int, address: str | None = None, blocking: bool = True):
     """Connect to (or start) Ray, start Serve's proxy on host:port, deploy, and (`blocking`) serve until stopped."""
+    import ray
     from ray import serve
 
     from videorope_trt.serve.batch_ray import connect
 
     connect(address)
-    serve.start(http_options={"host": host, "port": port})
+    try:
+        serve.start(http_options={"host": host, "port": port})
+    except ray.exceptions.ActorDiedError as e:
+        # Serve's controller kills a proxy that is not ready within its check, and start() then fails with this
+        raise ProxyNotStarted(f"Ray Serve's proxy on {host}:{port} did not start ({type(e).__name__}): on a busy "
+                              f"or small machine, start the cluster with {READY_CHECK_ENV}=60 in its environment "
+                              "(Ray's default is 5 seconds)") from None
     return serve.run(application(options, replicas), name="videorope", route_prefix="/", blocking=blocking)
