@@ -347,3 +347,17 @@ def test_tensorrt_rtx_builds(exports, plugin_library, generation, precision, cap
     # which tells a user nothing (trt.QUIET)
     printed = capfd.readouterr()  # at the file descriptors: TensorRT's own logger writes there (to stdout)
     assert "already exists" not in printed.out + printed.err
+
+
+def test_validate_holds_the_vision_graph_to_the_stock_tower(tiny, tmp_path, monkeypatch):
+    """The vision graph is traced from `VisionTower`; validate's reference is transformers' own tower, so a fault in
+    `VisionTower` (here: the rotation left out) fails validate instead of being traced into the graph and its
+    reference alike."""
+    from videorope_trt.models import vision_tower
+
+    monkeypatch.setattr(vision_tower, "rotate_half", lambda t, cos, sin: t)
+    out = tmp_path / "out"
+    export_checkpoint(tiny, out, ExportConfig(rotary_form="decomposed"))
+    report = validate(ParityRequest(out_dir=str(out), **SHORT))
+    failed = {r["output"] for r in report["rows"] if not r["passed"]}
+    assert {"image_embeds[video]", "image_embeds[image]"} <= failed and not report["passed"]

@@ -163,8 +163,9 @@ def _print(rows, tol, skipped, lines, greedy, poly, divergence) -> None:
 
 
 def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -> tuple:
-    """Rows comparing vision.onnx (ONNX Runtime, a few slices per call) with the model's vision tower, per medium;
-    and the feeds of the first failing call (for localization)."""
+    """Rows comparing vision.onnx (ONNX Runtime, a few slices per call) with transformers' stock vision tower (the
+    checkpoint's own code, not `VisionTower`, from which the graph is traced), per medium; and the feeds of the first
+    failing call (for localization)."""
     import torch
 
     from videorope_trt.export.parity_inputs import vision_chunks
@@ -176,7 +177,8 @@ def _vision_rows(model, manifest, out: Path, media: dict, req, tol: Tolerance) -
     rows, failing = [], None
     for kind, m in media.items():
         with torch.no_grad():
-            ref = model.vision(torch.from_numpy(m.pixels), torch.from_numpy(m.grid[None])).numpy()
+            pixels = torch.from_numpy(m.pixels).to(model.visual.dtype)
+            ref = model.visual(pixels, grid_thw=torch.from_numpy(m.grid[None])).pooler_output.float().numpy()
         chunks = vision_chunks(m, merge, req.vision_slices_per_call)
         feeds = [typed_feeds(f, manifest["graphs"]["vision"]) for f in chunks]
         got = np.concatenate([sess.run(None, f)[0] for f in feeds])
