@@ -2,7 +2,7 @@
 
 The model's vision call (`VideoRopeQwen2VL.vision`), the PyTorch backend (eager, or compiled on a GPU) and the
 exported vision graph (`export/vision.py` traces `VisionTower.encode`) all run these blocks; transformers' stock
-tower is only the tests' reference (same weights, same math: tests compare them).
+tower is the reference the tests and `validate` hold them to (same weights, same math).
 
     patches (N, C*tp*p*p) ─ linear ─ block × depth ─ merger ─ (N / merge², hidden)
     slice ids (L, 2) ─ cos/sin (fp32) ─┘
