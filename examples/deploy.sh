@@ -8,7 +8,7 @@
 # The graphs are written for the oldest TensorRT the target names (export --target); the engines are built where they
 # run, against that machine's TensorRT headers (TRT_INCLUDE) for its GPU (ARCHS). BUILD_TARGET and BACKEND let the
 # same steps run elsewhere: BUILD_TARGET=rtx builds ahead of time with TensorRT-RTX, BACKEND=onnxruntime answers
-# without TensorRT (with PRECISION=fp32: ONNX Runtime runs the plugin form's rotary op in float32 only).
+# without TensorRT.
 # `videorope-trt plan` (the first step) says whether the model fits the target at PRECISION (fp32 or fp16, what export
 # writes): Qwen2-VL-2B fits an Orin Nano 8GB only with INT8 weights. For those, run examples/calibrate_folder.sh on
 # OUT after the export, then build its decoder: BUILD_ARGS="--graphs vision decoder.int8-sq".

@@ -12,8 +12,7 @@ import torch
 from onnx import TensorProto, helper
 from test_cache_op import make, written
 
-from videorope_trt.export import cache_op
-from videorope_trt.plugins import ort_op, torch_op
+from videorope_trt.plugins import cache_forms, ort_op, torch_op
 from videorope_trt.plugins.reference import VideoRopeCache
 from videorope_trt.rope.contract import ONNX_DOMAIN, VIDEO_ROPE_CACHE, RotaryAttrs
 
@@ -44,7 +43,7 @@ def _export(attrs, f=4):
     seq = 2 if attrs.layout == 0 else 1
     dims = ({0: b, seq: s}, {0: b, seq: s}, {0: b, seq: s}, {1: b, 2: s}, {0: b}, {0: b}, {0: b})
     prog = torch.onnx.export(model, args, dynamo=True, opset_version=23, dynamic_shapes=dims,
-                             custom_translation_table=cache_op.translation_table())
+                             custom_translation_table=cache_forms.translation_table())
     return prog.model_proto, arrays
 
 
@@ -66,15 +65,15 @@ def test_export_gives_one_plugin_node():
     attrs = {a.name: a for a in nodes[0].attribute}
     assert {n: attrs[n].type for n, _ in VIDEO_ROPE_CACHE.fields} == {"interleaved": 2, "layout": 2, "scale": 1}
     assert attrs["plugin_namespace"].s == b"videorope" and attrs["plugin_version"].s == b"1"
-    assert cache_op.node_attrs(nodes[0]) == RotaryAttrs(1, 1, 0.5)
-    assert cache_op.cache_node_count(model) == 1
+    assert cache_forms.node_attrs(nodes[0]) == RotaryAttrs(1, 1, 0.5)
+    assert cache_forms.cache_node_count(model) == 1
 
 
-@pytest.mark.parametrize("form", sorted(cache_op.CACHE_FORMS))
+@pytest.mark.parametrize("form", sorted(cache_forms.CACHE_FORMS))
 @pytest.mark.parametrize("attrs", [RotaryAttrs(0, 0, 1.0), RotaryAttrs(1, 1, 0.8), RotaryAttrs(0, 1, 1.2)])
 def test_exported_forms_match_the_reference(form, attrs):
     base, traced = _export(attrs, f=3)  # partial rotary: 2F = 6 of D = 8
-    model = cache_op.switch_cache_form(onnx.ModelProto.FromString(base.SerializeToString()), form)
+    model = cache_forms.switch_cache_form(onnx.ModelProto.FromString(base.SerializeToString()), form)
     onnx.checker.check_model(model, full_check=True)
     # other batch and sequence sizes than traced, offsets inside, across both ends and wholly outside the cache
     arrays = make(attrs, 3, (-2, 9, 0, 12), s=5, dtype=np.float32, seed=4)
@@ -114,7 +113,7 @@ def _cache_model(dtype, attrs, opset, d=8, f=3):
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("attrs", [RotaryAttrs(0, 0, 1.0), RotaryAttrs(1, 1, 0.7)])
 def test_decomposed_form_at_opset_18_and_23(opset, dtype, attrs):
-    model = cache_op.switch_cache_form(_cache_model(dtype, attrs, opset), "decomposed")
+    model = cache_forms.switch_cache_form(_cache_model(dtype, attrs, opset), "decomposed")
     onnx.checker.check_model(model, full_check=True)
     (function,) = model.functions
     assert {o.domain: o.version for o in function.opset_import}[""] == opset  # follows the model's import
@@ -132,7 +131,7 @@ def test_decomposed_form_at_opset_18_and_23(opset, dtype, attrs):
 
 
 def test_decomposed_form_layout_1_transposes_around_the_call():
-    model = cache_op.switch_cache_form(_cache_model(np.float32, RotaryAttrs(layout=1), 23), "decomposed")
+    model = cache_forms.switch_cache_form(_cache_model(np.float32, RotaryAttrs(layout=1), 23), "decomposed")
     kinds = [n.op_type for n in model.graph.node]
     assert kinds == ["Transpose"] * 3 + ["VideoRopeCacheDecomposed", "Transpose"]
     assert [o.domain for o in model.opset_import if o.domain == ONNX_DOMAIN] == []  # the contrib import is dropped
@@ -141,20 +140,20 @@ def test_decomposed_form_layout_1_transposes_around_the_call():
 def test_plugin_form_is_unchanged_and_unknown_forms_are_refused():
     model = _cache_model(np.float32, RotaryAttrs(), 18)
     before = model.SerializeToString()
-    assert cache_op.switch_cache_form(model, "plugin").SerializeToString() == before
+    assert cache_forms.switch_cache_form(model, "plugin").SerializeToString() == before
     with pytest.raises(ValueError, match=r"unknown VideoRopeCache form 'fused'; expected one of \['decomposed', "):
-        cache_op.switch_cache_form(model, "fused")
+        cache_forms.switch_cache_form(model, "fused")
 
 
 def test_decomposed_form_needs_opset_18():
     with pytest.raises(ValueError, match="needs a model at opset >= 18 .* imports the default domain at 17"):
-        cache_op.switch_cache_form(_cache_model(np.float32, RotaryAttrs(), 17), "decomposed")
+        cache_forms.switch_cache_form(_cache_model(np.float32, RotaryAttrs(), 17), "decomposed")
 
 
 def test_wrong_writes_would_be_caught():
     """The comparison is sharp: the same graph with the offsets shifted by one row disagrees with the reference."""
     attrs = RotaryAttrs()
-    model = cache_op.switch_cache_form(_cache_model(np.float32, attrs, 18), "decomposed")
+    model = cache_forms.switch_cache_form(_cache_model(np.float32, attrs, 18), "decomposed")
     arrays = make(attrs, 3, (2, 5), s=3, hq=3, c=9, dtype=np.float32)
     shifted = dict(arrays, write_offset=arrays["write_offset"] + 1)
     got = _run(model, shifted, custom=False)

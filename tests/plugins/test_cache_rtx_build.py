@@ -120,11 +120,11 @@ def test_rtx_builds_the_decomposed_form_at_opset_18(tmp_path, plugin_lib, layout
     """The standard-op form needs no plugin: TensorRT-RTX's parser inlines the local function (scatters included)."""
     import onnx
 
-    from videorope_trt.export import cache_op
+    from videorope_trt.plugins import cache_forms
 
     model = onnx.load(cache_model(tmp_path / "m.onnx", "fp16", RotaryAttrs(layout=layout)))
     model.opset_import[0].version = 18
-    onnx.save(cache_op.switch_cache_form(model, "decomposed"), tmp_path / "d.onnx")
+    onnx.save(cache_forms.switch_cache_form(model, "decomposed"), tmp_path / "d.onnx")
     r = rtx_build(tmp_path, plugin_lib, tmp_path / "d.onnx", cache_profiles(layout), ccs="SM89")
     assert r["parsed"], r["errors"]
     assert "LayerType.PLUGIN_V3" not in r["layers"] and "LayerType.SCATTER" in r["layers"]

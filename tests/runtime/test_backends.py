@@ -109,16 +109,22 @@ INFO = ModelInfo.from_config({"hidden_size": 8, "num_attention_heads": 1, "num_h
                               "video_token_id": 14, "vision_config": _VISION})
 
 
-def test_onnxruntime_refuses_an_fp16_plugin_form_graph_in_one_line(tiny, tmp_path):
-    """The op's ONNX Runtime kernel is float32 only: loading an fp16 plugin-form decoder used to end in ONNX
-    Runtime's InvalidGraph traceback; it is refused naming the way to a graph ONNX Runtime runs."""
+def test_onnxruntime_runs_an_fp16_plugin_form_graph_as_the_ops_definition(tiny, inputs, tmp_path):
+    """The op's ONNX Runtime kernel is float32 only (loading an fp16 plugin-form decoder used to end in an
+    InvalidGraph traceback): its VideoRopeCache nodes run as their decomposed definition, so the fp16 plugin-form
+    artifact answers as the fp16 decomposed export does, token for token."""
     from videorope_trt.export.exporter import ExportConfig, export_checkpoint
-    from videorope_trt.runtime.backends.ort_backend import OrtBackend
 
-    out = tmp_path / "fp16"
-    export_checkpoint(tiny, out, ExportConfig(rotary_form="plugin", precision="fp16"))
-    with pytest.raises(ValueError, match=r"fp16 graph with VideoRopeCache plugin nodes.*--rotary-form decomposed"):
-        OrtBackend.load(out)
+    rows, video = inputs
+    config = GenerationConfig(max_new_tokens=6, prefill_chunk=16, vision_chunk=2, stop_at_eos=False)
+    tokens = {}
+    for form in ("plugin", "decomposed"):
+        out = tmp_path / form
+        export_checkpoint(tiny, out, ExportConfig(rotary_form=form, precision="fp16"))
+        backend = open_backend("onnxruntime", out)
+        assert backend.kv_type is np.float16
+        tokens[form] = generate(backend, rows, video, config).tokens
+    assert tokens["plugin"] == tokens["decomposed"]
 
 
 def test_ctrl_c_inside_an_onnxruntime_call_takes_effect_when_it_returns():

@@ -41,7 +41,7 @@ class CalibrationConfig:
     def __post_init__(self):
         from videorope_trt.calibration.export import FLOAT_TYPES
         from videorope_trt.calibration.quantize import get_mode
-        from videorope_trt.export.cache_op import CACHE_FORMS as FORMS
+        from videorope_trt.plugins.cache_forms import CACHE_FORMS as FORMS
 
         get_mode(self.precision)
         if self.alpha is not None and (self.precision != "int8-sq" or not 0.0 <= self.alpha <= 1.0):

@@ -14,7 +14,7 @@ import time
 
 def add_arguments(parser, name: str) -> None:
     from videorope_trt.artifact.precisions import names
-    from videorope_trt.export.cache_op import CACHE_FORMS
+    from videorope_trt.plugins.cache_forms import CACHE_FORMS
 
     parser.add_argument("checkpoint", metavar="CKPT", help="Qwen2-VL checkpoint directory (HF layout)")
     parser.add_argument("out", metavar="OUT", help="artifact directory to write the Q/DQ ONNX and the report into")

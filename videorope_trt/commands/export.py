@@ -8,8 +8,8 @@ import time
 def _export_arguments(p):
     from videorope_trt.artifact.precisions import names
     from videorope_trt.build.presets import PRESETS
-    from videorope_trt.export.cache_op import CACHE_FORMS
     from videorope_trt.export.generations import DEFAULT_GENERATION
+    from videorope_trt.plugins.cache_forms import CACHE_FORMS
 
     p.add_argument("checkpoint", help="Qwen2-VL checkpoint directory (Hugging Face layout, safetensors)")
     p.add_argument("out", help="artifact directory to write (new, or an earlier export of the same checkpoint, "

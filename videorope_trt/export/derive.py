@@ -35,9 +35,9 @@ def derive_export(src_dir, dst_dir, *, rotary_form: str | None = None, precision
     from videorope_trt.artifact.model_config import ModelConfig
     from videorope_trt.artifact.precisions import get_precision
     from videorope_trt.artifact.specs import decoder_spec, vision_spec
-    from videorope_trt.export.cache_op import switch_cache_form
     from videorope_trt.export.exporter import ExportConfig, _name_dims, _save
     from videorope_trt.export.fp16 import CONVERTERS
+    from videorope_trt.plugins.cache_forms import switch_cache_form
 
     src, dst = Path(src_dir), Path(dst_dir)
     manifest = mf.read_manifest(src)

@@ -21,9 +21,9 @@ from pathlib import Path
 from videorope_trt.artifact import manifest as mf
 from videorope_trt.artifact.atomic import atomic_dir
 from videorope_trt.artifact.precisions import get_precision
-from videorope_trt.export.cache_op import CACHE_FORMS
 from videorope_trt.export.fp16 import CONVERTERS
 from videorope_trt.export.generations import DEFAULT_GENERATION, get_generation
+from videorope_trt.plugins.cache_forms import CACHE_FORMS
 
 GRAPHS = ("vision", "decoder")
 LOGITS = ("last", "all")
@@ -185,18 +185,19 @@ def _vision(model, mcfg, tmp, cfg, translation=None):
 
 def _decoder(model, mcfg, tmp, cfg, translation=None):
     from videorope_trt.artifact.specs import decoder_spec
-    from videorope_trt.export import cache_op, decoder as dec
+    from videorope_trt.export import decoder as dec
+    from videorope_trt.plugins import cache_forms
 
     axes = model.rope.num_axes
     spec = decoder_spec(mcfg, axes, get_precision(cfg.precision).float_type, last_only=cfg.last_only)
     onnx_model, raw = _export(dec.DecoderGraph(model, last_only=cfg.last_only).eval(), dec.example_inputs(mcfg, axes),
                               spec, dec.dynamic_shapes(mcfg, axes), tmp, cfg.opset,
-                              translation={**cache_op.translation_table(), **(translation or {})})
-    if cache_op.cache_node_count(onnx_model) != mcfg.num_layers:
+                              translation={**cache_forms.translation_table(), **(translation or {})})
+    if cache_forms.cache_node_count(onnx_model) != mcfg.num_layers:
         raise RuntimeError(f"decoder export: expected {mcfg.num_layers} VideoRopeCache nodes (one per layer), "
-                           f"found {cache_op.cache_node_count(onnx_model)}")
+                           f"found {cache_forms.cache_node_count(onnx_model)}")
     onnx_model = _precision(onnx_model, raw, cfg.precision, spec)
-    return cache_op.switch_cache_form(onnx_model, cfg.rotary_form), spec, raw
+    return cache_forms.switch_cache_form(onnx_model, cfg.rotary_form), spec, raw
 
 
 def _manifest(model, mcfg, specs, cfg, source: dict) -> dict:

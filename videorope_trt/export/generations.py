@@ -7,7 +7,7 @@
     opset23  TensorRT 10.15 and later, 11.x and TensorRT-RTX: ONNX `Attention` and `RMSNormalization` stay native
              (TensorRT's fused layers).
 
-Both read both rotary forms of the decoder's rotate-and-write-the-cache op (export/cache_op.py): the plugin node
+Both read both rotary forms of the decoder's rotate-and-write-the-cache op (plugins/cache_forms.py): the plugin node
 and the standard-op local function.
 
 An opset-20 graph also parses on the newer parsers; an opset-23 one does not parse on the older (their operator

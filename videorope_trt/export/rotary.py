@@ -19,9 +19,9 @@ import onnxscript
 from onnxscript import FLOAT, INT32, opset23 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
-from videorope_trt.rope.contract import LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME, RotaryAttrs
+from videorope_trt.plugins.cache_forms import node_attrs
+from videorope_trt.rope.contract import FUNCTION_DOMAIN, LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME
 
-FUNCTION_DOMAIN = "videorope"
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)
 _functions = onnxscript.values.Opset(FUNCTION_DOMAIN, 1)
 _PLUGIN_ONLY_ATTRS = ("plugin_namespace", "plugin_version")
@@ -100,12 +100,6 @@ def VideoRopeDecomposed(  # noqa: N802  ONNX function names are CamelCase
 
 def _rotary_nodes(graph: onnx.GraphProto) -> list:
     return [n for n in graph.node if n.op_type == OP_NAME and n.domain == ONNX_DOMAIN]
-
-
-def node_attrs(node: onnx.NodeProto) -> RotaryAttrs:
-    """The `RotaryAttrs` of a `VideoRope` or `VideoRopeCache` node (checked by RotaryAttrs itself)."""
-    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    return RotaryAttrs(int(values.get("interleaved", 0)), int(values.get("layout", 0)), float(values.get("scale", 1.0)))
 
 
 def _frequencies(model: onnx.ModelProto, node: onnx.NodeProto) -> int:

@@ -45,6 +45,8 @@ OP_NAME = "VideoRope"
 CACHE_OP_NAME = "VideoRopeCache"
 #: ONNX node domain: onnxruntime-extensions registers Python ops only here, and TensorRT reads it too.
 ONNX_DOMAIN = "ai.onnx.contrib"
+#: the domain of the ops' standard-op ONNX local functions (the decomposed forms)
+FUNCTION_DOMAIN = "videorope"
 PLUGIN_NAMESPACE = "videorope"
 PLUGIN_VERSION = "1"
 MAX_AXES = 4

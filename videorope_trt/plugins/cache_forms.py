@@ -26,8 +26,7 @@ import onnxscript
 from onnxscript import FLOAT, INT32, opset18 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
-from videorope_trt.export.rotary import FUNCTION_DOMAIN, node_attrs
-from videorope_trt.rope.contract import CACHE_OP_NAME, LAYOUT_BSHD, ONNX_DOMAIN
+from videorope_trt.rope.contract import CACHE_OP_NAME, FUNCTION_DOMAIN, LAYOUT_BSHD, ONNX_DOMAIN, RotaryAttrs
 
 MIN_OPSET = 18
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)
@@ -104,6 +103,12 @@ def VideoRopeCacheDecomposed(  # noqa: N802  ONNX function names are CamelCase
     k_cache_out = op.ScatterElements(k_cache, row_idx, k_new, axis=2)
     v_cache_out = op.ScatterElements(v_cache, row_idx, v_new, axis=2)
     return q_rot, k_cache_out, v_cache_out
+
+
+def node_attrs(node: onnx.NodeProto) -> RotaryAttrs:
+    """The `RotaryAttrs` of a `VideoRope` or `VideoRopeCache` node (checked by RotaryAttrs itself)."""
+    values = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    return RotaryAttrs(int(values.get("interleaved", 0)), int(values.get("layout", 0)), float(values.get("scale", 1.0)))
 
 
 def _cache_nodes(graph: onnx.GraphProto) -> list:
