@@ -87,4 +87,5 @@ def test_calibrate_a_folder_of_videos(tiny_ckpt, tmp_path):
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     report = json.loads((tmp_path / "out" / "calibration" / "report.json").read_text())
     assert report["precision"] == "int8-sq" and "held-out accuracy" in out.stdout
-    assert "onnx" in report and "skipped" in report["onnx"]  # fp16 plugin nodes: no ONNX Runtime kernel for them
+    # the fp16 plugin-form Q/DQ decoder in ONNX Runtime (its VideoRopeCache nodes as the decomposed definition)
+    assert report["onnx"]["logits_cosine_vs_torch"] > 0.999, report["onnx"]

@@ -109,16 +109,6 @@ def calibrate_model_on(model, cfg: CalibrationConfig, calib, held, bar=_no_bar) 
 
 def _onnx_check(model, path, held, ref_logits, q_logits) -> dict:
     import numpy as np
-    import onnx
-
-    from videorope_trt.rope.contract import CACHE_OP_NAME
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    half = {v.name for v in graph.input if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16}
-    if half and any(n.op_type == CACHE_OP_NAME for n in graph.node):
-        # the plugin node runs in ONNX Runtime through a Python op that takes float32 only
-        return {"skipped": "the fp16 graph's VideoRopeCache plugin nodes have no ONNX Runtime kernel (float32 only); "
-                           "calibrate with --rotary-form decomposed to check it in ONNX Runtime"}
 
     from videorope_trt.calibration import report
     from videorope_trt.calibration.data import decoder_feed

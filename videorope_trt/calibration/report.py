@@ -90,11 +90,11 @@ def onnx_logits(onnx_path, feeds: list, num_layers: int, kv_shape: tuple) -> lis
     from videorope_trt.artifact.specs import cache_names
     from videorope_trt.plugins import ort_op
 
-    options = ort_op.session_options()
+    options = ort.SessionOptions()
     # ONNX Runtime's own Q/DQ fusions (MatMulIntegerToFloat, MatMulNBits) compute differently from the graph's
     # literal QuantizeLinear / DequantizeLinear; without them it runs what TensorRT reads, op for op.
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    sess = ort_op.inference_session(onnx_path, options=options)
     wanted = {i.name: i for i in sess.get_inputs()}
     out = []
     for feed in feeds:

@@ -51,11 +51,9 @@ class ParityRequest:
 
 
 def _ort_session(path):
-    import onnxruntime as ort
+    from videorope_trt.plugins.ort_op import inference_session
 
-    from videorope_trt.plugins.ort_op import session_options
-
-    return ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+    return inference_session(path)
 
 
 def _tensorrt_available():

@@ -13,11 +13,12 @@ Python ops have no float16 (an op declared with float16 inputs aborts the proces
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 
 from videorope_trt.rope.apply import video_rope_cache_numpy, video_rope_numpy
-from videorope_trt.rope.contract import CACHE_OP_NAME, OP_NAME, RotaryAttrs
+from videorope_trt.rope.contract import CACHE_OP_NAME, ONNX_DOMAIN, OP_NAME, RotaryAttrs
 
 
 def _attrs(attrs: dict) -> RotaryAttrs:
@@ -54,3 +55,30 @@ def session_options(options=None):
     options = options or ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
     return options
+
+
+def _plugin_ops(model) -> list:
+    return sorted({n.op_type for n in model.graph.node if n.domain == ONNX_DOMAIN} & {OP_NAME, CACHE_OP_NAME})
+
+
+def inference_session(path, providers=("CPUExecutionProvider",), options=None):
+    """An ONNX Runtime session over the graph at `path`, its rotary ops' plugin nodes runnable. These ops are float32
+    only here; in an fp16 graph the `VideoRopeCache` nodes run as the op's standard-op definition instead (its
+    decomposed form, `cache_forms.py`: the same contract), rewritten in memory, the weights read from beside the
+    graph. ValueError for an fp16 graph with `VideoRope` nodes, which have no such rewrite."""
+    import onnx
+    import onnxruntime as ort
+
+    from videorope_trt.plugins.cache_forms import switch_cache_form
+
+    options = session_options(options)
+    model = onnx.load(str(path), load_external_data=False)
+    half = any(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for i in model.graph.input)
+    if not (half and _plugin_ops(model)):
+        return ort.InferenceSession(str(path), options, providers=list(providers))
+    switch_cache_form(model, "decomposed")
+    if _plugin_ops(model):
+        raise ValueError(f"{path} is an fp16 graph with {', '.join(_plugin_ops(model))} plugin nodes, which ONNX "
+                         "Runtime runs in float32 only; export it with --rotary-form decomposed or --precision fp32")
+    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(Path(path).parent))
+    return ort.InferenceSession(model.SerializeToString(), options, providers=list(providers))

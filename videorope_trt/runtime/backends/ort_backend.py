@@ -5,8 +5,8 @@ the caches a call returns stay ORT values on the device and are bound as the nex
 embedding table is not in the graphs: it is the artifact's own (`embeddings.safetensors`).
 
 The plugin form's `VideoRopeCache` node runs through the onnxruntime-extensions Python op (`plugins/ort_op.py`), a
-float32 parity oracle; in an fp16 graph it runs as the op's decomposed form (`make_session`), and the decomposed
-form runs on ONNX Runtime's own kernels.
+float32 parity oracle; in an fp16 graph it runs as the op's decomposed form (`plugins.ort_op.inference_session`),
+and the decomposed form runs on ONNX Runtime's own kernels.
 """
 
 from __future__ import annotations
@@ -15,12 +15,10 @@ import contextlib
 import signal
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from videorope_trt.artifact.manifest import read_manifest
-from videorope_trt.rope.contract import CACHE_OP_NAME, ONNX_DOMAIN, OP_NAME
 from videorope_trt.runtime.backends.base import Backend, ModelInfo
 
 
@@ -36,32 +34,12 @@ def _providers(device: str) -> list:
     return ["CPUExecutionProvider"]
 
 
-def _plugin_ops(model) -> list:
-    return sorted({n.op_type for n in model.graph.node if n.domain == ONNX_DOMAIN} & {OP_NAME, CACHE_OP_NAME})
-
-
 def make_session(path, device: str):
-    """A session over the graph at `path`. The rotary ops' plugin nodes run through Python kernels that take float32
-    only; in an fp16 graph, `VideoRopeCache` nodes run as the op's standard-op definition instead (its decomposed
-    form, `plugins/cache_forms.py`: the same contract), rewritten in memory, the weights read from beside the graph."""
-    import onnx
-    import onnxruntime as ort
+    """A session over the graph at `path` (`plugins.ort_op.inference_session`: an fp16 graph's VideoRopeCache nodes
+    run as the op's decomposed definition)."""
+    from videorope_trt.plugins.ort_op import inference_session
 
-    from videorope_trt.plugins.cache_forms import switch_cache_form
-    from videorope_trt.plugins.ort_op import session_options
-
-    options, providers = session_options(), _providers(device)
-    model = onnx.load(str(path), load_external_data=False)
-    half = any(i.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for i in model.graph.input)
-    if not (half and _plugin_ops(model)):
-        return ort.InferenceSession(str(path), options, providers=providers)
-    switch_cache_form(model, "decomposed")
-    if _plugin_ops(model):  # a VideoRope node: the product's graphs hold none, and its fp16 kernel does not exist
-        raise ValueError(f"onnxruntime backend: {path} is an fp16 graph with {', '.join(_plugin_ops(model))} plugin "
-                         "nodes, which ONNX Runtime runs in float32 only; export it with --rotary-form decomposed or "
-                         "--precision fp32")
-    options.add_session_config_entry("session.model_external_initializers_file_folder_path", str(Path(path).parent))
-    return ort.InferenceSession(model.SerializeToString(), options, providers=providers)
+    return inference_session(path, _providers(device))
 
 
 @contextlib.contextmanager
