@@ -361,3 +361,13 @@ def test_validate_holds_the_vision_graph_to_the_stock_tower(tiny, tmp_path, monk
     report = validate(ParityRequest(out_dir=str(out), **SHORT))
     failed = {r["output"] for r in report["rows"] if not r["passed"]}
     assert {"image_embeds[video]", "image_embeds[image]"} <= failed and not report["passed"]
+
+
+def test_validate_runs_an_fp16_plugin_form_artifact_in_onnx_runtime(exports, tmp_path):
+    """The op's ONNX Runtime kernel is float32 only (validate ended in an InvalidGraph traceback here): the plugin
+    nodes run as the op's decomposed definition, and the fp16 artifact passes at the fp16 tolerances."""
+    out = tmp_path / "fp16"
+    shutil.copytree(exports("videorope", "plugin", "fp16"), out)
+    report = validate(ParityRequest(out_dir=str(out), **SHORT))
+    rows = {r["output"]: r for r in report["rows"] if r["backend"] == "onnxruntime[plugin,fp16]"}
+    assert {"logits", "key_cache_0_out", "value_cache_1_out"} <= set(rows) and report["passed"], report["rows"]
