@@ -19,7 +19,7 @@ import onnxscript
 from onnxscript import FLOAT, INT32, opset23 as op
 from onnxscript.function_libs.torch_lib.tensor_typing import TFloat
 
-from videorope_trt.plugins.cache_forms import node_attrs
+from videorope_trt.plugins.cache_forms import add_local_function, drop_unused_imports, node_attrs
 from videorope_trt.rope.contract import FUNCTION_DOMAIN, LAYOUT_BSHD, ONNX_DOMAIN, OP_NAME
 
 _contrib = onnxscript.values.Opset(ONNX_DOMAIN, 1)
@@ -125,29 +125,6 @@ def _to_function_call(model, node, function, extra_attrs: dict, drop=()) -> None
     node.CopyFrom(call)
 
 
-def _ensure_function(model: onnx.ModelProto, script_fn) -> onnx.FunctionProto:
-    proto = script_fn.to_function_proto()
-    # a local function imports the model's own version of the standard domain (the checker requires it); its
-    # ops mean the same from opset 18 to 23 (the exporter writes 20 and 23)
-    version = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
-    for imp in proto.opset_import:
-        if imp.domain in ("", "ai.onnx"):
-            imp.version = version
-    if not any(f.name == proto.name and f.domain == proto.domain for f in model.functions):
-        model.functions.append(proto)
-    imports = {o.domain for o in model.opset_import}
-    if FUNCTION_DOMAIN not in imports:
-        model.opset_import.append(onnx.helper.make_opsetid(FUNCTION_DOMAIN, 1))
-    return proto
-
-
-def _drop_unused_contrib_import(model: onnx.ModelProto) -> None:
-    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
-    keep = [o for o in model.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
-
-
 def _bshd_transposes(node: onnx.NodeProto) -> tuple:
     """Transposes that let a layout-1 (B, S, H, D) node see (B, H, S, D); rewires `node` in place."""
     x_t, y_t = node.input[0] + "__bhsd", node.output[0] + "__bhsd"
@@ -167,7 +144,7 @@ def _to_native(model: onnx.ModelProto) -> None:
             continue
         layout = node_attrs(node).layout
         extra = {"rotary_dim": 2 * _frequencies(model, node)}
-        _to_function_call(model, node, _ensure_function(model, VideoRopeNative), extra, drop=("layout",))
+        _to_function_call(model, node, add_local_function(model, VideoRopeNative), extra, drop=("layout",))
         if layout == LAYOUT_BSHD:
             before, after = _bshd_transposes(node)
             nodes += [before, node, after]
@@ -184,7 +161,7 @@ def _to_native(model: onnx.ModelProto) -> None:
 
 def _to_decomposed(model: onnx.ModelProto) -> None:
     for node in _rotary_nodes(model.graph):
-        _to_function_call(model, node, _ensure_function(model, VideoRopeDecomposed), {})
+        _to_function_call(model, node, add_local_function(model, VideoRopeDecomposed), {})
 
 
 FORMS = {"plugin": lambda model: None, "native": _to_native, "decomposed": _to_decomposed}
@@ -196,5 +173,5 @@ def switch_form(model: onnx.ModelProto, form: str) -> onnx.ModelProto:
         raise ValueError(f"unknown rotary form {form!r}; expected one of {sorted(FORMS)}")
     if form != "plugin":
         FORMS[form](model)
-        _drop_unused_contrib_import(model)
+        drop_unused_imports(model)
     return model

@@ -115,26 +115,35 @@ def _cache_nodes(graph: onnx.GraphProto) -> list:
     return [n for n in graph.node if n.op_type == CACHE_OP_NAME and n.domain == ONNX_DOMAIN]
 
 
-def _default_opset(model: onnx.ModelProto) -> int:
+def _check_opset(model: onnx.ModelProto) -> None:
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None or version < MIN_OPSET:
         raise ValueError(f"the decomposed VideoRopeCache form needs a model at opset >= {MIN_OPSET} (ScatterElements "
                          f"and the rotation's ops as of opset 18); the model imports the default domain at {version}")
-    return version
 
 
-def _ensure_function(model: onnx.ModelProto) -> None:
-    """Add VideoRopeCacheDecomposed to the model, its default-domain import set to the model's."""
-    proto = VideoRopeCacheDecomposed.to_function_proto()
-    if any(f.name == proto.name and f.domain == proto.domain for f in model.functions):
-        return
-    version = _default_opset(model)
+def add_local_function(model: onnx.ModelProto, script_fn) -> onnx.FunctionProto:
+    """Add the onnxscript function `script_fn` to `model` as a local function (once) and import its domain. The
+    function imports the model's own version of the standard domain (the checker requires it); the rotary ops'
+    bodies mean the same from opset 18 to 23 (the exporter writes 20 and 23)."""
+    proto = script_fn.to_function_proto()
+    version = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
     for imp in proto.opset_import:
         if imp.domain in ("", "ai.onnx"):
             imp.version = version
-    model.functions.append(proto)
+    if not any(f.name == proto.name and f.domain == proto.domain for f in model.functions):
+        model.functions.append(proto)
     if FUNCTION_DOMAIN not in {o.domain for o in model.opset_import}:
         model.opset_import.append(onnx.helper.make_opsetid(FUNCTION_DOMAIN, 1))
+    return proto
+
+
+def drop_unused_imports(model: onnx.ModelProto) -> None:
+    """Keep only the opset imports that a node of the graph or of a local function uses (and the standard one)."""
+    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
+    keep = [o for o in model.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
+    del model.opset_import[:]
+    model.opset_import.extend(keep)
 
 
 def _transpose(name_in: str, name_out: str, node_name: str) -> onnx.NodeProto:
@@ -159,7 +168,8 @@ def _function_call(node: onnx.NodeProto) -> list:
 def _to_decomposed(model: onnx.ModelProto) -> None:
     if not _cache_nodes(model.graph):
         return
-    _ensure_function(model)
+    _check_opset(model)
+    add_local_function(model, VideoRopeCacheDecomposed)
     nodes = []
     for node in model.graph.node:
         is_cache = node.op_type == CACHE_OP_NAME and node.domain == ONNX_DOMAIN
@@ -167,10 +177,7 @@ def _to_decomposed(model: onnx.ModelProto) -> None:
     copies = [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes]  # detached from the old list
     del model.graph.node[:]
     model.graph.node.extend(copies)
-    used = {n.domain for n in model.graph.node} | {n.domain for f in model.functions for n in f.node}
-    keep = [o for o in model.opset_import if o.domain in used or o.domain in ("", "ai.onnx")]
-    del model.opset_import[:]
-    model.opset_import.extend(keep)
+    drop_unused_imports(model)
 
 
 CACHE_FORMS = {"plugin": lambda model: None, "decomposed": _to_decomposed}
